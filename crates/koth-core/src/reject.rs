@@ -1,0 +1,108 @@
+//! Stable rejection codes, one per gate failure (DESIGN §5).
+//!
+//! The code is what tooling matches on and never changes meaning; the sentence is what a miner
+//! reads. Adding a code is fine; renaming one breaks every miner's scripts.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    PayloadMalformed,
+    HotkeyUnregistered,
+    DigestOwned,
+    ManifestUnreachable,
+    FileRefused,
+    TooLarge,
+    ConfigMismatch,
+    TensorsMismatch,
+    WeightsInvalid,
+    NearCopy,
+}
+
+impl RejectCode {
+    pub const ALL: [RejectCode; 10] = [
+        RejectCode::PayloadMalformed,
+        RejectCode::HotkeyUnregistered,
+        RejectCode::DigestOwned,
+        RejectCode::ManifestUnreachable,
+        RejectCode::FileRefused,
+        RejectCode::TooLarge,
+        RejectCode::ConfigMismatch,
+        RejectCode::TensorsMismatch,
+        RejectCode::WeightsInvalid,
+        RejectCode::NearCopy,
+    ];
+
+    /// The stable machine-readable code, e.g. `config_mismatch`.
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectCode::PayloadMalformed => "payload_malformed",
+            RejectCode::HotkeyUnregistered => "hotkey_unregistered",
+            RejectCode::DigestOwned => "digest_owned",
+            RejectCode::ManifestUnreachable => "manifest_unreachable",
+            RejectCode::FileRefused => "file_refused",
+            RejectCode::TooLarge => "too_large",
+            RejectCode::ConfigMismatch => "config_mismatch",
+            RejectCode::TensorsMismatch => "tensors_mismatch",
+            RejectCode::WeightsInvalid => "weights_invalid",
+            RejectCode::NearCopy => "near_copy",
+        }
+    }
+
+    /// What the code means, in a sentence a miner can act on.
+    pub fn explain(self) -> &'static str {
+        match self {
+            RejectCode::PayloadMalformed => {
+                "The commitment is not of the form v4|location|sha256:<64 hex>|hotkey."
+            }
+            RejectCode::HotkeyUnregistered => {
+                "The key that signed the commitment is not registered on this subnet."
+            }
+            RejectCode::DigestOwned => {
+                "This exact checkpoint was already committed by someone earlier; copies are not dueled."
+            }
+            RejectCode::ManifestUnreachable => {
+                "The checkpoint could not be fetched from its location, or its files did not hash to the committed digest."
+            }
+            RejectCode::FileRefused => {
+                "The checkpoint contains a file that is not allowed (only config, safetensors, index and tokenizer files are)."
+            }
+            RejectCode::TooLarge => "The checkpoint is larger than the competition's size cap.",
+            RejectCode::ConfigMismatch => {
+                "config.json differs from the king's on a locked architecture key."
+            }
+            RejectCode::TensorsMismatch => {
+                "The tensors differ from the king's in name, shape or dtype, or a safetensors header is malformed."
+            }
+            RejectCode::WeightsInvalid => {
+                "The weights contain NaN/Inf or norm scales far outside the king's."
+            }
+            RejectCode::NearCopy => {
+                "The model behaves almost exactly like an earlier submission or king."
+            }
+        }
+    }
+}
+
+impl fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_and_serialize_as_themselves() {
+        for c in RejectCode::ALL {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.code()));
+            assert!(!c.explain().is_empty());
+        }
+    }
+}

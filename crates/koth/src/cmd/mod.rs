@@ -1,0 +1,3 @@
+//! One module per subcommand group. Each exposes a clap `…Command` enum and `run`.
+
+pub mod model;
