@@ -5,10 +5,13 @@
 //! submission is refused. This crate does no I/O beyond hashing bytes it is handed, so every
 //! other crate may depend on it.
 
+pub mod checkpoint;
+pub mod competition;
 pub mod digest;
 pub mod npy;
 pub mod payload;
 pub mod reject;
+pub mod verdict;
 
 pub use digest::{Digest, DigestError, Sha256Writer};
 pub use npy::{NpyArray, NpyData, NpyDtype, NpyError, NpyHeader};

@@ -1,1 +1,31 @@
 //! The transformer language model koth scores and trains.
+//!
+//! - [`ModelConfig`]: a validated Hugging Face `config.json` (llama, qwen2, qwen3, qwen3_moe).
+//! - [`Model`]: load / init / save in Hugging Face layout; [`Model::nll`] scores token ids
+//!   (per-token next-token NLL in f32, logits never materialised for the whole batch);
+//!   [`Model::loss_and_grads`] differentiates the mean NLL.
+//! - [`Trainer`]: parameters as variables plus [`AdamW`] (f32 moments, decoupled weight decay,
+//!   gradient-norm clipping).
+//!
+//! Two paths, one network: [`OpPath::Fused`] uses candle's fused kernels, which give no
+//! gradient; [`OpPath::Composite`] uses differentiable ops and is what training runs on.
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod init;
+pub mod loss;
+pub mod model;
+pub mod ops;
+pub mod optim;
+pub mod weights;
+
+pub use config::{Family, ModelConfig, MoeConfig, TensorKind, TensorSpec};
+pub use device::{parse_device, parse_dtype};
+pub use error::{ModelError, Result};
+pub use model::{inspect, Model, ModelInfo, ScoreOptions, TokenIds};
+pub use ops::OpPath;
+pub use optim::{clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, StepReport, Trainer};
+pub use weights::{CheckpointFiles, DEFAULT_SHARD_LIMIT_BYTES};
+
+pub use candle_core::{DType, Device, Tensor};

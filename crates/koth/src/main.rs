@@ -23,6 +23,27 @@ enum Command {
     /// Models: create, inspect, score and differentiate Hugging Face checkpoints.
     #[command(subcommand)]
     Model(cmd::model::ModelCommand),
+    /// Data: tokenizers, ingest to checksummed shards, bundles, deterministic samples, holdout.
+    #[command(subcommand)]
+    Data(cmd::data::DataCommand),
+    /// The embedded chain: init, register, commit, set weights, status, reveals, weights, verify.
+    #[command(subcommand)]
+    Chain(cmd::chain::ChainCommand),
+    /// Keys: sr25519 keys with SS58 addresses in a keystore directory.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+    /// Checkpoints by digest: put, get, verify, ls, gc in a local or S3 store.
+    #[command(subcommand)]
+    Store(cmd::store::StoreCommand),
+    /// Duels: run king vs challenger, replay a verdict, decide on differences, simulate the rules.
+    #[command(subcommand)]
+    Duel(cmd::duel::DuelCommand),
+    /// The validator: `run --config validator.toml`, `status`.
+    #[command(subcommand)]
+    Validator(cmd::validator::ValidatorCommand),
+    /// Benchmarks: paired scoring and training throughput on random weights.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
     // New command groups go above this line, one variant each, dispatched in `main` below.
 }
 
@@ -37,6 +58,13 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Model(c) => cmd::model::run(c),
+        Command::Bench(c) => cmd::bench::run(c),
+        Command::Data(c) => cmd::data::run(c),
+        Command::Chain(c) => cmd::chain::run(c),
+        Command::Keys(c) => cmd::keys::run(c),
+        Command::Store(c) => cmd::store::run(c),
+        Command::Duel(c) => cmd::duel::run(c),
+        Command::Validator(c) => cmd::validator::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,11 +1,250 @@
-//! `koth model …`
+//! `koth model …`: create, inspect, score and differentiate Hugging Face checkpoints.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use koth_core::npy::{NpyArray, NpyData};
+use koth_model::{Model, ModelConfig, TokenIds};
 
 #[derive(Subcommand)]
-pub enum ModelCommand {}
+pub enum ModelCommand {
+    /// Write a fresh, seeded random model in Hugging Face layout.
+    Init {
+        /// config.json of the architecture (llama, qwen2, qwen3 or qwen3_moe).
+        #[arg(long)]
+        config: PathBuf,
+        /// Seed of the initialisation (same seed, same weights on every machine).
+        #[arg(long)]
+        seed: u64,
+        /// Output directory (created; must not already hold files).
+        #[arg(long)]
+        out: PathBuf,
+        /// Stored dtype: f32, bf16 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Split the weights into shards of at most this many bytes.
+        #[arg(long, default_value_t = koth_model::DEFAULT_SHARD_LIMIT_BYTES)]
+        shard_bytes: u64,
+    },
+    /// Per-token next-token NLL of token ids: writes f32 [B, T-1] .npy.
+    Nll {
+        /// Checkpoint directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Token ids, .npy int64 / int32 / uint32 [B, T].
+        #[arg(long)]
+        ids: PathBuf,
+        /// Output .npy (f32 [B, T-1]).
+        #[arg(long)]
+        out: PathBuf,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Compute dtype: f32, bf16 or f16 (the NLL is always accumulated and written in f32).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Use the differentiable (composite-op) path instead of the fused kernels.
+        #[arg(long)]
+        composite: bool,
+    },
+    /// Gradients of the mean NLL with respect to every parameter: f32 safetensors, HF names.
+    Grads {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        ids: PathBuf,
+        /// Output .safetensors.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
+    /// Family, parameter count, bytes and dtype of a checkpoint (reads headers only, checks the
+    /// tensor set against config.json).
+    Info {
+        /// Checkpoint directory.
+        dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
 
 pub fn run(c: ModelCommand) -> Result<()> {
-    match c {}
+    match c {
+        ModelCommand::Init {
+            config,
+            seed,
+            out,
+            dtype,
+            shard_bytes,
+        } => init(&config, seed, &out, &dtype, shard_bytes),
+        ModelCommand::Nll {
+            model,
+            ids,
+            out,
+            device,
+            dtype,
+            composite,
+        } => nll(&model, &ids, &out, &device, &dtype, composite),
+        ModelCommand::Grads {
+            model,
+            ids,
+            out,
+            device,
+            dtype,
+        } => grads(&model, &ids, &out, &device, &dtype),
+        ModelCommand::Info { dir, json } => info(&dir, json),
+    }
+}
+
+fn init(config: &Path, seed: u64, out: &Path, dtype: &str, shard_bytes: u64) -> Result<()> {
+    let dtype = koth_model::parse_dtype(dtype).context("--dtype")?;
+    let cfg = ModelConfig::from_file(config).context("--config")?;
+    if out.exists() {
+        let mut entries =
+            std::fs::read_dir(out).with_context(|| format!("--out {}", out.display()))?;
+        if entries.next().is_some() {
+            bail!(
+                "--out {}: directory is not empty; refusing to overwrite",
+                out.display()
+            );
+        }
+    }
+    let model = Model::init(&cfg, seed, dtype, &koth_model::Device::Cpu)
+        .with_context(|| format!("initialising {}", config.display()))?;
+    model
+        .save_with_shard_limit(out, shard_bytes)
+        .with_context(|| format!("saving to {}", out.display()))?;
+    let i = model.info();
+    println!(
+        "{}: {} model, {} parameters, {}, seed {seed}",
+        out.display(),
+        i.family,
+        i.parameters,
+        i.dtype
+    );
+    Ok(())
+}
+
+fn read_ids(path: &Path) -> Result<TokenIds> {
+    let file = std::fs::File::open(path).with_context(|| format!("--ids {}", path.display()))?;
+    let arr = NpyArray::read(std::io::BufReader::new(file))
+        .with_context(|| format!("--ids {}", path.display()))?;
+    let [rows, cols] = arr.shape[..] else {
+        bail!(
+            "--ids {}: expected a 2-D [B, T] array, found shape {:?}",
+            path.display(),
+            arr.shape
+        );
+    };
+    let ids = arr
+        .to_token_ids()
+        .with_context(|| format!("--ids {}", path.display()))?;
+    TokenIds::new(ids, rows, cols).with_context(|| format!("--ids {}", path.display()))
+}
+
+fn load(model: &Path, device: &str, dtype: &str) -> Result<Model> {
+    let device = koth_model::parse_device(device).context("--device")?;
+    let dtype = koth_model::parse_dtype(dtype).context("--dtype")?;
+    Model::load(model, dtype, &device).with_context(|| format!("--model {}", model.display()))
+}
+
+/// Write `write` into a sibling temporary file and rename it over `out`, so a failure never
+/// leaves a half-written output.
+fn write_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out {}: not a file path", out.display()))?;
+    let tmp = out.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    let result = write(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, out).with_context(|| format!("--out {}", out.display()))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn nll(
+    model: &Path,
+    ids: &Path,
+    out: &Path,
+    device: &str,
+    dtype: &str,
+    composite: bool,
+) -> Result<()> {
+    let ids = read_ids(ids)?;
+    let m = load(model, device, dtype)?;
+    let path = if composite {
+        koth_model::OpPath::Composite
+    } else {
+        koth_model::OpPath::Fused
+    };
+    let nll = m
+        .nll_with(&ids, path, koth_model::ScoreOptions::default())
+        .with_context(|| format!("scoring --ids with {}", model.display()))?;
+    let shape = nll.dims().to_vec();
+    let values = nll
+        .to_device(&koth_model::Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mean = values.iter().map(|&x| x as f64).sum::<f64>() / values.len().max(1) as f64;
+    let arr = NpyArray {
+        shape: shape.clone(),
+        data: NpyData::F32(values),
+    };
+    write_atomically(out, |tmp| {
+        let f = std::fs::File::create(tmp).with_context(|| format!("--out {}", out.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        arr.write(&mut w)
+            .with_context(|| format!("--out {}", out.display()))?;
+        std::io::Write::flush(&mut w).with_context(|| format!("--out {}", out.display()))?;
+        Ok(())
+    })?;
+    println!("{}: nll {:?}, mean {mean:.6}", out.display(), shape);
+    Ok(())
+}
+
+fn grads(model: &Path, ids: &Path, out: &Path, device: &str, dtype: &str) -> Result<()> {
+    let ids = read_ids(ids)?;
+    let m = load(model, device, dtype)?;
+    let (loss, grads) = m
+        .loss_and_grads(&ids)
+        .with_context(|| format!("differentiating {} on --ids", model.display()))?;
+    write_atomically(out, |tmp| {
+        koth_model::weights::write_safetensors(tmp, &grads)
+            .with_context(|| format!("--out {}", out.display()))
+    })?;
+    let norm =
+        koth_model::global_grad_norm(&grads.iter().map(|(_, g)| g.clone()).collect::<Vec<_>>())?;
+    println!(
+        "{}: {} gradients, loss {loss:.6}, global norm {norm:.6}",
+        out.display(),
+        grads.len()
+    );
+    Ok(())
+}
+
+fn info(dir: &Path, json: bool) -> Result<()> {
+    let i = koth_model::model::inspect(dir).with_context(|| format!("{}", dir.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+    } else {
+        println!("family      {}", i.family);
+        println!("parameters  {}", i.parameters);
+        println!("bytes       {}", i.bytes);
+        println!("dtype       {}", i.dtype);
+        println!("layers      {}", i.layers);
+        println!("hidden      {}", i.hidden_size);
+        println!("vocab       {}", i.vocab_size);
+        if let Some(e) = i.experts {
+            println!("experts     {e}");
+        }
+        println!("tied        {}", i.tied_embeddings);
+    }
+    Ok(())
 }

@@ -1,0 +1,218 @@
+//! Rebuilding the ledger from its extrinsics alone: the pure half of `EmbeddedChain::verify`.
+//! Replaying every stored extrinsic through the rules, block by block, must give exactly the
+//! state the chain stored as it went; any difference means the file was altered.
+
+use std::collections::BTreeMap;
+
+use crate::extrinsic::SignedExtrinsic;
+use crate::keys::AccountId;
+use crate::rules::{Effect, LedgerState};
+use crate::types::ChainParams;
+use crate::weights::split_block_emission;
+
+/// A commitment as stored, revealed or not (never handed out of the crate as such).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredCommitment {
+    pub uid: u16,
+    pub hotkey: AccountId,
+    pub payload: String,
+    pub commit_block: u64,
+    pub reveal_block: u64,
+}
+
+/// Each validator's latest weights with the block that included them.
+pub(crate) type WeightsByValidator = BTreeMap<u16, (u64, Vec<(u16, u16)>)>;
+
+/// The state a replay rebuilds.
+#[derive(Debug)]
+pub(crate) struct Replayed {
+    pub state: LedgerState,
+    pub commitments: Vec<StoredCommitment>,
+    pub weights: WeightsByValidator,
+    /// uid → rao accrued through block `head`, without zero entries.
+    pub emission: BTreeMap<u16, u64>,
+}
+
+fn pay(
+    per_block: u64,
+    weights: &WeightsByValidator,
+    emission: &mut BTreeMap<u16, u64>,
+    blocks: u64,
+) {
+    if blocks == 0 {
+        return;
+    }
+    let voting: BTreeMap<u16, Vec<(u16, u16)>> =
+        weights.iter().map(|(&v, (_, w))| (v, w.clone())).collect();
+    for (uid, amount) in split_block_emission(per_block, &voting) {
+        let e = emission.entry(uid).or_default();
+        // The file stores i64; the live chain saturates there too.
+        *e = e
+            .saturating_add(amount.saturating_mul(blocks))
+            .min(i64::MAX as u64);
+    }
+}
+
+/// Replay `blocks` (block number → its extrinsics in order; numbers ≥ 1, at most `head + 1`,
+/// where block `head + 1` is the open one and pays no emission yet).
+pub(crate) fn replay(
+    params: &ChainParams,
+    blocks: &BTreeMap<u64, Vec<SignedExtrinsic>>,
+    head: u64,
+) -> Result<Replayed, String> {
+    let mut state = LedgerState {
+        genesis: params.genesis_hash,
+        owner: params.owner,
+        max_uids: params.max_uids,
+        reveal_delay: params.reveal_delay,
+        neurons: Vec::new(),
+        nonces: BTreeMap::new(),
+    };
+    let mut commitments = Vec::new();
+    let mut weights = WeightsByValidator::new();
+    let mut emission = BTreeMap::new();
+    // Emission has been paid for blocks 1..=paid_through.
+    let mut paid_through = 0u64;
+    for (&block, extrinsics) in blocks {
+        if block == 0 || block > head + 1 {
+            return Err(format!(
+                "extrinsics in block {block}, outside 1..={}",
+                head + 1
+            ));
+        }
+        let sealed = block <= head;
+        if sealed {
+            // Empty blocks since the last one with extrinsics pay by the weights then in force.
+            pay(
+                params.emission_per_block_rao,
+                &weights,
+                &mut emission,
+                block - 1 - paid_through,
+            );
+        }
+        for (idx, ext) in extrinsics.iter().enumerate() {
+            let effect = state
+                .apply(ext, block)
+                .map_err(|e| format!("extrinsic {block}/{idx} breaks the rules on replay: {e}"))?;
+            match effect {
+                Effect::Committed {
+                    uid,
+                    hotkey,
+                    payload,
+                    commit_block,
+                    reveal_block,
+                } => commitments.push(StoredCommitment {
+                    uid,
+                    hotkey,
+                    payload,
+                    commit_block,
+                    reveal_block,
+                }),
+                Effect::WeightsSet {
+                    validator_uid,
+                    weights: w,
+                } => {
+                    weights.insert(validator_uid, (block, w));
+                }
+                Effect::Registered(_) | Effect::PermitGranted { .. } => {}
+            }
+        }
+        if sealed {
+            // A block pays by the weights in force at its end.
+            pay(params.emission_per_block_rao, &weights, &mut emission, 1);
+            paid_through = block;
+        }
+    }
+    pay(
+        params.emission_per_block_rao,
+        &weights,
+        &mut emission,
+        head - paid_through,
+    );
+    emission.retain(|_, r| *r > 0);
+    Ok(Replayed {
+        state,
+        commitments,
+        weights,
+        emission,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extrinsic::Call;
+    use crate::keys::Keypair;
+    use koth_core::Digest;
+
+    #[test]
+    fn replay_pays_emission_from_the_block_that_sets_weights() {
+        let owner = Keypair::from_seed([0; 32]);
+        let v = Keypair::from_seed([1; 32]);
+        let params = ChainParams {
+            netuid: 1,
+            genesis_hash: Digest::of(b"g"),
+            genesis_time_ms: 0,
+            block_time_ms: 1,
+            reveal_delay: 2,
+            emission_per_block_rao: 10,
+            max_uids: 8,
+            owner: owner.account(),
+        };
+        let g = params.genesis_hash;
+        let mut blocks = BTreeMap::new();
+        blocks.insert(
+            3,
+            vec![
+                SignedExtrinsic::sign(
+                    &v,
+                    g,
+                    0,
+                    Call::Register {
+                        coldkey: v.account(),
+                    },
+                ),
+                SignedExtrinsic::sign(
+                    &owner,
+                    g,
+                    0,
+                    Call::GrantValidatorPermit {
+                        hotkey: v.account(),
+                    },
+                ),
+            ],
+        );
+        blocks.insert(
+            5,
+            vec![SignedExtrinsic::sign(
+                &v,
+                g,
+                1,
+                Call::SetWeights {
+                    weights: vec![(0, 1)],
+                },
+            )],
+        );
+        blocks.insert(
+            8,
+            vec![SignedExtrinsic::sign(
+                &v,
+                g,
+                2,
+                Call::Commit {
+                    payload: "p".into(),
+                },
+            )],
+        );
+        // Head 7: block 8 is open. Blocks 5, 6, 7 pay 10 each to uid 0.
+        let r = replay(&params, &blocks, 7).unwrap();
+        assert_eq!(r.emission.get(&0), Some(&30));
+        assert_eq!(r.weights.get(&0), Some(&(5, vec![(0, 65535)])));
+        assert_eq!(r.commitments.len(), 1);
+        assert_eq!(r.commitments[0].reveal_block, 10);
+        assert_eq!(r.state.nonce(&v.account()), 3);
+        // An extrinsic beyond the open block is refused.
+        blocks.insert(9, vec![]);
+        assert!(replay(&params, &blocks, 7).is_err());
+    }
+}

@@ -1,0 +1,461 @@
+//! The duel driver: draw the windows, stream them in batches through both models, feed the
+//! differences to the rule, stop when it decides, and write everything into a [`Verdict`].
+//! [`replay`] re-runs a verdict and lists every difference.
+
+use std::time::Instant;
+
+use koth_core::verdict::{
+    window_losses_digest, BoundsAfterBatch, Decision, DuelModel, EffectFloor, Outcome, RuleSpec,
+    SampleRecord, ScoringSetup, ShardHash, SourceScore, Verdict, WindowLosses, VERDICT_FORMAT,
+};
+use koth_core::Digest;
+use koth_data::Dataset;
+
+use crate::rule::{self, FloorError, RuleTest};
+use crate::score::{ScoreError, WindowScorer};
+use crate::stats::StatsError;
+
+/// Everything a duel depends on besides the data and the two scorers.
+#[derive(Debug, Clone)]
+pub struct DuelSetup {
+    pub competition_sha256: Option<Digest>,
+    pub king: DuelModel,
+    pub challenger: DuelModel,
+    /// Seed material for the sampler and the bootstrap resampler (DESIGN §6: a hash of the
+    /// competition, the reveal block hash and the hotkey; any string for a standalone duel).
+    pub seed_material: String,
+    pub seq_len: u32,
+    pub rule: RuleSpec,
+    pub effect_floor: EffectFloor,
+    /// Windows per scoring batch (and per look of the rule).
+    pub batch_size: u32,
+    /// dtype, device and code path of the scorers, for the record.
+    pub scoring: ScoringSetup,
+    /// Where the bundle was read from (informational).
+    pub bundle_path: Option<String>,
+}
+
+/// What the driver reports after each batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// 1-based batch number.
+    pub batch: u64,
+    pub bounds: BoundsAfterBatch,
+    /// Most windows the rule may use.
+    pub n_max: u64,
+    pub king_mean_loss: f64,
+    pub challenger_mean_loss: f64,
+    pub elapsed_s: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DuelError {
+    #[error("drawing the sample: {0}")]
+    Data(#[from] koth_data::DataError),
+    #[error("scoring the {model}: {source}")]
+    Score {
+        model: &'static str,
+        #[source]
+        source: ScoreError,
+    },
+    #[error("the {model} produced a non-finite loss ({value}) on window {window}")]
+    NonFiniteLoss {
+        model: &'static str,
+        window: u64,
+        value: f32,
+    },
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+    #[error(transparent)]
+    Floor(#[from] FloorError),
+    #[error("invalid duel setting: {0}")]
+    Setup(String),
+    #[error("the duel was cancelled after {0} windows")]
+    Cancelled(u64),
+}
+
+/// Run a duel. King and challenger are scored on the same batches, in the same layout, one
+/// batch at a time: memory for tokens is one batch regardless of N. `progress` sees the state
+/// after every batch and returns `false` to cancel (a deadline, a shutdown).
+pub fn run_duel(
+    dataset: &Dataset,
+    setup: &DuelSetup,
+    king: &mut dyn WindowScorer,
+    challenger: &mut dyn WindowScorer,
+    validator_secret: Option<&[u8]>,
+    progress: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Verdict, DuelError> {
+    let started = Instant::now();
+    if setup.batch_size == 0 {
+        return Err(DuelError::Setup("batch size must be at least 1".into()));
+    }
+    if setup.seq_len < 2 {
+        return Err(DuelError::Setup(format!(
+            "seq_len must be at least 2 (a next-token loss needs a next token), got {}",
+            setup.seq_len
+        )));
+    }
+    let threshold = rule::threshold(setup.effect_floor)?;
+    let bootstrap_seed = rule::bootstrap_seed(&setup.seed_material);
+    let mut test = RuleTest::new(&setup.rule, threshold, bootstrap_seed)?;
+    let n_max = setup.rule.n_max();
+    let sample = dataset.sample(
+        setup.seed_material.as_bytes(),
+        validator_secret,
+        n_max,
+        setup.seq_len,
+    )?;
+    let seq_len = setup.seq_len as usize;
+
+    let mut king_losses: Vec<f32> = Vec::new();
+    let mut challenger_losses: Vec<f32> = Vec::new();
+    let mut sources: Vec<u32> = Vec::new();
+    let mut bounds = Vec::new();
+    let mut tested_sum = 0.0f64;
+    let mut batch_no = 0u64;
+    let mut used = 0usize;
+    while test.remaining() > 0 {
+        let take = (setup.batch_size as u64).min(test.remaining()) as usize;
+        let windows = sample.windows.get(used..used + take).ok_or_else(|| {
+            DuelError::Setup("the sample has fewer windows than the rule needs".into())
+        })?;
+        let tokens = dataset.read_windows(windows)?;
+        let k = king
+            .score(&tokens, take, seq_len)
+            .map_err(|source| DuelError::Score {
+                model: "king",
+                source,
+            })?;
+        let c = challenger
+            .score(&tokens, take, seq_len)
+            .map_err(|source| DuelError::Score {
+                model: "challenger",
+                source,
+            })?;
+        for (model, losses) in [("king", &k), ("challenger", &c)] {
+            if losses.len() != take {
+                return Err(DuelError::Score {
+                    model,
+                    source: ScoreError::Count {
+                        expected: take,
+                        got: losses.len(),
+                    },
+                });
+            }
+            if let Some(i) = losses.iter().position(|v| !v.is_finite()) {
+                return Err(DuelError::NonFiniteLoss {
+                    model,
+                    window: (used + i) as u64,
+                    value: losses[i],
+                });
+            }
+        }
+        let tested: Vec<f64> = k
+            .iter()
+            .zip(&c)
+            .map(|(&kl, &cl)| {
+                rule::tested_value(
+                    setup.effect_floor,
+                    f64::from(kl) - f64::from(cl),
+                    f64::from(kl),
+                )
+            })
+            .collect();
+        // Summed window by window, in order: the record's numbers are a function of the
+        // per-window losses alone.
+        for &t in &tested {
+            tested_sum += t;
+        }
+        let look = test.update(&tested)?;
+        king_losses.extend_from_slice(&k);
+        challenger_losses.extend_from_slice(&c);
+        sources.extend(windows.iter().map(|w| w.source));
+        used += take;
+        batch_no += 1;
+        bounds.push(look);
+        let go_on = progress(&Progress {
+            batch: batch_no,
+            bounds: look,
+            n_max,
+            king_mean_loss: mean_f32(&king_losses),
+            challenger_mean_loss: mean_f32(&challenger_losses),
+            elapsed_s: started.elapsed().as_secs_f64(),
+        });
+        if !go_on && !look.decision.is_final() {
+            return Err(DuelError::Cancelled(used as u64));
+        }
+    }
+
+    let source_names: Vec<String> = dataset
+        .bundle()
+        .sources
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let per_source = per_source_scores(&source_names, &sources, &king_losses, &challenger_losses);
+    let shards = dataset
+        .manifests()
+        .flat_map(|m| {
+            m.shards.iter().map(move |s| ShardHash {
+                source: m.source.clone(),
+                name: s.path.clone(),
+                sha256: s.sha256,
+                tokens: s.tokens,
+            })
+        })
+        .collect();
+    let digest = window_losses_digest(&king_losses, &challenger_losses, &sources)
+        .ok_or_else(|| DuelError::Setup("loss vectors differ in length".into()))?;
+    let last = bounds.last().copied();
+    let n = used.max(1) as f64;
+    let outcome = Outcome {
+        decision: test.decision(),
+        n_used: used as u64,
+        // μ̂ = mean king loss − mean challenger loss (each an in-order f64 sum of the f32
+        // losses over n), the same definition koth-validator's in-process driver records.
+        mu_hat: mean_f32(&king_losses) - mean_f32(&challenger_losses),
+        tested_mean: tested_sum / n,
+        threshold,
+        lower: last.and_then(|b| b.lower),
+        upper: last.and_then(|b| b.upper),
+        king_mean_loss: mean_f32(&king_losses),
+        challenger_mean_loss: mean_f32(&challenger_losses),
+    };
+    Ok(Verdict {
+        format: VERDICT_FORMAT.into(),
+        competition_sha256: setup.competition_sha256,
+        king: setup.king.clone(),
+        challenger: setup.challenger.clone(),
+        sample: SampleRecord {
+            seed_material: setup.seed_material.clone(),
+            sample_digest: sample.digest.0,
+            bundle_sha256: dataset.bundle_sha256(),
+            bundle_path: setup.bundle_path.clone(),
+            seq_len: setup.seq_len,
+            shards,
+        },
+        rule: setup.rule,
+        effect_floor: setup.effect_floor,
+        bootstrap_seed: matches!(setup.rule, RuleSpec::Bootstrap { .. }).then_some(bootstrap_seed),
+        scoring: setup.scoring.clone(),
+        outcome,
+        bounds,
+        per_source,
+        windows: WindowLosses {
+            king: king_losses,
+            challenger: challenger_losses,
+            source: sources,
+            sources: source_names,
+            digest,
+        },
+        code_version: crate::CODE_VERSION.into(),
+        wall_time_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn mean_f32(v: &[f32]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64
+}
+
+fn per_source_scores(names: &[String], source: &[u32], k: &[f32], c: &[f32]) -> Vec<SourceScore> {
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let idx: Vec<usize> = (0..source.len())
+                .filter(|&j| source[j] == i as u32)
+                .collect();
+            if idx.is_empty() {
+                return None;
+            }
+            let ks: Vec<f32> = idx.iter().map(|&j| k[j]).collect();
+            let cs: Vec<f32> = idx.iter().map(|&j| c[j]).collect();
+            let (km, cm) = (mean_f32(&ks), mean_f32(&cs));
+            Some(SourceScore {
+                source: name.clone(),
+                n: idx.len() as u64,
+                king_mean_loss: km,
+                challenger_mean_loss: cm,
+                mean_diff: km - cm,
+            })
+        })
+        .collect()
+}
+
+/// The setup a verdict was produced with (for replay).
+pub fn setup_of(verdict: &Verdict) -> DuelSetup {
+    DuelSetup {
+        competition_sha256: verdict.competition_sha256,
+        king: verdict.king.clone(),
+        challenger: verdict.challenger.clone(),
+        seed_material: verdict.sample.seed_material.clone(),
+        seq_len: verdict.sample.seq_len,
+        rule: verdict.rule,
+        effect_floor: verdict.effect_floor,
+        batch_size: verdict.scoring.batch_size,
+        scoring: verdict.scoring.clone(),
+        bundle_path: verdict.sample.bundle_path.clone(),
+    }
+}
+
+/// Every way `again` differs from `recorded`, as sentences; empty when the replay reproduces
+/// the verdict bit for bit (wall time and code version aside).
+pub fn compare(recorded: &Verdict, again: &Verdict) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |what: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{what}: recorded {a}, replayed {b}"));
+        }
+    };
+    check("format", recorded.format.clone(), again.format.clone());
+    check(
+        "bundle sha256",
+        recorded.sample.bundle_sha256.to_string(),
+        again.sample.bundle_sha256.to_string(),
+    );
+    check(
+        "sample digest",
+        recorded.sample.sample_digest.to_string(),
+        again.sample.sample_digest.to_string(),
+    );
+    check(
+        "shard hashes",
+        format!("{:?}", recorded.sample.shards),
+        format!("{:?}", again.sample.shards),
+    );
+    check(
+        "decision",
+        format!("{:?}", recorded.outcome.decision),
+        format!("{:?}", again.outcome.decision),
+    );
+    check(
+        "windows used",
+        recorded.outcome.n_used.to_string(),
+        again.outcome.n_used.to_string(),
+    );
+    check(
+        "bootstrap seed",
+        format!("{:?}", recorded.bootstrap_seed),
+        format!("{:?}", again.bootstrap_seed),
+    );
+    check(
+        "window-loss digest",
+        recorded.windows.digest.to_string(),
+        again.windows.digest.to_string(),
+    );
+    let (rw, aw) = (&recorded.windows, &again.windows);
+    for (name, a, b) in [
+        ("king", &rw.king, &aw.king),
+        ("challenger", &rw.challenger, &aw.challenger),
+    ] {
+        if a.len() != b.len() {
+            out.push(format!(
+                "{name} losses: recorded {} windows, replayed {}",
+                a.len(),
+                b.len()
+            ));
+        } else if let Some(i) = (0..a.len()).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+            let count = (0..a.len())
+                .filter(|&i| a[i].to_bits() != b[i].to_bits())
+                .count();
+            out.push(format!(
+                "{name} losses differ on {count} windows, first window {i}: recorded {:e}, replayed {:e}",
+                a[i], b[i]
+            ));
+        }
+    }
+    if rw.source != aw.source {
+        out.push("window sources differ".into());
+    }
+    let bits = |x: Option<f64>| x.map(f64::to_bits);
+    if recorded.bounds.len() != again.bounds.len() {
+        out.push(format!(
+            "bounds: recorded {} batches, replayed {}",
+            recorded.bounds.len(),
+            again.bounds.len()
+        ));
+    } else if let Some((i, (a, b))) =
+        recorded
+            .bounds
+            .iter()
+            .zip(&again.bounds)
+            .enumerate()
+            .find(|(_, (a, b))| {
+                a.n != b.n
+                    || a.mu_hat.to_bits() != b.mu_hat.to_bits()
+                    || bits(a.lower) != bits(b.lower)
+                    || bits(a.upper) != bits(b.upper)
+                    || a.decision != b.decision
+            })
+    {
+        out.push(format!(
+            "bounds after batch {}: recorded {a:?}, replayed {b:?}",
+            i + 1
+        ));
+    }
+    let o = |v: &Verdict| {
+        let x = &v.outcome;
+        [
+            x.mu_hat.to_bits(),
+            x.tested_mean.to_bits(),
+            x.threshold.to_bits(),
+            x.king_mean_loss.to_bits(),
+            x.challenger_mean_loss.to_bits(),
+        ]
+    };
+    if o(recorded) != o(again)
+        || bits(recorded.outcome.lower) != bits(again.outcome.lower)
+        || bits(recorded.outcome.upper) != bits(again.outcome.upper)
+    {
+        out.push(format!(
+            "outcome numbers: recorded {:?}, replayed {:?}",
+            recorded.outcome, again.outcome
+        ));
+    }
+    if recorded.per_source != again.per_source {
+        out.push(format!(
+            "per-source scores: recorded {:?}, replayed {:?}",
+            recorded.per_source, again.per_source
+        ));
+    }
+    out
+}
+
+/// Structural checks on a verdict read from a file, before it is replayed.
+pub fn check_verdict(v: &Verdict) -> Result<(), String> {
+    if v.format != VERDICT_FORMAT {
+        return Err(format!(
+            "format is {:?}, this koth reads {VERDICT_FORMAT:?}",
+            v.format
+        ));
+    }
+    let w = &v.windows;
+    if w.king.len() != w.challenger.len() || w.king.len() != w.source.len() {
+        return Err(format!(
+            "window vectors differ in length (king {}, challenger {}, source {})",
+            w.king.len(),
+            w.challenger.len(),
+            w.source.len()
+        ));
+    }
+    if window_losses_digest(&w.king, &w.challenger, &w.source) != Some(w.digest) {
+        return Err("the window losses do not hash to the recorded digest".into());
+    }
+    if w.king.len() as u64 != v.outcome.n_used {
+        return Err(format!(
+            "{} windows recorded but the outcome says {} were used",
+            w.king.len(),
+            v.outcome.n_used
+        ));
+    }
+    if v.scoring.batch_size == 0 {
+        return Err("scoring batch size is 0".into());
+    }
+    if !matches!(v.outcome.decision, Decision::Crown | Decision::KeepKing(_)) {
+        return Err("the recorded duel was never decided".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! Next-token negative log-likelihood without ever holding [B, T, V] logits.
+//!
+//! The positions that predict a next token ([B, T-1] of them) are flattened to rows and pushed
+//! through the head a chunk of rows at a time; each chunk's logits are cast to f32 and reduced
+//! to one NLL per row by a log-sum-exp with a detached row maximum. The result is the same
+//! whatever the chunk size (rows are independent), and every op is differentiable.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::error::Result;
+
+/// Rows of logits per chunk so that one chunk of f32 logits stays under `chunk_bytes`.
+pub fn chunk_rows(vocab_size: usize, chunk_bytes: usize) -> usize {
+    (chunk_bytes / (4 * vocab_size.max(1))).max(1)
+}
+
+/// `hidden` [B, T, H] (final, normalised), `ids` [B, T] u32, `head` [V, H]: NLL f32 [B, T-1]
+/// where entry (b, t) is -log p(ids[b, t+1] | ids[b, ..=t]).
+pub fn chunked_nll(
+    hidden: &Tensor,
+    ids: &Tensor,
+    head: &Tensor,
+    chunk_bytes: usize,
+) -> Result<Tensor> {
+    let (b, t, h) = hidden.dims3()?;
+    let positions = t - 1;
+    let rows = b * positions;
+    let inputs = hidden.narrow(1, 0, positions)?.reshape((rows, h))?;
+    let targets = ids.narrow(1, 1, positions)?.flatten_all()?;
+    let head_t = head.t()?;
+    let step = chunk_rows(head.dim(0)?, chunk_bytes);
+    let mut parts = Vec::with_capacity(rows.div_ceil(step));
+    let mut start = 0;
+    while start < rows {
+        let len = step.min(rows - start);
+        // Logits in the model dtype (as transformers computes them), reduced in f32.
+        let logits = inputs
+            .narrow(0, start, len)?
+            .matmul(&head_t)?
+            .to_dtype(DType::F32)?;
+        let max = logits.max_keepdim(D::Minus1)?.detach();
+        let shifted = logits.broadcast_sub(&max)?;
+        let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+        let target = targets.narrow(0, start, len)?.unsqueeze(1)?.contiguous()?;
+        let picked = shifted.gather(&target, 1)?;
+        parts.push((log_sum - picked)?.squeeze(1)?);
+        start += len;
+    }
+    Ok(Tensor::cat(&parts, 0)?.reshape((b, positions))?)
+}

@@ -1,0 +1,659 @@
+//! The decoder-only transformer of the llama / qwen2 / qwen3 / qwen3_moe families.
+//!
+//! One network, two paths (see [`OpPath`]): the scoring path runs candle's fused RMSNorm, RoPE
+//! and softmax kernels; the training path runs differentiable composites of the same math.
+//! Everything else (projections, attention matmuls, SwiGLU, MoE dispatch, the chunked loss) is
+//! shared and differentiable.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::config::{ModelConfig, MoeConfig};
+use crate::error::{ModelError, Result};
+use crate::ops::{causal_mask, rms_norm, softmax_last, OpPath, Rope};
+use crate::weights::{CheckpointFiles, DEFAULT_SHARD_LIMIT_BYTES};
+
+/// A batch of token ids, `rows` sequences of `cols` tokens, row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIds {
+    ids: Vec<u32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl TokenIds {
+    /// `ids.len()` must equal `rows * cols`, with at least one row of at least two tokens (a
+    /// next-token loss needs a next token).
+    pub fn new(ids: Vec<u32>, rows: usize, cols: usize) -> Result<Self> {
+        if rows == 0 || cols < 2 {
+            return Err(ModelError::TokenShape(format!(
+                "shape [{rows}, {cols}] needs at least one row of at least two tokens"
+            )));
+        }
+        if rows.checked_mul(cols) != Some(ids.len()) {
+            return Err(ModelError::TokenShape(format!(
+                "{} ids do not fill shape [{rows}, {cols}]",
+                ids.len()
+            )));
+        }
+        Ok(Self { ids, rows, cols })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    pub fn as_slice(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Error naming the first id that is not below `vocab_size`.
+    pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
+        match self.ids.iter().position(|&id| id as usize >= vocab_size) {
+            None => Ok(()),
+            Some(i) => Err(ModelError::TokenOutOfRange {
+                id: self.ids[i],
+                row: i / self.cols,
+                position: i % self.cols,
+                vocab_size,
+            }),
+        }
+    }
+
+    fn to_tensor(&self, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::from_slice(
+            &self.ids,
+            (self.rows, self.cols),
+            device,
+        )?)
+    }
+}
+
+/// Tuning of the scoring path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScoreOptions {
+    /// Upper bound on the bytes of f32 logits held at once by the chunked head: rows of the
+    /// flattened [B*(T-1), hidden] are pushed through the head in chunks of
+    /// `max(1, logits_chunk_bytes / (4 * vocab))`.
+    pub logits_chunk_bytes: usize,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        Self {
+            logits_chunk_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A linear layer in Hugging Face's convention: `y = x W^T + b`, `W` [out, in].
+#[derive(Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// `x` is [N, in].
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+}
+
+/// SwiGLU: down(silu(gate(x)) * up(x)).
+#[derive(Clone)]
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.gate.forward(x)?.silu()?;
+        let u = self.up.forward(x)?;
+        self.down.forward(&(g * u)?)
+    }
+}
+
+#[derive(Clone)]
+struct SparseMoe {
+    /// Router [experts, hidden].
+    router: Tensor,
+    experts: Vec<Mlp>,
+    top_k: usize,
+    norm_topk_prob: bool,
+}
+
+#[derive(Clone)]
+enum FeedForward {
+    Dense(Mlp),
+    Sparse(SparseMoe),
+}
+
+#[derive(Clone)]
+struct Layer {
+    input_norm: Tensor,
+    attn: Attention,
+    post_norm: Tensor,
+    ff: FeedForward,
+}
+
+/// Summary of a model, for `koth model info`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelInfo {
+    pub family: String,
+    pub parameters: u64,
+    pub bytes: u64,
+    pub dtype: String,
+    pub layers: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub experts: Option<usize>,
+    pub tied_embeddings: bool,
+}
+
+/// A loaded or freshly initialised model: its config and its parameters.
+#[derive(Clone)]
+pub struct Model {
+    config: ModelConfig,
+    dtype: DType,
+    device: Device,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    /// `None` when the head is tied to the embeddings.
+    lm_head: Option<Tensor>,
+}
+
+/// Takes tensors out of a name → tensor map, failing with the tensor's name.
+struct Take<'a> {
+    map: &'a mut HashMap<String, Tensor>,
+}
+
+impl Take<'_> {
+    fn get(&mut self, name: &str) -> Result<Tensor> {
+        self.map
+            .remove(name)
+            .ok_or_else(|| ModelError::Invalid(format!("missing tensor `{name}`")))
+    }
+    fn opt(&mut self, name: &str, present: bool) -> Result<Option<Tensor>> {
+        present.then(|| self.get(name)).transpose()
+    }
+    fn linear(&mut self, prefix: &str, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.get(&format!("{prefix}.weight"))?,
+            bias: self.opt(&format!("{prefix}.bias"), bias)?,
+        })
+    }
+    fn mlp(&mut self, prefix: &str, bias: bool) -> Result<Mlp> {
+        Ok(Mlp {
+            gate: self.linear(&format!("{prefix}.gate_proj"), bias)?,
+            up: self.linear(&format!("{prefix}.up_proj"), bias)?,
+            down: self.linear(&format!("{prefix}.down_proj"), bias)?,
+        })
+    }
+}
+
+impl Model {
+    /// Build a model from exactly the tensors `config.tensor_specs()` names (shapes checked).
+    /// All tensors must already have one dtype and live on one device.
+    pub fn from_tensors(config: ModelConfig, mut tensors: HashMap<String, Tensor>) -> Result<Self> {
+        let specs = config.tensor_specs();
+        let mut problems = Vec::new();
+        for s in &specs {
+            match tensors.get(&s.name) {
+                None => problems.push(format!("missing tensor `{}`", s.name)),
+                Some(t) if t.dims() != s.shape.as_slice() => problems.push(format!(
+                    "tensor `{}` has shape {:?}, expected {:?}",
+                    s.name,
+                    t.dims(),
+                    s.shape
+                )),
+                Some(_) => {}
+            }
+        }
+        let known: std::collections::HashSet<&str> =
+            specs.iter().map(|s| s.name.as_str()).collect();
+        let mut extra: Vec<&String> = tensors
+            .keys()
+            .filter(|k| !known.contains(k.as_str()))
+            .collect();
+        extra.sort();
+        problems.extend(extra.iter().map(|k| format!("unexpected tensor `{k}`")));
+        if !problems.is_empty() {
+            return Err(ModelError::Invalid(format!(
+                "tensors do not match the config: {}",
+                problems.join("; ")
+            )));
+        }
+        let embed_ref = tensors.get("model.embed_tokens.weight").ok_or_else(|| {
+            ModelError::Invalid("missing tensor `model.embed_tokens.weight`".into())
+        })?;
+        let dtype = embed_ref.dtype();
+        let device = embed_ref.device().clone();
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(ModelError::Invalid(format!(
+                "model dtype {dtype:?} is not supported (f32, bf16, f16)"
+            )));
+        }
+        for (name, t) in &tensors {
+            if t.dtype() != dtype || !t.device().same_device(&device) {
+                return Err(ModelError::Invalid(format!(
+                    "tensor `{name}` is {:?} on {:?}, the embeddings {dtype:?} on {device:?}",
+                    t.dtype(),
+                    t.device()
+                )));
+            }
+        }
+
+        let mut take = Take { map: &mut tensors };
+        let embed = take.get("model.embed_tokens.weight")?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let attn = Attention {
+                q: take.linear(&format!("{a}.q_proj"), config.qkv_bias)?,
+                k: take.linear(&format!("{a}.k_proj"), config.qkv_bias)?,
+                v: take.linear(&format!("{a}.v_proj"), config.qkv_bias)?,
+                o: take.linear(&format!("{a}.o_proj"), config.o_bias)?,
+                q_norm: take.opt(&format!("{a}.q_norm.weight"), config.qk_norm)?,
+                k_norm: take.opt(&format!("{a}.k_norm.weight"), config.qk_norm)?,
+            };
+            let ff = match &config.moe {
+                Some(MoeConfig {
+                    num_experts,
+                    num_experts_per_tok,
+                    norm_topk_prob,
+                    ..
+                }) if config.is_sparse_layer(i) => FeedForward::Sparse(SparseMoe {
+                    router: take.get(&format!("{p}.mlp.gate.weight"))?,
+                    experts: (0..*num_experts)
+                        .map(|e| take.mlp(&format!("{p}.mlp.experts.{e}"), false))
+                        .collect::<Result<_>>()?,
+                    top_k: *num_experts_per_tok,
+                    norm_topk_prob: *norm_topk_prob,
+                }),
+                _ => FeedForward::Dense(take.mlp(&format!("{p}.mlp"), config.mlp_bias)?),
+            };
+            layers.push(Layer {
+                input_norm: take.get(&format!("{p}.input_layernorm.weight"))?,
+                attn,
+                post_norm: take.get(&format!("{p}.post_attention_layernorm.weight"))?,
+                ff,
+            });
+        }
+        let norm = take.get("model.norm.weight")?;
+        let lm_head = take.opt("lm_head.weight", !config.tie_word_embeddings)?;
+        Ok(Self {
+            config,
+            dtype,
+            device,
+            embed,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    /// Load a Hugging Face checkpoint directory (config.json + safetensors, single or sharded),
+    /// converting weights to `dtype` on `device`. The tensor set must match the config exactly.
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let files = CheckpointFiles::open(dir)?;
+        files.check_tensor_set(dir, &config)?;
+        let tensors = files.load_tensors(dtype, device)?;
+        Self::from_tensors(config, tensors)
+    }
+
+    /// A fresh model with seeded, machine-independent random weights.
+    pub fn init(config: &ModelConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
+        let tensors = crate::init::init_tensors(config, seed, dtype, device)?;
+        Self::from_tensors(config.clone(), tensors)
+    }
+
+    /// Save config.json and the weights (in the model's dtype) in Hugging Face layout; shards
+    /// above 5 GB. Refuses a directory that already holds weights.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.save_with_shard_limit(dir, DEFAULT_SHARD_LIMIT_BYTES)
+    }
+
+    /// As [`Model::save`], with shards of at most `shard_limit_bytes` of tensor data.
+    pub fn save_with_shard_limit(&self, dir: &Path, shard_limit_bytes: u64) -> Result<()> {
+        crate::weights::save_tensors(dir, &self.named_tensors(), shard_limit_bytes)?;
+        self.config.save(dir)
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every parameter under its Hugging Face name, in `config.tensor_specs()` order.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        let mut push = |n: String, t: &Tensor| out.push((n, t.clone()));
+        push("model.embed_tokens.weight".into(), &self.embed);
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            push(format!("{p}.input_layernorm.weight"), &l.input_norm);
+            let a = &l.attn;
+            for (name, lin) in [("q_proj", &a.q), ("k_proj", &a.k), ("v_proj", &a.v)] {
+                push(format!("{p}.self_attn.{name}.weight"), &lin.weight);
+                if let Some(b) = &lin.bias {
+                    push(format!("{p}.self_attn.{name}.bias"), b);
+                }
+            }
+            push(format!("{p}.self_attn.o_proj.weight"), &a.o.weight);
+            if let Some(b) = &a.o.bias {
+                push(format!("{p}.self_attn.o_proj.bias"), b);
+            }
+            if let Some(t) = &a.q_norm {
+                push(format!("{p}.self_attn.q_norm.weight"), t);
+            }
+            if let Some(t) = &a.k_norm {
+                push(format!("{p}.self_attn.k_norm.weight"), t);
+            }
+            push(format!("{p}.post_attention_layernorm.weight"), &l.post_norm);
+            let mlp = |prefix: String, m: &Mlp, push: &mut dyn FnMut(String, &Tensor)| {
+                for (name, lin) in [
+                    ("gate_proj", &m.gate),
+                    ("up_proj", &m.up),
+                    ("down_proj", &m.down),
+                ] {
+                    push(format!("{prefix}.{name}.weight"), &lin.weight);
+                    if let Some(b) = &lin.bias {
+                        push(format!("{prefix}.{name}.bias"), b);
+                    }
+                }
+            };
+            match &l.ff {
+                FeedForward::Dense(m) => mlp(format!("{p}.mlp"), m, &mut push),
+                FeedForward::Sparse(moe) => {
+                    push(format!("{p}.mlp.gate.weight"), &moe.router);
+                    for (e, m) in moe.experts.iter().enumerate() {
+                        mlp(format!("{p}.mlp.experts.{e}"), m, &mut push);
+                    }
+                }
+            }
+        }
+        push("model.norm.weight".into(), &self.norm);
+        if let Some(h) = &self.lm_head {
+            push("lm_head.weight".into(), h);
+        }
+        out
+    }
+
+    /// The same model with every parameter passed through `f` (dtype or device moves, making
+    /// training variables).
+    pub fn map_tensors(&self, mut f: impl FnMut(&str, &Tensor) -> Result<Tensor>) -> Result<Self> {
+        let mut map = HashMap::new();
+        for (name, t) in self.named_tensors() {
+            let t = f(&name, &t)?;
+            map.insert(name, t);
+        }
+        Self::from_tensors(self.config.clone(), map)
+    }
+
+    /// The model converted to `dtype` on `device`.
+    pub fn to(&self, dtype: DType, device: &Device) -> Result<Self> {
+        self.map_tensors(|_, t| Ok(t.to_dtype(dtype)?.to_device(device)?))
+    }
+
+    /// Family, size and dtype.
+    pub fn info(&self) -> ModelInfo {
+        let c = &self.config;
+        let parameters = c.parameter_count();
+        ModelInfo {
+            family: c.family.to_string(),
+            parameters,
+            bytes: parameters * self.dtype.size_in_bytes() as u64,
+            dtype: format!("{:?}", self.dtype).to_lowercase(),
+            layers: c.num_hidden_layers,
+            hidden_size: c.hidden_size,
+            vocab_size: c.vocab_size,
+            experts: c.moe.as_ref().map(|m| m.num_experts),
+            tied_embeddings: c.tie_word_embeddings,
+        }
+    }
+
+    /// The final hidden states [B, T, hidden] (after the last RMSNorm).
+    fn hidden_states(&self, ids: &Tensor, path: OpPath) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t) = ids.dims2()?;
+        let mut x =
+            self.embed
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, t, c.hidden_size))?;
+        let rope = Rope::new(c.rope_theta, c.head_dim, t, self.dtype, &self.device)?;
+        let mask = causal_mask(t, &self.device)?;
+        for layer in &self.layers {
+            x = self.layer_forward(layer, &x, &rope, &mask, path)?;
+        }
+        rms_norm(&x, &self.norm, c.rms_norm_eps, path)
+    }
+
+    fn layer_forward(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        rope: &Rope,
+        mask: &Tensor,
+        path: OpPath,
+    ) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        let h = rms_norm(x, &layer.input_norm, eps, path)?;
+        let x = (x + self.attention(&layer.attn, &h, rope, mask, path)?)?;
+        let h = rms_norm(&x, &layer.post_norm, eps, path)?;
+        let (b, t, hidden) = h.dims3()?;
+        let flat = h.reshape((b * t, hidden))?;
+        let m = match &layer.ff {
+            FeedForward::Dense(mlp) => mlp.forward(&flat)?,
+            FeedForward::Sparse(moe) => moe_forward(moe, &flat, path)?,
+        };
+        Ok((x + m.reshape((b, t, hidden))?)?)
+    }
+
+    fn attention(
+        &self,
+        attn: &Attention,
+        h: &Tensor,
+        rope: &Rope,
+        mask: &Tensor,
+        path: OpPath,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t, hidden) = h.dims3()?;
+        let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let flat = h.reshape((b * t, hidden))?;
+        let q = attn.q.forward(&flat)?.reshape((b, t, nh, hd))?;
+        let k = attn.k.forward(&flat)?.reshape((b, t, nkv, hd))?;
+        let v = attn.v.forward(&flat)?.reshape((b, t, nkv, hd))?;
+        // qwen3: RMSNorm over head_dim per head, before RoPE.
+        let q = match &attn.q_norm {
+            Some(w) => rms_norm(&q, w, c.rms_norm_eps, path)?,
+            None => q,
+        };
+        let k = match &attn.k_norm {
+            Some(w) => rms_norm(&k, w, c.rms_norm_eps, path)?,
+            None => k,
+        };
+        let q = rope.apply(&q.transpose(1, 2)?.contiguous()?, path)?; // [B, nh, T, hd]
+        let k = rope.apply(&k.transpose(1, 2)?.contiguous()?, path)?; // [B, nkv, T, hd]
+        let v = v.transpose(1, 2)?.contiguous()?;
+        // Grouped-query attention: each kv head serves nh/nkv query heads.
+        let rep = nh / nkv;
+        let (k, v) = if rep == 1 {
+            (k, v)
+        } else {
+            let expand = |x: Tensor| -> Result<Tensor> {
+                Ok(x.unsqueeze(2)?
+                    .broadcast_as((b, nkv, rep, t, hd))?
+                    .reshape((b, nh, t, hd))?)
+            };
+            (expand(k)?, expand(v)?)
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        // Softmax in f32 whatever the model dtype (transformers' eager attention does the same).
+        let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+        let probs = softmax_last(&scores, path)?.to_dtype(self.dtype)?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b * t, nh * hd))?;
+        Ok(attn.o.forward(&out)?.reshape((b, t, hidden))?)
+    }
+
+    /// Per-token next-token negative log-likelihood, f32 [B, T-1], and the hidden states used.
+    fn token_nll(&self, ids: &TokenIds, path: OpPath, opts: ScoreOptions) -> Result<Tensor> {
+        ids.check_vocab(self.config.vocab_size)?;
+        let ids_t = ids.to_tensor(&self.device)?;
+        let hidden = self.hidden_states(&ids_t, path)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        crate::loss::chunked_nll(&hidden, &ids_t, head, opts.logits_chunk_bytes)
+    }
+
+    /// Scoring path: per-token NLL f32 [B, T-1] through the fused kernels. Use one path for
+    /// both models of a duel.
+    pub fn nll(&self, ids: &TokenIds) -> Result<Tensor> {
+        self.nll_with(ids, OpPath::Fused, ScoreOptions::default())
+    }
+
+    /// Mean next-token NLL of each row (a duel's per-window loss), f32, through the scoring
+    /// path; the row means are reduced in f32 from the f32 per-token values.
+    pub fn sequence_losses(&self, ids: &TokenIds) -> Result<Vec<f32>> {
+        let nll = self.nll(ids)?;
+        Ok(nll
+            .mean_keepdim(1)?
+            .squeeze(1)?
+            .to_device(&Device::Cpu)?
+            .to_vec1::<f32>()?)
+    }
+
+    /// Per-token NLL through the chosen path with explicit options.
+    pub fn nll_with(&self, ids: &TokenIds, path: OpPath, opts: ScoreOptions) -> Result<Tensor> {
+        self.token_nll(ids, path, opts)
+    }
+
+    /// Mean NLL (a scalar f32 tensor) through the differentiable path: call `backward()` on it
+    /// when the parameters are `Var`s.
+    pub fn loss(&self, ids: &TokenIds) -> Result<Tensor> {
+        let nll = self.token_nll(ids, OpPath::Composite, ScoreOptions::default())?;
+        Ok(nll.mean_all()?)
+    }
+
+    /// The mean NLL over the batch and d(mean NLL)/d(parameter) for every parameter, in f32,
+    /// under Hugging Face names. The model itself is left unchanged.
+    pub fn loss_and_grads(&self, ids: &TokenIds) -> Result<(f32, Vec<(String, Tensor)>)> {
+        let mut vars = Vec::new();
+        let trainable = self.map_tensors(|name, t| {
+            let v = candle_core::Var::from_tensor(t)?;
+            let tensor = v.as_tensor().clone();
+            vars.push((name.to_owned(), v));
+            Ok(tensor)
+        })?;
+        let loss = trainable.loss(ids)?;
+        let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let grads = loss.backward()?;
+        let mut out = Vec::with_capacity(vars.len());
+        for (name, var) in vars {
+            let g = match grads.get(var.as_tensor()) {
+                Some(g) => g.to_dtype(DType::F32)?,
+                None => var.as_tensor().zeros_like()?.to_dtype(DType::F32)?,
+            };
+            out.push((name, g));
+        }
+        Ok((value, out))
+    }
+}
+
+/// qwen3_moe's sparse block: softmax router (f32) → top-k → optional renormalisation → the
+/// weighted sum of the chosen experts. Tokens are dispatched sparsely: each expert sees only the
+/// rows routed to it (index_select) and its weighted output is added back (index_add). Both ops,
+/// and the gather of the routing weights, are differentiable in candle, so this one
+/// implementation serves scoring and training; the router gets its gradient through the
+/// gathered probabilities. Top-k is chosen on the host (ties go to the lower expert index).
+fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
+    let (n, _hidden) = x.dims2()?;
+    let num_experts = moe.experts.len();
+    let logits = x.matmul(&moe.router.t()?)?.to_dtype(DType::F32)?;
+    let probs = softmax_last(&logits, path)?; // [N, E] f32
+    let host: Vec<Vec<f32>> = probs.to_vec2()?;
+    let k = moe.top_k.min(num_experts);
+    let mut chosen: Vec<u32> = Vec::with_capacity(n * k);
+    // per expert: (token rows, flat positions into the [N*k] weight list)
+    let mut routed: Vec<(Vec<u32>, Vec<u32>)> = vec![(Vec::new(), Vec::new()); num_experts];
+    let mut order: Vec<usize> = (0..num_experts).collect();
+    for (row, p) in host.iter().enumerate() {
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+        for (slot, &e) in order.iter().take(k).enumerate() {
+            chosen.push(e as u32);
+            routed[e].0.push(row as u32);
+            routed[e].1.push((row * k + slot) as u32);
+        }
+    }
+    let device = x.device();
+    let chosen = Tensor::from_vec(chosen, (n, k), device)?;
+    let mut weights = probs.gather(&chosen, 1)?; // [N, k]
+    if moe.norm_topk_prob {
+        weights = weights.broadcast_div(&weights.sum_keepdim(D::Minus1)?)?;
+    }
+    let weights = weights.to_dtype(x.dtype())?.flatten_all()?;
+    let mut out = x.zeros_like()?;
+    for (expert, (rows, slots)) in moe.experts.iter().zip(routed) {
+        if rows.is_empty() {
+            continue;
+        }
+        let count = rows.len();
+        let rows = Tensor::from_vec(rows, count, device)?;
+        let slots = Tensor::from_vec(slots, count, device)?;
+        let y = expert.forward(&x.index_select(&rows, 0)?)?;
+        let w = weights.index_select(&slots, 0)?.unsqueeze(1)?;
+        out = out.index_add(&rows, &y.broadcast_mul(&w)?, 0)?;
+    }
+    Ok(out)
+}
+
+/// Describe a checkpoint directory without loading its weights: config.json is validated, every
+/// safetensors header is parsed with bounds checks, and the tensor set must match the config.
+pub fn inspect(dir: &Path) -> Result<ModelInfo> {
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let files = CheckpointFiles::open(dir)?;
+    files.check_tensor_set(dir, &config)?;
+    Ok(ModelInfo {
+        family: config.family.to_string(),
+        parameters: config.parameter_count(),
+        bytes: files.data_bytes(),
+        dtype: files.dtypes().join(",").to_lowercase(),
+        layers: config.num_hidden_layers,
+        hidden_size: config.hidden_size,
+        vocab_size: config.vocab_size,
+        experts: config.moe.as_ref().map(|m| m.num_experts),
+        tied_embeddings: config.tie_word_embeddings,
+    })
+}

@@ -1,0 +1,122 @@
+//! The few operations that exist twice: a fused candle kernel (fast, but candle's backward
+//! silently returns no gradient through it) and a composite of differentiable ops. The scoring
+//! path uses the fused ones, the training path the composite ones; a test asserts both agree.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::error::Result;
+
+/// Which implementation of the fused-able ops a forward pass uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpPath {
+    /// candle's fused kernels: scoring only (no gradients flow through them).
+    Fused,
+    /// Differentiable composite ops: training, gradients, and the reference for the fused path.
+    Composite,
+}
+
+/// RMSNorm over the last dimension, as transformers computes it: normalise in f32, cast back to
+/// the input dtype, then scale by the gain.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<Tensor> {
+    match path {
+        OpPath::Fused => {
+            let x = x.contiguous()?;
+            Ok(candle_nn::ops::rms_norm(&x, weight, eps as f32)?)
+        }
+        OpPath::Composite => {
+            let dtype = x.dtype();
+            let x32 = x.to_dtype(DType::F32)?;
+            let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
+            let inv = (var + eps)?.sqrt()?.recip()?;
+            let normed = x32.broadcast_mul(&inv)?.to_dtype(dtype)?;
+            Ok(normed.broadcast_mul(weight)?)
+        }
+    }
+}
+
+/// Softmax over the last dimension. The composite version subtracts a detached row maximum
+/// (softmax does not depend on it, so no gradient is lost).
+pub fn softmax_last(x: &Tensor, path: OpPath) -> Result<Tensor> {
+    match path {
+        OpPath::Fused => Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?),
+        OpPath::Composite => {
+            let max = x.max_keepdim(D::Minus1)?.detach();
+            let e = x.broadcast_sub(&max)?.exp()?;
+            let s = e.sum_keepdim(D::Minus1)?;
+            Ok(e.broadcast_div(&s)?)
+        }
+    }
+}
+
+/// Rotary position embedding tables for positions `0..seq_len` in Hugging Face's
+/// non-interleaved (rotate_half) layout.
+pub struct Rope {
+    /// [T, head_dim/2], for the fused kernel.
+    cos_half: Tensor,
+    sin_half: Tensor,
+    /// [T, head_dim] (the half tables repeated), for the composite form.
+    cos_full: Tensor,
+    sin_full: Tensor,
+}
+
+impl Rope {
+    /// transformers computes `inv_freq` and `position * inv_freq` in f32 whatever the model
+    /// dtype, then cos/sin in f32, then casts to the model dtype; so do we.
+    pub fn new(
+        theta: f64,
+        head_dim: usize,
+        seq_len: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
+            .collect();
+        let mut cos = Vec::with_capacity(seq_len * half);
+        let mut sin = Vec::with_capacity(seq_len * half);
+        for p in 0..seq_len {
+            for f in &inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let cos_half = Tensor::from_vec(cos, (seq_len, half), device)?.to_dtype(dtype)?;
+        let sin_half = Tensor::from_vec(sin, (seq_len, half), device)?.to_dtype(dtype)?;
+        let cos_full = Tensor::cat(&[&cos_half, &cos_half], 1)?;
+        let sin_full = Tensor::cat(&[&sin_half, &sin_half], 1)?;
+        Ok(Self {
+            cos_half,
+            sin_half,
+            cos_full,
+            sin_full,
+        })
+    }
+
+    /// Rotate `x` of shape [B, heads, T, head_dim].
+    pub fn apply(&self, x: &Tensor, path: OpPath) -> Result<Tensor> {
+        match path {
+            OpPath::Fused => Ok(candle_nn::rotary_emb::rope(
+                &x.contiguous()?,
+                &self.cos_half,
+                &self.sin_half,
+            )?),
+            OpPath::Composite => {
+                let d = x.dim(D::Minus1)?;
+                let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+                let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+                let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+                Ok((x.broadcast_mul(&self.cos_full)? + rotated.broadcast_mul(&self.sin_full)?)?)
+            }
+        }
+    }
+}
+
+/// Additive causal mask [T, T] in f32: 0 on and below the diagonal, -inf above.
+pub fn causal_mask(seq_len: usize, device: &Device) -> Result<Tensor> {
+    let v: Vec<f32> = (0..seq_len)
+        .flat_map(|i| (0..seq_len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Ok(Tensor::from_vec(v, (seq_len, seq_len), device)?)
+}

@@ -1,0 +1,296 @@
+//! AdamW with f32 moments, global gradient-norm clipping, and a [`Trainer`] that ties them to a
+//! model's training path.
+//!
+//! candle_nn's AdamW keeps its moments in the parameter dtype; in bf16 that loses most of the
+//! second moment. Here moments are always f32, and a parameter stored in bf16/f16 also gets an
+//! f32 master copy so that updates smaller than a bf16 ulp are not rounded away.
+//!
+//! Weight decay is decoupled (Loshchilov & Hutter; torch.optim.AdamW's formula) and applies only
+//! to matrices (embeddings, projections, router, head: every tensor of rank ≥ 2); RMSNorm gains
+//! and biases are not decayed, the common practice for transformer LMs.
+
+use candle_core::{DType, Tensor, Var};
+
+use crate::error::{ModelError, Result};
+use crate::model::{Model, TokenIds};
+
+/// AdamW hyper-parameters (defaults: torch.optim.AdamW's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Clip the global L2 norm of all gradients to this value before the update.
+    pub max_grad_norm: Option<f64>,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            max_grad_norm: Some(1.0),
+        }
+    }
+}
+
+struct ParamState {
+    m: Tensor,
+    v: Tensor,
+    /// f32 copy of a bf16/f16 parameter; `None` for f32 parameters.
+    master: Option<Tensor>,
+    decay: bool,
+}
+
+/// The optimizer state for a fixed list of variables.
+pub struct AdamW {
+    config: AdamWConfig,
+    steps: u64,
+    states: Vec<ParamState>,
+}
+
+impl AdamW {
+    pub fn new(vars: &[Var], config: AdamWConfig) -> Result<Self> {
+        let states = vars
+            .iter()
+            .map(|v| {
+                let t = v.as_tensor();
+                let zeros = Tensor::zeros(t.dims(), DType::F32, t.device())?;
+                let master = match t.dtype() {
+                    DType::F32 => None,
+                    _ => Some(t.detach().to_dtype(DType::F32)?),
+                };
+                Ok(ParamState {
+                    m: zeros.clone(),
+                    v: zeros,
+                    master,
+                    decay: t.rank() >= 2,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            config,
+            steps: 0,
+            states,
+        })
+    }
+
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// One update with learning rate `lr`; `grads[i]` (f32) belongs to `vars[i]`.
+    pub fn update(&mut self, vars: &[Var], grads: &[Tensor], lr: f64) -> Result<()> {
+        if vars.len() != self.states.len() || grads.len() != vars.len() {
+            return Err(ModelError::Invalid(format!(
+                "AdamW holds state for {} parameters, got {} variables and {} gradients",
+                self.states.len(),
+                vars.len(),
+                grads.len()
+            )));
+        }
+        let c = self.config;
+        self.steps += 1;
+        let t = self.steps as i32;
+        let bias1 = 1.0 - c.beta1.powi(t);
+        let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        for ((var, g), s) in vars.iter().zip(grads).zip(&mut self.states) {
+            let g = g.to_dtype(DType::F32)?;
+            s.m = ((&s.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
+            s.v = ((&s.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+            let p = match &s.master {
+                Some(m) => m.clone(),
+                None => var.as_tensor().detach(),
+            };
+            let p = if s.decay && c.weight_decay != 0.0 {
+                (p * (1.0 - lr * c.weight_decay))?
+            } else {
+                p
+            };
+            let denom = ((s.v.sqrt()? / bias2_sqrt)? + c.eps)?;
+            let p = (p - (s.m.div(&denom)? * (lr / bias1))?)?;
+            var.set(&p.to_dtype(var.dtype())?)?;
+            if s.master.is_some() {
+                s.master = Some(p);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The global L2 norm of `grads` (accumulated in f32).
+pub fn global_grad_norm(grads: &[Tensor]) -> Result<f32> {
+    let mut total = 0f64;
+    for g in grads {
+        total += g
+            .to_dtype(DType::F32)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f32>()? as f64;
+    }
+    Ok(total.sqrt() as f32)
+}
+
+/// Scale `grads` so that their global L2 norm is at most `max_norm` (torch's
+/// `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, capped at 1). Returns the norm
+/// before clipping.
+pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f32> {
+    let norm = global_grad_norm(grads)?;
+    let coef = max_norm / (norm as f64 + 1e-6);
+    if coef < 1.0 {
+        for g in grads.iter_mut() {
+            *g = (&*g * coef)?;
+        }
+    }
+    Ok(norm)
+}
+
+/// What one training step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Mean NLL of the batch before the update.
+    pub loss: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+}
+
+/// A model whose parameters are training variables, with its AdamW state.
+pub struct Trainer {
+    model: Model,
+    names: Vec<String>,
+    vars: Vec<Var>,
+    opt: AdamW,
+}
+
+impl Trainer {
+    /// Copy `model`'s parameters into variables (in the model's dtype, on its device).
+    pub fn new(model: &Model, config: AdamWConfig) -> Result<Self> {
+        let mut names = Vec::new();
+        let mut vars = Vec::new();
+        let model = model.map_tensors(|name, t| {
+            let v = Var::from_tensor(t)?;
+            let tensor = v.as_tensor().clone();
+            names.push(name.to_owned());
+            vars.push(v);
+            Ok(tensor)
+        })?;
+        let opt = AdamW::new(&vars, config)?;
+        Ok(Self {
+            model,
+            names,
+            vars,
+            opt,
+        })
+    }
+
+    /// The model with the current weights (shares storage with the variables: clone it with
+    /// `map_tensors(|_, t| Ok(t.copy()?))` to keep a snapshot).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn steps(&self) -> u64 {
+        self.opt.steps()
+    }
+
+    /// Loss and f32 gradients of the current weights, by parameter name, without updating.
+    pub fn gradients(&self, ids: &TokenIds) -> Result<(f32, Vec<(String, Tensor)>)> {
+        let (loss, grads) = self.loss_and_grads(ids)?;
+        Ok((loss, self.names.iter().cloned().zip(grads).collect()))
+    }
+
+    fn loss_and_grads(&self, ids: &TokenIds) -> Result<(f32, Vec<Tensor>)> {
+        let loss = self.model.loss(ids)?;
+        let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            return Err(ModelError::NonFinite {
+                what: "loss".into(),
+                value: value as f64,
+            });
+        }
+        let store = loss.backward()?;
+        let grads = self
+            .vars
+            .iter()
+            .map(|v| match store.get(v.as_tensor()) {
+                Some(g) => Ok(g.to_dtype(DType::F32)?),
+                None => Ok(Tensor::zeros(v.dims(), DType::F32, v.device())?),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((value, grads))
+    }
+
+    /// One AdamW step on `ids` at learning rate `lr` (callers schedule `lr`). A non-finite
+    /// loss or gradient norm is an error and leaves the weights untouched.
+    pub fn step(&mut self, ids: &TokenIds, lr: f64) -> Result<StepReport> {
+        let (loss, mut grads) = self.loss_and_grads(ids)?;
+        let grad_norm = match self.opt.config.max_grad_norm {
+            Some(max) => {
+                let norm = global_grad_norm(&grads)?;
+                if norm.is_finite() {
+                    clip_grad_norm(&mut grads, max)?;
+                }
+                norm
+            }
+            None => global_grad_norm(&grads)?,
+        };
+        if !grad_norm.is_finite() {
+            return Err(ModelError::NonFinite {
+                what: "gradient norm".into(),
+                value: grad_norm as f64,
+            });
+        }
+        self.opt.update(&self.vars, &grads, lr)?;
+        Ok(StepReport { loss, grad_norm })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn clipping_scales_to_max_norm_and_returns_the_old_norm() {
+        let d = Device::Cpu;
+        let mut g = vec![
+            Tensor::new(&[3f32, 0.0], &d).unwrap(),
+            Tensor::new(&[4f32], &d).unwrap(),
+        ];
+        let n = clip_grad_norm(&mut g, 1.0).unwrap();
+        assert!((n - 5.0).abs() < 1e-6);
+        let after = global_grad_norm(&g).unwrap();
+        assert!((after - 1.0).abs() < 1e-5, "{after}");
+        let n = clip_grad_norm(&mut g, 10.0).unwrap();
+        assert!((n - after).abs() < 1e-6);
+    }
+
+    #[test]
+    fn adamw_first_step_matches_the_formula() {
+        // After one step m̂ = g and v̂ = g², so the update is lr * g / (|g| + eps) = lr * sign(g),
+        // and a matrix is first shrunk by (1 - lr * wd).
+        let d = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::new(&[[1f32, -2.0]], &d).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::new(&[0.5f32], &d).unwrap()).unwrap();
+        let cfg = AdamWConfig {
+            weight_decay: 0.1,
+            ..Default::default()
+        };
+        let vars = [w.clone(), b.clone()];
+        let mut opt = AdamW::new(&vars, cfg).unwrap();
+        let grads = [
+            Tensor::new(&[[0.3f32, -0.01]], &d).unwrap(),
+            Tensor::new(&[-2f32], &d).unwrap(),
+        ];
+        opt.update(&vars, &grads, 0.01).unwrap();
+        let w = w.as_tensor().to_vec2::<f32>().unwrap();
+        let b = b.as_tensor().to_vec1::<f32>().unwrap();
+        let decay = 1.0 - 0.01 * 0.1;
+        assert!((w[0][0] - (1.0 * decay - 0.01)).abs() < 1e-6, "{w:?}");
+        assert!((w[0][1] - (-2.0 * decay + 0.01)).abs() < 1e-6, "{w:?}");
+        assert!((b[0] - 0.51).abs() < 1e-6, "bias is not decayed: {b:?}");
+    }
+}

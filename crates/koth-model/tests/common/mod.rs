@@ -1,0 +1,63 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use koth_model::{Tensor, TokenIds};
+
+pub const FAMILIES: [&str; 4] = ["llama-tiny", "qwen2-tiny", "qwen3-tiny", "qwen3moe-tiny"];
+
+/// The golden checkpoints made with transformers (see fixtures/hf-golden/README.md).
+pub fn golden_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/hf-golden")
+        .join(name)
+}
+
+pub struct Expected {
+    pub ids: TokenIds,
+    /// [B, T-1] row-major.
+    pub nll: Vec<f64>,
+    pub loss: f64,
+}
+
+pub fn expected(name: &str) -> Expected {
+    let t = koth_model::weights::read_safetensors(&golden_dir(name).join("expected.safetensors"))
+        .unwrap();
+    let ids_t = &t["input_ids"];
+    let (b, s) = ids_t.dims2().unwrap();
+    let ids: Vec<u32> = ids_t
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|x| x as u32)
+        .collect();
+    Expected {
+        ids: TokenIds::new(ids, b, s).unwrap(),
+        nll: t["nll"].flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+        loss: t["loss"].flatten_all().unwrap().to_vec1::<f64>().unwrap()[0],
+    }
+}
+
+pub fn flat_f32(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(koth_model::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// ‖a − b‖ / ‖b‖.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-300)).sqrt()
+}

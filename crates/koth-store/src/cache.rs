@@ -1,0 +1,283 @@
+//! A local cache of verified checkpoints with a byte budget.
+//!
+//! Layout: `<root>/<64 hex>/` holds one complete checkpoint. Entries only ever appear through
+//! `get`'s final rename of a fully verified download, so a directory named by a digest is a
+//! complete entry, and a crash mid-download leaves only a hidden staging directory that is
+//! never counted as present (and is resumed by the next fetch). `<root>/cache-state.json`
+//! records pins and last use; it is advisory: if it is lost, entries fall back to their
+//! directory mtime and nothing is pinned until the caller pins again.
+//!
+//! Eviction removes least recently used, unpinned entries until the total fits the budget. The
+//! current king is pinned and never evicted. An entry is first renamed to a hidden name (it stops
+//! being present at once), then deleted.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use koth_core::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::write_atomically;
+use crate::error::{Result, StoreError};
+use crate::store::{BlockingStore, GetOptions, Store};
+
+const STATE_FILE: &str = "cache-state.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CacheState {
+    pinned: Vec<Digest>,
+    /// Milliseconds since the Unix epoch of the last use, by digest.
+    last_used_ms: BTreeMap<Digest, u64>,
+}
+
+/// One cached checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheEntry {
+    pub digest: Digest,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub last_used_ms: u64,
+    pub pinned: bool,
+}
+
+pub struct CheckpointCache {
+    root: PathBuf,
+    budget_bytes: u64,
+}
+
+impl CheckpointCache {
+    /// Open (creating if needed) a cache at `root` that keeps at most `budget_bytes` of
+    /// unpinned checkpoints.
+    pub fn open(root: &Path, budget_bytes: u64) -> Result<Self> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| StoreError::io(format!("creating cache {}", root.display()), e))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            budget_bytes,
+        })
+    }
+
+    /// Where the checkpoint `digest` lives when cached.
+    pub fn path_of(&self, digest: &Digest) -> PathBuf {
+        self.root.join(digest.hex())
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path_of(digest).is_dir()
+    }
+
+    /// The cached checkpoint's directory, fetching it from `store` first if needed, then evicting
+    /// down to the budget (never the entry just returned, never a pinned one).
+    pub fn fetch(
+        &self,
+        store: &BlockingStore,
+        digest: &Digest,
+        opts: &GetOptions,
+    ) -> Result<PathBuf> {
+        let path = self.path_of(digest);
+        if !path.is_dir() {
+            store.get(digest, &path, opts)?;
+        }
+        self.touch(digest)?;
+        self.evict_to_budget(Some(digest))?;
+        Ok(path)
+    }
+
+    /// Async form of [`fetch`](Self::fetch).
+    pub async fn fetch_async(
+        &self,
+        store: &Store,
+        digest: &Digest,
+        opts: &GetOptions,
+    ) -> Result<PathBuf> {
+        let path = self.path_of(digest);
+        if !path.is_dir() {
+            store.get(digest, &path, opts).await?;
+        }
+        self.touch(digest)?;
+        self.evict_to_budget(Some(digest))?;
+        Ok(path)
+    }
+
+    /// Pin `digest` (the current king): it is never evicted until unpinned.
+    pub fn pin(&self, digest: &Digest) -> Result<()> {
+        self.update_state(|s| {
+            if !s.pinned.contains(digest) {
+                s.pinned.push(*digest);
+                s.pinned.sort();
+            }
+        })
+    }
+
+    pub fn unpin(&self, digest: &Digest) -> Result<()> {
+        self.update_state(|s| s.pinned.retain(|d| d != digest))
+    }
+
+    /// Record a use of `digest` now.
+    pub fn touch(&self, digest: &Digest) -> Result<()> {
+        let now = now_ms();
+        self.update_state(|s| {
+            s.last_used_ms.insert(*digest, now);
+        })
+    }
+
+    /// Every complete entry, least recently used first.
+    pub fn entries(&self) -> Result<Vec<CacheEntry>> {
+        let _lock = self.lock()?;
+        self.entries_locked(&self.read_state()?)
+    }
+
+    /// Evict least recently used, unpinned entries (other than `keep`) until the total is within
+    /// the budget. Returns the evicted digests. Pinned entries and `keep` may leave the total
+    /// above the budget; they are never removed.
+    pub fn evict_to_budget(&self, keep: Option<&Digest>) -> Result<Vec<Digest>> {
+        let _lock = self.lock()?;
+        let mut state = self.read_state()?;
+        let entries = self.entries_locked(&state)?;
+        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+        let mut evicted = Vec::new();
+        for entry in &entries {
+            if total <= self.budget_bytes {
+                break;
+            }
+            if entry.pinned || Some(&entry.digest) == keep {
+                continue;
+            }
+            let doomed = self.root.join(format!(
+                ".evicting-{}-{}",
+                entry.digest.hex(),
+                std::process::id()
+            ));
+            std::fs::rename(&entry.path, &doomed)
+                .map_err(|e| StoreError::io(format!("evicting {}", entry.path.display()), e))?;
+            std::fs::remove_dir_all(&doomed)
+                .map_err(|e| StoreError::io(format!("removing {}", doomed.display()), e))?;
+            tracing::info!(digest = %entry.digest, bytes = entry.bytes, "evicted from cache");
+            total = total.saturating_sub(entry.bytes);
+            state.last_used_ms.remove(&entry.digest);
+            evicted.push(entry.digest);
+        }
+        if !evicted.is_empty() {
+            self.write_state(&state)?;
+        }
+        Ok(evicted)
+    }
+
+    fn entries_locked(&self, state: &CacheState) -> Result<Vec<CacheEntry>> {
+        let mut out = Vec::new();
+        let dir = std::fs::read_dir(&self.root)
+            .map_err(|e| StoreError::io(format!("listing cache {}", self.root.display()), e))?;
+        for item in dir {
+            let item = item
+                .map_err(|e| StoreError::io(format!("listing cache {}", self.root.display()), e))?;
+            let Some(digest) = item
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            else {
+                continue;
+            };
+            let path = item.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let bytes = dir_size(&path)?;
+            let last_used_ms = match state.last_used_ms.get(&digest) {
+                Some(ms) => *ms,
+                None => mtime_ms(&path),
+            };
+            out.push(CacheEntry {
+                digest,
+                path,
+                bytes,
+                last_used_ms,
+                pinned: state.pinned.contains(&digest),
+            });
+        }
+        out.sort_by_key(|e| (e.last_used_ms, e.digest));
+        Ok(out)
+    }
+
+    fn update_state(&self, change: impl FnOnce(&mut CacheState)) -> Result<()> {
+        let _lock = self.lock()?;
+        let mut state = self.read_state()?;
+        change(&mut state);
+        self.write_state(&state)
+    }
+
+    fn read_state(&self) -> Result<CacheState> {
+        let path = self.root.join(STATE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Cache {
+                path: path.clone(),
+                reason: format!(
+                    "state file is not valid JSON ({e}); remove it to reset pins and LRU order"
+                ),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CacheState::default()),
+            Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    fn write_state(&self, state: &CacheState) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Cache {
+            path: self.root.join(STATE_FILE),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&self.root.join(STATE_FILE), &bytes)
+    }
+
+    /// Serialises state changes between processes sharing the cache.
+    fn lock(&self) -> Result<File> {
+        let path = self.root.join(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            StoreError::io(
+                format!("locking {}", path.display()),
+                std::io::Error::from(e),
+            )
+        })?;
+        Ok(file)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn mtime_ms(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0u64;
+    for item in std::fs::read_dir(dir)
+        .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?
+    {
+        let item = item.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+        let meta = item
+            .metadata()
+            .map_err(|e| StoreError::io(format!("reading {}", item.path().display()), e))?;
+        total += if meta.is_dir() {
+            dir_size(&item.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}

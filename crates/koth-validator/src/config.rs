@@ -1,0 +1,374 @@
+//! `validator.toml`: what one validator process needs besides the competition file — where the
+//! chain, the key, the store, the work directory and the eval worker are, and where to listen.
+//!
+//! Parsing is strict (unknown keys are errors) and [`ValidatorConfig::check`] resolves every
+//! path and address at start-up, so a typo stops the validator with a message naming the key
+//! instead of surfacing hours later.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use koth_core::competition::Competition;
+
+/// Errors of the configuration. Each names the file or key and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("validator config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("validator config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("validator config {path}: key `{key}`: {message}")]
+    Key {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorConfig {
+    /// Path of the competition file (relative paths are relative to the config file).
+    pub competition: PathBuf,
+    /// Directory for the event log (`validator.db`), the checkpoint cache and verdict records.
+    pub work_dir: PathBuf,
+    /// Address of the HTTP feeds (`/api/state`, `/api/events`, `/dashboard.json`, `/metrics`).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// How often the chain is polled, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    pub chain: ChainSection,
+    pub key: KeySection,
+    pub store: StoreSection,
+    #[serde(default)]
+    pub eval: EvalSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSection {
+    /// The embedded chain's SQLite file.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySection {
+    /// Keystore directory (`koth keys`).
+    pub keystore: PathBuf,
+    /// Name of the validator's hotkey in it.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Prefixes a submission's location must start with to be fetched at all (for example
+    /// `["s3://koth-models/"]`). A location outside them is the miner's `manifest_unreachable`.
+    pub allowed_locations: Vec<String>,
+    /// Bytes of unpinned checkpoints the local cache may keep (the king is pinned).
+    #[serde(default = "default_cache_budget")]
+    pub cache_budget_bytes: u64,
+    /// S3-compatible endpoint, e.g. `http://127.0.0.1:8333`; credentials come from the usual
+    /// `AWS_*` environment variables.
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+    #[serde(default)]
+    pub s3_region: Option<String>,
+    #[serde(default)]
+    pub s3_allow_http: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// `"in-process"` (default) or the URL of a `koth duel serve` worker.
+    #[serde(default = "default_worker")]
+    pub worker: String,
+    /// Bearer token of the remote worker (required with a URL). Prefer `token_env`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Name of an environment variable holding the worker token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// A duel that takes longer than this is abandoned as our fault (infra fault), seconds.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+    /// `cpu`, `cuda`, `cuda:N` (in-process only).
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// `f32`, `bf16`, `f16` (in-process only).
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self {
+            worker: default_worker(),
+            token: None,
+            token_env: None,
+            timeout_s: default_timeout_s(),
+            device: default_device(),
+            dtype: default_dtype(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8090".into()
+}
+fn default_poll_ms() -> u64 {
+    1000
+}
+fn default_cache_budget() -> u64 {
+    64 << 30
+}
+fn default_worker() -> String {
+    "in-process".into()
+}
+fn default_timeout_s() -> u64 {
+    3600
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+/// Where duels run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerSpec {
+    InProcess,
+    Remote { url: String, token: String },
+}
+
+/// The configuration with every path resolved and every value checked.
+#[derive(Debug, Clone)]
+pub struct ResolvedConfig {
+    pub config_path: PathBuf,
+    pub competition_path: PathBuf,
+    pub competition: Competition,
+    /// The data bundle manifest named by the competition file, resolved against its directory.
+    pub bundle_path: PathBuf,
+    pub work_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub poll_interval: Duration,
+    pub chain_path: PathBuf,
+    pub keystore: PathBuf,
+    pub key_name: String,
+    pub allowed_locations: Vec<String>,
+    pub cache_budget_bytes: u64,
+    pub s3: koth_store::S3Options,
+    pub worker: WorkerSpec,
+    pub duel_timeout: Duration,
+    pub device: String,
+    pub dtype: String,
+}
+
+impl ResolvedConfig {
+    pub fn log_path(&self) -> PathBuf {
+        self.work_dir.join("validator.db")
+    }
+    pub fn cache_dir(&self) -> PathBuf {
+        self.work_dir.join("cache")
+    }
+    pub fn verdict_dir(&self) -> PathBuf {
+        self.work_dir.join("verdicts")
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+impl ValidatorConfig {
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Read and check `path`: the file parses, the competition file and data bundle exist and
+    /// validate, the chain file exists, the listen address parses, the worker is well formed.
+    /// (The key and its registration are checked against the chain by the shell at start.)
+    pub fn load(path: &Path) -> Result<ResolvedConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path)?.check(path)
+    }
+
+    /// Resolve and check every value; `path` is the config file (relative paths start there).
+    pub fn check(self, path: &Path) -> Result<ResolvedConfig, ConfigError> {
+        let key_err = |key: &'static str, message: String| ConfigError::Key {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let competition_path = resolve(&base, &self.competition);
+        let bytes = std::fs::read(&competition_path).map_err(|e| {
+            key_err(
+                "competition",
+                format!("cannot read {}: {e}", competition_path.display()),
+            )
+        })?;
+        let competition = Competition::from_toml_bytes(&bytes).map_err(|e| {
+            key_err(
+                "competition",
+                format!(
+                    "{} is not a valid competition file: {e}",
+                    competition_path.display()
+                ),
+            )
+        })?;
+        let comp_dir = competition_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let bundle_path = resolve(&comp_dir, Path::new(&competition.data.bundle));
+        if !bundle_path.is_file() {
+            return Err(key_err(
+                "competition",
+                format!(
+                    "the competition's data.bundle {} is not a file",
+                    bundle_path.display()
+                ),
+            ));
+        }
+        let chain_path = resolve(&base, &self.chain.path);
+        if !chain_path.is_file() {
+            return Err(key_err(
+                "chain.path",
+                format!(
+                    "no chain file at {} (create one with `koth chain init`)",
+                    chain_path.display()
+                ),
+            ));
+        }
+        let keystore = resolve(&base, &self.key.keystore);
+        if !keystore.is_dir() {
+            return Err(key_err(
+                "key.keystore",
+                format!("{} is not a directory", keystore.display()),
+            ));
+        }
+        koth_chain::keystore::validate_name(&self.key.name)
+            .map_err(|e| key_err("key.name", e.to_string()))?;
+        let listen: SocketAddr = self.listen.parse().map_err(|e| {
+            key_err(
+                "listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8090: {e}",
+                    self.listen
+                ),
+            )
+        })?;
+        if self.poll_interval_ms == 0 || self.poll_interval_ms > 600_000 {
+            return Err(key_err(
+                "poll_interval_ms",
+                format!("must be 1 to 600000, got {}", self.poll_interval_ms),
+            ));
+        }
+        if self.store.allowed_locations.is_empty() {
+            return Err(key_err(
+                "store.allowed_locations",
+                "list at least one location prefix (e.g. \"s3://bucket/\" or \"file:///srv/koth/\")"
+                    .into(),
+            ));
+        }
+        for prefix in &self.store.allowed_locations {
+            if !(prefix.starts_with("file:///") || prefix.starts_with("s3://")) {
+                return Err(key_err(
+                    "store.allowed_locations",
+                    format!("{prefix:?} must start with file:/// or s3://"),
+                ));
+            }
+        }
+        let worker = match self.eval.worker.as_str() {
+            "in-process" => WorkerSpec::InProcess,
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                let token = match (&self.eval.token, &self.eval.token_env) {
+                    (Some(t), _) => t.clone(),
+                    (None, Some(var)) => std::env::var(var).map_err(|_| {
+                        key_err(
+                            "eval.token_env",
+                            format!("environment variable {var} is not set"),
+                        )
+                    })?,
+                    (None, None) => {
+                        return Err(key_err(
+                            "eval.token",
+                            "a remote worker needs `token` or `token_env`".into(),
+                        ))
+                    }
+                };
+                if token.is_empty() {
+                    return Err(key_err("eval.token", "the token is empty".into()));
+                }
+                WorkerSpec::Remote {
+                    url: url.trim_end_matches('/').to_string(),
+                    token,
+                }
+            }
+            other => {
+                return Err(key_err(
+                    "eval.worker",
+                    format!("{other:?}: expected \"in-process\" or an http(s):// URL"),
+                ))
+            }
+        };
+        if self.eval.timeout_s == 0 {
+            return Err(key_err("eval.timeout_s", "must be at least 1".into()));
+        }
+        koth_model::parse_device(&self.eval.device)
+            .map_err(|e| key_err("eval.device", e.to_string()))?;
+        koth_model::parse_dtype(&self.eval.dtype)
+            .map_err(|e| key_err("eval.dtype", e.to_string()))?;
+        let s3 = koth_store::S3Options {
+            endpoint: self.store.s3_endpoint.clone(),
+            region: self.store.s3_region.clone(),
+            allow_http: self.store.s3_allow_http,
+            ..koth_store::S3Options::from_env()
+        };
+        Ok(ResolvedConfig {
+            config_path: path.to_path_buf(),
+            competition_path,
+            competition,
+            bundle_path,
+            work_dir: resolve(&base, &self.work_dir),
+            listen,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            chain_path,
+            keystore,
+            key_name: self.key.name,
+            allowed_locations: self.store.allowed_locations,
+            cache_budget_bytes: self.store.cache_budget_bytes,
+            s3,
+            worker,
+            duel_timeout: Duration::from_secs(self.eval.timeout_s),
+            device: self.eval.device,
+            dtype: self.eval.dtype,
+        })
+    }
+}

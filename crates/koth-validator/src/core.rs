@@ -1,0 +1,1090 @@
+//! The pure core: `apply(state, event) -> effects`. No I/O, no clock, no randomness.
+//!
+//! Every rule of intake, queueing, gating, crowning and weights lives here and nowhere else. An
+//! event that does not fit the state (a gate result for an entry that is not being gated, a
+//! second crown, a block that goes backwards) is refused with an [`ApplyError`] and leaves the
+//! state untouched: the shell checks with [`check`] before it appends, so the log only ever
+//! holds events that applied, and replaying it cannot fail unless the file was damaged.
+
+use koth_core::{CommitmentPayload, Digest, RejectCode};
+
+use crate::event::{
+    Effect, EntryId, Event, Gate, Outcome, Reveal, Rules, SeedMaterial, VerdictSummary,
+    MAX_BACKOFF_BLOCKS, MAX_TEXT_BYTES,
+};
+use crate::state::{
+    Active, DigestRecord, DuelBounds, Entry, Finished, GateRecord, GateResult, Phase, QueueClass,
+    QueueKey, Reign, RevealMark, ValidatorState,
+};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the first event must be `started`, got `{0}`")]
+    NotStarted(&'static str),
+    #[error("`started` may appear only once in a log")]
+    AlreadyStarted,
+    #[error("block {got} is before the current block {current}")]
+    BlockWentBack { current: u64, got: u64 },
+    #[error("`{event}` for entry {entry}, but the active entry is {active:?}")]
+    NotActive {
+        event: &'static str,
+        entry: EntryId,
+        active: Option<EntryId>,
+    },
+    #[error("`{event}` does not fit entry {entry} in phase {phase}")]
+    WrongPhase {
+        event: &'static str,
+        entry: EntryId,
+        phase: String,
+    },
+    #[error("gate `{gate}` cannot refuse with code `{code}` (its codes: {allowed})")]
+    CodeNotOfGate {
+        gate: &'static str,
+        code: RejectCode,
+        allowed: String,
+    },
+    #[error("{field}: expected {expected}, got {got}")]
+    Mismatch {
+        field: &'static str,
+        expected: String,
+        got: String,
+    },
+    #[error("{0} must be a finite number")]
+    NotFinite(&'static str),
+    #[error("{field} is {len} bytes long; at most {MAX_TEXT_BYTES} are accepted")]
+    TextTooLong { field: &'static str, len: usize },
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    #[error("internal inconsistency: {0} (the log replays from scratch on restart)")]
+    Internal(&'static str),
+}
+
+/// Apply one event. On `Err` the state is unchanged.
+pub fn apply(state: &mut ValidatorState, event: &Event) -> Result<Vec<Effect>, ApplyError> {
+    check(state, event)?;
+    let rules = match (&state.rules, event) {
+        (None, Event::Started { rules }) => {
+            start(state, rules);
+            return Ok(Vec::new());
+        }
+        (Some(r), _) => r.clone(),
+        (None, _) => return Err(ApplyError::NotStarted(event.kind())),
+    };
+    let effects = match event {
+        Event::Started { .. } => return Err(ApplyError::AlreadyStarted),
+        Event::Recovered => recover(state, &rules)?,
+        Event::Tick { block } => {
+            state.block = *block;
+            let mut effects = weights_if_due(state);
+            effects.extend(resume(state)?);
+            effects
+        }
+        Event::Revealed { block, reveals } => {
+            state.block = *block;
+            let mut effects = Vec::new();
+            let mut ordered: Vec<&Reveal> = reveals.iter().collect();
+            // The chain's order within one poll is not trusted: reveal block, commit block,
+            // hotkey, payload decide (DESIGN §4).
+            ordered.sort_by(|a, b| {
+                (a.reveal_block, a.commit_block, &a.hotkey, &a.payload).cmp(&(
+                    b.reveal_block,
+                    b.commit_block,
+                    &b.hotkey,
+                    &b.payload,
+                ))
+            });
+            for reveal in ordered {
+                effects.extend(intake(state, &rules, reveal));
+            }
+            effects.extend(resume(state)?);
+            effects
+        }
+        Event::GateStarted { .. } => {
+            if let Some(Active {
+                phase: Phase::Gate { started, .. },
+                ..
+            }) = &mut state.active
+            {
+                *started = true;
+            }
+            Vec::new()
+        }
+        Event::GatePassed { entry, gate } => {
+            record_gate(state, *entry, *gate, GateResult::Passed)?;
+            let next = gate_index(*gate) + 1;
+            vec![next_step(state, &rules, next)?]
+        }
+        Event::GateFailed {
+            entry,
+            gate,
+            code,
+            message,
+        } => {
+            record_gate(state, *entry, *gate, GateResult::Failed)?;
+            end_active(
+                state,
+                Outcome::Rejected {
+                    code: *code,
+                    gate: Some(*gate),
+                    message: message.clone(),
+                },
+            )?
+        }
+        Event::InfraFault { .. } => {
+            state.counters.infra_faults += 1;
+            let crowning = matches!(
+                state.active,
+                Some(Active {
+                    phase: Phase::Crowning { .. },
+                    ..
+                })
+            );
+            if crowning {
+                // The verdict is final; only carrying out the crown failed. Try again after
+                // the pause.
+                if let Some(Active {
+                    phase: Phase::Crowning { requested, .. },
+                    ..
+                }) = &mut state.active
+                {
+                    *requested = false;
+                }
+                pause(state, 1);
+                resume(state)?
+            } else {
+                let mut effects = requeue_active(state, &rules, true)?;
+                effects.extend(resume(state)?);
+                effects
+            }
+        }
+        Event::DuelStarted { .. } => {
+            state.counters.duels_started += 1;
+            if let Some(Active {
+                phase: Phase::Duel { running, .. },
+                ..
+            }) = &mut state.active
+            {
+                *running = true;
+            }
+            Vec::new()
+        }
+        Event::DuelProgress {
+            n,
+            mu_hat,
+            lower,
+            upper,
+            ..
+        } => {
+            if let Some(Active {
+                phase: Phase::Duel { progress, .. },
+                ..
+            }) = &mut state.active
+            {
+                *progress = Some(DuelBounds {
+                    n: *n,
+                    mu_hat: *mu_hat,
+                    lower: *lower,
+                    upper: *upper,
+                });
+            }
+            Vec::new()
+        }
+        Event::DuelFinished { entry, verdict } => {
+            state.counters.duels_finished += 1;
+            let digest = state
+                .entries
+                .get(entry)
+                .map(|e| e.digest)
+                .ok_or(ApplyError::Internal("active entry missing"))?;
+            if let Some(rec) = state.digests.get_mut(&digest) {
+                rec.dueled = true;
+            }
+            if verdict.accepted {
+                let reign = state.king().map_or(0, |k| k.number) + 1;
+                if let Some(active) = &mut state.active {
+                    active.phase = Phase::Crowning {
+                        verdict: verdict.clone(),
+                        reign,
+                        requested: false,
+                    };
+                }
+                resume(state)?
+            } else {
+                end_active(
+                    state,
+                    Outcome::Dueled {
+                        verdict: verdict.clone(),
+                        crowned: None,
+                    },
+                )?
+            }
+        }
+        Event::Crowned {
+            entry,
+            digest,
+            hotkey,
+            reign,
+            block,
+            block_hash,
+        } => {
+            let (verdict, location, uid) = match (&state.active, state.entries.get(entry)) {
+                (
+                    Some(Active {
+                        phase: Phase::Crowning { verdict, .. },
+                        ..
+                    }),
+                    Some(e),
+                ) => (verdict.clone(), e.location.clone(), e.uid),
+                _ => return Err(ApplyError::Internal("crowning entry missing")),
+            };
+            state.reigns.push(Reign {
+                number: *reign,
+                digest: *digest,
+                hotkey: Some(hotkey.clone()),
+                uid: Some(uid),
+                entry: Some(*entry),
+                location: Some(location),
+                block: *block,
+                block_hash: Some(block_hash.clone()),
+            });
+            state.block = state.block.max(*block);
+            state.counters.crowns += 1;
+            state.weights.dirty = true;
+            let mut effects = weights_if_due(state);
+            effects.extend(end_active(
+                state,
+                Outcome::Dueled {
+                    verdict,
+                    crowned: Some(*reign),
+                },
+            )?);
+            effects
+        }
+        Event::WeightsSet { block, weights } => {
+            state.weights.last_set_block = Some(*block);
+            state.weights.dirty = *weights != state.expected_weights();
+            state.weights.last = weights.clone();
+            Vec::new()
+        }
+    };
+    Ok(effects)
+}
+
+/// Whether `event` would apply to `state`, without changing it. The shell calls this before it
+/// appends an event to the log (a stale progress report from a cancelled duel, a duplicate crown
+/// or a wrong gate is refused here and never logged).
+pub fn check(state: &ValidatorState, event: &Event) -> Result<(), ApplyError> {
+    let Some(rules) = &state.rules else {
+        return match event {
+            Event::Started { rules } => check_rules(rules),
+            other => Err(ApplyError::NotStarted(other.kind())),
+        };
+    };
+    let kind = event.kind();
+    match event {
+        Event::Started { .. } => Err(ApplyError::AlreadyStarted),
+        Event::Recovered => Ok(()),
+        Event::Tick { block } => check_block(state, *block),
+        Event::Revealed { block, reveals } => {
+            check_block(state, *block)?;
+            for r in reveals {
+                check_text("reveal.hotkey", &r.hotkey)?;
+                check_text("reveal.payload", &r.payload)?;
+                check_text("reveal.block_hash", &r.block_hash)?;
+                if r.reveal_block < r.commit_block {
+                    return Err(ApplyError::Mismatch {
+                        field: "reveal.reveal_block",
+                        expected: format!(">= commit_block {}", r.commit_block),
+                        got: r.reveal_block.to_string(),
+                    });
+                }
+            }
+            Ok(())
+        }
+        Event::GateStarted { entry, gate } => match active_phase(state, kind, *entry)? {
+            Phase::Gate {
+                gate: g,
+                started: false,
+            } if g == gate => Ok(()),
+            p => Err(wrong_phase(kind, *entry, p)),
+        },
+        Event::GatePassed { entry, gate } => check_gate_running(state, kind, *entry, *gate),
+        Event::GateFailed {
+            entry,
+            gate,
+            code,
+            message,
+        } => {
+            check_gate_running(state, kind, *entry, *gate)?;
+            if !gate.codes().contains(code) {
+                return Err(ApplyError::CodeNotOfGate {
+                    gate: gate.name(),
+                    code: *code,
+                    allowed: gate
+                        .codes()
+                        .iter()
+                        .map(|c| c.code())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            check_text("gate_failed.message", message)
+        }
+        Event::InfraFault { entry, reason } => {
+            active_phase(state, kind, *entry)?;
+            check_text("infra_fault.reason", reason)
+        }
+        Event::DuelStarted { entry, king, seed } => match active_phase(state, kind, *entry)? {
+            Phase::Duel {
+                king: k,
+                seed: s,
+                running: false,
+                ..
+            } => {
+                expect_eq("duel_started.king", k, king)?;
+                expect_eq("duel_started.seed", s, seed)
+            }
+            p => Err(wrong_phase(kind, *entry, p)),
+        },
+        Event::DuelProgress {
+            entry,
+            n,
+            mu_hat,
+            lower,
+            upper,
+        } => match active_phase(state, kind, *entry)? {
+            Phase::Duel {
+                running: true,
+                progress,
+                ..
+            } => {
+                check_finite("duel_progress.mu_hat", *mu_hat)?;
+                check_finite("duel_progress.lower", *lower)?;
+                check_finite("duel_progress.upper", *upper)?;
+                if let Some(p) = progress {
+                    if *n < p.n {
+                        return Err(ApplyError::Mismatch {
+                            field: "duel_progress.n",
+                            expected: format!(">= {}", p.n),
+                            got: n.to_string(),
+                        });
+                    }
+                }
+                Ok(())
+            }
+            p => Err(wrong_phase(kind, *entry, p)),
+        },
+        Event::DuelFinished { entry, verdict } => match active_phase(state, kind, *entry)? {
+            Phase::Duel { running: true, .. } => check_verdict(verdict),
+            p => Err(wrong_phase(kind, *entry, p)),
+        },
+        Event::Crowned {
+            entry,
+            digest,
+            hotkey,
+            reign,
+            block_hash,
+            ..
+        } => match active_phase(state, kind, *entry)? {
+            Phase::Crowning { reign: r, .. } => {
+                let e = state
+                    .entries
+                    .get(entry)
+                    .ok_or(ApplyError::Internal("active entry missing"))?;
+                expect_eq("crowned.digest", &e.digest, digest)?;
+                expect_eq("crowned.hotkey", &e.hotkey, hotkey)?;
+                expect_eq("crowned.reign", r, reign)?;
+                check_text("crowned.block_hash", block_hash)
+            }
+            p => Err(wrong_phase(kind, *entry, p)),
+        },
+        Event::WeightsSet { weights, .. } => {
+            for w in weights {
+                check_text("weights_set.hotkey", &w.hotkey)?;
+                check_finite("weights_set.weight", w.weight)?;
+                if w.weight < 0.0 {
+                    return Err(ApplyError::Mismatch {
+                        field: "weights_set.weight",
+                        expected: ">= 0".into(),
+                        got: w.weight.to_string(),
+                    });
+                }
+            }
+            let _ = rules;
+            Ok(())
+        }
+    }
+}
+
+fn check_rules(rules: &Rules) -> Result<(), ApplyError> {
+    if rules.weights_interval_blocks == 0 {
+        return Err(ApplyError::Mismatch {
+            field: "rules.weights_interval_blocks",
+            expected: ">= 1".into(),
+            got: "0".into(),
+        });
+    }
+    if rules.history_len == 0 {
+        return Err(ApplyError::Mismatch {
+            field: "rules.history_len",
+            expected: ">= 1".into(),
+            got: "0".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_block(state: &ValidatorState, block: u64) -> Result<(), ApplyError> {
+    if block < state.block {
+        return Err(ApplyError::BlockWentBack {
+            current: state.block,
+            got: block,
+        });
+    }
+    Ok(())
+}
+
+fn check_text(field: &'static str, text: &str) -> Result<(), ApplyError> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(ApplyError::TextTooLong {
+            field,
+            len: text.len(),
+        });
+    }
+    Ok(())
+}
+
+fn check_finite(field: &'static str, x: f64) -> Result<(), ApplyError> {
+    // JSON has no NaN or infinity: a non-finite number would be written as `null` and the log
+    // would no longer replay.
+    if x.is_finite() {
+        Ok(())
+    } else {
+        Err(ApplyError::NotFinite(field))
+    }
+}
+
+fn check_verdict(v: &VerdictSummary) -> Result<(), ApplyError> {
+    check_finite("verdict.mu_hat", v.mu_hat)?;
+    check_finite("verdict.lower", v.lower)?;
+    check_finite("verdict.upper", v.upper)?;
+    if v.verdict_path.is_empty() {
+        return Err(ApplyError::Empty("verdict.verdict_path"));
+    }
+    check_text("verdict.verdict_path", &v.verdict_path)
+}
+
+fn expect_eq<T: PartialEq + std::fmt::Debug>(
+    field: &'static str,
+    expected: &T,
+    got: &T,
+) -> Result<(), ApplyError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(ApplyError::Mismatch {
+            field,
+            expected: format!("{expected:?}"),
+            got: format!("{got:?}"),
+        })
+    }
+}
+
+fn active_phase<'a>(
+    state: &'a ValidatorState,
+    event: &'static str,
+    entry: EntryId,
+) -> Result<&'a Phase, ApplyError> {
+    match &state.active {
+        Some(a) if a.entry == entry => Ok(&a.phase),
+        other => Err(ApplyError::NotActive {
+            event,
+            entry,
+            active: other.as_ref().map(|a| a.entry),
+        }),
+    }
+}
+
+fn wrong_phase(event: &'static str, entry: EntryId, phase: &Phase) -> ApplyError {
+    let phase = match phase {
+        Phase::Gate { gate, started } => {
+            format!(
+                "gate {} ({})",
+                gate.name(),
+                if *started { "running" } else { "requested" }
+            )
+        }
+        Phase::Duel { running, .. } => {
+            format!("duel ({})", if *running { "running" } else { "requested" })
+        }
+        Phase::Crowning { .. } => "crowning".to_string(),
+    };
+    ApplyError::WrongPhase {
+        event,
+        entry,
+        phase,
+    }
+}
+
+fn check_gate_running(
+    state: &ValidatorState,
+    event: &'static str,
+    entry: EntryId,
+    gate: Gate,
+) -> Result<(), ApplyError> {
+    match active_phase(state, event, entry)? {
+        Phase::Gate {
+            gate: g,
+            started: true,
+        } if *g == gate => Ok(()),
+        p => Err(wrong_phase(event, entry, p)),
+    }
+}
+
+fn gate_index(gate: Gate) -> usize {
+    Gate::PIPELINE
+        .iter()
+        .position(|g| *g == gate)
+        .unwrap_or(Gate::PIPELINE.len())
+}
+
+fn start(state: &mut ValidatorState, rules: &Rules) {
+    state.rules = Some(rules.clone());
+    state.block = rules.start_block;
+    state.reigns = vec![Reign {
+        number: 0,
+        digest: rules.genesis_king,
+        hotkey: None,
+        uid: None,
+        entry: None,
+        location: rules.genesis_location.clone(),
+        block: rules.start_block,
+        block_hash: None,
+    }];
+    // The genesis king is owned by nobody and never dueled as a challenger.
+    state.digests.insert(
+        rules.genesis_king,
+        DigestRecord {
+            owner: None,
+            first_entry: None,
+            dueled: true,
+            live: None,
+        },
+    );
+}
+
+/// At start-up: whatever was in flight was interrupted by us.
+fn recover(state: &mut ValidatorState, rules: &Rules) -> Result<Vec<Effect>, ApplyError> {
+    state.counters.recoveries += 1;
+    let mut effects = Vec::new();
+    match &mut state.active {
+        Some(Active {
+            phase: Phase::Crowning { requested, .. },
+            ..
+        }) => *requested = false,
+        Some(_) => effects.extend(requeue_active(state, rules, false)?),
+        None => {}
+    }
+    if state.weights.dirty {
+        effects.extend(weights_if_due(state));
+    }
+    effects.extend(resume(state)?);
+    Ok(effects)
+}
+
+fn pause(state: &mut ValidatorState, retries: u32) {
+    let backoff = 1u64
+        .checked_shl(retries.saturating_sub(1))
+        .unwrap_or(MAX_BACKOFF_BLOCKS)
+        .min(MAX_BACKOFF_BLOCKS);
+    state.paused_until = Some(state.block.saturating_add(backoff));
+}
+
+/// Put the active entry back in the queue: at the head, or at the back once it has been
+/// interrupted more than `max_infra_retries` times. Never consumes it — unless the same hotkey
+/// revealed a newer commitment meanwhile, which then replaces it as it would any queued entry.
+fn requeue_active(
+    state: &mut ValidatorState,
+    rules: &Rules,
+    pause_queue: bool,
+) -> Result<Vec<Effect>, ApplyError> {
+    let active = state
+        .active
+        .take()
+        .ok_or(ApplyError::Internal("no active entry to requeue"))?;
+    let entry = state
+        .entries
+        .get_mut(&active.entry)
+        .ok_or(ApplyError::Internal("active entry missing"))?;
+    entry.retries = entry.retries.saturating_add(1);
+    entry.gates.clear();
+    let retries = entry.retries;
+    let hotkey = entry.hotkey.clone();
+    let mut effects = Vec::new();
+    if let Some(newer) = state.waiting.remove(&hotkey) {
+        effects.push(finish(
+            state,
+            active.entry,
+            Outcome::Superseded { by: newer },
+        )?);
+        state.slots.insert(hotkey, newer);
+        enqueue(state, newer, QueueClass::Normal)?;
+    } else {
+        let class = if retries > rules.max_infra_retries {
+            QueueClass::Demoted
+        } else {
+            QueueClass::Retry
+        };
+        enqueue(state, active.entry, class)?;
+    }
+    if pause_queue {
+        pause(state, retries);
+    }
+    Ok(effects)
+}
+
+fn enqueue(state: &mut ValidatorState, id: EntryId, class: QueueClass) -> Result<(), ApplyError> {
+    let e = state
+        .entries
+        .get(&id)
+        .ok_or(ApplyError::Internal("queued entry missing"))?;
+    state.queue.insert(QueueKey {
+        class,
+        reveal_block: e.reveal_block,
+        hotkey: e.hotkey.clone(),
+        id,
+    });
+    Ok(())
+}
+
+fn remove_from_queue(state: &mut ValidatorState, id: EntryId) {
+    state.queue.retain(|k| k.id != id);
+}
+
+/// Carry on: after a pause ends, request the pending crown, or start the head of the queue.
+fn resume(state: &mut ValidatorState) -> Result<Vec<Effect>, ApplyError> {
+    if state.is_paused() {
+        return Ok(Vec::new());
+    }
+    state.paused_until = None;
+    let rules = state
+        .rules
+        .clone()
+        .ok_or(ApplyError::Internal("not started"))?;
+    match &mut state.active {
+        Some(Active {
+            entry,
+            phase: Phase::Crowning {
+                reign, requested, ..
+            },
+        }) => {
+            if *requested {
+                return Ok(Vec::new());
+            }
+            *requested = true;
+            let (id, reign) = (*entry, *reign);
+            let e = state
+                .entries
+                .get(&id)
+                .ok_or(ApplyError::Internal("crowning entry missing"))?;
+            Ok(vec![Effect::Crown {
+                entry: id,
+                digest: e.digest,
+                hotkey: e.hotkey.clone(),
+                reign,
+            }])
+        }
+        Some(_) => Ok(Vec::new()),
+        None => {
+            let Some(head) = state.queue.pop_first() else {
+                return Ok(Vec::new());
+            };
+            state.active = Some(Active {
+                entry: head.id,
+                // Replaced by `next_step` at once.
+                phase: Phase::Gate {
+                    gate: Gate::Fetch,
+                    started: false,
+                },
+            });
+            Ok(vec![next_step(state, &rules, 0)?])
+        }
+    }
+}
+
+/// Request the first enabled gate at or after `from` in the pipeline, or the duel when none is
+/// left. Gates that are off are recorded as such on the entry.
+fn next_step(state: &mut ValidatorState, rules: &Rules, from: usize) -> Result<Effect, ApplyError> {
+    let id = state
+        .active
+        .as_ref()
+        .map(|a| a.entry)
+        .ok_or(ApplyError::Internal("no active entry"))?;
+    let king = state
+        .king()
+        .map(|k| k.digest)
+        .ok_or(ApplyError::Internal("no king"))?;
+    let entry = state
+        .entries
+        .get_mut(&id)
+        .ok_or(ApplyError::Internal("active entry missing"))?;
+    for gate in Gate::PIPELINE.iter().skip(from).copied() {
+        if gate.enabled(rules) {
+            let effect = Effect::RunGate {
+                entry: id,
+                gate,
+                challenger: entry.digest,
+                location: entry.location.clone(),
+                king,
+            };
+            set_phase(
+                &mut state.active,
+                Phase::Gate {
+                    gate,
+                    started: false,
+                },
+            );
+            return Ok(effect);
+        }
+        entry.gates.push(GateRecord {
+            gate,
+            result: GateResult::NotEnabled,
+        });
+    }
+    let seed = SeedMaterial {
+        competition_sha256: rules.competition_sha256,
+        reveal_block_hash: entry.block_hash.clone(),
+        hotkey: entry.hotkey.clone(),
+    };
+    let effect = Effect::StartDuel {
+        entry: id,
+        challenger: entry.digest,
+        location: entry.location.clone(),
+        king,
+        seed: seed.clone(),
+    };
+    set_phase(
+        &mut state.active,
+        Phase::Duel {
+            king,
+            seed,
+            running: false,
+            progress: None,
+        },
+    );
+    Ok(effect)
+}
+
+fn set_phase(active: &mut Option<Active>, phase: Phase) {
+    if let Some(a) = active {
+        a.phase = phase;
+    }
+}
+
+fn record_gate(
+    state: &mut ValidatorState,
+    id: EntryId,
+    gate: Gate,
+    result: GateResult,
+) -> Result<(), ApplyError> {
+    let e = state
+        .entries
+        .get_mut(&id)
+        .ok_or(ApplyError::Internal("active entry missing"))?;
+    e.gates.push(GateRecord { gate, result });
+    Ok(())
+}
+
+/// The active entry is done: answer it, let the hotkey's waiting entry into the queue, go on.
+fn end_active(state: &mut ValidatorState, outcome: Outcome) -> Result<Vec<Effect>, ApplyError> {
+    let active = state
+        .active
+        .take()
+        .ok_or(ApplyError::Internal("no active entry to end"))?;
+    let hotkey = state
+        .entries
+        .get(&active.entry)
+        .map(|e| e.hotkey.clone())
+        .ok_or(ApplyError::Internal("active entry missing"))?;
+    let mut effects = vec![finish(state, active.entry, outcome)?];
+    if let Some(newer) = state.waiting.remove(&hotkey) {
+        state.slots.insert(hotkey, newer);
+        enqueue(state, newer, QueueClass::Normal)?;
+    }
+    effects.extend(resume(state)?);
+    Ok(effects)
+}
+
+/// Remove a live entry, record how it ended and produce its one answer. The caller has taken it
+/// out of the queue or out of `active`.
+fn finish(state: &mut ValidatorState, id: EntryId, outcome: Outcome) -> Result<Effect, ApplyError> {
+    let e = state
+        .entries
+        .remove(&id)
+        .ok_or(ApplyError::Internal("finished entry missing"))?;
+    if state.slots.get(&e.hotkey) == Some(&id) {
+        state.slots.remove(&e.hotkey);
+    }
+    if state.waiting.get(&e.hotkey) == Some(&id) {
+        state.waiting.remove(&e.hotkey);
+    }
+    if let Some(rec) = state.digests.get_mut(&e.digest) {
+        if rec.live == Some(id) {
+            rec.live = None;
+        }
+    }
+    let finished = Finished {
+        id,
+        hotkey: e.hotkey.clone(),
+        uid: Some(e.uid),
+        digest: Some(e.digest),
+        location: Some(e.location),
+        commit_block: e.commit_block,
+        reveal_block: e.reveal_block,
+        retries: e.retries,
+        gates: e.gates,
+        outcome: outcome.clone(),
+        finished_block: state.block,
+    };
+    Ok(record_finished(state, finished))
+}
+
+fn record_finished(state: &mut ValidatorState, finished: Finished) -> Effect {
+    state.counters.answered += 1;
+    match &finished.outcome {
+        Outcome::Rejected { code, .. } => {
+            *state
+                .counters
+                .rejected
+                .entry(code.code().to_string())
+                .or_insert(0) += 1;
+        }
+        Outcome::Superseded { .. } => state.counters.superseded += 1,
+        Outcome::Dueled { .. } => {}
+    }
+    let effect = Effect::Answer {
+        entry: finished.id,
+        hotkey: finished.hotkey.clone(),
+        outcome: finished.outcome.clone(),
+    };
+    let cap = state.rules.as_ref().map_or(1, |r| r.history_len.max(1)) as usize;
+    state.history.push_back(finished);
+    while state.history.len() > cap {
+        state.history.pop_front();
+    }
+    effect
+}
+
+/// Weights, when a crown has not been paid yet or W blocks have passed since the last set.
+fn weights_if_due(state: &ValidatorState) -> Vec<Effect> {
+    let Some(rules) = &state.rules else {
+        return Vec::new();
+    };
+    let due = state.weights.dirty
+        || state
+            .weights
+            .last_set_block
+            .is_none_or(|last| state.block >= last.saturating_add(rules.weights_interval_blocks));
+    if !due {
+        return Vec::new();
+    }
+    let weights = state.expected_weights();
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    vec![Effect::SetWeights { weights }]
+}
+
+/// Intake of one revealed commitment (DESIGN §4 and gate 1 of §5).
+fn intake(state: &mut ValidatorState, rules: &Rules, reveal: &Reveal) -> Vec<Effect> {
+    if !state.needs_intake(reveal) {
+        state.counters.reveals_ignored += 1;
+        return Vec::new();
+    }
+    state.last_reveal.insert(
+        reveal.hotkey.clone(),
+        RevealMark {
+            commit_block: reveal.commit_block,
+            payload_sha256: Digest::of(reveal.payload.as_bytes()),
+        },
+    );
+    if reveal.commit_block <= rules.start_block {
+        // Committed before the game started: not a submission to this competition.
+        state.counters.reveals_ignored += 1;
+        return Vec::new();
+    }
+    let payload = match reveal.payload.parse::<CommitmentPayload>() {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![reject_at_intake(
+                state,
+                reveal,
+                None,
+                RejectCode::PayloadMalformed,
+                format!("payload {:?}: {e}", truncate(&reveal.payload, 200)),
+            )]
+        }
+    };
+    let Some(uid) = reveal.uid else {
+        return vec![reject_at_intake(
+            state,
+            reveal,
+            Some(&payload),
+            RejectCode::HotkeyUnregistered,
+            format!(
+                "hotkey {} had no uid on the subnet when its commitment was read at block {}",
+                reveal.hotkey, state.block
+            ),
+        )];
+    };
+    if let Some(rec) = state.digests.get(&payload.digest) {
+        let refusal = if rec.owner.is_none() {
+            Some(format!(
+                "{} is the genesis king's digest; it cannot be submitted",
+                payload.digest
+            ))
+        } else if rec.owner.as_deref() != Some(reveal.hotkey.as_str()) {
+            Some(format!(
+                "{} was first committed by hotkey {} (entry {}); a later commitment of the same digest is a copy",
+                payload.digest,
+                rec.owner.as_deref().unwrap_or("?"),
+                rec.first_entry.map_or("?".to_string(), |e| e.to_string())
+            ))
+        } else if rec.dueled {
+            Some(format!(
+                "{} was already dueled; a digest is dueled at most once",
+                payload.digest
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            return vec![reject_at_intake(
+                state,
+                reveal,
+                Some(&payload),
+                RejectCode::DigestOwned,
+                message,
+            )];
+        }
+        if rec.live.is_some() {
+            // The same hotkey re-committed a checkpoint that is already waiting its turn.
+            state.counters.reveals_ignored += 1;
+            return Vec::new();
+        }
+    }
+    admit(state, reveal, uid, payload)
+}
+
+fn admit(
+    state: &mut ValidatorState,
+    reveal: &Reveal,
+    uid: u16,
+    payload: CommitmentPayload,
+) -> Vec<Effect> {
+    let id = state.next_entry;
+    state.next_entry += 1;
+    state.counters.reveals_processed += 1;
+    state.counters.admitted += 1;
+    let digest = payload.digest;
+    state
+        .digests
+        .entry(digest)
+        .or_insert(DigestRecord {
+            owner: Some(reveal.hotkey.clone()),
+            first_entry: Some(id),
+            dueled: false,
+            live: None,
+        })
+        .live = Some(id);
+    state.entries.insert(
+        id,
+        Entry {
+            id,
+            hotkey: reveal.hotkey.clone(),
+            uid,
+            location: payload.location,
+            digest,
+            commit_block: reveal.commit_block,
+            reveal_block: reveal.reveal_block,
+            block_hash: reveal.block_hash.clone(),
+            retries: 0,
+            gates: Vec::new(),
+        },
+    );
+    let mut effects = Vec::new();
+    let is_active =
+        |state: &ValidatorState, e: EntryId| state.active.as_ref().is_some_and(|a| a.entry == e);
+    match state.slots.get(&reveal.hotkey).copied() {
+        None => {
+            state.slots.insert(reveal.hotkey.clone(), id);
+            push_queue(state, id);
+        }
+        Some(slot) if is_active(state, slot) => {
+            // Never replace an entry in its gates or duel: the newer one waits for it.
+            if let Some(older) = state.waiting.insert(reveal.hotkey.clone(), id) {
+                effects.extend(finish(state, older, Outcome::Superseded { by: id }).ok());
+            }
+        }
+        Some(slot) => {
+            remove_from_queue(state, slot);
+            state.slots.insert(reveal.hotkey.clone(), id);
+            push_queue(state, id);
+            effects.extend(finish(state, slot, Outcome::Superseded { by: id }).ok());
+        }
+    }
+    effects
+}
+
+fn push_queue(state: &mut ValidatorState, id: EntryId) {
+    if let Some(e) = state.entries.get(&id) {
+        state.queue.insert(QueueKey {
+            class: QueueClass::Normal,
+            reveal_block: e.reveal_block,
+            hotkey: e.hotkey.clone(),
+            id,
+        });
+    }
+}
+
+fn reject_at_intake(
+    state: &mut ValidatorState,
+    reveal: &Reveal,
+    payload: Option<&CommitmentPayload>,
+    code: RejectCode,
+    message: String,
+) -> Effect {
+    let id = state.next_entry;
+    state.next_entry += 1;
+    state.counters.reveals_processed += 1;
+    let finished = Finished {
+        id,
+        hotkey: reveal.hotkey.clone(),
+        uid: reveal.uid,
+        digest: payload.map(|p| p.digest),
+        location: payload.map(|p| p.location.clone()),
+        commit_block: reveal.commit_block,
+        reveal_block: reveal.reveal_block,
+        retries: 0,
+        gates: Vec::new(),
+        outcome: Outcome::Rejected {
+            code,
+            gate: None,
+            message,
+        },
+        finished_block: state.block,
+    };
+    record_finished(state, finished)
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,316 @@
+//! Scoring one duel: king and challenger on the same windows, batch by batch, through one code
+//! path, with the competition's rule deciding after each batch. Used in-process by the shell and
+//! by the remote eval worker (`koth duel serve`), so both produce the same verdict record.
+//!
+//! Failures here are never the miner's fault: the challenger already passed every gate, so a
+//! model that cannot be loaded, a data shard that fails its hash, a timeout or a cancellation
+//! is reported as [`DuelRunError`] and the shell turns it into an infrastructure fault.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use koth_core::competition::{Competition, Delta, DuelTest};
+use koth_core::verdict::{
+    BoundsAfterBatch, DuelModel, EffectFloor, Outcome, RuleSpec, SampleRecord, ScoringSetup,
+    ShardHash, SourceScore, Verdict, WindowLosses, VERDICT_FORMAT,
+};
+use koth_core::Digest;
+use koth_data::Dataset;
+use koth_duel::rule::{bootstrap_seed, tested_value, threshold, RuleTest};
+use koth_duel::stats::SequentialParams;
+use koth_model::{Model, TokenIds};
+
+use crate::event::SeedMaterial;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DuelRunError {
+    #[error("duel setup: {0}")]
+    Setup(String),
+    #[error("loading the {which} model from {path}: {message}")]
+    Load {
+        which: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("scoring: {0}")]
+    Scoring(String),
+    #[error("duel cancelled")]
+    Cancelled,
+    #[error("duel timed out after {0:?}")]
+    TimedOut(Duration),
+}
+
+/// The seed bytes handed to the sampler: a domain tag and the three parts of the seed material
+/// (DESIGN §6), separated so that no two different triples give the same bytes.
+pub fn seed_string(seed: &SeedMaterial) -> String {
+    format!(
+        "koth/duel-sample/1|{}|{}|{}",
+        seed.competition_sha256, seed.reveal_block_hash, seed.hotkey
+    )
+}
+
+/// The rule the competition file sets, as koth-duel's spec, and its effect floor.
+pub fn rule_of(competition: &Competition) -> (RuleSpec, EffectFloor) {
+    let n_max = u64::from(competition.duel.n_max);
+    let spec = match competition.duel.test {
+        DuelTest::Sequential => {
+            SequentialParams::with_defaults(competition.duel.alpha, 0.0, n_max).spec()
+        }
+        DuelTest::Bootstrap => RuleSpec::Bootstrap {
+            alpha: competition.duel.alpha,
+            n: n_max,
+            resamples: competition.duel.bootstrap_resamples.unwrap_or(10_000),
+            futility: Some(koth_core::verdict::BootstrapFutility {
+                min_fraction: 0.2,
+                advantage_quantile: 0.94,
+            }),
+        },
+    };
+    let floor = match competition.duel.delta {
+        Delta::Absolute(nats) => EffectFloor::Absolute { nats },
+        Delta::Relative(fraction) => EffectFloor::Relative { fraction },
+    };
+    (spec, floor)
+}
+
+/// What a duel needs besides the two checkpoints.
+pub struct DuelSetup<'a> {
+    pub competition: &'a Competition,
+    pub dataset: &'a Dataset,
+    pub bundle_path: &'a Path,
+    pub device: &'a str,
+    pub dtype: &'a str,
+    pub deadline: Option<Instant>,
+}
+
+/// Score `challenger` against `king`. `progress` sees the rule's state after every batch and
+/// returns `false` to cancel.
+pub fn run_duel(
+    setup: &DuelSetup<'_>,
+    king: (&Digest, &Path),
+    challenger: (&Digest, &Path),
+    seed: &SeedMaterial,
+    progress: &mut dyn FnMut(&BoundsAfterBatch) -> bool,
+) -> Result<Verdict, DuelRunError> {
+    let started = Instant::now();
+    let competition = setup.competition;
+    let device = koth_model::parse_device(setup.device)
+        .map_err(|e| DuelRunError::Setup(format!("device {:?}: {e}", setup.device)))?;
+    let dtype = koth_model::parse_dtype(setup.dtype)
+        .map_err(|e| DuelRunError::Setup(format!("dtype {:?}: {e}", setup.dtype)))?;
+    if setup.dataset.bundle_sha256() != competition.data.bundle_sha256 {
+        return Err(DuelRunError::Setup(format!(
+            "data bundle {} hashes to {}, the competition pins {}",
+            setup.bundle_path.display(),
+            setup.dataset.bundle_sha256(),
+            competition.data.bundle_sha256
+        )));
+    }
+    let load = |which: &'static str, dir: &Path| {
+        Model::load(dir, dtype, &device).map_err(|e| DuelRunError::Load {
+            which,
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })
+    };
+    let king_model = load("king", king.1)?;
+    let chal_model = load("challenger", challenger.1)?;
+
+    let (spec, floor) = rule_of(competition);
+    let thr = threshold(floor).map_err(|e| DuelRunError::Setup(e.to_string()))?;
+    let seed_text = seed_string(seed);
+    let boot_seed = bootstrap_seed(&seed_text);
+    let mut rule = RuleTest::new(&spec, thr, boot_seed)
+        .map_err(|e| DuelRunError::Setup(format!("rule: {e}")))?;
+    let seq_len = competition.data.seq_len;
+    let sample = setup
+        .dataset
+        .sample(seed_text.as_bytes(), None, spec.n_max(), seq_len)
+        .map_err(|e| DuelRunError::Setup(format!("sampling windows: {e}")))?;
+
+    let batch_size = competition.duel.batch_size.max(1) as usize;
+    let mut king_losses: Vec<f32> = Vec::new();
+    let mut chal_losses: Vec<f32> = Vec::new();
+    let mut sources: Vec<u32> = Vec::new();
+    let mut bounds: Vec<BoundsAfterBatch> = Vec::new();
+    let mut tested_sum = 0.0f64;
+    for chunk in sample.windows.chunks(batch_size) {
+        if let Some(deadline) = setup.deadline {
+            if Instant::now() > deadline {
+                return Err(DuelRunError::TimedOut(started.elapsed()));
+            }
+        }
+        let tokens = setup
+            .dataset
+            .read_windows(chunk)
+            .map_err(|e| DuelRunError::Scoring(format!("reading windows: {e}")))?;
+        let ids = TokenIds::new(tokens, chunk.len(), seq_len as usize)
+            .map_err(|e| DuelRunError::Scoring(e.to_string()))?;
+        let k = king_model
+            .sequence_losses(&ids)
+            .map_err(|e| DuelRunError::Scoring(format!("king: {e}")))?;
+        let c = chal_model
+            .sequence_losses(&ids)
+            .map_err(|e| DuelRunError::Scoring(format!("challenger: {e}")))?;
+        if k.len() != chunk.len() || c.len() != chunk.len() {
+            return Err(DuelRunError::Scoring(format!(
+                "{} windows in the batch but {} king and {} challenger losses",
+                chunk.len(),
+                k.len(),
+                c.len()
+            )));
+        }
+        let mut batch = Vec::with_capacity(chunk.len());
+        for ((kl, cl), w) in k.iter().zip(&c).zip(chunk) {
+            let (kl, cl) = (f64::from(*kl), f64::from(*cl));
+            if !(kl.is_finite() && cl.is_finite()) {
+                return Err(DuelRunError::Scoring(format!(
+                    "non-finite loss (king {kl}, challenger {cl})"
+                )));
+            }
+            let t = tested_value(floor, kl - cl, kl);
+            tested_sum += t;
+            batch.push(t);
+            sources.push(w.source);
+        }
+        king_losses.extend_from_slice(&k);
+        chal_losses.extend_from_slice(&c);
+        let b = rule
+            .update(&batch)
+            .map_err(|e| DuelRunError::Scoring(format!("rule update: {e}")))?;
+        let go_on = progress(&b);
+        let done = b.decision.is_final();
+        bounds.push(b);
+        if !go_on {
+            return Err(DuelRunError::Cancelled);
+        }
+        if done {
+            break;
+        }
+    }
+    let decision = rule.decision();
+    let n = king_losses.len();
+    let mean = |v: &[f32]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().map(|x| f64::from(*x)).sum::<f64>() / v.len() as f64
+        }
+    };
+    let king_mean = mean(&king_losses);
+    let chal_mean = mean(&chal_losses);
+    let last = bounds.last();
+    let source_names: Vec<String> = setup
+        .dataset
+        .bundle()
+        .sources
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let per_source = source_names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let idx: Vec<usize> = (0..n).filter(|&j| sources[j] as usize == i).collect();
+            if idx.is_empty() {
+                return None;
+            }
+            let m = idx.len() as f64;
+            let k: f64 = idx.iter().map(|&j| f64::from(king_losses[j])).sum::<f64>() / m;
+            let c: f64 = idx.iter().map(|&j| f64::from(chal_losses[j])).sum::<f64>() / m;
+            Some(SourceScore {
+                source: name.clone(),
+                n: idx.len() as u64,
+                king_mean_loss: k,
+                challenger_mean_loss: c,
+                mean_diff: k - c,
+            })
+        })
+        .collect();
+    let shards = setup
+        .dataset
+        .manifests()
+        .flat_map(|m| {
+            m.shards.iter().map(move |s| ShardHash {
+                source: m.source.clone(),
+                name: s.path.clone(),
+                sha256: s.sha256,
+                tokens: s.tokens,
+            })
+        })
+        .collect();
+    let digest = koth_core::verdict::window_losses_digest(&king_losses, &chal_losses, &sources)
+        .ok_or_else(|| DuelRunError::Scoring("window vectors differ in length".into()))?;
+    Ok(Verdict {
+        format: VERDICT_FORMAT.to_string(),
+        competition_sha256: Some(competition.sha256()),
+        king: DuelModel {
+            digest: *king.0,
+            path: Some(king.1.display().to_string()),
+        },
+        challenger: DuelModel {
+            digest: *challenger.0,
+            path: Some(challenger.1.display().to_string()),
+        },
+        sample: SampleRecord {
+            seed_material: seed_text,
+            sample_digest: sample.digest.0,
+            bundle_sha256: setup.dataset.bundle_sha256(),
+            bundle_path: Some(setup.bundle_path.display().to_string()),
+            seq_len,
+            shards,
+        },
+        rule: spec,
+        effect_floor: floor,
+        bootstrap_seed: matches!(spec, RuleSpec::Bootstrap { .. }).then_some(boot_seed),
+        scoring: ScoringSetup {
+            dtype: setup.dtype.to_string(),
+            device: setup.device.to_string(),
+            batch_size: batch_size as u32,
+            path: "scoring".into(),
+        },
+        outcome: Outcome {
+            decision,
+            n_used: n as u64,
+            mu_hat: king_mean - chal_mean,
+            tested_mean: if n == 0 { 0.0 } else { tested_sum / n as f64 },
+            threshold: thr,
+            lower: last.and_then(|b| b.lower),
+            upper: last.and_then(|b| b.upper),
+            king_mean_loss: king_mean,
+            challenger_mean_loss: chal_mean,
+        },
+        bounds,
+        per_source,
+        windows: WindowLosses {
+            king: king_losses,
+            challenger: chal_losses,
+            source: sources,
+            sources: source_names,
+            digest,
+        },
+        code_version: koth_duel::CODE_VERSION.to_string(),
+        wall_time_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The numbers the event log keeps of a verdict, given where its record was written and the
+/// record's digest. Bounds the rule did not compute are shown as the mean (they are finite by
+/// construction: the log refuses non-finite statistics).
+pub fn summary_of(
+    verdict: &Verdict,
+    verdict_digest: Digest,
+    verdict_path: String,
+) -> crate::event::VerdictSummary {
+    let o = &verdict.outcome;
+    let finite_or = |x: Option<f64>| x.filter(|v| v.is_finite()).unwrap_or(o.tested_mean);
+    crate::event::VerdictSummary {
+        accepted: o.decision.is_crown(),
+        n: o.n_used,
+        mu_hat: if o.mu_hat.is_finite() { o.mu_hat } else { 0.0 },
+        lower: finite_or(o.lower),
+        upper: finite_or(o.upper),
+        verdict_digest,
+        verdict_path,
+    }
+}

@@ -1,0 +1,331 @@
+//! The validator's vocabulary: events in (each one written to the log before it is acted on),
+//! effects out (what the shell must now do), and the rules a competition fixes for the core.
+//!
+//! Events are the only input of the core. They carry everything the core needs — blocks, block
+//! hashes, registration, gate results, duel statistics — so that replaying the log through
+//! [`crate::apply`] rebuilds the state exactly, on any machine, at any later time.
+
+use serde::{Deserialize, Serialize};
+
+use koth_core::competition::{Competition, RewardPolicy};
+use koth_core::{Digest, RejectCode};
+
+/// Version of the event JSON written to the log. Bumped on any change that an older reader could
+/// misread; the log refuses rows of a version it does not know.
+pub const EVENT_VERSION: u32 = 1;
+
+/// Longest free-text field (gate message, fault reason) an event may carry.
+pub const MAX_TEXT_BYTES: usize = 4096;
+
+/// `text` cut to at most [`MAX_TEXT_BYTES`] at a character boundary, for the shell to put into
+/// a gate message or fault reason (longer text makes the event refused).
+pub fn clip_text(text: &str) -> String {
+    crate::core::truncate(text, MAX_TEXT_BYTES).to_string()
+}
+
+/// Most blocks the queue pauses after an infrastructure fault (the pause doubles per retry).
+pub const MAX_BACKOFF_BLOCKS: u64 = 32;
+
+/// A submission's number, assigned by the core in intake order, never reused.
+pub type EntryId = u64;
+
+/// The parts of the competition file the core's decisions depend on. Carried by
+/// [`Event::Started`] so that the log alone determines the state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    pub competition_sha256: Digest,
+    pub genesis_king: Digest,
+    pub genesis_location: Option<String>,
+    pub start_block: u64,
+    pub weights_interval_blocks: u64,
+    pub reward: RewardPolicy,
+    pub max_infra_retries: u32,
+    pub history_len: u32,
+    pub near_copy: bool,
+    pub trainability_probe: bool,
+}
+
+impl Rules {
+    pub fn from_competition(c: &Competition) -> Self {
+        Self {
+            competition_sha256: c.sha256(),
+            genesis_king: c.genesis_king,
+            genesis_location: c.genesis_location.clone(),
+            start_block: c.start_block,
+            weights_interval_blocks: c.weights.interval_blocks,
+            reward: c.reward.clone(),
+            max_infra_retries: c.intake.max_infra_retries,
+            history_len: c.intake.history_len,
+            near_copy: c.gates.near_copy,
+            trainability_probe: c.gates.trainability_probe,
+        }
+    }
+}
+
+/// One revealed commitment as the chain reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reveal {
+    /// The chain's signer: the submitter, whatever the payload says.
+    pub hotkey: String,
+    /// The signer's uid when the chain was read; `None`: not registered.
+    pub uid: Option<u16>,
+    /// The payload exactly as revealed (parsed by the core, refused if malformed).
+    pub payload: String,
+    pub commit_block: u64,
+    pub reveal_block: u64,
+    /// Hash of the reveal block: public randomness for the duel's sample.
+    pub block_hash: String,
+}
+
+/// The checks between intake and the duel, cheapest first (DESIGN §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// Fetch the manifest and files, verify hashes, allowed files, size cap.
+    Fetch,
+    /// `config.json` against the architecture lock.
+    Config,
+    /// safetensors headers: exact tensor names, shapes, dtypes, offsets.
+    Tensors,
+    /// NaN/Inf, norm and projection scales against the king's.
+    Weights,
+    /// One backward step on probe tokens (optional).
+    Trainability,
+    /// Behavioural fingerprint against recent submissions and kings (optional).
+    Fingerprint,
+}
+
+impl Gate {
+    /// The order in which gates run.
+    pub const PIPELINE: [Gate; 6] = [
+        Gate::Fetch,
+        Gate::Config,
+        Gate::Tensors,
+        Gate::Weights,
+        Gate::Trainability,
+        Gate::Fingerprint,
+    ];
+
+    /// The codes with which this gate may refuse a submission.
+    pub fn codes(self) -> &'static [RejectCode] {
+        match self {
+            Gate::Fetch => &[
+                RejectCode::ManifestUnreachable,
+                RejectCode::FileRefused,
+                RejectCode::TooLarge,
+            ],
+            Gate::Config => &[RejectCode::ConfigMismatch],
+            Gate::Tensors => &[RejectCode::TensorsMismatch],
+            Gate::Weights | Gate::Trainability => &[RejectCode::WeightsInvalid],
+            Gate::Fingerprint => &[RejectCode::NearCopy],
+        }
+    }
+
+    /// Whether the competition runs this gate. A gate that is off is recorded as not enabled.
+    pub fn enabled(self, rules: &Rules) -> bool {
+        match self {
+            Gate::Trainability => rules.trainability_probe,
+            Gate::Fingerprint => rules.near_copy,
+            _ => true,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Gate::Fetch => "fetch",
+            Gate::Config => "config",
+            Gate::Tensors => "tensors",
+            Gate::Weights => "weights",
+            Gate::Trainability => "trainability",
+            Gate::Fingerprint => "fingerprint",
+        }
+    }
+}
+
+/// Everything a duel's sample seed is derived from (DESIGN §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedMaterial {
+    pub competition_sha256: Digest,
+    pub reveal_block_hash: String,
+    pub hotkey: String,
+}
+
+/// What the core keeps of a finished duel; the full record lives at `verdict_path`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictSummary {
+    pub accepted: bool,
+    /// Windows scored.
+    pub n: u64,
+    pub mu_hat: f64,
+    pub lower: f64,
+    pub upper: f64,
+    /// sha256 of the verdict record.
+    pub verdict_digest: Digest,
+    /// Where the verdict record is stored.
+    pub verdict_path: String,
+}
+
+/// A hotkey's share of the weights; shares sum to 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Weight {
+    pub hotkey: String,
+    pub weight: f64,
+}
+
+/// Something that happened. Appended to the log before it is acted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// The first event of every log: the game and its rules.
+    Started {
+        rules: Rules,
+    },
+    /// The shell restarted and replayed the log. Whatever was in flight was interrupted by us:
+    /// an entry in its gates or duel goes back to the head of the queue; a crown is redone.
+    Recovered,
+    /// The chain head advanced.
+    Tick {
+        block: u64,
+    },
+    /// Commitments revealed since the last poll (those [`crate::ValidatorState::needs_intake`]
+    /// reports as new), read at chain block `block`.
+    Revealed {
+        block: u64,
+        reveals: Vec<Reveal>,
+    },
+    GateStarted {
+        entry: EntryId,
+        gate: Gate,
+    },
+    GatePassed {
+        entry: EntryId,
+        gate: Gate,
+    },
+    GateFailed {
+        entry: EntryId,
+        gate: Gate,
+        code: RejectCode,
+        message: String,
+    },
+    /// Our fault (lost worker, timeout, our out-of-memory, a gate that could not decide): never
+    /// charged to the submission.
+    InfraFault {
+        entry: EntryId,
+        reason: String,
+    },
+    DuelStarted {
+        entry: EntryId,
+        king: Digest,
+        seed: SeedMaterial,
+    },
+    DuelProgress {
+        entry: EntryId,
+        n: u64,
+        mu_hat: f64,
+        lower: f64,
+        upper: f64,
+    },
+    DuelFinished {
+        entry: EntryId,
+        verdict: VerdictSummary,
+    },
+    /// The shell carried out a crown; `block`/`block_hash` are the chain's at that moment (they
+    /// seed the reign's pool of windows).
+    Crowned {
+        entry: EntryId,
+        digest: Digest,
+        hotkey: String,
+        reign: u64,
+        block: u64,
+        block_hash: String,
+    },
+    /// Weights were accepted by the chain.
+    WeightsSet {
+        block: u64,
+        weights: Vec<Weight>,
+    },
+}
+
+impl Event {
+    /// The stable name of the event kind (the log's `kind` column and the SSE event name).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Started { .. } => "started",
+            Event::Recovered => "recovered",
+            Event::Tick { .. } => "tick",
+            Event::Revealed { .. } => "revealed",
+            Event::GateStarted { .. } => "gate_started",
+            Event::GatePassed { .. } => "gate_passed",
+            Event::GateFailed { .. } => "gate_failed",
+            Event::InfraFault { .. } => "infra_fault",
+            Event::DuelStarted { .. } => "duel_started",
+            Event::DuelProgress { .. } => "duel_progress",
+            Event::DuelFinished { .. } => "duel_finished",
+            Event::Crowned { .. } => "crowned",
+            Event::WeightsSet { .. } => "weights_set",
+        }
+    }
+}
+
+/// How a submission ended. Every admitted or refused submission gets exactly one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    /// Refused at intake (`gate` is `None`) or by a gate, with the stable code and a sentence.
+    Rejected {
+        code: RejectCode,
+        gate: Option<Gate>,
+        message: String,
+    },
+    /// Dueled; `crowned` is the reign number it started, if it won.
+    Dueled {
+        verdict: VerdictSummary,
+        crowned: Option<u64>,
+    },
+    /// The same hotkey revealed a newer commitment before this one was evaluated.
+    Superseded { by: EntryId },
+}
+
+/// What the shell must do now. The shell decides nothing: it carries these out and reports what
+/// happened as events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// Run one gate on the entry (append `GateStarted` first, then `GatePassed`, `GateFailed`
+    /// or `InfraFault`).
+    RunGate {
+        entry: EntryId,
+        gate: Gate,
+        challenger: Digest,
+        location: String,
+        king: Digest,
+    },
+    /// Duel the entry against the king (append `DuelStarted` first).
+    StartDuel {
+        entry: EntryId,
+        challenger: Digest,
+        location: String,
+        king: Digest,
+        seed: SeedMaterial,
+    },
+    /// Make the entry king (pin its checkpoint, read the chain head), then append `Crowned`.
+    Crown {
+        entry: EntryId,
+        digest: Digest,
+        hotkey: String,
+        reign: u64,
+    },
+    /// Set these weights on chain, then append `WeightsSet`.
+    SetWeights { weights: Vec<Weight> },
+    /// Tell the miner (feeds, SSE) how their submission ended.
+    Answer {
+        entry: EntryId,
+        hotkey: String,
+        outcome: Outcome,
+    },
+}

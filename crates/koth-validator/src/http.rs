@@ -1,0 +1,149 @@
+//! The validator's HTTP feeds: `/api/state`, `/api/events` (server-sent events),
+//! `/dashboard.json`, `/metrics` (Prometheus text) and `/healthz`.
+//!
+//! The shell publishes into a [`FeedHub`] after every event it logs (a snapshot of the state and
+//! the logged event); the handlers only read it, so a slow client never slows the validator.
+//! [`api_router`] is a plain `axum::Router` so the binary can merge a dashboard's pages into it.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::stream::{self, Stream, StreamExt};
+use tokio::sync::broadcast;
+
+use crate::log::LoggedEvent;
+use crate::state::ValidatorState;
+
+/// Events an SSE client may fall behind by before it is told to reconnect (and catch up from
+/// the log with `Last-Event-ID`).
+const SSE_BUFFER: usize = 4096;
+/// Most events replayed from the log to a reconnecting client in one go.
+const CATCH_UP_LIMIT: usize = 10_000;
+
+/// What the shell shares with the HTTP handlers.
+pub struct FeedHub {
+    state: RwLock<Arc<ValidatorState>>,
+    events: broadcast::Sender<Arc<LoggedEvent>>,
+    log_path: PathBuf,
+}
+
+pub type SharedFeed = Arc<FeedHub>;
+
+impl FeedHub {
+    pub fn new(state: ValidatorState, log_path: PathBuf) -> SharedFeed {
+        let (events, _) = broadcast::channel(SSE_BUFFER);
+        Arc::new(FeedHub {
+            state: RwLock::new(Arc::new(state)),
+            events,
+            log_path,
+        })
+    }
+
+    /// Called by the shell after an event was logged and applied.
+    pub fn publish(&self, state: ValidatorState, logged: LoggedEvent) {
+        if let Ok(mut s) = self.state.write() {
+            *s = Arc::new(state);
+        }
+        // No subscriber is not an error.
+        let _ = self.events.send(Arc::new(logged));
+    }
+
+    pub fn snapshot(&self) -> Arc<ValidatorState> {
+        match self.state.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// The feeds as a router with its state applied; merge it with other routers freely.
+pub fn api_router(hub: SharedFeed) -> Router {
+    Router::new()
+        .route("/api/state", get(api_state))
+        .route("/api/events", get(api_events))
+        .route("/dashboard.json", get(dashboard))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(hub)
+}
+
+async fn api_state(State(hub): State<SharedFeed>) -> Json<serde_json::Value> {
+    Json(crate::feed::api_state(&hub.snapshot()))
+}
+
+async fn dashboard(State(hub): State<SharedFeed>) -> Json<serde_json::Value> {
+    Json(crate::feed::dashboard_json(&hub.snapshot()))
+}
+
+async fn metrics(State(hub): State<SharedFeed>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::feed::metrics_text(&hub.snapshot()),
+    )
+        .into_response()
+}
+
+async fn healthz(State(hub): State<SharedFeed>) -> Response {
+    let s = hub.snapshot();
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({"ok": true, "block": s.block})),
+    )
+        .into_response()
+}
+
+fn to_sse(logged: &LoggedEvent) -> SseEvent {
+    let data = serde_json::to_string(&logged.event).unwrap_or_else(|_| "null".to_string());
+    SseEvent::default()
+        .id(logged.seq.to_string())
+        .event(logged.event.kind())
+        .data(data)
+}
+
+async fn api_events(
+    State(hub): State<SharedFeed>,
+    headers: HeaderMap,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    // Subscribe before catching up so nothing falls between the two.
+    let rx = hub.events.subscribe();
+    let last_id: Option<i64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let mut backlog = Vec::new();
+    if let Some(last) = last_id {
+        let path = hub.log_path.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            crate::log::open_read_only(&path).and_then(|l| l.read_from(last + 1, CATCH_UP_LIMIT))
+        })
+        .await;
+        if let Ok(Ok(events)) = read {
+            backlog = events;
+        }
+    }
+    let after = backlog.last().map(|e| e.seq).or(last_id).unwrap_or(0);
+    let backlog = stream::iter(backlog.into_iter().map(|e| Ok(to_sse(&e))));
+    let live = stream::unfold(rx, move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.seq > after => return Some((Ok(to_sse(&e)), rx)),
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // The client fell behind the buffer: end the stream; it reconnects with
+                    // Last-Event-ID and catches up from the log.
+                    return None;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(backlog.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

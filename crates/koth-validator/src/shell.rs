@@ -1,0 +1,879 @@
+//! The shell: reads the world (chain, store, eval worker, clock), reports it to the core as
+//! events, and carries out the effects the core returns. It decides nothing.
+//!
+//! Every outcome is recorded in the event log *before* it is acted on ([`Journal::record`]).
+//! Failures are classified: the submission's own fault (bad files, a gate refusal, a verdict)
+//! is a gate failure or a verdict; anything on our side (our store cache, the king's files, the
+//! duel machinery, a timeout, the chain) is an `InfraFault`, which the core answers by putting
+//! the entry back at the head of the queue. Nothing here passes a gate by default.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use koth_chain::{AccountId, Chain, EmbeddedChain, Keypair, Keystore};
+use koth_core::{Digest, RejectCode};
+use koth_data::Dataset;
+use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, StoreError};
+
+use crate::config::{ResolvedConfig, WorkerSpec};
+use crate::duel_run::{run_duel, summary_of, DuelSetup};
+use crate::event::{clip_text, Effect, EntryId, Event, Gate, Reveal, SeedMaterial, Weight};
+use crate::gate_run;
+use crate::gates::{self, GateError, TensorInfo, TensorStats, DEFAULT_MAX_SCALE_RATIO};
+use crate::http::{FeedHub, SharedFeed};
+use crate::journal::{Journal, JournalError};
+use crate::log::LoggedEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("chain {path}: {source}")]
+    Chain {
+        path: PathBuf,
+        #[source]
+        source: koth_chain::ChainError,
+    },
+    #[error("validator config {config}: key `key.name`: {message}")]
+    Key { config: PathBuf, message: String },
+    #[error("validator config {config}: {message}")]
+    Setup { config: PathBuf, message: String },
+    #[error("{0}")]
+    Http(String),
+}
+
+/// How a gate ended.
+enum GateVerdict {
+    Pass,
+    Fail(RejectCode, String),
+    Infra(String),
+}
+
+impl From<GateError> for GateVerdict {
+    fn from(e: GateError) -> Self {
+        match e {
+            GateError::Refused { code, message } => GateVerdict::Fail(code, message),
+            GateError::Undecidable(m) => GateVerdict::Infra(format!("gate cannot decide: {m}")),
+        }
+    }
+}
+
+/// What the gates need of the current king, computed once per king.
+struct KingFacts {
+    digest: Digest,
+    dir: PathBuf,
+    config: serde_json::Value,
+    tensors: std::collections::BTreeMap<String, TensorInfo>,
+    stats: Option<Vec<TensorStats>>,
+}
+
+/// The running validator.
+pub struct Shell {
+    cfg: ResolvedConfig,
+    journal: Journal,
+    chain: Box<dyn Chain>,
+    key: Keypair,
+    cache: CheckpointCache,
+    dataset: Option<Dataset>,
+    hub: SharedFeed,
+    pending: VecDeque<Effect>,
+    king: Option<KingFacts>,
+    stop: Arc<AtomicBool>,
+    /// Fault injection for the crash test (`KOTH_FAULT_CROWN_DELAY_MS`): a pause between the
+    /// accepted verdict and the crown, so that a SIGKILL can land mid-crown. Zero in production.
+    crown_delay: std::time::Duration,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Shell {
+    /// Start-up: open the chain, load and check the key (registered, validator permit), open
+    /// the data bundle, replay the event log. Any failure stops the validator with a message
+    /// naming what is wrong.
+    pub fn open(cfg: ResolvedConfig) -> Result<Self, ShellError> {
+        let setup = |message: String| ShellError::Setup {
+            config: cfg.config_path.clone(),
+            message,
+        };
+        if cfg.competition.gates.near_copy || cfg.competition.gates.trainability_probe {
+            return Err(setup(format!(
+                "competition {}: gates.near_copy and gates.trainability_probe are not implemented \
+                 by this validator; it refuses to start rather than skip a gate the competition asks for",
+                cfg.competition_path.display()
+            )));
+        }
+        let chain = EmbeddedChain::open(&cfg.chain_path).map_err(|source| ShellError::Chain {
+            path: cfg.chain_path.clone(),
+            source,
+        })?;
+        if chain.params().netuid != cfg.competition.netuid {
+            return Err(setup(format!(
+                "the chain {} is netuid {}, the competition is netuid {}",
+                cfg.chain_path.display(),
+                chain.params().netuid,
+                cfg.competition.netuid
+            )));
+        }
+        let key = Keystore::new(&cfg.keystore)
+            .load(&cfg.key_name)
+            .map_err(|e| ShellError::Key {
+                config: cfg.config_path.clone(),
+                message: e.to_string(),
+            })?;
+        let meta = chain.metagraph().map_err(|source| ShellError::Chain {
+            path: cfg.chain_path.clone(),
+            source,
+        })?;
+        match meta.by_hotkey(&key.account()) {
+            None => {
+                return Err(ShellError::Key {
+                    config: cfg.config_path.clone(),
+                    message: format!(
+                        "key {:?} ({}) is not registered on the chain {}",
+                        cfg.key_name,
+                        key.account(),
+                        cfg.chain_path.display()
+                    ),
+                })
+            }
+            Some(n) if !n.validator_permit => {
+                return Err(ShellError::Key {
+                    config: cfg.config_path.clone(),
+                    message: format!(
+                    "key {:?} ({}, uid {}) has no validator permit (the subnet owner grants it)",
+                    cfg.key_name,
+                    key.account(),
+                    n.uid
+                ),
+                })
+            }
+            Some(_) => {}
+        }
+        let dataset = match cfg.worker {
+            WorkerSpec::InProcess => {
+                let ds = Dataset::open(&cfg.bundle_path).map_err(|e| {
+                    setup(format!("data bundle {}: {e}", cfg.bundle_path.display()))
+                })?;
+                if ds.bundle_sha256() != cfg.competition.data.bundle_sha256 {
+                    return Err(setup(format!(
+                        "data bundle {} hashes to {}, but the competition pins data.bundle_sha256 = {}",
+                        cfg.bundle_path.display(),
+                        ds.bundle_sha256(),
+                        cfg.competition.data.bundle_sha256
+                    )));
+                }
+                Some(ds)
+            }
+            WorkerSpec::Remote { .. } => None,
+        };
+        std::fs::create_dir_all(&cfg.work_dir)
+            .and_then(|_| std::fs::create_dir_all(cfg.verdict_dir()))
+            .map_err(|e| setup(format!("work_dir {}: {e}", cfg.work_dir.display())))?;
+        let cache = CheckpointCache::open(&cfg.cache_dir(), cfg.cache_budget_bytes)
+            .map_err(|e| setup(format!("cache: {e}")))?;
+        let (journal, effects) = Journal::open(&cfg.log_path(), &cfg.competition)?;
+        let hub = FeedHub::new(journal.state().clone(), cfg.log_path());
+        Ok(Shell {
+            cfg,
+            journal,
+            chain: Box::new(chain),
+            key,
+            cache,
+            dataset,
+            hub,
+            pending: effects.into(),
+            king: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            crown_delay: std::time::Duration::from_millis(
+                std::env::var("KOTH_FAULT_CROWN_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            ),
+        })
+    }
+
+    pub fn feed(&self) -> SharedFeed {
+        self.hub.clone()
+    }
+
+    /// Set to stop the loop after the current step.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Log an event, publish it to the feeds, and queue the effects it causes.
+    fn record(&mut self, event: Event) -> Result<(), ShellError> {
+        let effects = self.journal.record(event.clone())?;
+        let logged = LoggedEvent {
+            seq: self.journal.log().len() as i64,
+            at_unix_ms: now_ms(),
+            event,
+        };
+        self.hub.publish(self.journal.state().clone(), logged);
+        self.pending.extend(effects);
+        Ok(())
+    }
+
+    /// Run until the stop flag is set. Returns only on a log error (the validator must stop:
+    /// it can no longer record before acting).
+    pub fn run(&mut self) -> Result<(), ShellError> {
+        while !self.stop.load(Ordering::SeqCst) {
+            self.step()?;
+            let until = Instant::now() + self.cfg.poll_interval;
+            while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(
+                    self.cfg
+                        .poll_interval
+                        .min(std::time::Duration::from_millis(50)),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// One round: poll the chain, then carry out every effect (and those they cause).
+    pub fn step(&mut self) -> Result<(), ShellError> {
+        self.poll_logged()?;
+        let mut last_poll = Instant::now();
+        while let Some(effect) = self.pending.pop_front() {
+            if self.stop.load(Ordering::SeqCst) {
+                self.pending.push_front(effect);
+                break;
+            }
+            self.carry_out(effect)?;
+            // A long queue is worked through in one step; keep reading the chain meanwhile
+            // (new reveals, ticks that end a pause or make weights due).
+            if last_poll.elapsed() >= self.cfg.poll_interval {
+                self.poll_logged()?;
+                last_poll = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_logged(&mut self) -> Result<(), ShellError> {
+        match self.read_chain() {
+            Ok((head, reveals)) => {
+                if head > self.journal.state().block {
+                    self.record(Event::Tick { block: head })?;
+                }
+                if !reveals.is_empty() {
+                    let block = head.max(self.journal.state().block);
+                    self.record(Event::Revealed { block, reveals })?;
+                }
+            }
+            // The chain being unreachable is nobody's verdict: try again next poll.
+            Err(e) => tracing::warn!("chain poll failed (will retry): {e}"),
+        }
+        Ok(())
+    }
+
+    /// The chain head and the revealed commitments the state does not know yet.
+    fn read_chain(&self) -> Result<(u64, Vec<Reveal>), koth_chain::ChainError> {
+        let head = self.chain.block()?;
+        let reveals = self.chain.revealed_commitments()?;
+        let meta = self.chain.metagraph()?;
+        let mut new = Vec::new();
+        for r in reveals {
+            if r.reveal_block > head.number {
+                continue;
+            }
+            let Some(hash) = self.chain.block_hash(r.reveal_block)? else {
+                continue;
+            };
+            // The signer is the submitter; its uid is what the metagraph says now.
+            let uid = meta
+                .by_hotkey(&r.hotkey)
+                .filter(|n| n.uid == r.uid)
+                .map(|n| n.uid);
+            let reveal = Reveal {
+                hotkey: r.hotkey.to_ss58(),
+                uid,
+                payload: r.payload,
+                commit_block: r.commit_block,
+                reveal_block: r.reveal_block,
+                block_hash: hash.to_string(),
+            };
+            if self.journal.state().needs_intake(&reveal) {
+                new.push(reveal);
+            }
+        }
+        Ok((head.number, new))
+    }
+
+    fn carry_out(&mut self, effect: Effect) -> Result<(), ShellError> {
+        match effect {
+            Effect::RunGate {
+                entry,
+                gate,
+                challenger,
+                location,
+                king,
+            } => {
+                self.record(Event::GateStarted { entry, gate })?;
+                let verdict = self.run_gate(gate, &challenger, &location, &king);
+                let event = match verdict {
+                    GateVerdict::Pass => Event::GatePassed { entry, gate },
+                    GateVerdict::Fail(code, message) => Event::GateFailed {
+                        entry,
+                        gate,
+                        code,
+                        message: clip_text(&message),
+                    },
+                    GateVerdict::Infra(reason) => {
+                        tracing::warn!(entry, gate = gate.name(), "infra fault: {reason}");
+                        Event::InfraFault {
+                            entry,
+                            reason: clip_text(&reason),
+                        }
+                    }
+                };
+                self.record(event)
+            }
+            Effect::StartDuel {
+                entry,
+                challenger,
+                king,
+                seed,
+                ..
+            } => self.duel(entry, challenger, king, seed),
+            Effect::Crown {
+                entry,
+                digest,
+                hotkey,
+                reign,
+            } => self.crown(entry, digest, hotkey, reign),
+            Effect::SetWeights { weights } => self.set_weights(weights),
+            Effect::Answer { entry, hotkey, .. } => {
+                tracing::info!(entry, hotkey, "answered");
+                Ok(())
+            }
+        }
+    }
+
+    /// The king's directory in the cache, fetched (from its reign's location, or the
+    /// competition's genesis location) if needed.
+    fn king_dir(&mut self, king: &Digest) -> Result<PathBuf, String> {
+        if let Some(k) = &self.king {
+            if &k.digest == king && k.dir.is_dir() {
+                return Ok(k.dir.clone());
+            }
+        }
+        let location = self
+            .journal
+            .state()
+            .reigns
+            .iter()
+            .rev()
+            .find(|r| &r.digest == king)
+            .and_then(|r| r.location.clone())
+            .or_else(|| self.cfg.competition.genesis_location.clone())
+            .ok_or_else(|| format!("no location is known for the king {king}"))?;
+        let store = open_store(&location, &self.cfg.s3).map_err(|e| e.to_string())?;
+        let dir = self
+            .cache
+            .fetch(
+                &store,
+                king,
+                &GetOptions {
+                    max_total_bytes: koth_store::DEFAULT_MAX_TOTAL_BYTES,
+                    max_bytes_per_sec: None,
+                },
+            )
+            .map_err(|e| format!("fetching the king {king} from {location}: {e}"))?;
+        let _ = self.cache.pin(king);
+        let config = gate_run::read_king_config(&dir).map_err(|e| e.to_string())?;
+        let files =
+            gate_run::parse_headers(&dir).map_err(|e| format!("the king's tensors: {e}"))?;
+        let tensors = gate_run::index_of(&files).map_err(|e| format!("the king's tensors: {e}"))?;
+        self.king = Some(KingFacts {
+            digest: *king,
+            dir: dir.clone(),
+            config,
+            tensors,
+            stats: None,
+        });
+        Ok(dir)
+    }
+
+    fn run_gate(
+        &mut self,
+        gate: Gate,
+        challenger: &Digest,
+        location: &str,
+        king: &Digest,
+    ) -> GateVerdict {
+        if let Err(e) = self.king_dir(king) {
+            return GateVerdict::Infra(e);
+        }
+        let chal_dir = self.cache.path_of(challenger);
+        if gate != Gate::Fetch && !chal_dir.is_dir() {
+            return GateVerdict::Infra(format!(
+                "the fetched challenger {challenger} is no longer in the cache"
+            ));
+        }
+        let Some(k) = self.king.as_ref() else {
+            return GateVerdict::Infra("the king's facts are missing".into());
+        };
+        match gate {
+            Gate::Fetch => self.fetch(challenger, location),
+            Gate::Config => match gate_run::read_challenger_config(&chal_dir) {
+                Ok(c) => gates::check_config(&k.config, &c, &self.cfg.competition.architecture)
+                    .map_or_else(GateVerdict::from, |_| GateVerdict::Pass),
+                Err(e) => e.into(),
+            },
+            Gate::Tensors => {
+                let result = gate_run::parse_headers(&chal_dir)
+                    .and_then(|files| gate_run::index_of(&files))
+                    .and_then(|index| {
+                        gates::check_tensors(
+                            &k.tensors,
+                            &index,
+                            &self.cfg.competition.architecture.allowed_dtypes,
+                        )
+                    });
+                result.map_or_else(GateVerdict::from, |_| GateVerdict::Pass)
+            }
+            Gate::Weights => {
+                if k.stats.is_none() {
+                    let stats = gate_run::parse_headers(&k.dir)
+                        .and_then(|f| gate_run::tensor_stats(&f))
+                        .map_err(|e| format!("the king's weights: {e}"));
+                    match stats {
+                        Ok(s) => {
+                            if let Some(k) = self.king.as_mut() {
+                                k.stats = Some(s);
+                            }
+                        }
+                        Err(e) => return GateVerdict::Infra(e),
+                    }
+                }
+                let Some(king_stats) = self.king.as_ref().and_then(|k| k.stats.as_ref()) else {
+                    return GateVerdict::Infra("the king's statistics are missing".into());
+                };
+                let result = gate_run::parse_headers(&chal_dir)
+                    .and_then(|f| gate_run::tensor_stats(&f))
+                    .and_then(|c| gates::check_weights(king_stats, &c, DEFAULT_MAX_SCALE_RATIO));
+                result.map_or_else(GateVerdict::from, |_| GateVerdict::Pass)
+            }
+            Gate::Trainability | Gate::Fingerprint => GateVerdict::Infra(format!(
+                "the {} gate is not implemented by this validator",
+                gate.name()
+            )),
+        }
+    }
+
+    /// Gate 2: the location is allowed, the manifest hashes to the digest, passes the file
+    /// policy and the size cap, and every file downloads and verifies (cap enforced again
+    /// while streaming).
+    fn fetch(&mut self, digest: &Digest, location: &str) -> GateVerdict {
+        let unreachable = |m: String| GateVerdict::Fail(RejectCode::ManifestUnreachable, m);
+        if !self
+            .cfg
+            .allowed_locations
+            .iter()
+            .any(|p| location.starts_with(p.as_str()))
+        {
+            return unreachable(format!(
+                "location {location:?} is not one this validator fetches from (allowed: {:?})",
+                self.cfg.allowed_locations
+            ));
+        }
+        let store = match open_store(location, &self.cfg.s3) {
+            Ok(s) => s,
+            Err(e @ StoreError::BadLocation { .. }) => return unreachable(e.to_string()),
+            Err(e) => return GateVerdict::Infra(format!("opening store {location}: {e}")),
+        };
+        let cap = self.cfg.competition.intake.size_cap_bytes;
+        let manifest = match store.fetch_manifest(digest, u64::MAX) {
+            Ok(m) => m,
+            Err(e) => return classify_store_error(e, location),
+        };
+        let files = manifest.files();
+        if let Err(e) = gates::check_files(files.iter().map(|f| f.path.as_str())) {
+            return e.into();
+        }
+        if let Err(e) = gates::check_size(files.iter().map(|f| f.size), cap) {
+            return e.into();
+        }
+        let opts = GetOptions {
+            max_total_bytes: cap,
+            max_bytes_per_sec: None,
+        };
+        match self.cache.fetch(&store, digest, &opts) {
+            Ok(_) => GateVerdict::Pass,
+            Err(e) => classify_store_error(e, location),
+        }
+    }
+
+    fn duel(
+        &mut self,
+        entry: EntryId,
+        challenger: Digest,
+        king: Digest,
+        seed: SeedMaterial,
+    ) -> Result<(), ShellError> {
+        self.record(Event::DuelStarted {
+            entry,
+            king,
+            seed: seed.clone(),
+        })?;
+        let king_dir = match self.king_dir(&king) {
+            Ok(d) => d,
+            Err(reason) => {
+                return self.record(Event::InfraFault {
+                    entry,
+                    reason: clip_text(&reason),
+                })
+            }
+        };
+        let chal_dir = self.cache.path_of(&challenger);
+        let worker = self.cfg.worker.clone();
+        let result = match &worker {
+            WorkerSpec::InProcess => {
+                self.duel_in_process(entry, &king, &king_dir, &challenger, &chal_dir, &seed)
+            }
+            WorkerSpec::Remote { url, token } => {
+                let (url, token) = (url.clone(), token.clone());
+                self.duel_remote(entry, &url, &token, &king, &challenger, &seed)
+            }
+        };
+        match result {
+            Ok(Ok(verdict)) => {
+                let bytes = match serde_json::to_vec_pretty(&verdict) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return self.record(Event::InfraFault {
+                            entry,
+                            reason: clip_text(&format!("encoding the verdict: {e}")),
+                        })
+                    }
+                };
+                let digest = Digest::of(&bytes);
+                let path = self
+                    .cfg
+                    .verdict_dir()
+                    .join(format!("{}-{entry}.json", challenger.hex()));
+                if let Err(e) = write_durably(&path, &bytes) {
+                    return self.record(Event::InfraFault {
+                        entry,
+                        reason: clip_text(&format!("writing {}: {e}", path.display())),
+                    });
+                }
+                let summary = summary_of(&verdict, digest, path.display().to_string());
+                self.record(Event::DuelFinished {
+                    entry,
+                    verdict: summary,
+                })
+            }
+            Ok(Err(reason)) => self.record(Event::InfraFault {
+                entry,
+                reason: clip_text(&reason),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ok(Ok(verdict)), Ok(Err(infra reason)), or Err when logging progress failed.
+    fn duel_in_process(
+        &mut self,
+        entry: EntryId,
+        king: &Digest,
+        king_dir: &Path,
+        challenger: &Digest,
+        chal_dir: &Path,
+        seed: &SeedMaterial,
+    ) -> Result<Result<koth_core::verdict::Verdict, String>, ShellError> {
+        let Some(dataset) = self.dataset.take() else {
+            return Ok(Err("no data bundle is open for in-process duels".into()));
+        };
+        let competition = self.cfg.competition.clone();
+        let bundle_path = self.cfg.bundle_path.clone();
+        let device = self.cfg.device.clone();
+        let dtype = self.cfg.dtype.clone();
+        let deadline = Instant::now() + self.cfg.duel_timeout;
+        let stop = self.stop.clone();
+        let mut log_error = None;
+        let result = {
+            let setup = DuelSetup {
+                competition: &competition,
+                dataset: &dataset,
+                bundle_path: &bundle_path,
+                device: &device,
+                dtype: &dtype,
+                deadline: Some(deadline),
+            };
+            let mut progress = |b: &koth_core::verdict::BoundsAfterBatch| {
+                let event = Event::DuelProgress {
+                    entry,
+                    n: b.n,
+                    mu_hat: finite(b.mu_hat),
+                    lower: finite(b.lower.unwrap_or(b.mu_hat)),
+                    upper: finite(b.upper.unwrap_or(b.mu_hat)),
+                };
+                if let Err(e) = self.record(event) {
+                    log_error = Some(e);
+                    return false;
+                }
+                !stop.load(Ordering::SeqCst)
+            };
+            run_duel(
+                &setup,
+                (king, king_dir),
+                (challenger, chal_dir),
+                seed,
+                &mut progress,
+            )
+        };
+        self.dataset = Some(dataset);
+        if let Some(e) = log_error {
+            return Err(e);
+        }
+        Ok(result.map_err(|e| e.to_string()))
+    }
+
+    fn duel_remote(
+        &mut self,
+        entry: EntryId,
+        url: &str,
+        token: &str,
+        king: &Digest,
+        challenger: &Digest,
+        seed: &SeedMaterial,
+    ) -> Result<Result<koth_core::verdict::Verdict, String>, ShellError> {
+        let king_location = self
+            .journal
+            .state()
+            .reigns
+            .iter()
+            .rev()
+            .find(|r| &r.digest == king)
+            .and_then(|r| r.location.clone())
+            .or_else(|| self.cfg.competition.genesis_location.clone())
+            .unwrap_or_default();
+        let chal_location = self
+            .journal
+            .state()
+            .entries
+            .get(&entry)
+            .map(|e| e.location.clone())
+            .unwrap_or_default();
+        let request = crate::worker::DuelRequest {
+            competition_sha256: self.cfg.competition.sha256(),
+            king: *king,
+            king_location,
+            challenger: *challenger,
+            challenger_location: chal_location,
+            seed: seed.clone(),
+        };
+        let timeout = self.cfg.duel_timeout;
+        let mut log_error = None;
+        let stop = self.stop.clone();
+        let result = crate::worker::remote_duel(url, token, &request, timeout, &mut |b| {
+            let event = Event::DuelProgress {
+                entry,
+                n: b.n,
+                mu_hat: finite(b.mu_hat),
+                lower: finite(b.lower.unwrap_or(b.mu_hat)),
+                upper: finite(b.upper.unwrap_or(b.mu_hat)),
+            };
+            if let Err(e) = self.record(event) {
+                log_error = Some(e);
+                return false;
+            }
+            !stop.load(Ordering::SeqCst)
+        });
+        if let Some(e) = log_error {
+            return Err(e);
+        }
+        Ok(result)
+    }
+
+    /// Pin the new king (idempotent), read the chain head, record the crown.
+    fn crown(
+        &mut self,
+        entry: EntryId,
+        digest: Digest,
+        hotkey: String,
+        reign: u64,
+    ) -> Result<(), ShellError> {
+        if !self.crown_delay.is_zero() {
+            std::thread::sleep(self.crown_delay);
+        }
+        let head = match self
+            .cache
+            .pin(&digest)
+            .map_err(|e| e.to_string())
+            .and_then(|_| self.chain.block().map_err(|e| e.to_string()))
+        {
+            Ok(h) => h,
+            Err(reason) => {
+                return self.record(Event::InfraFault {
+                    entry,
+                    reason: clip_text(&format!("crowning: {reason}")),
+                })
+            }
+        };
+        let old = self.journal.state().king().map(|r| r.digest);
+        self.record(Event::Crowned {
+            entry,
+            digest,
+            hotkey,
+            reign,
+            block: head.number.max(self.journal.state().block),
+            block_hash: head.hash.to_string(),
+        })?;
+        if let Some(old) = old.filter(|o| o != &digest) {
+            let _ = self.cache.unpin(&old);
+        }
+        Ok(())
+    }
+
+    /// Set weights on chain, then record them. A failure is retried on the next tick (the
+    /// core asks again until `WeightsSet` arrives).
+    fn set_weights(&mut self, weights: Vec<Weight>) -> Result<(), ShellError> {
+        let result = (|| -> Result<u64, String> {
+            let meta = self.chain.metagraph().map_err(|e| e.to_string())?;
+            let mut by_uid = Vec::new();
+            for w in &weights {
+                let account = AccountId::parse_any(&w.hotkey)
+                    .map_err(|e| format!("hotkey {}: {e}", w.hotkey))?;
+                if let Some(n) = meta.by_hotkey(&account) {
+                    by_uid.push((n.uid, w.weight));
+                }
+            }
+            if by_uid.is_empty() {
+                return Err("no rewarded hotkey is registered now".into());
+            }
+            self.chain
+                .set_weights(&self.key, &by_uid)
+                .map_err(|e| e.to_string())?;
+            let head = self.chain.block().map_err(|e| e.to_string())?;
+            Ok(head.number)
+        })();
+        match result {
+            Ok(block) => {
+                let block = block.max(self.journal.state().block);
+                self.record(Event::WeightsSet { block, weights })
+            }
+            Err(e) => {
+                tracing::warn!("setting weights failed (retried next tick): {e}");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else if x > 0.0 {
+        f64::MAX
+    } else {
+        f64::MIN
+    }
+}
+
+fn open_store(location: &str, s3: &koth_store::S3Options) -> Result<BlockingStore, StoreError> {
+    let loc: Location = location.parse()?;
+    BlockingStore::open(&loc, s3)
+}
+
+/// The miner's fault (nothing there, wrong digest, refused files, too large) or ours.
+fn classify_store_error(e: StoreError, location: &str) -> GateVerdict {
+    let msg = e.to_string();
+    match e {
+        StoreError::FileRefused { .. } => GateVerdict::Fail(RejectCode::FileRefused, msg),
+        StoreError::TooLarge { .. } => GateVerdict::Fail(RejectCode::TooLarge, msg),
+        StoreError::BadLocation { .. }
+        | StoreError::ManifestNotFound { .. }
+        | StoreError::ManifestMismatch { .. }
+        | StoreError::ManifestInvalid { .. }
+        | StoreError::ManifestTooLarge { .. }
+        | StoreError::BlobMissing { .. }
+        | StoreError::BlobTooLong { .. }
+        | StoreError::BlobMismatch { .. } => GateVerdict::Fail(
+            RejectCode::ManifestUnreachable,
+            format!("{msg} (location {location})"),
+        ),
+        // A stream cut short, a network or disk error, a busy cache: ours, retried.
+        _ => GateVerdict::Infra(format!("fetching from {location}: {msg}")),
+    }
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// `koth validator run`: start-up checks, the HTTP feeds on `cfg.listen`, then the loop until
+/// SIGINT/SIGTERM.
+pub fn run_validator(cfg: ResolvedConfig) -> Result<(), ShellError> {
+    let listen = cfg.listen;
+    let mut shell = Shell::open(cfg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ShellError::Http(format!("starting the HTTP runtime: {e}")))?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .map_err(|e| {
+            ShellError::Http(format!(
+                "validator config: key `listen`: cannot listen on {listen}: {e}"
+            ))
+        })?;
+    let router = crate::http::api_router(shell.feed());
+    runtime.spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    });
+    let stop = shell.stop_flag();
+    runtime.spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        stop.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    tracing::info!(%listen, "validator running");
+    let result = shell.run();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}

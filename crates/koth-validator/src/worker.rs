@@ -1,0 +1,403 @@
+//! The remote eval worker (`koth duel serve`) and the validator's client for it.
+//!
+//! Protocol (HTTP/1.1, JSON):
+//! - every request carries `Authorization: Bearer <token>`; anything else is 401;
+//! - `POST /duel` with a [`DuelRequest`] runs one duel; while one runs, another is 409. The
+//!   response streams JSON lines: `{"progress": BoundsAfterBatch}` after every batch, then one
+//!   `{"verdict": Verdict}` or `{"error": "…"}`;
+//! - `DELETE /duel` cancels the running duel (404 when none runs);
+//! - `GET /healthz` says whether a duel runs.
+//!
+//! The worker fetches both checkpoints by digest from their locations through the store (every
+//! file verified), so it trusts nothing the validator did not pin by hash; it refuses a request
+//! made for another competition file. For the validator, a worker that cannot be reached, drops
+//! the connection, times out or reports an error is an infrastructure fault — never the miner's.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use koth_core::competition::Competition;
+use koth_core::verdict::{BoundsAfterBatch, Verdict};
+use koth_core::Digest;
+use koth_data::Dataset;
+use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, S3Options};
+
+use crate::duel_run::{run_duel, DuelSetup};
+use crate::event::SeedMaterial;
+
+/// One duel to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuelRequest {
+    pub competition_sha256: Digest,
+    pub king: Digest,
+    pub king_location: String,
+    pub challenger: Digest,
+    pub challenger_location: String,
+    pub seed: SeedMaterial,
+}
+
+/// One line of the response stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerLine {
+    Progress(BoundsAfterBatch),
+    Verdict(Box<Verdict>),
+    Error(String),
+}
+
+/// What `koth duel serve` needs.
+pub struct WorkerConfig {
+    pub token: String,
+    pub competition: Competition,
+    pub bundle_path: PathBuf,
+    pub cache_dir: PathBuf,
+    pub cache_budget_bytes: u64,
+    pub s3: S3Options,
+    pub device: String,
+    pub dtype: String,
+}
+
+struct WorkerState {
+    cfg: WorkerConfig,
+    dataset: Mutex<Option<Dataset>>,
+    /// Set while a duel runs; its cancel flag.
+    running: Mutex<Option<Arc<AtomicBool>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("data bundle {path}: {message}")]
+    Bundle { path: PathBuf, message: String },
+    #[error("cache {path}: {message}")]
+    Cache { path: PathBuf, message: String },
+    #[error("the token is empty: give a secret bearer token")]
+    EmptyToken,
+}
+
+/// The worker's router (bearer token required on every route).
+pub fn worker_router(cfg: WorkerConfig) -> Result<Router, WorkerError> {
+    if cfg.token.is_empty() {
+        return Err(WorkerError::EmptyToken);
+    }
+    let ds = Dataset::open(&cfg.bundle_path).map_err(|e| WorkerError::Bundle {
+        path: cfg.bundle_path.clone(),
+        message: e.to_string(),
+    })?;
+    if ds.bundle_sha256() != cfg.competition.data.bundle_sha256 {
+        return Err(WorkerError::Bundle {
+            path: cfg.bundle_path.clone(),
+            message: format!(
+                "hashes to {}, the competition pins {}",
+                ds.bundle_sha256(),
+                cfg.competition.data.bundle_sha256
+            ),
+        });
+    }
+    CheckpointCache::open(&cfg.cache_dir, cfg.cache_budget_bytes).map_err(|e| {
+        WorkerError::Cache {
+            path: cfg.cache_dir.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let state = Arc::new(WorkerState {
+        cfg,
+        dataset: Mutex::new(Some(ds)),
+        running: Mutex::new(None),
+    });
+    Ok(Router::new()
+        .route("/duel", post(start_duel).delete(cancel_duel))
+        .route("/healthz", get(health))
+        .with_state(state))
+}
+
+fn authorized(state: &WorkerState, headers: &HeaderMap) -> bool {
+    let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(given) = v.strip_prefix("Bearer ") else {
+        return false;
+    };
+    // Constant-time comparison: the token is a secret.
+    let (a, b) = (given.as_bytes(), state.cfg.token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "missing or wrong bearer token\n",
+    )
+        .into_response()
+}
+
+async fn health(State(state): State<Arc<WorkerState>>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let busy = state.running.lock().map(|r| r.is_some()).unwrap_or(true);
+    Json(serde_json::json!({"ok": true, "busy": busy})).into_response()
+}
+
+async fn cancel_duel(State(state): State<Arc<WorkerState>>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let flag = state.running.lock().ok().and_then(|r| r.clone());
+    match flag {
+        Some(f) => {
+            f.store(true, Ordering::SeqCst);
+            (StatusCode::OK, "cancelling\n").into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no duel is running\n").into_response(),
+    }
+}
+
+/// Clears the running flag when the duel's task ends, however it ends.
+struct RunningGuard(Arc<WorkerState>);
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.0.running.lock() {
+            *r = None;
+        }
+    }
+}
+
+async fn start_duel(
+    State(state): State<Arc<WorkerState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let request: DuelRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("bad duel request: {e}\n")).into_response()
+        }
+    };
+    if request.competition_sha256 != state.cfg.competition.sha256() {
+        return (
+            StatusCode::CONFLICT,
+            format!(
+                "this worker serves competition {}, the request is for {}\n",
+                state.cfg.competition.sha256(),
+                request.competition_sha256
+            ),
+        )
+            .into_response();
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let Ok(mut running) = state.running.lock() else {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "worker state poisoned\n").into_response();
+        };
+        if running.is_some() {
+            return (StatusCode::CONFLICT, "a duel is already running\n").into_response();
+        }
+        *running = Some(cancel.clone());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<WorkerLine>(64);
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let _guard = RunningGuard(st.clone());
+        let line = match run_request(&st, &request, &cancel, &tx) {
+            Ok(v) => WorkerLine::Verdict(Box::new(v)),
+            Err(e) => WorkerLine::Error(e),
+        };
+        let _ = tx.blocking_send(line);
+    });
+    let stream = tokio_stream_from(rx).map(|line| {
+        let mut s =
+            serde_json::to_string(&line).unwrap_or_else(|_| "{\"error\":\"encode\"}".into());
+        s.push('\n');
+        Ok::<_, std::convert::Infallible>(s)
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
+
+fn run_request(
+    st: &WorkerState,
+    req: &DuelRequest,
+    cancel: &AtomicBool,
+    tx: &tokio::sync::mpsc::Sender<WorkerLine>,
+) -> Result<Verdict, String> {
+    let cfg = &st.cfg;
+    let cache = CheckpointCache::open(&cfg.cache_dir, cfg.cache_budget_bytes)
+        .map_err(|e| format!("cache: {e}"))?;
+    let fetch = |digest: &Digest, location: &str| -> Result<PathBuf, String> {
+        let loc: Location = location
+            .parse()
+            .map_err(|e| format!("location {location:?}: {e}"))?;
+        let store = BlockingStore::open(&loc, &cfg.s3).map_err(|e| format!("{location}: {e}"))?;
+        cache
+            .fetch(
+                &store,
+                digest,
+                &GetOptions {
+                    max_total_bytes: cfg.competition.intake.size_cap_bytes.max(1),
+                    max_bytes_per_sec: None,
+                },
+            )
+            .map_err(|e| format!("fetching {digest} from {location}: {e}"))
+    };
+    let king_dir = fetch(&req.king, &req.king_location)?;
+    let _ = cache.pin(&req.king);
+    let chal_dir = fetch(&req.challenger, &req.challenger_location)?;
+    let ds_guard = st
+        .dataset
+        .lock()
+        .map_err(|_| "worker dataset poisoned".to_string())?;
+    let Some(dataset) = ds_guard.as_ref() else {
+        return Err("no dataset".into());
+    };
+    let setup = DuelSetup {
+        competition: &cfg.competition,
+        dataset,
+        bundle_path: &cfg.bundle_path,
+        device: &cfg.device,
+        dtype: &cfg.dtype,
+        deadline: None,
+    };
+    let mut progress = |b: &BoundsAfterBatch| {
+        // A closed channel means the client went away: stop.
+        tx.blocking_send(WorkerLine::Progress(*b)).is_ok() && !cancel.load(Ordering::SeqCst)
+    };
+    run_duel(
+        &setup,
+        (&req.king, &king_dir),
+        (&req.challenger, &chal_dir),
+        &req.seed,
+        &mut progress,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Run `request` on the worker at `url`; `progress` sees every batch and returns `false` to
+/// cancel. `Err` is always an infrastructure fault (unreachable, refused, dropped, timed out,
+/// the worker's own error).
+pub fn remote_duel(
+    url: &str,
+    token: &str,
+    request: &DuelRequest,
+    timeout: Duration,
+    progress: &mut dyn FnMut(&BoundsAfterBatch) -> bool,
+) -> Result<Verdict, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("worker client runtime: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("worker client: {e}"))?;
+        let endpoint = format!("{url}/duel");
+        let resp = tokio::time::timeout_at(
+            deadline.into(),
+            client
+                .post(&endpoint)
+                .bearer_auth(token)
+                .json(request)
+                .send(),
+        )
+        .await
+        .map_err(|_| format!("worker {url} timed out"))?
+        .map_err(|e| format!("worker {url} unreachable: {e}"))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(format!("worker {url} answered {status}: {}", text.trim()));
+        }
+        let mut body = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let next = tokio::time::timeout_at(deadline.into(), body.next())
+                .await
+                .map_err(|_| format!("worker {url}: the duel took longer than {timeout:?}"));
+            let chunk = match next {
+                Ok(Some(Ok(c))) => c,
+                Ok(Some(Err(e))) => return Err(format!("worker {url}: connection lost: {e}")),
+                Ok(None) => return Err(format!("worker {url}: stream ended without a verdict")),
+                Err(e) => {
+                    cancel_remote(&client, url, token).await;
+                    return Err(e);
+                }
+            };
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let parsed: WorkerLine = serde_json::from_slice(&line)
+                    .map_err(|e| format!("worker {url}: bad line: {e}"))?;
+                match parsed {
+                    WorkerLine::Progress(b) => {
+                        if !progress(&b) {
+                            cancel_remote(&client, url, token).await;
+                            return Err(format!("duel on worker {url} cancelled"));
+                        }
+                    }
+                    WorkerLine::Verdict(v) => return Ok(*v),
+                    WorkerLine::Error(e) => return Err(format!("worker {url}: {e}")),
+                }
+            }
+        }
+    })
+}
+
+async fn cancel_remote(client: &reqwest::Client, url: &str, token: &str) {
+    let _ = client
+        .delete(format!("{url}/duel"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+}
+
+/// `koth duel serve`: serve until SIGINT/SIGTERM.
+pub fn serve(listen: std::net::SocketAddr, cfg: WorkerConfig) -> Result<(), String> {
+    let router = worker_router(cfg).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("--listen {listen}: {e}"))?;
+        tracing::info!(%listen, "eval worker serving");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| format!("serving: {e}"))
+    })
+}

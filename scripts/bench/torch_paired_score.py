@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""PyTorch reference for koth's paired-scoring benchmark (run on the GPU host, same call).
+
+Builds two random-weight models from a Hugging Face config (king and challenger), scores the
+same random token batches with both, per-token NLL through a chunked lm_head in float32 (as
+Teutonic does), and prints paired tokens/s: B*T tokens counted once per king+challenger pair.
+"""
+import argparse, json, time
+
+import torch
+import transformers
+
+
+def per_token_nll(model, ids, chunk):
+    hidden = model.model(input_ids=ids).last_hidden_state[:, :-1, :]
+    targets = ids[:, 1:]
+    B, T1, H = hidden.shape
+    out = torch.empty(B, T1, dtype=torch.float32, device=ids.device)
+    w = model.lm_head.weight
+    for s in range(0, T1, chunk):
+        logits = (hidden[:, s:s + chunk, :] @ w.T).float()
+        out[:, s:s + chunk] = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets[:, s:s + chunk].reshape(-1), reduction="none"
+        ).view(B, -1)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--config", required=True)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=2048)
+    p.add_argument("--chunk", type=int, default=512)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    a = p.parse_args()
+    cfg = transformers.AutoConfig.for_model(**json.load(open(a.config)))
+    torch.manual_seed(0)
+    models = []
+    for _ in range(2):
+        m = transformers.AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.bfloat16).cuda().eval()
+        models.append(m)
+    g = torch.Generator(device="cuda").manual_seed(1)
+    batches = [torch.randint(0, cfg.vocab_size, (a.batch, a.seq), device="cuda", generator=g) for _ in range(4)]
+    times = []
+    with torch.inference_mode():
+        for i in range(a.warmup + a.iters):
+            ids = batches[i % len(batches)]
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for m in models:
+                per_token_nll(m, ids, a.chunk)
+            torch.cuda.synchronize()
+            if i >= a.warmup:
+                times.append(time.perf_counter() - t0)
+    times.sort()
+    med = times[len(times) // 2]
+    tok = a.batch * a.seq
+    print(json.dumps({
+        "impl": f"pytorch-eager {torch.__version__} transformers {transformers.__version__}",
+        "batch": a.batch, "seq": a.seq, "chunk": a.chunk,
+        "median_pair_s": med, "paired_tokens_per_s": tok / med,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }))
+
+
+if __name__ == "__main__":
+    main()
