@@ -6,7 +6,7 @@
 #   2. make a stub libcuda.so exporting the driver symbols cudarc links against (the real
 #      driver replaces it at run time on the GPU host);
 #   3. cargo build --release --features cuda into a target dir outside the repository;
-#   4. strip and zstd-compress the binary into .dist/ (git-ignored) for carrying.
+#   4. strip and xz-compress the binary into .dist/ (git-ignored) for carrying.
 #
 # Environment: KOTH_CUDA_CACHE (default ~/.cache/koth/cuda-13.0) holds the wheels and the
 # unpacked toolchain; KOTH_CUDA_TARGET (default ~/.cache/koth/target-cuda) the cargo target dir;
@@ -74,7 +74,7 @@ CUDARC_CUDA_VERSION=13000 LIBRARY_PATH=$tc/lib:$tc/lib/stubs \
 mkdir -p "$repo/.dist"
 cp "$target/release/koth" "$repo/.dist/koth"
 strip "$repo/.dist/koth" 2>/dev/null || true
-zstd -q -f -19 -T0 "$repo/.dist/koth" -o "$repo/.dist/koth.zst"
+xz -9 -T0 -f -k "$repo/.dist/koth"
 rm -f "$repo/.dist/koth"
-ls -l "$repo/.dist/koth.zst"
-echo "cuda-build: carry .dist to the GPU host, then: zstd -d .dist/koth.zst -o koth && chmod +x koth"
+ls -l "$repo/.dist/koth.xz"
+echo "cuda-build: carry .dist to the GPU host, then: xz -dk .dist/koth.xz && chmod +x .dist/koth"

@@ -4,7 +4,8 @@
 For every folder of fixtures/hf-golden, runs `koth model nll` on the golden input ids with
 --device cpu (f32) and --device cuda (f32 and bf16), and prints the largest absolute difference
 of each CUDA run from the CPU run and from transformers' golden `nll`. Exits non-zero when a
-difference exceeds its tolerance (f32 1e-4, bf16 2e-2 vs the CPU f32 result).
+difference exceeds its tolerance: CUDA f32 vs CPU f32 within 1e-4, CUDA bf16 vs CPU bf16 within
+2e-2 (bf16 against the f32 result is printed too, for information).
 """
 import json, pathlib, subprocess, sys, tempfile
 
@@ -21,7 +22,7 @@ with tempfile.TemporaryDirectory() as tmp:
         ids = pathlib.Path(tmp) / f"{folder.name}-ids.npy"
         np.save(ids, exp["input_ids"].astype(np.int64))
         out = {}
-        for dev, dt in [("cpu", "f32"), ("cuda", "f32"), ("cuda", "bf16")]:
+        for dev, dt in [("cpu", "f32"), ("cpu", "bf16"), ("cuda", "f32"), ("cuda", "bf16")]:
             path = pathlib.Path(tmp) / f"{folder.name}-{dev}-{dt}.npy"
             subprocess.run([koth, "model", "nll", "--model", str(folder), "--ids", str(ids),
                             "--out", str(path), "--device", dev, "--dtype", dt], check=True)
@@ -29,12 +30,14 @@ with tempfile.TemporaryDirectory() as tmp:
         cpu = out[("cpu", "f32")]
         for dt in ["f32", "bf16"]:
             cuda = out[("cuda", dt)]
-            d_cpu = float(np.abs(cuda - cpu).max())
-            d_gold = float(np.abs(cuda - exp["nll"]).max())
-            passed = d_cpu <= tol[dt]
+            d_same = float(np.abs(cuda - out[("cpu", dt)]).max())
+            passed = d_same <= tol[dt]
             ok &= passed
-            rows.append({"model": folder.name, "dtype": dt, "max_abs_vs_cpu_f32": d_cpu,
-                         "max_abs_vs_transformers": d_gold, "tolerance": tol[dt], "pass": passed})
+            rows.append({"model": folder.name, "dtype": dt,
+                         "max_abs_cuda_vs_cpu_same_dtype": d_same,
+                         "max_abs_cuda_vs_cpu_f32": float(np.abs(cuda - cpu).max()),
+                         "max_abs_cuda_vs_transformers": float(np.abs(cuda - exp["nll"]).max()),
+                         "tolerance": tol[dt], "pass": passed})
         rows.append({"model": folder.name, "dtype": "cpu-f32",
                      "max_abs_vs_transformers": float(np.abs(cpu - exp["nll"]).max())})
 for r in rows:

@@ -38,7 +38,7 @@ def main():
     torch.manual_seed(0)
     models = []
     for _ in range(2):
-        m = transformers.AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.bfloat16).cuda().eval()
+        m = transformers.AutoModelForCausalLM.from_config(cfg).to(device="cuda", dtype=torch.bfloat16).eval()
         models.append(m)
     g = torch.Generator(device="cuda").manual_seed(1)
     batches = [torch.randint(0, cfg.vocab_size, (a.batch, a.seq), device="cuda", generator=g) for _ in range(4)]
