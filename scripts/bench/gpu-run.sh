@@ -16,8 +16,13 @@ echo "== paired scoring, koth (candle), Qwen3-0.6B shape, bf16, B=8, T=2048"
 echo "== paired scoring, PyTorch eager, same shape, lm_head chunk 512"
 python3 scripts/bench/torch_paired_score.py --config $cfg --batch 8 --seq 2048 --chunk 512 \
   --iters 5 --warmup 2 | tee "$OUT/score-torch.json"
-echo "== training step, koth (candle), Qwen3-0.6B shape, bf16 weights + f32 master, B=4, T=2048"
-/tmp/koth bench train --config $cfg --batch 4 --seq 2048 --device cuda --dtype bf16 \
-  --iters 3 --warmup 1 --json | tee "$OUT/train-koth.json" \
-  || /tmp/koth bench train --config $cfg --batch 1 --seq 2048 --device cuda --dtype bf16 \
-  --iters 3 --warmup 1 --json | tee "$OUT/train-koth-b1.json"
+echo "== training step, Qwen3-0.6B shape: koth bf16 weights + f32 AdamW moments; PyTorch f32 master + bf16 autocast, fused AdamW"
+for shape in "1 512" "2 512" "1 1024"; do
+  set -- $shape
+  /tmp/koth bench train --config $cfg --batch $1 --seq $2 --device cuda --dtype bf16 \
+    --iters 3 --warmup 1 --json | tee "$OUT/train-koth-b$1-t$2.json"
+  python3 scripts/bench/torch_train_step.py --config $cfg --batch $1 --seq $2 \
+    --iters 5 --warmup 2 | tee "$OUT/train-torch-b$1-t$2.json"
+done
+python3 scripts/bench/torch_train_step.py --config $cfg --batch 4 --seq 2048 \
+  --iters 5 --warmup 2 | tee "$OUT/train-torch-b4-t2048.json"

@@ -5,7 +5,8 @@ For every folder of fixtures/hf-golden, runs `koth model nll` on the golden inpu
 --device cpu (f32) and --device cuda (f32 and bf16), and prints the largest absolute difference
 of each CUDA run from the CPU run and from transformers' golden `nll`. Exits non-zero when a
 difference exceeds its tolerance: CUDA f32 vs CPU f32 within 1e-4, CUDA bf16 vs CPU bf16 within
-2e-2 (bf16 against the f32 result is printed too, for information).
+2e-2 (bf16 against the f32 result is printed too, for information). Also printed: the largest
+difference of a row's mean NLL (a duel window's loss, what a verdict is computed from).
 """
 import json, pathlib, subprocess, sys, tempfile
 
@@ -35,6 +36,8 @@ with tempfile.TemporaryDirectory() as tmp:
             ok &= passed
             rows.append({"model": folder.name, "dtype": dt,
                          "max_abs_cuda_vs_cpu_same_dtype": d_same,
+                         "max_abs_row_mean_cuda_vs_cpu_same_dtype": float(np.abs(
+                             cuda.mean(axis=1) - out[("cpu", dt)].mean(axis=1)).max()),
                          "max_abs_cuda_vs_cpu_f32": float(np.abs(cuda - cpu).max()),
                          "max_abs_cuda_vs_transformers": float(np.abs(cuda - exp["nll"]).max()),
                          "tolerance": tol[dt], "pass": passed})

@@ -106,6 +106,18 @@ pub fn head_at(params: &ChainParams, now_ms: u64) -> u64 {
 /// The genesis hash: binds the chain's identity to its parameters and a random nonce, so two
 /// chains initialized with the same parameters still differ.
 pub fn genesis_hash(p: &InitParams, genesis_time_ms: u64, nonce: &[u8; 32]) -> Digest {
+    genesis_hash_with(p, None, genesis_time_ms, nonce)
+}
+
+/// [`genesis_hash`] of a chain with an immunity period. `None` hashes exactly as chains made
+/// before pruning existed, so their files keep opening; `Some(p)` is bound into the hash after
+/// the other parameters.
+pub fn genesis_hash_with(
+    p: &InitParams,
+    immunity_period: Option<u64>,
+    genesis_time_ms: u64,
+    nonce: &[u8; 32],
+) -> Digest {
     let mut h = Sha256::new();
     h.update(b"koth-genesis-v1\0");
     h.update(p.netuid.to_be_bytes());
@@ -116,6 +128,10 @@ pub fn genesis_hash(p: &InitParams, genesis_time_ms: u64, nonce: &[u8; 32]) -> D
     h.update(p.max_uids.to_be_bytes());
     h.update(p.owner.as_bytes());
     h.update(nonce);
+    if let Some(immunity) = immunity_period {
+        h.update(b"immunity_period\0");
+        h.update(immunity.to_be_bytes());
+    }
     Digest::from_bytes(h.finalize().into())
 }
 
@@ -217,6 +233,19 @@ impl EmbeddedChain {
         p: &InitParams,
         clock: Box<dyn Clock>,
     ) -> Result<Self, ChainError> {
+        Self::init_with_pruning(path, p, None, clock)
+    }
+
+    /// Create a chain that prunes: once `max_uids` are registered, a registration replaces the
+    /// neuron with the lowest pruning score outside its `immunity_period` blocks
+    /// ([`crate::rules::prune_candidate`]). `None` makes a chain that never prunes (as
+    /// [`EmbeddedChain::init`] does).
+    pub fn init_with_pruning(
+        path: &Path,
+        p: &InitParams,
+        immunity_period: Option<u64>,
+        clock: Box<dyn Clock>,
+    ) -> Result<Self, ChainError> {
         if p.block_time_ms == 0 {
             return Err(ChainError::BadParams(
                 "block time must be at least 1 ms".into(),
@@ -246,7 +275,7 @@ impl EmbeddedChain {
                 })
             }
         }
-        let made = Self::write_genesis(path, p, clock.as_ref());
+        let made = Self::write_genesis(path, p, immunity_period, clock.as_ref());
         if made.is_err() {
             // We created this file a moment ago and it holds no chain: remove it and its WAL so a
             // retry is possible.
@@ -258,7 +287,12 @@ impl EmbeddedChain {
         Self::open_with_clock(path, clock)
     }
 
-    fn write_genesis(path: &Path, p: &InitParams, clock: &dyn Clock) -> Result<(), ChainError> {
+    fn write_genesis(
+        path: &Path,
+        p: &InitParams,
+        immunity_period: Option<u64>,
+        clock: &dyn Clock,
+    ) -> Result<(), ChainError> {
         let sql = |what: &'static str| {
             let path = path.to_path_buf();
             move |source| ChainError::Sqlite {
@@ -278,13 +312,13 @@ impl EmbeddedChain {
         let genesis_time_ms = clock.now_ms();
         let mut nonce = [0u8; 32];
         rand::rng().fill_bytes(&mut nonce);
-        let genesis = genesis_hash(p, genesis_time_ms, &nonce);
+        let genesis = genesis_hash_with(p, immunity_period, genesis_time_ms, &nonce);
         let tx = conn
             .transaction()
             .map_err(sql("starting the genesis transaction"))?;
         tx.execute_batch(SCHEMA)
             .map_err(sql("creating the schema"))?;
-        let meta: [(&str, String); 11] = [
+        let mut meta: Vec<(&str, String)> = vec![
             ("magic", MAGIC.to_string()),
             ("netuid", p.netuid.to_string()),
             ("genesis_hash", genesis.hex()),
@@ -303,6 +337,10 @@ impl EmbeddedChain {
                 format!("koth-chain {}", env!("CARGO_PKG_VERSION")),
             ),
         ];
+        // Only pruning chains carry the key: a file without it is a chain that never prunes.
+        if let Some(immunity) = immunity_period {
+            meta.push(("immunity_period", immunity.to_string()));
+        }
         for (k, v) in meta {
             tx.execute(
                 "INSERT INTO meta(key, value) VALUES (?1, ?2)",
@@ -608,8 +646,10 @@ impl EmbeddedChain {
             owner: self.params.owner,
             max_uids: self.params.max_uids,
             reveal_delay: self.params.reveal_delay,
+            immunity_period: self.params.immunity_period,
             neurons,
             nonces,
+            emission: load_emission(self, tx)?.into_iter().collect(),
         })
     }
 
@@ -914,6 +954,10 @@ fn read_params(conn: &Connection, path: &Path) -> Result<ChainParams, ChainError
             &corrupt,
         )?,
         max_uids: num(get("max_uids")?, "max_uids", &corrupt)?,
+        immunity_period: match meta.get("immunity_period") {
+            Some(v) => Some(num(v, "immunity_period", &corrupt)?),
+            None => None,
+        },
         owner,
     };
     let init = InitParams {
@@ -925,7 +969,12 @@ fn read_params(conn: &Connection, path: &Path) -> Result<ChainParams, ChainError
         owner: params.owner,
     };
     if params.block_time_ms == 0
-        || genesis_hash(&init, params.genesis_time_ms, &nonce) != params.genesis_hash
+        || genesis_hash_with(
+            &init,
+            params.immunity_period,
+            params.genesis_time_ms,
+            &nonce,
+        ) != params.genesis_hash
     {
         return Err(corrupt(
             "the parameters in meta do not hash to the genesis hash (edited by hand?)".into(),
@@ -1111,6 +1160,27 @@ fn persist_effect(
                 ],
             )
             .map_err(chain.sql("registering"))?;
+        }
+        Effect::Replaced { neuron: n, .. } => {
+            tx.execute(
+                "UPDATE neurons SET hotkey = ?2, coldkey = ?3, validator_permit = ?4, registered_block = ?5 WHERE uid = ?1",
+                params![
+                    i64::from(n.uid),
+                    n.hotkey.as_bytes().as_slice(),
+                    n.coldkey.as_bytes().as_slice(),
+                    i64::from(n.validator_permit),
+                    to_i64(n.registered_block)
+                ],
+            )
+            .map_err(chain.sql("replacing a pruned neuron"))?;
+            // The uid starts afresh: no accrued emission, and no weights of the pruned hotkey.
+            tx.execute("DELETE FROM emission WHERE uid = ?1", [i64::from(n.uid)])
+                .map_err(chain.sql("resetting a pruned uid's emission"))?;
+            tx.execute(
+                "DELETE FROM weights WHERE validator_uid = ?1",
+                [i64::from(n.uid)],
+            )
+            .map_err(chain.sql("dropping a pruned uid's weights"))?;
         }
         Effect::PermitGranted { uid } => {
             tx.execute(

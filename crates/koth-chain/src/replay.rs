@@ -65,12 +65,13 @@ pub(crate) fn replay(
         owner: params.owner,
         max_uids: params.max_uids,
         reveal_delay: params.reveal_delay,
+        immunity_period: params.immunity_period,
         neurons: Vec::new(),
         nonces: BTreeMap::new(),
+        emission: BTreeMap::new(),
     };
     let mut commitments = Vec::new();
     let mut weights = WeightsByValidator::new();
-    let mut emission = BTreeMap::new();
     // Emission has been paid for blocks 1..=paid_through.
     let mut paid_through = 0u64;
     for (&block, extrinsics) in blocks {
@@ -81,15 +82,16 @@ pub(crate) fn replay(
             ));
         }
         let sealed = block <= head;
-        if sealed {
-            // Empty blocks since the last one with extrinsics pay by the weights then in force.
-            pay(
-                params.emission_per_block_rao,
-                &weights,
-                &mut emission,
-                block - 1 - paid_through,
-            );
-        }
+        // Empty blocks since the last one with extrinsics pay by the weights then in force —
+        // before this block's extrinsics, which see the emission through block - 1 (the live
+        // chain pays the sealed head before including into the open block; pruning reads it).
+        pay(
+            params.emission_per_block_rao,
+            &weights,
+            &mut state.emission,
+            block - 1 - paid_through,
+        );
+        paid_through = block - 1;
         for (idx, ext) in extrinsics.iter().enumerate() {
             let effect = state
                 .apply(ext, block)
@@ -114,22 +116,27 @@ pub(crate) fn replay(
                 } => {
                     weights.insert(validator_uid, (block, w));
                 }
+                Effect::Replaced { neuron, .. } => {
+                    // `apply` reset the uid's emission; the pruned hotkey's weights go too.
+                    weights.remove(&neuron.uid);
+                }
                 Effect::Registered(_) | Effect::PermitGranted { .. } => {}
             }
         }
         if sealed {
             // A block pays by the weights in force at its end.
-            pay(params.emission_per_block_rao, &weights, &mut emission, 1);
+            pay(params.emission_per_block_rao, &weights, &mut state.emission, 1);
             paid_through = block;
         }
     }
     pay(
         params.emission_per_block_rao,
         &weights,
-        &mut emission,
+        &mut state.emission,
         head - paid_through,
     );
-    emission.retain(|_, r| *r > 0);
+    state.emission.retain(|_, r| *r > 0);
+    let emission = state.emission.clone();
     Ok(Replayed {
         state,
         commitments,
@@ -157,6 +164,7 @@ mod tests {
             reveal_delay: 2,
             emission_per_block_rao: 10,
             max_uids: 8,
+            immunity_period: None,
             owner: owner.account(),
         };
         let g = params.genesis_hash;
@@ -214,5 +222,84 @@ mod tests {
         // An extrinsic beyond the open block is refused.
         blocks.insert(9, vec![]);
         assert!(replay(&params, &blocks, 7).is_err());
+    }
+
+    #[test]
+    fn replay_prunes_and_restarts_the_uid_emission() {
+        let owner = Keypair::from_seed([0; 32]);
+        let v = Keypair::from_seed([1; 32]);
+        let first = Keypair::from_seed([2; 32]);
+        let second = Keypair::from_seed([3; 32]);
+        let params = ChainParams {
+            netuid: 1,
+            genesis_hash: Digest::of(b"g"),
+            genesis_time_ms: 0,
+            block_time_ms: 1,
+            reveal_delay: 2,
+            emission_per_block_rao: 10,
+            max_uids: 2,
+            immunity_period: Some(3),
+            owner: owner.account(),
+        };
+        let g = params.genesis_hash;
+        let register = |k: &Keypair, nonce| {
+            SignedExtrinsic::sign(
+                k,
+                g,
+                nonce,
+                Call::Register {
+                    coldkey: k.account(),
+                },
+            )
+        };
+        let mut blocks = BTreeMap::new();
+        blocks.insert(
+            1,
+            vec![
+                register(&v, 0),
+                SignedExtrinsic::sign(
+                    &owner,
+                    g,
+                    0,
+                    Call::GrantValidatorPermit {
+                        hotkey: v.account(),
+                    },
+                ),
+                register(&first, 0),
+            ],
+        );
+        blocks.insert(
+            2,
+            vec![SignedExtrinsic::sign(
+                &v,
+                g,
+                1,
+                Call::SetWeights {
+                    weights: vec![(1, 1)],
+                },
+            )],
+        );
+        // Block 5: the subnet is full; `first` (uid 1, registered at 1, immunity 3) has earned
+        // 30 rao (blocks 2, 3, 4) and is pruned for `second`.
+        blocks.insert(5, vec![register(&second, 0)]);
+        let r = replay(&params, &blocks, 6).unwrap();
+        assert_eq!(r.state.neurons.len(), 2);
+        assert_eq!(r.state.neurons[1].hotkey, second.account());
+        assert_eq!(r.state.neurons[1].registered_block, 5);
+        assert!(r.state.neuron_of(&first.account()).is_none());
+        // uid 1 restarted from zero at block 5: blocks 5 and 6 pay it 10 each.
+        assert_eq!(r.emission.get(&1), Some(&20));
+        // The same registration one block earlier hits `first`'s immunity and breaks the rules.
+        let mut early = blocks.clone();
+        let moved = early.remove(&5).unwrap();
+        early.insert(3, moved);
+        let err = replay(&params, &early, 6).unwrap_err();
+        assert!(err.contains("subnet is full"), "{err}");
+        // Without an immunity period the chain never prunes.
+        let no_pruning = ChainParams {
+            immunity_period: None,
+            ..params
+        };
+        assert!(replay(&no_pruning, &blocks, 6).is_err());
     }
 }

@@ -30,7 +30,7 @@ pub enum ExtrinsicError {
     NotRegistered(AccountId),
     #[error("hotkey {hotkey} is already registered as uid {uid}")]
     AlreadyRegistered { hotkey: AccountId, uid: u16 },
-    #[error("the subnet is full ({max} uids); the embedded chain does not prune")]
+    #[error("the subnet is full ({max} uids) and no uid can be pruned: every neuron is within its immunity period or holds a validator permit, or this chain does not prune")]
     SubnetFull { max: u16 },
     #[error("only the subnet owner {owner} may grant validator permits, not {signer}")]
     NotOwner { owner: AccountId, signer: AccountId },
@@ -55,7 +55,12 @@ pub enum ExtrinsicError {
 /// What an accepted extrinsic changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
+    /// A new hotkey took a fresh uid.
     Registered(Neuron),
+    /// The subnet was full: `pruned` (the lowest pruning score outside its immunity period)
+    /// lost its uid, and `neuron` now holds it (`neuron.uid == pruned.uid`). The uid's accrued
+    /// emission is reset to zero, as for a fresh registration.
+    Replaced { pruned: Neuron, neuron: Neuron },
     PermitGranted {
         uid: u16,
     },
@@ -79,8 +84,14 @@ pub struct LedgerState {
     pub owner: AccountId,
     pub max_uids: u16,
     pub reveal_delay: u64,
+    /// Blocks after its registration during which a neuron cannot be pruned; `None`: the chain
+    /// never prunes, and a full subnet refuses registrations.
+    pub immunity_period: Option<u64>,
     /// Registered neurons; `neurons[i].uid == i`.
     pub neurons: Vec<Neuron>,
+    /// Rao accrued by each uid's current holder through the last sealed block (absent = 0): the
+    /// pruning score.
+    pub emission: BTreeMap<u16, u64>,
     /// Next nonce per account that has ever had an extrinsic accepted (absent = 0).
     pub nonces: BTreeMap<AccountId, u64>,
 }
@@ -108,6 +119,12 @@ impl LedgerState {
         *self.nonces.entry(*signer).or_insert(0) += 1;
         match effect {
             Effect::Registered(neuron) => self.neurons.push(neuron.clone()),
+            Effect::Replaced { neuron, .. } => {
+                if let Some(slot) = self.neurons.get_mut(usize::from(neuron.uid)) {
+                    *slot = neuron.clone();
+                }
+                self.emission.remove(&neuron.uid);
+            }
             Effect::PermitGranted { uid } => {
                 if let Some(n) = self.neurons.get_mut(usize::from(*uid)) {
                     n.validator_permit = true;
@@ -116,6 +133,28 @@ impl LedgerState {
             Effect::Committed { .. } | Effect::WeightsSet { .. } => {}
         }
     }
+}
+
+/// The neuron a registration into a full subnet replaces at `block`, as Bittensor chooses it:
+/// the lowest pruning score (here the emission its hotkey accrued on this uid), ties to the
+/// older registration, then the lower uid. Neurons within their immunity period
+/// (`block - registered_block < immunity_period`) are skipped, and so are validator-permit
+/// holders (Bittensor scores validators by their dividends, which the embedded chain does not
+/// model; without this the validators, who earn no emission here, would always go first).
+/// `None` when the chain does not prune or every neuron is protected.
+pub fn prune_candidate(state: &LedgerState, block: u64) -> Option<&Neuron> {
+    let immunity = state.immunity_period?;
+    state
+        .neurons
+        .iter()
+        .filter(|n| !n.validator_permit && block.saturating_sub(n.registered_block) >= immunity)
+        .min_by_key(|n| {
+            (
+                state.emission.get(&n.uid).copied().unwrap_or(0),
+                n.registered_block,
+                n.uid,
+            )
+        })
 }
 
 /// The rules. Order: chain, signature, nonce, then the call's own conditions.
@@ -149,18 +188,25 @@ pub fn check(
                     uid: n.uid,
                 });
             }
-            if state.neurons.len() >= usize::from(state.max_uids) {
-                return Err(ExtrinsicError::SubnetFull {
-                    max: state.max_uids,
-                });
-            }
-            Ok(Effect::Registered(Neuron {
-                uid: state.neurons.len() as u16,
+            let fresh = |uid: u16| Neuron {
+                uid,
                 hotkey: ext.signer,
                 coldkey: *coldkey,
                 validator_permit: false,
                 registered_block: block,
-            }))
+            };
+            if state.neurons.len() < usize::from(state.max_uids) {
+                return Ok(Effect::Registered(fresh(state.neurons.len() as u16)));
+            }
+            match prune_candidate(state, block) {
+                Some(pruned) => Ok(Effect::Replaced {
+                    neuron: fresh(pruned.uid),
+                    pruned: pruned.clone(),
+                }),
+                None => Err(ExtrinsicError::SubnetFull {
+                    max: state.max_uids,
+                }),
+            }
         }
         Call::GrantValidatorPermit { hotkey } => {
             if ext.signer != state.owner {
@@ -246,8 +292,10 @@ mod tests {
             owner: owner.account(),
             max_uids: 4,
             reveal_delay: 3,
+            immunity_period: None,
             neurons: Vec::new(),
             nonces: BTreeMap::new(),
+            emission: BTreeMap::new(),
         }
     }
 
@@ -498,5 +546,123 @@ mod tests {
                 Err(ExtrinsicError::BadNonce { .. })
             ));
         }
+    }
+
+    fn register_at(
+        s: &mut LedgerState,
+        key: &Keypair,
+        block: u64,
+    ) -> Result<Effect, ExtrinsicError> {
+        let ext = signed(
+            s,
+            key,
+            Call::Register {
+                coldkey: key.account(),
+            },
+        );
+        s.apply(&ext, block)
+    }
+
+    /// A full subnet of 4 with immunity 10: uid 0 registered at block 1, uid 1 at 2, uid 2 at 3
+    /// (a validator), uid 3 at 20.
+    fn full_pruning_state(owner: &Keypair) -> LedgerState {
+        let mut s = state(owner);
+        s.immunity_period = Some(10);
+        for (i, block) in [(1u8, 1u64), (2, 2), (3, 3), (4, 20)] {
+            register_at(&mut s, &Keypair::from_seed([i; 32]), block).unwrap();
+        }
+        let grant = signed(
+            &s,
+            owner,
+            Call::GrantValidatorPermit {
+                hotkey: Keypair::from_seed([3; 32]).account(),
+            },
+        );
+        s.apply(&grant, 21).unwrap();
+        s
+    }
+
+    #[test]
+    fn pruning_takes_the_lowest_emission_outside_immunity() {
+        let owner = Keypair::from_seed([0; 32]);
+        let mut s = full_pruning_state(&owner);
+        // uid 0 earned more than uid 1: uid 1 is pruned (uid 2 is a validator, uid 3 immune).
+        s.emission.insert(0, 500);
+        s.emission.insert(1, 100);
+        s.emission.insert(3, 0);
+        let newcomer = Keypair::from_seed([9; 32]);
+        let effect = register_at(&mut s, &newcomer, 25).unwrap();
+        let Effect::Replaced { pruned, neuron } = effect else {
+            panic!("expected a replacement, got {effect:?}");
+        };
+        assert_eq!(pruned.uid, 1);
+        assert_eq!(pruned.hotkey, Keypair::from_seed([2; 32]).account());
+        assert_eq!(neuron.uid, 1);
+        assert_eq!(neuron.hotkey, newcomer.account());
+        assert_eq!(neuron.registered_block, 25);
+        assert!(!neuron.validator_permit);
+        // The state now maps uid 1 to the newcomer, with its emission reset; the pruned hotkey
+        // is no longer registered and may not commit.
+        assert_eq!(s.neurons[1].hotkey, newcomer.account());
+        assert_eq!(s.emission.get(&1), None);
+        assert!(s.neuron_of(&pruned.hotkey).is_none());
+        let gone = Keypair::from_seed([2; 32]);
+        let commit = signed(
+            &s,
+            &gone,
+            Call::Commit {
+                payload: "v4|x|y|z".into(),
+            },
+        );
+        assert_eq!(
+            s.apply(&commit, 26),
+            Err(ExtrinsicError::NotRegistered(gone.account()))
+        );
+        // The pruned hotkey may register again later (it gets the next prunable uid).
+        s.emission.insert(1, 50);
+        let again = register_at(&mut s, &gone, 40).unwrap();
+        assert!(matches!(again, Effect::Replaced { ref pruned, .. } if pruned.uid == 3));
+    }
+
+    #[test]
+    fn pruning_ties_go_to_the_older_registration_then_the_lower_uid() {
+        let owner = Keypair::from_seed([0; 32]);
+        let mut s = full_pruning_state(&owner);
+        // All at zero emission: the oldest non-validator outside immunity is uid 0.
+        let e = register_at(&mut s, &Keypair::from_seed([9; 32]), 31).unwrap();
+        assert!(matches!(e, Effect::Replaced { ref pruned, .. } if pruned.uid == 0));
+        // Same registration block: the lower uid goes first.
+        let mut s = state(&owner);
+        s.max_uids = 2;
+        s.immunity_period = Some(0);
+        register_at(&mut s, &Keypair::from_seed([1; 32]), 5).unwrap();
+        register_at(&mut s, &Keypair::from_seed([2; 32]), 5).unwrap();
+        let e = register_at(&mut s, &Keypair::from_seed([3; 32]), 5).unwrap();
+        assert!(matches!(e, Effect::Replaced { ref pruned, .. } if pruned.uid == 0));
+    }
+
+    #[test]
+    fn a_full_subnet_of_immune_neurons_or_without_pruning_refuses() {
+        let owner = Keypair::from_seed([0; 32]);
+        let mut s = full_pruning_state(&owner);
+        // At block 10 uids 0 and 1 are still immune (registered at 1 and 2, immunity 10),
+        // uid 2 is a validator, uid 3 is immune.
+        let before = (s.neurons.clone(), s.nonces.clone());
+        assert_eq!(
+            register_at(&mut s, &Keypair::from_seed([9; 32]), 10),
+            Err(ExtrinsicError::SubnetFull { max: 4 })
+        );
+        assert_eq!((s.neurons.clone(), s.nonces.clone()), before);
+        // Block 11 is exactly uid 0's first block outside immunity (1 + 10); uid 1 is still
+        // immune there.
+        let e = register_at(&mut s, &Keypair::from_seed([9; 32]), 11).unwrap();
+        assert!(matches!(e, Effect::Replaced { ref pruned, .. } if pruned.uid == 0));
+        // No immunity period configured: the chain never prunes.
+        let mut s = full_pruning_state(&owner);
+        s.immunity_period = None;
+        assert_eq!(
+            register_at(&mut s, &Keypair::from_seed([9; 32]), 1_000),
+            Err(ExtrinsicError::SubnetFull { max: 4 })
+        );
     }
 }

@@ -28,8 +28,12 @@ pub struct ChainParams {
     pub reveal_delay: u64,
     /// Emission per block in rao (10⁹ rao = 1 token).
     pub emission_per_block_rao: u64,
-    /// Registration refuses new hotkeys once this many uids exist.
+    /// Once this many uids exist, a registration prunes a neuron (see `immunity_period`).
     pub max_uids: u16,
+    /// Blocks after registration during which a neuron cannot be pruned. `None` (chains made
+    /// before pruning existed, or without it): a full subnet refuses registrations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immunity_period: Option<u64>,
     /// The subnet owner: the only account that may grant validator permits.
     pub owner: AccountId,
 }

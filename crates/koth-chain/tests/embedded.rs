@@ -434,3 +434,77 @@ fn missing_foreign_corrupt_and_existing_files_give_clear_errors() {
         ChainError::SchemaVersion { found: 99, .. }
     ));
 }
+
+#[test]
+fn a_pruning_chain_replaces_the_lowest_earner_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = key(0);
+    let clock = ManualClock::new(T0);
+    let path = dir.path().join("chain.db");
+    let p = InitParams {
+        max_uids: 3,
+        ..params(&owner, 2)
+    };
+    let chain =
+        EmbeddedChain::init_with_pruning(&path, &p, Some(4), Box::new(clock.clone())).unwrap();
+    assert_eq!(chain.params().immunity_period, Some(4));
+    let (validator, earner, idle, newcomer) = (key(1), key(2), key(3), key(4));
+    chain.register(&validator, &owner.account()).unwrap();
+    chain
+        .grant_validator_permit(&owner, &validator.account())
+        .unwrap();
+    chain.register(&earner, &owner.account()).unwrap();
+    chain.register(&idle, &owner.account()).unwrap();
+    chain.commit(&idle, "v4|loc|digest|idle").unwrap();
+    chain.set_weights(&validator, &[(1, 1.0)]).unwrap();
+    clock.advance(2 * BLOCK_MS);
+    // Block 2 is the head, a registration would go into block 3: uids 1 and 2 (registered in
+    // block 1) are immune until block 5, uid 0 holds a validator permit.
+    let refused = chain.register(&newcomer, &owner.account()).unwrap_err();
+    assert!(
+        matches!(&refused, ChainError::Rejected(e) if **e == ExtrinsicError::SubnetFull { max: 3 }),
+        "{refused:?}"
+    );
+    clock.advance(3 * BLOCK_MS);
+    // Into block 6: both are prunable; `idle` earned nothing, `earner` holds the weights.
+    let receipt = chain.register(&newcomer, &owner.account()).unwrap();
+    assert_eq!(receipt.block, 6);
+    clock.advance(BLOCK_MS);
+    let meta = chain.metagraph().unwrap();
+    assert_eq!(meta.neurons.len(), 3);
+    assert_eq!(meta.by_uid(2).unwrap().hotkey, newcomer.account());
+    assert!(meta.by_hotkey(&idle.account()).is_none());
+    assert_eq!(meta.by_hotkey(&earner.account()).unwrap().uid, 1);
+    // The pruned hotkey's revealed commitment is still on record (the chain never forgets),
+    // but its signer has no uid now: a validator reading the metagraph refuses it.
+    let reveals = chain.revealed_commitments().unwrap();
+    assert!(reveals.iter().any(|r| r.hotkey == idle.account()));
+    // uid 2's emission restarted at zero (it earned nothing before and nothing since).
+    let emission = chain.emission().unwrap();
+    assert_eq!(
+        emission.iter().find(|e| e.uid == 2).map(|e| e.rao),
+        Some(0)
+    );
+    assert!(emission.iter().find(|e| e.uid == 1).unwrap().rao > 0);
+    // Replaying every extrinsic rebuilds the same state, and the file reopens with its
+    // immunity period.
+    chain.verify().unwrap();
+    drop(chain);
+    let reopened = EmbeddedChain::open_with_clock(&path, Box::new(clock.clone())).unwrap();
+    assert_eq!(reopened.params().immunity_period, Some(4));
+    reopened.verify().unwrap();
+    // A chain made without pruning still refuses a full subnet.
+    let plain = EmbeddedChain::init_with_clock(
+        &dir.path().join("plain.db"),
+        &InitParams {
+            max_uids: 1,
+            ..params(&owner, 2)
+        },
+        Box::new(clock.clone()),
+    )
+    .unwrap();
+    assert_eq!(plain.params().immunity_period, None);
+    plain.register(&earner, &owner.account()).unwrap();
+    clock.advance(100 * BLOCK_MS);
+    assert!(plain.register(&idle, &owner.account()).is_err());
+}

@@ -160,15 +160,50 @@ fn default_history_len() -> u32 {
 
 /// Optional gates. A gate that is off is recorded as "not enabled" on every entry; it never
 /// looks like a pass.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateSwitches {
     /// Behavioural fingerprint against recent submissions and kings (`near_copy`).
     #[serde(default)]
     pub near_copy: bool,
+    /// A challenger whose fingerprint lies closer than this to an earlier one (Jensen–Shannon
+    /// distance, base 2: 0 = identical next-token distributions, 1 = disjoint) is a near copy.
+    #[serde(default = "default_near_copy_max_distance")]
+    pub near_copy_max_distance: f64,
+    /// How many of the most recent submissions that reached the fingerprint gate are compared
+    /// against (the current king always is).
+    #[serde(default = "default_near_copy_history")]
+    pub near_copy_history: u32,
     /// One backward step on probe tokens; finite, bounded gradients (`weights_invalid`).
     #[serde(default)]
     pub trainability_probe: bool,
+    /// The probe refuses a challenger whose gradient norm on the probe tokens exceeds this
+    /// multiple of the king's (the reparameterisations that make a model untrainable scale its
+    /// gradients by the factor they hide in the weights).
+    #[serde(default = "default_probe_max_grad_ratio")]
+    pub probe_max_grad_ratio: f64,
+}
+
+fn default_near_copy_max_distance() -> f64 {
+    0.01
+}
+fn default_near_copy_history() -> u32 {
+    16
+}
+fn default_probe_max_grad_ratio() -> f64 {
+    10.0
+}
+
+impl Default for GateSwitches {
+    fn default() -> Self {
+        Self {
+            near_copy: false,
+            near_copy_max_distance: default_near_copy_max_distance(),
+            near_copy_history: default_near_copy_history(),
+            trainability_probe: false,
+            probe_max_grad_ratio: default_probe_max_grad_ratio(),
+        }
+    }
 }
 
 /// Who is paid, from the history of reigns.
@@ -365,6 +400,34 @@ impl Competition {
             }
             _ => {}
         }
+        let g = &self.gates;
+        if !(g.near_copy_max_distance.is_finite()
+            && g.near_copy_max_distance > 0.0
+            && g.near_copy_max_distance < 1.0)
+        {
+            return Err(invalid(
+                "gates.near_copy_max_distance",
+                format!(
+                    "must be a Jensen–Shannon distance in (0, 1), got {}",
+                    g.near_copy_max_distance
+                ),
+            ));
+        }
+        if g.near_copy_history > 4096 {
+            return Err(invalid(
+                "gates.near_copy_history",
+                format!("must be in 0..=4096, got {}", g.near_copy_history),
+            ));
+        }
+        if !(g.probe_max_grad_ratio.is_finite() && g.probe_max_grad_ratio > 1.0) {
+            return Err(invalid(
+                "gates.probe_max_grad_ratio",
+                format!(
+                    "must be a finite number > 1, got {}",
+                    g.probe_max_grad_ratio
+                ),
+            ));
+        }
         if self.intake.size_cap_bytes == 0 {
             return Err(invalid("intake.size_cap_bytes", "must be greater than 0"));
         }
@@ -518,6 +581,39 @@ interval_blocks = 100
             "{ relative = 0.001, absolute = 0.01 }",
         );
         assert!(Competition::from_toml_str(&both_deltas).is_err());
+    }
+
+    #[test]
+    fn gate_keys_have_defaults_are_validated_and_change_the_hash() {
+        let c = Competition::from_toml_str(EXAMPLE).unwrap();
+        assert_eq!(c.gates, GateSwitches::default());
+        assert_eq!(c.gates.near_copy_max_distance, 0.01);
+        assert_eq!(c.gates.near_copy_history, 16);
+        assert_eq!(c.gates.probe_max_grad_ratio, 10.0);
+        let text = format!(
+            "{EXAMPLE}\n[gates]\nnear_copy = true\nnear_copy_max_distance = 0.02\n\
+             near_copy_history = 4\ntrainability_probe = true\nprobe_max_grad_ratio = 3.0\n"
+        );
+        let g = Competition::from_toml_str(&text).unwrap();
+        assert!(g.gates.near_copy && g.gates.trainability_probe);
+        assert_eq!(g.gates.near_copy_max_distance, 0.02);
+        assert_eq!(g.gates.near_copy_history, 4);
+        assert_eq!(g.gates.probe_max_grad_ratio, 3.0);
+        assert_ne!(g.sha256(), c.sha256());
+        assert_eq!(g.sha256(), Digest::of(text.as_bytes()));
+        for (bad, key) in [
+            ("near_copy_max_distance = 0.0", "gates.near_copy_max_distance"),
+            ("near_copy_max_distance = 1.5", "gates.near_copy_max_distance"),
+            ("near_copy_max_distance = nan", "gates.near_copy_max_distance"),
+            ("near_copy_history = 100000", "gates.near_copy_history"),
+            ("probe_max_grad_ratio = 0.5", "gates.probe_max_grad_ratio"),
+            ("probe_max_grad_ratio = inf", "gates.probe_max_grad_ratio"),
+        ] {
+            expect_invalid(&format!("{EXAMPLE}\n[gates]\n{bad}\n"), key);
+        }
+        let typo = format!("{EXAMPLE}\n[gates]\nnear_copy_distance = 0.1\n");
+        let err = Competition::from_toml_str(&typo).unwrap_err().to_string();
+        assert!(err.contains("near_copy_distance"), "{err}");
     }
 
     #[test]

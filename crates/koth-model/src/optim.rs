@@ -121,6 +121,90 @@ impl AdamW {
     }
 }
 
+impl AdamW {
+    /// The optimizer's state as named f32 tensors, for a checkpoint: for the parameter named
+    /// `names[i]`, `<name>.exp_avg` (m), `<name>.exp_avg_sq` (v) and, for a bf16/f16
+    /// parameter, `<name>.master` (its f32 master copy). The tensors are copies: saving them
+    /// while training goes on is safe.
+    pub fn state_tensors(&self, names: &[String]) -> Result<Vec<(String, Tensor)>> {
+        if names.len() != self.states.len() {
+            return Err(ModelError::Invalid(format!(
+                "AdamW holds state for {} parameters, got {} names",
+                self.states.len(),
+                names.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(3 * names.len());
+        for (name, s) in names.iter().zip(&self.states) {
+            out.push((format!("{name}.exp_avg"), s.m.copy()?));
+            out.push((format!("{name}.exp_avg_sq"), s.v.copy()?));
+            if let Some(master) = &s.master {
+                out.push((format!("{name}.master"), master.copy()?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restore what [`AdamW::state_tensors`] saved, and the step count (bias correction depends
+    /// on it). Every tensor must be present with its parameter's shape; nothing is changed
+    /// unless all of them are. Tensors are converted to f32 on the state's device.
+    pub fn load_state(
+        &mut self,
+        names: &[String],
+        steps: u64,
+        tensors: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
+        if names.len() != self.states.len() {
+            return Err(ModelError::Invalid(format!(
+                "AdamW holds state for {} parameters, got {} names",
+                self.states.len(),
+                names.len()
+            )));
+        }
+        let take = |key: String, like: &Tensor| -> Result<Tensor> {
+            let t = tensors
+                .get(&key)
+                .ok_or_else(|| ModelError::Invalid(format!("optimizer state lacks `{key}`")))?;
+            if t.dims() != like.dims() {
+                return Err(ModelError::Invalid(format!(
+                    "optimizer state `{key}` has shape {:?}, the parameter {:?}",
+                    t.dims(),
+                    like.dims()
+                )));
+            }
+            Ok(t.to_dtype(DType::F32)?.to_device(like.device())?)
+        };
+        let mut loaded = Vec::with_capacity(self.states.len());
+        for (name, s) in names.iter().zip(&self.states) {
+            let m = take(format!("{name}.exp_avg"), &s.m)?;
+            let v = take(format!("{name}.exp_avg_sq"), &s.v)?;
+            let master = match &s.master {
+                Some(old) => Some(take(format!("{name}.master"), old)?),
+                None => None,
+            };
+            loaded.push((m, v, master));
+        }
+        let expected: usize = self
+            .states
+            .iter()
+            .map(|s| 2 + usize::from(s.master.is_some()))
+            .sum();
+        if tensors.len() != expected {
+            return Err(ModelError::Invalid(format!(
+                "optimizer state holds {} tensors, expected {expected}",
+                tensors.len()
+            )));
+        }
+        for (s, (m, v, master)) in self.states.iter_mut().zip(loaded) {
+            s.m = m;
+            s.v = v;
+            s.master = master;
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}
+
 /// The global L2 norm of `grads` (accumulated in f32).
 pub fn global_grad_norm(grads: &[Tensor]) -> Result<f32> {
     let mut total = 0f64;
@@ -221,6 +305,62 @@ impl Trainer {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((value, grads))
+    }
+
+    /// Parameter names, in the order of [`Trainer::gradients`] and of the optimizer state.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// One AdamW update from gradients the caller computed (for example the mean of several
+    /// micro-batches' [`Trainer::gradients`]): `grads` must name every parameter in
+    /// [`Trainer::names`] order. Clipping follows the optimizer config, exactly as in
+    /// [`Trainer::step`]. A non-finite gradient norm is an error and leaves the weights
+    /// untouched. Returns the gradient norm before clipping.
+    pub fn apply_gradients(&mut self, grads: Vec<(String, Tensor)>, lr: f64) -> Result<f32> {
+        if grads.len() != self.names.len() {
+            return Err(ModelError::Invalid(format!(
+                "{} gradients for {} parameters",
+                grads.len(),
+                self.names.len()
+            )));
+        }
+        let mut tensors = Vec::with_capacity(grads.len());
+        for ((name, g), expected) in grads.into_iter().zip(&self.names) {
+            if &name != expected {
+                return Err(ModelError::Invalid(format!(
+                    "gradient `{name}` where `{expected}` was expected (order of Trainer::names)"
+                )));
+            }
+            tensors.push(g);
+        }
+        let norm = global_grad_norm(&tensors)?;
+        if !norm.is_finite() {
+            return Err(ModelError::NonFinite {
+                what: "gradient norm".into(),
+                value: norm as f64,
+            });
+        }
+        if let Some(max) = self.opt.config.max_grad_norm {
+            clip_grad_norm(&mut tensors, max)?;
+        }
+        self.opt.update(&self.vars, &tensors, lr)?;
+        Ok(norm)
+    }
+
+    /// The optimizer's step count and state tensors (see [`AdamW::state_tensors`]).
+    pub fn optimizer_state(&self) -> Result<(u64, Vec<(String, Tensor)>)> {
+        Ok((self.opt.steps(), self.opt.state_tensors(&self.names)?))
+    }
+
+    /// Restore a state saved by [`Trainer::optimizer_state`] (the weights come from the
+    /// model the trainer was made from).
+    pub fn load_optimizer_state(
+        &mut self,
+        steps: u64,
+        tensors: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
+        self.opt.load_state(&self.names, steps, tensors)
     }
 
     /// One AdamW step on `ids` at learning rate `lr` (callers schedule `lr`). A non-finite

@@ -51,6 +51,53 @@ pub struct ValidatorConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub eval: EvalSection,
+    #[serde(default)]
+    pub data: DataSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// File holding the validator secret that windows of the bundle's private (holdout)
+    /// sources mix in (DESIGN §6). Its exact bytes are the secret, as for
+    /// `koth data commit-root --secret-file`. Required when the competition's bundle has a
+    /// private source; checked against the competition's committed holdout root.
+    #[serde(default)]
+    pub holdout_secret_file: Option<PathBuf>,
+}
+
+/// The validator secret of a private holdout. Its `Debug` never shows the bytes.
+#[derive(Clone)]
+pub struct HoldoutSecret {
+    /// Where it was read from.
+    pub path: PathBuf,
+    bytes: Vec<u8>,
+    /// The bundle's private sources (sorted as in the bundle).
+    pub private_sources: Vec<String>,
+    /// The holdout root of the bundle with this secret (equal to the competition's committed
+    /// root when it commits one).
+    pub root: koth_core::Digest,
+}
+
+impl HoldoutSecret {
+    /// The secret's exact bytes (what the sampler mixes into private windows).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl std::fmt::Debug for HoldoutSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldoutSecret")
+            .field("path", &self.path)
+            .field(
+                "bytes",
+                &format_args!("<{} bytes, redacted>", self.bytes.len()),
+            )
+            .field("private_sources", &self.private_sources)
+            .field("root", &self.root)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,6 +221,9 @@ pub struct ResolvedConfig {
     pub duel_timeout: Duration,
     pub device: String,
     pub dtype: String,
+    /// The private holdout's secret (`[data] holdout_secret_file`), when the bundle has private
+    /// sources.
+    pub holdout_secret: Option<HoldoutSecret>,
 }
 
 impl ResolvedConfig {
@@ -345,6 +395,16 @@ impl ValidatorConfig {
             .map_err(|e| key_err("eval.device", e.to_string()))?;
         koth_model::parse_dtype(&self.eval.dtype)
             .map_err(|e| key_err("eval.dtype", e.to_string()))?;
+        let holdout_secret = check_holdout(
+            &competition,
+            &bundle_path,
+            self.data
+                .holdout_secret_file
+                .as_deref()
+                .map(|p| resolve(&base, p)),
+            &worker,
+        )
+        .map_err(|message| key_err("data.holdout_secret_file", message))?;
         let s3 = koth_store::S3Options {
             endpoint: self.store.s3_endpoint.clone(),
             region: self.store.s3_region.clone(),
@@ -369,6 +429,84 @@ impl ValidatorConfig {
             duel_timeout: Duration::from_secs(self.eval.timeout_s),
             device: self.eval.device,
             dtype: self.eval.dtype,
+            holdout_secret,
         })
     }
+}
+
+/// The holdout secret, checked against the competition: a bundle with private sources needs
+/// one (its windows cannot be drawn without it); the file must be readable and non-empty; when
+/// the competition commits a holdout root, the secret and the private shards must hash to it.
+/// A secret for a bundle without private sources is refused too (it would silently do nothing).
+fn check_holdout(
+    competition: &Competition,
+    bundle_path: &Path,
+    secret_file: Option<PathBuf>,
+    worker: &WorkerSpec,
+) -> Result<Option<HoldoutSecret>, String> {
+    use koth_core::competition::HoldoutPolicy;
+    let dataset = koth_data::Dataset::open(bundle_path)
+        .map_err(|e| format!("opening the data bundle {}: {e}", bundle_path.display()))?;
+    let private_sources: Vec<String> = dataset
+        .bundle()
+        .sources
+        .iter()
+        .filter(|s| s.private)
+        .map(|s| s.name.clone())
+        .collect();
+    let committed = match &competition.data.holdout {
+        HoldoutPolicy::Private { root } => Some(*root),
+        HoldoutPolicy::None => None,
+    };
+    let Some(path) = secret_file else {
+        if !private_sources.is_empty() && *worker == WorkerSpec::InProcess {
+            return Err(format!(
+                "the data bundle {} has private source(s) {private_sources:?}, whose windows \
+                 need the validator secret: set it in validator.toml as \
+                 [data] holdout_secret_file = \"…\"",
+                bundle_path.display()
+            ));
+        }
+        return Ok(None);
+    };
+    if *worker != WorkerSpec::InProcess {
+        return Err(
+            "the holdout secret is used by the in-process worker only; a remote worker \
+             (eval.worker) cannot score private sources yet"
+                .into(),
+        );
+    }
+    if private_sources.is_empty() {
+        return Err(format!(
+            "{} is set, but the data bundle {} has no private source to use it on",
+            path.display(),
+            bundle_path.display()
+        ));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.is_empty() {
+        return Err(format!(
+            "{} is empty; the secret must be non-empty (e.g. 32 random bytes as hex)",
+            path.display()
+        ));
+    }
+    let root = koth_data::holdout::commit_root(&dataset, &bytes)
+        .map_err(|e| format!("computing the holdout root: {e}"))?;
+    if let Some(committed) = committed {
+        if committed != root {
+            return Err(format!(
+                "the secret in {} with the private shards of {} gives the holdout root {root}, \
+                 but the competition commits data.holdout.root = {committed} (wrong secret or \
+                 wrong shards)",
+                path.display(),
+                bundle_path.display()
+            ));
+        }
+    }
+    Ok(Some(HoldoutSecret {
+        path,
+        bytes,
+        private_sources,
+        root,
+    }))
 }

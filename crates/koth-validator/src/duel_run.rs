@@ -81,6 +81,9 @@ pub struct DuelSetup<'a> {
     pub device: &'a str,
     pub dtype: &'a str,
     pub deadline: Option<Instant>,
+    /// The validator secret that windows of private (holdout) sources mix in; `None` when the
+    /// bundle has no private source (sampling one without it is a setup error).
+    pub holdout_secret: Option<&'a [u8]>,
 }
 
 /// Score `challenger` against `king`. `progress` sees the rule's state after every batch and
@@ -125,7 +128,12 @@ pub fn run_duel(
     let seq_len = competition.data.seq_len;
     let sample = setup
         .dataset
-        .sample(seed_text.as_bytes(), None, spec.n_max(), seq_len)
+        .sample(
+            seed_text.as_bytes(),
+            setup.holdout_secret,
+            spec.n_max(),
+            seq_len,
+        )
         .map_err(|e| DuelRunError::Setup(format!("sampling windows: {e}")))?;
 
     let batch_size = competition.duel.batch_size.max(1) as usize;
@@ -313,4 +321,41 @@ pub fn summary_of(
         verdict_digest,
         verdict_path,
     }
+}
+
+/// The bytes of a verdict record as the validator writes them: the [`Verdict`] and, when the
+/// duel drew windows from private (holdout) sources, a `private_holdout` object naming those
+/// sources, how many of the duel's windows came from them and the holdout root (which commits
+/// to the secret's hash) — never the secret itself. Readers of the `Verdict` type ignore the
+/// extra key; `koth duel replay` needs the secret, published when the pool retires.
+pub fn verdict_bytes(
+    verdict: &Verdict,
+    holdout: Option<&crate::config::HoldoutSecret>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut value = serde_json::to_value(verdict)?;
+    if let (Some(h), serde_json::Value::Object(map)) = (holdout, &mut value) {
+        let private: Vec<usize> = verdict
+            .windows
+            .sources
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| h.private_sources.contains(name))
+            .map(|(i, _)| i)
+            .collect();
+        let windows = verdict
+            .windows
+            .source
+            .iter()
+            .filter(|s| private.contains(&(**s as usize)))
+            .count();
+        map.insert(
+            "private_holdout".into(),
+            serde_json::json!({
+                "sources": h.private_sources,
+                "windows": windows,
+                "root": h.root,
+            }),
+        );
+    }
+    serde_json::to_vec_pretty(&value)
 }

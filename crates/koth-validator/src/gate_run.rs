@@ -201,3 +201,378 @@ fn decode(dtype: &str, b: &[u8]) -> f64 {
         _ => f64::from(b[0]),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Gate 5's trainability probe and gate 6's fingerprint: running the models on the secret probes.
+
+/// Rows scored per forward pass when fingerprinting.
+const FINGERPRINT_BATCH_ROWS: usize = 64;
+/// The validator's fingerprint secret, under `work_dir`.
+pub const SECRET_FILE: &str = "fingerprint.secret";
+/// Fingerprint records, one `<digest hex>.json` per checkpoint, under `work_dir`.
+pub const FINGERPRINT_DIR: &str = "fingerprints";
+/// Bytes of a newly created secret.
+const SECRET_BYTES: usize = 32;
+/// A shorter secret file is refused (it would make the probes guessable).
+const MIN_SECRET_BYTES: usize = 16;
+
+/// The validator's fingerprint secret: `work_dir/fingerprint.secret`, created once (32 random
+/// bytes, mode 0600) at the first start that needs it and never replaced. A file that exists but
+/// cannot be read or is too short stops the validator: silently making a new secret would change
+/// the probes and orphan every stored fingerprint.
+pub fn load_or_create_secret(work_dir: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let path = work_dir.join(SECRET_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() >= MIN_SECRET_BYTES => return Ok(bytes),
+        Ok(bytes) => {
+            return Err(format!(
+                "the fingerprint secret {} has {} bytes, at least {MIN_SECRET_BYTES} are needed \
+                 (it is created by the validator; do not edit it)",
+                path.display(),
+                bytes.len()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("reading the fingerprint secret {}: {e}", path.display())),
+    }
+    std::fs::create_dir_all(work_dir)
+        .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+    let mut secret = vec![0u8; SECRET_BYTES];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let tmp = work_dir.join(format!("{SECRET_FILE}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = options.open(&tmp)?;
+        f.write_all(&secret)?;
+        f.sync_all()?;
+        // hard_link refuses to replace an existing file: two starts racing keep one secret.
+        std::fs::hard_link(&tmp, &path)?;
+        std::fs::remove_file(&tmp)?;
+        File::open(work_dir)?.sync_all()
+    };
+    match write() {
+        Ok(()) => Ok(secret),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&tmp);
+            load_or_create_secret(work_dir)
+        }
+        Err(e) => Err(format!(
+            "creating the fingerprint secret {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// A fingerprint as stored under `work_dir/fingerprints/`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredFingerprint {
+    checkpoint: koth_core::Digest,
+    fingerprint_digest: koth_core::Digest,
+    fingerprint: crate::fingerprint::Fingerprint,
+}
+
+fn model_error(what: &str, dir: &Path, e: impl std::fmt::Display) -> GateError {
+    undecidable(format!("{what} {}: {e}", dir.display()))
+}
+
+/// The optional gates (trainability probe, fingerprint): their settings, the validator's secret
+/// probes, the fingerprint records under `work_dir`, and the current king's probe gradients.
+pub struct OptionalGates {
+    secret: Vec<u8>,
+    dir: PathBuf,
+    device: String,
+    dtype: String,
+    competition_sha256: koth_core::Digest,
+    seq_len: usize,
+    switches: koth_core::competition::GateSwitches,
+    probes: Option<crate::fingerprint::ProbeSet>,
+    king_gradients: Option<(koth_core::Digest, crate::fingerprint::GradientSummary)>,
+}
+
+impl OptionalGates {
+    /// Set up for `competition`; reads or creates the secret only when a gate needs it.
+    pub fn open(
+        work_dir: &Path,
+        competition: &koth_core::competition::Competition,
+        device: &str,
+        dtype: &str,
+    ) -> Result<Self, String> {
+        let switches = competition.gates.clone();
+        let needed = switches.near_copy || switches.trainability_probe;
+        let secret = if needed {
+            load_or_create_secret(work_dir)?
+        } else {
+            Vec::new()
+        };
+        let dir = work_dir.join(FINGERPRINT_DIR);
+        if needed {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+        Ok(Self {
+            secret,
+            dir,
+            device: device.to_string(),
+            dtype: dtype.to_string(),
+            competition_sha256: competition.sha256(),
+            seq_len: competition.data.seq_len as usize,
+            switches,
+            probes: None,
+            king_gradients: None,
+        })
+    }
+
+    /// The probe set for a king whose `config.json` is `king_config`.
+    fn probes(&mut self, king_config: &Value) -> Result<crate::fingerprint::ProbeSet, GateError> {
+        let vocab = king_config
+            .get("vocab_size")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| undecidable("the king's config.json has no integer vocab_size".into()))?;
+        let vocab = usize::try_from(vocab)
+            .map_err(|_| undecidable(format!("the king's vocab_size {vocab} is too large")))?;
+        match &self.probes {
+            Some(p) if p.vocab_size == vocab => Ok(p.clone()),
+            _ => {
+                let p = crate::fingerprint::ProbeSet::derive(
+                    &self.secret,
+                    &self.competition_sha256,
+                    vocab,
+                    self.seq_len,
+                )?;
+                self.probes = Some(p.clone());
+                Ok(p)
+            }
+        }
+    }
+
+    fn load_model(&self, dir: &Path) -> Result<koth_model::Model, GateError> {
+        let device = koth_model::parse_device(&self.device)
+            .map_err(|e| undecidable(format!("device {:?}: {e}", self.device)))?;
+        let dtype = koth_model::parse_dtype(&self.dtype)
+            .map_err(|e| undecidable(format!("dtype {:?}: {e}", self.dtype)))?;
+        koth_model::Model::load(dir, dtype, &device)
+            .map_err(|e| model_error("loading the model in", dir, e))
+    }
+
+    /// Gate 5's probe: one backward step on the probe sequences for the king (once per king)
+    /// and the challenger; `weights_invalid` for non-finite or exploding gradients.
+    pub fn trainability(
+        &mut self,
+        king_config: &Value,
+        king: (&koth_core::Digest, &Path),
+        challenger: &Path,
+    ) -> Result<(), GateError> {
+        let probes = self.probes(king_config)?;
+        let king_summary = match &self.king_gradients {
+            Some((d, s)) if d == king.0 => s.clone(),
+            _ => {
+                let model = self.load_model(king.1)?;
+                let s = probe_gradients(&model, &probes)
+                    .map_err(|e| undecidable(format!("the king's probe gradients: {e}")))?;
+                self.king_gradients = Some((*king.0, s.clone()));
+                s
+            }
+        };
+        let model = self.load_model(challenger)?;
+        let summary = probe_gradients(&model, &probes)
+            .map_err(|e| undecidable(format!("the challenger's probe gradients: {e}")))?;
+        tracing::info!(
+            king_norm = king_summary.global_norm,
+            challenger_norm = summary.global_norm,
+            "trainability probe"
+        );
+        crate::fingerprint::check_trainability(
+            &king_summary,
+            &summary,
+            self.switches.probe_max_grad_ratio,
+        )
+    }
+
+    /// Gate 6: fingerprint the challenger (stored before the verdict), compare it with the
+    /// king's and those of the last `near_copy_history` submissions that reached this gate.
+    /// An earlier fingerprint that is neither stored nor recomputable from a cached checkpoint
+    /// makes the gate undecidable. Returns the challenger's fingerprint digest.
+    pub fn fingerprint(
+        &mut self,
+        state: &crate::state::ValidatorState,
+        king_config: &Value,
+        king: (&koth_core::Digest, &Path),
+        challenger: (&koth_core::Digest, &Path),
+        cache: &koth_store::CheckpointCache,
+    ) -> Result<koth_core::Digest, GateError> {
+        let probes = self.probes(king_config)?;
+        let mine = self.fingerprint_of(&probes, challenger.0, Some(challenger.1))?;
+        let mut earlier = Vec::new();
+        for (digest, label) in crate::fingerprint::earlier_checkpoints(
+            state,
+            self.switches.near_copy_history as usize,
+            challenger.0,
+        ) {
+            let dir = if &digest == king.0 {
+                Some(king.1.to_path_buf())
+            } else {
+                Some(cache.path_of(&digest)).filter(|d| d.is_dir())
+            };
+            let fingerprint = self
+                .fingerprint_of(&probes, &digest, dir.as_deref())
+                .map_err(|e| match e {
+                    GateError::Undecidable(m) => {
+                        undecidable(format!("the fingerprint of {label} {digest}: {m}"))
+                    }
+                    // An earlier checkpoint's own fault never becomes this challenger's.
+                    GateError::Refused { message, .. } => undecidable(format!(
+                        "the fingerprint of {label} {digest} cannot be taken: {message}"
+                    )),
+                })?;
+            earlier.push(crate::fingerprint::Earlier {
+                digest,
+                label,
+                fingerprint,
+            });
+        }
+        let digest = mine.digest();
+        tracing::info!(challenger = %challenger.0, fingerprint = %digest, compared = earlier.len(), "fingerprint");
+        crate::fingerprint::check_near_copy(
+            challenger.0,
+            &mine,
+            &earlier,
+            self.switches.near_copy_max_distance,
+        )?;
+        Ok(digest)
+    }
+
+    fn record_path(&self, digest: &koth_core::Digest) -> PathBuf {
+        self.dir.join(format!("{}.json", digest.hex()))
+    }
+
+    /// The stored fingerprint of `digest` if it is intact and on these probes.
+    pub fn stored(
+        &self,
+        probes: &crate::fingerprint::ProbeSet,
+        digest: &koth_core::Digest,
+    ) -> Option<crate::fingerprint::Fingerprint> {
+        let bytes = std::fs::read(self.record_path(digest)).ok()?;
+        let s: StoredFingerprint = serde_json::from_slice(&bytes).ok()?;
+        (s.checkpoint == *digest
+            && s.fingerprint.digest() == s.fingerprint_digest
+            && s.fingerprint.fits(probes))
+        .then_some(s.fingerprint)
+    }
+
+    /// The stored fingerprint, or one computed from `dir` and stored durably.
+    fn fingerprint_of(
+        &self,
+        probes: &crate::fingerprint::ProbeSet,
+        digest: &koth_core::Digest,
+        dir: Option<&Path>,
+    ) -> Result<crate::fingerprint::Fingerprint, GateError> {
+        if let Some(f) = self.stored(probes, digest) {
+            return Ok(f);
+        }
+        let Some(dir) = dir else {
+            return Err(undecidable(
+                "no intact fingerprint record and the checkpoint is no longer cached".into(),
+            ));
+        };
+        let model = self.load_model(dir)?;
+        let fingerprint = compute_fingerprint(&model, probes)?;
+        let record = StoredFingerprint {
+            checkpoint: *digest,
+            fingerprint_digest: fingerprint.digest(),
+            fingerprint: fingerprint.clone(),
+        };
+        let bytes = serde_json::to_vec(&record)
+            .map_err(|e| undecidable(format!("encoding a fingerprint: {e}")))?;
+        write_file_durably(&self.record_path(digest), &bytes)
+            .map_err(|e| undecidable(format!("storing a fingerprint: {e}")))?;
+        Ok(fingerprint)
+    }
+}
+
+fn write_file_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The fingerprint of `model` on `probes`: every scoring row's NLL at its probe position, in
+/// batches, through the model's scoring path.
+pub fn compute_fingerprint(
+    model: &koth_model::Model,
+    probes: &crate::fingerprint::ProbeSet,
+) -> Result<crate::fingerprint::Fingerprint, GateError> {
+    let len = probes.len();
+    let total = probes.scoring_rows();
+    let mut nll_at = Vec::with_capacity(total);
+    let mut start = 0;
+    while start < total {
+        let end = (start + FINGERPRINT_BATCH_ROWS).min(total);
+        let mut ids = Vec::with_capacity((end - start) * len);
+        for row in start..end {
+            let seq = probes
+                .scoring_row(row)
+                .ok_or_else(|| undecidable(format!("probe row {row} out of range")))?;
+            ids.extend_from_slice(&seq);
+        }
+        let batch = koth_model::TokenIds::new(ids, end - start, len)
+            .map_err(|e| undecidable(format!("probe batch: {e}")))?;
+        let nll = model
+            .nll(&batch)
+            .and_then(|t| Ok(t.to_device(&koth_model::Device::Cpu)?.to_vec2::<f32>()?))
+            .map_err(|e| undecidable(format!("scoring the probes: {e}")))?;
+        for (i, row) in (start..end).enumerate() {
+            let q = probes
+                .position_of_row(row)
+                .ok_or_else(|| undecidable(format!("probe row {row} has no position")))?;
+            let value = nll
+                .get(i)
+                .and_then(|r| r.get(q))
+                .ok_or_else(|| undecidable(format!("probe row {row}: no loss at {q}")))?;
+            nll_at.push(*value);
+        }
+        start = end;
+    }
+    probes.fingerprint(&nll_at)
+}
+
+/// One backward step of the mean loss on the probe sequences: the loss, each tensor's gradient
+/// L2 norm (f64; `None` when not finite). The model is left unchanged.
+pub fn probe_gradients(
+    model: &koth_model::Model,
+    probes: &crate::fingerprint::ProbeSet,
+) -> Result<crate::fingerprint::GradientSummary, String> {
+    let ids: Vec<u32> = probes.sequences.concat();
+    let batch = koth_model::TokenIds::new(ids, probes.sequences.len(), probes.len())
+        .map_err(|e| format!("probe batch: {e}"))?;
+    let (loss, grads) = model
+        .loss_and_grads(&batch)
+        .map_err(|e| format!("backward step: {e}"))?;
+    let mut norms = Vec::with_capacity(grads.len());
+    for (name, g) in grads {
+        let sum_sq = g
+            .to_dtype(koth_model::DType::F64)
+            .and_then(|g| g.sqr())
+            .and_then(|g| g.sum_all())
+            .and_then(|g| g.to_scalar::<f64>())
+            .map_err(|e| format!("gradient norm of {name}: {e}"))?;
+        let norm = sum_sq.sqrt();
+        norms.push((name, norm.is_finite().then_some(norm)));
+    }
+    Ok(crate::fingerprint::GradientSummary::from_norms(
+        f64::from(loss),
+        &norms,
+    ))
+}

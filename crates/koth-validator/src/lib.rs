@@ -12,6 +12,7 @@ pub mod devkit;
 pub mod duel_run;
 pub mod event;
 pub mod feed;
+pub mod fingerprint;
 pub mod gate_run;
 pub mod gates;
 pub mod http;

@@ -553,7 +553,11 @@ impl Shell {
         };
         match result {
             Ok(Ok(verdict)) => {
-                let bytes = match serde_json::to_vec_pretty(&verdict) {
+                let holdout = match &worker {
+                    WorkerSpec::InProcess => self.cfg.holdout_secret.as_ref(),
+                    WorkerSpec::Remote { .. } => None,
+                };
+                let bytes = match crate::duel_run::verdict_bytes(&verdict, holdout) {
                     Ok(b) => b,
                     Err(e) => {
                         return self.record(Event::InfraFault {
@@ -605,6 +609,7 @@ impl Shell {
         let device = self.cfg.device.clone();
         let dtype = self.cfg.dtype.clone();
         let deadline = Instant::now() + self.cfg.duel_timeout;
+        let holdout_secret = self.cfg.holdout_secret.as_ref().map(|h| h.bytes().to_vec());
         let stop = self.stop.clone();
         let mut log_error = None;
         let result = {
@@ -615,6 +620,7 @@ impl Shell {
                 device: &device,
                 dtype: &dtype,
                 deadline: Some(deadline),
+                holdout_secret: holdout_secret.as_deref(),
             };
             let mut progress = |b: &koth_core::verdict::BoundsAfterBatch| {
                 let event = Event::DuelProgress {
@@ -827,6 +833,15 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// `koth validator run`: start-up checks, the HTTP feeds on `cfg.listen`, then the loop until
 /// SIGINT/SIGTERM.
 pub fn run_validator(cfg: ResolvedConfig) -> Result<(), ShellError> {
+    run_validator_with(cfg, |_| axum::Router::new())
+}
+
+/// [`run_validator`], serving the routes `extra` builds from the feed (a dashboard's pages)
+/// next to the feeds.
+pub fn run_validator_with(
+    cfg: ResolvedConfig,
+    extra: impl FnOnce(SharedFeed) -> axum::Router,
+) -> Result<(), ShellError> {
     let listen = cfg.listen;
     let mut shell = Shell::open(cfg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -841,7 +856,10 @@ pub fn run_validator(cfg: ResolvedConfig) -> Result<(), ShellError> {
                 "validator config: key `listen`: cannot listen on {listen}: {e}"
             ))
         })?;
-    let router = crate::http::api_router(shell.feed());
+    let router = crate::http::api_router(shell.feed()).merge(extra(shell.feed()));
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving HTTP");
+    }
     runtime.spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("HTTP server stopped: {e}");

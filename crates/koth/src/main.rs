@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod devnet;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +45,11 @@ enum Command {
     /// Benchmarks: paired scoring and training throughput on random weights.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// The whole network on one machine: validator, dashboard and miners training for real.
+    Devnet(cmd::devnet::DevnetArgs),
+    /// The miner: `run` (loop) or `once` (one attempt) with `--config miner.toml`.
+    #[command(subcommand)]
+    Miner(cmd::miner::MinerCommand),
     // New command groups go above this line, one variant each, dispatched in `main` below.
 }
 
@@ -65,6 +71,8 @@ fn main() -> ExitCode {
         Command::Store(c) => cmd::store::run(c),
         Command::Duel(c) => cmd::duel::run(c),
         Command::Validator(c) => cmd::validator::run(c),
+        Command::Miner(c) => cmd::miner::run(c),
+        Command::Devnet(c) => cmd::devnet::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

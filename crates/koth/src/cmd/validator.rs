@@ -8,7 +8,8 @@ use clap::Subcommand;
 #[derive(Subcommand)]
 pub enum ValidatorCommand {
     /// Run the validator: poll the chain, gate and duel submissions, crown, set weights, and
-    /// serve /api/state, /api/events, /dashboard.json and /metrics. Stops on SIGINT/SIGTERM;
+    /// serve the dashboard (/, /hotkey/<ss58>), /api/state, /api/events, /dashboard.json and
+    /// /metrics. Stops on SIGINT/SIGTERM;
     /// after any stop (even SIGKILL) a restart resumes from the event log.
     Run {
         /// The validator's config file (see docs/VALIDATOR.md).
@@ -34,7 +35,9 @@ pub fn run(cmd: ValidatorCommand) -> Result<()> {
     match cmd {
         ValidatorCommand::Run { config } => {
             let cfg = koth_validator::ValidatorConfig::load(&config)?;
-            koth_validator::run_validator(cfg)
+            // The dashboard (koth-web) is served next to the feeds, on the same listener.
+            let web = koth_web::WebConfig::from_validator(&cfg);
+            koth_validator::shell::run_validator_with(cfg, move |feed| koth_web::router(feed, web))
                 .with_context(|| format!("validator ({})", config.display()))?;
             Ok(())
         }

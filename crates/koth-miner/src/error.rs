@@ -1,0 +1,47 @@
+//! The miner's errors. Each names the thing it is about (a config key, a file, the feed, the
+//! store, the chain) and what was expected.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MinerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("competition file {path}: {message}")]
+    Competition { path: PathBuf, message: String },
+    #[error("data: {0}")]
+    Data(String),
+    #[error("model: {0}")]
+    Model(#[from] koth_model::ModelError),
+    #[error("store {location}: {message}")]
+    Store { location: String, message: String },
+    #[error("chain {path}: {message}")]
+    Chain { path: PathBuf, message: String },
+    #[error("key {name} in keystore {keystore}: {message}")]
+    Key {
+        keystore: PathBuf,
+        name: String,
+        message: String,
+    },
+    #[error("validator feed {url}: {message}")]
+    Feed { url: String, message: String },
+    #[error("local duel: {0}")]
+    Duel(String),
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("training: {0}")]
+    Training(String),
+}
+
+impl MinerError {
+    pub(crate) fn io(path: impl Into<PathBuf>, e: impl std::fmt::Display) -> Self {
+        MinerError::Io {
+            path: path.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = MinerError> = std::result::Result<T, E>;

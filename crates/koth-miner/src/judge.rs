@@ -1,0 +1,152 @@
+//! Judging a challenger locally with the validator's rule: the competition file's `[duel]`
+//! section turned into the same rule spec and effect floor the validator builds
+//! (`koth_validator::duel_run::rule_of`; a test checks they agree), run by koth-duel's driver
+//! on the windows the miner held out of its own data.
+//!
+//! The rule is the competition's, with one change: `n_max` is the number of held-out windows
+//! (the miner's own budget). The seed material is the held-out sample's, so the driver scores
+//! exactly the held-out windows. A local crown is evidence, not a promise: the validator scores
+//! other (its own) windows.
+
+use std::path::Path;
+
+use koth_core::competition::{Competition, Delta, DuelTest};
+use koth_core::verdict::{
+    BootstrapFutility, Decision, DuelModel, EffectFloor, RuleSpec, ScoringSetup, Verdict,
+};
+use koth_core::Digest;
+use koth_duel::duel::{run_duel, DuelSetup};
+use koth_duel::score::ModelScorer;
+use koth_duel::stats::SequentialParams;
+use koth_model::Model;
+use serde::Serialize;
+
+use crate::data::{holdout_seed_material, MinerData};
+use crate::error::{MinerError, Result};
+
+/// The validator's rule and effect floor for `competition`, with `n_max` windows at most.
+pub fn rule_for(competition: &Competition, n_max: u64) -> (RuleSpec, EffectFloor) {
+    let spec = match competition.duel.test {
+        DuelTest::Sequential => {
+            SequentialParams::with_defaults(competition.duel.alpha, 0.0, n_max).spec()
+        }
+        DuelTest::Bootstrap => RuleSpec::Bootstrap {
+            alpha: competition.duel.alpha,
+            n: n_max,
+            resamples: competition.duel.bootstrap_resamples.unwrap_or(10_000),
+            futility: Some(BootstrapFutility {
+                min_fraction: 0.2,
+                advantage_quantile: 0.94,
+            }),
+        },
+    };
+    let floor = match competition.duel.delta {
+        Delta::Absolute(nats) => EffectFloor::Absolute { nats },
+        Delta::Relative(fraction) => EffectFloor::Relative { fraction },
+    };
+    (spec, floor)
+}
+
+/// The local verdict, as `attempts.jsonl` records it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocalVerdict {
+    /// `crown`, `keep_futility` or `keep_n_max`.
+    pub verdict: String,
+    pub crown: bool,
+    pub mu_hat: f64,
+    pub windows: u64,
+    pub king_nll: f64,
+    pub challenger_nll: f64,
+    /// The king it was judged against.
+    pub king: Digest,
+}
+
+fn decision_name(d: Decision) -> String {
+    match d {
+        Decision::Crown => "crown".into(),
+        Decision::Continue => "undecided".into(),
+        Decision::KeepKing(r) => format!(
+            "keep_{}",
+            serde_json::to_value(r)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "king".into())
+        ),
+    }
+}
+
+/// What the local duel needs.
+pub struct JudgeSetup<'a> {
+    pub competition: &'a Competition,
+    pub data: &'a MinerData,
+    pub seed: u64,
+    pub device: &'a str,
+    pub dtype: &'a str,
+}
+
+/// Duel `challenger_dir` against `king_dir` on the held-out windows. `progress` sees the
+/// running means after every batch.
+pub fn judge(
+    setup: &JudgeSetup<'_>,
+    king: (&Digest, &Path),
+    challenger: (&Digest, &Path),
+    progress: &mut dyn FnMut(u64, f64, f64),
+) -> Result<(LocalVerdict, Verdict)> {
+    let device = koth_model::parse_device(setup.device)?;
+    let dtype = koth_model::parse_dtype(setup.dtype)?;
+    let load = |which: &str, dir: &Path| {
+        Model::load(dir, dtype, &device).map_err(|e| {
+            MinerError::Duel(format!("loading the {which} from {}: {e}", dir.display()))
+        })
+    };
+    let mut king_scorer = ModelScorer::new(load("king", king.1)?);
+    let mut chal_scorer = ModelScorer::new(load("challenger", challenger.1)?);
+    let n_max = setup.data.holdout().len() as u64;
+    let (rule, effect_floor) = rule_for(setup.competition, n_max);
+    let duel_setup = DuelSetup {
+        competition_sha256: Some(setup.competition.sha256()),
+        king: DuelModel {
+            digest: *king.0,
+            path: Some(king.1.display().to_string()),
+        },
+        challenger: DuelModel {
+            digest: *challenger.0,
+            path: Some(challenger.1.display().to_string()),
+        },
+        seed_material: holdout_seed_material(setup.seed),
+        seq_len: setup.competition.data.seq_len,
+        rule,
+        effect_floor,
+        batch_size: setup.competition.duel.batch_size.max(1),
+        scoring: ScoringSetup {
+            dtype: setup.dtype.to_string(),
+            device: setup.device.to_string(),
+            batch_size: setup.competition.duel.batch_size.max(1),
+            path: ModelScorer::PATH.into(),
+        },
+        bundle_path: None,
+    };
+    let verdict = run_duel(
+        setup.data.dataset(),
+        &duel_setup,
+        &mut king_scorer,
+        &mut chal_scorer,
+        None,
+        &mut |p| {
+            progress(p.bounds.n, p.king_mean_loss, p.challenger_mean_loss);
+            true
+        },
+    )
+    .map_err(|e| MinerError::Duel(e.to_string()))?;
+    let o = &verdict.outcome;
+    let local = LocalVerdict {
+        verdict: decision_name(o.decision),
+        crown: o.decision.is_crown(),
+        mu_hat: o.mu_hat,
+        windows: o.n_used,
+        king_nll: o.king_mean_loss,
+        challenger_nll: o.challenger_mean_loss,
+        king: *king.0,
+    };
+    Ok((local, verdict))
+}

@@ -1,0 +1,666 @@
+//! One attempt, from king to verdict, and the loop of attempts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use koth_chain::{Chain, EmbeddedChain, Keypair, Keystore};
+use koth_core::competition::Competition;
+use koth_core::{CommitmentPayload, Digest};
+use koth_model::{DType, Device, Model};
+use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, S3Options};
+use serde::Serialize;
+
+use crate::config::MinerConfig;
+use crate::data::MinerData;
+use crate::error::{MinerError, Result};
+use crate::events::{MinerEvent, Observer};
+use crate::follow::{FeedClient, Follower, KingRef, ValidatorVerdict};
+use crate::judge::{judge, JudgeSetup, LocalVerdict};
+use crate::train::{train, CheckpointDir, Flow, RunKey};
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    /// Submitted and answered (or the answer did not come in time: see `validator`).
+    Submitted,
+    /// The local verdict did not crown and `--force` was not given.
+    NotSubmitted,
+    /// The king changed while training; nothing was submitted.
+    KingChanged,
+    /// Stopped by a signal; the checkpoint resumes it (not written to attempts.jsonl).
+    Interrupted,
+}
+
+/// One line of `<work_dir>/attempts.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub attempt: u64,
+    pub status: AttemptStatus,
+    pub king: Digest,
+    pub challenger: Option<Digest>,
+    pub train_loss: Option<f32>,
+    pub steps: u64,
+    pub local: Option<LocalVerdict>,
+    pub submitted: bool,
+    pub validator: Option<ValidatorVerdict>,
+}
+
+/// Everything a miner holds open between attempts.
+pub struct Miner {
+    config: MinerConfig,
+    competition: Competition,
+    follower: Follower,
+    key: Keypair,
+    hotkey: String,
+    data: MinerData,
+    cache: CheckpointCache,
+    publish: BlockingStore,
+}
+
+fn store_err(location: &str, e: impl std::fmt::Display) -> MinerError {
+    MinerError::Store {
+        location: location.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Copy every file of the king that is not weights (config.json verbatim, tokenizer and
+/// generation files) over the challenger's: the validator compares the config key by key with
+/// the king's, and the trained model has exactly the king's architecture.
+fn copy_king_metadata(king_dir: &Path, out: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(king_dir).map_err(|e| MinerError::io(king_dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| MinerError::io(king_dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let weights = name.ends_with(".safetensors") || name == "model.safetensors.index.json";
+        if weights || !entry.path().is_file() {
+            continue;
+        }
+        if koth_core::checkpoint::ALLOWED_NAMES.contains(&name.as_ref()) {
+            let to = out.join(name.as_ref());
+            std::fs::copy(entry.path(), &to).map_err(|e| MinerError::io(&to, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The dtype the king's weights are stored in (the challenger is saved in it).
+fn stored_dtype(king_dir: &Path) -> Result<DType> {
+    let files = koth_model::CheckpointFiles::open(king_dir)?;
+    let dtypes = files.dtypes();
+    match dtypes.first().map(|s| s.to_ascii_lowercase()) {
+        Some(d) if d == "bf16" => Ok(DType::BF16),
+        Some(d) if d == "f16" => Ok(DType::F16),
+        _ => Ok(DType::F32),
+    }
+}
+
+/// The miner's data must be tokenized like the validator's: when the competition's bundle is
+/// readable here, its tokenizer must be the miner bundle's (a miner without it cannot check).
+fn check_tokenizer(
+    config: &MinerConfig,
+    competition: &Competition,
+    data: &MinerData,
+) -> Result<()> {
+    let dir = config
+        .competition
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let path = dir.join(&competition.data.bundle);
+    let Ok(theirs) = koth_data::Bundle::read(&path) else {
+        tracing::debug!(bundle = %path.display(), "competition bundle not readable here");
+        return Ok(());
+    };
+    let ours = &data.dataset().bundle().tokenizer;
+    if !ours.same_tokenizer(&theirs.tokenizer) {
+        return Err(MinerError::Data(format!(
+            "data.bundle {} is tokenized with {} ({}), the competition's bundle {} with {} ({}): \
+             the validator would score other tokens",
+            config.bundle.display(),
+            ours.name,
+            ours.sha256,
+            path.display(),
+            theirs.tokenizer.name,
+            theirs.tokenizer.sha256
+        )));
+    }
+    Ok(())
+}
+
+impl Miner {
+    /// Open everything the config names and check the miner can play: the competition file,
+    /// the chain, the hotkey (registered), the data (held-out split), the stores.
+    pub fn open(config: MinerConfig) -> Result<Self> {
+        let comp_bytes =
+            std::fs::read(&config.competition).map_err(|e| MinerError::Competition {
+                path: config.competition.clone(),
+                message: e.to_string(),
+            })?;
+        let competition =
+            Competition::from_toml_bytes(&comp_bytes).map_err(|e| MinerError::Competition {
+                path: config.competition.clone(),
+                message: e.to_string(),
+            })?;
+        let chain = EmbeddedChain::open(&config.chain_path).map_err(|e| MinerError::Chain {
+            path: config.chain_path.clone(),
+            message: e.to_string(),
+        })?;
+        let key = Keystore::new(&config.keystore)
+            .load(&config.key_name)
+            .map_err(|e| MinerError::Key {
+                keystore: config.keystore.clone(),
+                name: config.key_name.clone(),
+                message: e.to_string(),
+            })?;
+        let hotkey = key.account().to_ss58();
+        let metagraph = chain.metagraph().map_err(|e| MinerError::Chain {
+            path: config.chain_path.clone(),
+            message: e.to_string(),
+        })?;
+        if metagraph.by_hotkey(&key.account()).is_none() {
+            return Err(MinerError::Key {
+                keystore: config.keystore.clone(),
+                name: config.key_name.clone(),
+                message: format!(
+                    "hotkey {hotkey} is not registered on the chain (koth chain register)"
+                ),
+            });
+        }
+        let seq_len = u32::try_from(config.train.seq_len)
+            .map_err(|_| MinerError::Data("train.seq_len does not fit in u32".into()))?;
+        let data = MinerData::open(
+            &config.bundle,
+            config.seed,
+            config.holdout_windows,
+            competition.data.seq_len,
+            seq_len,
+        )?;
+        check_tokenizer(&config, &competition, &data)?;
+        let feed = match &config.feed {
+            Some(url) => Some(FeedClient::new(url)?),
+            None => None,
+        };
+        let follower = Follower::new(
+            competition.clone(),
+            Box::new(chain),
+            config.chain_path.clone(),
+            feed,
+        );
+        let models = config.work_dir.join("models");
+        let cache =
+            CheckpointCache::open(&models, 64 << 30).map_err(|e| MinerError::io(&models, e))?;
+        let loc: Location = config
+            .store_location
+            .parse()
+            .map_err(|e| store_err(&config.store_location, e))?;
+        let publish = BlockingStore::open(&loc, &S3Options::from_env())
+            .map_err(|e| store_err(&config.store_location, e))?;
+        Ok(Self {
+            config,
+            competition,
+            follower,
+            key,
+            hotkey,
+            data,
+            cache,
+            publish,
+        })
+    }
+
+    pub fn config(&self) -> &MinerConfig {
+        &self.config
+    }
+    pub fn competition(&self) -> &Competition {
+        &self.competition
+    }
+    pub fn data(&self) -> &MinerData {
+        &self.data
+    }
+    pub fn hotkey(&self) -> &str {
+        &self.hotkey
+    }
+    pub fn follower(&self) -> &Follower {
+        &self.follower
+    }
+
+    /// The king's checkpoint directory, fetched by digest from where it was committed (or the
+    /// competition's genesis location; failing that, the miner's own store) and verified.
+    pub fn fetch_king(&self, king: &KingRef) -> Result<PathBuf> {
+        let location = king
+            .location
+            .clone()
+            .unwrap_or_else(|| self.config.store_location.clone());
+        let loc: Location = location.parse().map_err(|e| store_err(&location, e))?;
+        let store = BlockingStore::open(&loc, &S3Options::from_env())
+            .map_err(|e| store_err(&location, e))?;
+        let opts = GetOptions {
+            max_total_bytes: self.competition.intake.size_cap_bytes,
+            ..GetOptions::default()
+        };
+        let path = self
+            .cache
+            .fetch(&store, &king.digest, &opts)
+            .map_err(|e| store_err(&location, format!("fetching king {}: {e}", king.digest)))?;
+        self.cache
+            .pin(&king.digest)
+            .map_err(|e| store_err(&location, e))?;
+        Ok(path)
+    }
+
+    fn attempts_path(&self) -> PathBuf {
+        self.config.work_dir.join("attempts.jsonl")
+    }
+
+    /// The number the next attempt gets: one more than the attempts recorded.
+    fn next_attempt_number(&self) -> Result<u64> {
+        let path = self.attempts_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().filter(|l| !l.trim().is_empty()).count() as u64 + 1),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
+            Err(e) => Err(MinerError::io(&path, e)),
+        }
+    }
+
+    fn record(&self, record: &AttemptRecord) -> Result<()> {
+        let path = self.attempts_path();
+        let mut line = serde_json::to_vec(record).map_err(|e| MinerError::io(&path, e))?;
+        line.push(b'\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| MinerError::io(&path, e))?;
+        f.write_all(&line).map_err(|e| MinerError::io(&path, e))?;
+        f.sync_all().map_err(|e| MinerError::io(&path, e))
+    }
+
+    /// Save `model` as a challenger: weights in the king's stored dtype plus the king's
+    /// config.json and other metadata files. Returns its digest and directory.
+    fn save_challenger(&self, model: &Model, king_dir: &Path) -> Result<(Digest, PathBuf)> {
+        let root = self.config.work_dir.join("challengers");
+        std::fs::create_dir_all(&root).map_err(|e| MinerError::io(&root, e))?;
+        let staging = root.join(".staging");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| MinerError::io(&staging, e))?;
+        }
+        let dtype = stored_dtype(king_dir)?;
+        model.to(dtype, &Device::Cpu)?.save(&staging)?;
+        copy_king_metadata(king_dir, &staging)?;
+        let manifest =
+            koth_store::manifest_of_dir(&staging, 2).map_err(|e| MinerError::io(&staging, e))?;
+        let digest = manifest.digest();
+        let dir = root.join(digest.hex());
+        if dir.exists() {
+            // The same bytes again (a repeated attempt): keep the one already there.
+            std::fs::remove_dir_all(&staging).map_err(|e| MinerError::io(&staging, e))?;
+        } else {
+            std::fs::rename(&staging, &dir).map_err(|e| MinerError::io(&dir, e))?;
+        }
+        Ok((digest, dir))
+    }
+
+    fn judge_setup(&self) -> JudgeSetup<'_> {
+        JudgeSetup {
+            competition: &self.competition,
+            data: &self.data,
+            seed: self.config.seed,
+            device: &self.config.train.device,
+            dtype: if self.config.train.device == "cpu" {
+                "f32"
+            } else {
+                &self.config.train.dtype
+            },
+        }
+    }
+
+    fn judge_against(
+        &self,
+        king: &KingRef,
+        king_dir: &Path,
+        challenger: &Digest,
+        challenger_dir: &Path,
+        observer: &mut dyn Observer,
+    ) -> Result<LocalVerdict> {
+        let (local, _record) = judge(
+            &self.judge_setup(),
+            (&king.digest, king_dir),
+            (challenger, challenger_dir),
+            &mut |windows, king_nll, challenger_nll| {
+                observer.event(&MinerEvent::Judging {
+                    windows,
+                    king_nll,
+                    challenger_nll,
+                })
+            },
+        )?;
+        observer.event(&MinerEvent::Judged(local.clone()));
+        Ok(local)
+    }
+
+    /// Publish the challenger to the store and commit it to the chain.
+    fn submit(&self, digest: &Digest, dir: &Path, observer: &mut dyn Observer) -> Result<u64> {
+        let report = self
+            .publish
+            .put(dir)
+            .map_err(|e| store_err(&self.config.store_location, e))?;
+        if report.digest != *digest {
+            return Err(store_err(
+                &self.config.store_location,
+                format!("stored as {}, saved as {digest}", report.digest),
+            ));
+        }
+        observer.event(&MinerEvent::Published {
+            digest: *digest,
+            location: self.config.store_location.clone(),
+        });
+        let payload = CommitmentPayload {
+            location: self.config.store_location.clone(),
+            digest: *digest,
+            hotkey: self.hotkey.clone(),
+        }
+        .to_string();
+        let receipt = self
+            .follower
+            .chain()
+            .commit(&self.key, &payload)
+            .map_err(|e| MinerError::Chain {
+                path: self.config.chain_path.clone(),
+                message: format!("committing {payload}: {e}"),
+            })?;
+        observer.event(&MinerEvent::Committed {
+            block: receipt.block,
+            payload,
+        });
+        Ok(receipt.block)
+    }
+
+    /// Wait for the validator's verdict on `digest` (until `verdict_timeout_s` or `stop`).
+    fn wait_for_verdict(
+        &self,
+        digest: &Digest,
+        stop: &AtomicBool,
+        observer: &mut dyn Observer,
+    ) -> Result<ValidatorVerdict> {
+        observer.event(&MinerEvent::WaitingForVerdict { digest: *digest });
+        let deadline = Instant::now() + Duration::from_secs(self.config.verdict_timeout_s);
+        let poll = Duration::from_millis(self.config.poll_interval_ms);
+        loop {
+            if let Some(v) = self.follower.verdict(digest, &self.hotkey)? {
+                observer.event(&MinerEvent::Verdict(v.clone()));
+                return Ok(v);
+            }
+            if Instant::now() >= deadline || stop.load(Ordering::SeqCst) {
+                let v = ValidatorVerdict {
+                    outcome: "unknown".into(),
+                    code: None,
+                    message: Some(if stop.load(Ordering::SeqCst) {
+                        "stopped before the validator answered".into()
+                    } else if self.follower.has_feed() {
+                        format!(
+                            "no verdict within {} s (validator.verdict_timeout_s)",
+                            self.config.verdict_timeout_s
+                        )
+                    } else {
+                        format!(
+                            "not crowned within {} s; without [validator] feed only a crown is \
+                             visible (on the chain's weights)",
+                            self.config.verdict_timeout_s
+                        )
+                    }),
+                    mu_hat: None,
+                    n: None,
+                };
+                observer.event(&MinerEvent::Verdict(v.clone()));
+                return Ok(v);
+            }
+            std::thread::sleep(poll);
+        }
+    }
+
+    /// One attempt: follow the king, train from it, judge, submit when the local verdict
+    /// crowns (or `force`), wait for the validator's verdict. `stop` (a signal) interrupts
+    /// training with a checkpoint.
+    pub fn attempt(
+        &self,
+        force: bool,
+        stop: &AtomicBool,
+        observer: &mut dyn Observer,
+    ) -> Result<AttemptRecord> {
+        let king = self.follower.king()?;
+        let checkpoint = CheckpointDir::new(self.config.work_dir.join("train"));
+        let fingerprint = self.config.train.fingerprint();
+        // Resume the interrupted attempt of this king, if there is one.
+        let attempt = match checkpoint.peek() {
+            Some((key, _)) if key.king == king.digest && key.fingerprint == fingerprint => {
+                key.attempt
+            }
+            Some(_) => {
+                checkpoint.clear()?;
+                self.next_attempt_number()?
+            }
+            None => self.next_attempt_number()?,
+        };
+        observer.event(&MinerEvent::King {
+            attempt,
+            king: king.clone(),
+        });
+        let king_dir = self.fetch_king(&king)?;
+        observer.event(&MinerEvent::Fetched {
+            digest: king.digest,
+            path: king_dir.display().to_string(),
+        });
+        let device = koth_model::parse_device(&self.config.train.device)?;
+        let dtype = koth_model::parse_dtype(&self.config.train.dtype)?;
+        let start = Model::load(&king_dir, dtype, &device)?;
+        let key = RunKey {
+            king: king.digest,
+            attempt,
+            fingerprint,
+        };
+        let resumed_at = checkpoint.peek().map(|(_, s)| s).unwrap_or(0);
+        observer.event(&MinerEvent::TrainStart {
+            attempt,
+            king: king.digest,
+            start_step: resumed_at,
+            steps: self.config.train.schedule.steps,
+            tokens_per_step: self.config.train.tokens_per_step(),
+        });
+        let poll = Duration::from_millis(self.config.poll_interval_ms);
+        let mut last_check = Instant::now();
+        let mut changed: Option<Result<KingRef>> = None;
+        let result = train(
+            &start,
+            &self.config.train,
+            &self.data,
+            &key,
+            &checkpoint,
+            &mut |info| {
+                observer.event(&MinerEvent::Step(*info));
+                if stop.load(Ordering::SeqCst) {
+                    return Flow::Stop { checkpoint: true };
+                }
+                if last_check.elapsed() >= poll {
+                    last_check = Instant::now();
+                    match self.follower.king() {
+                        Ok(now) if now.digest != king.digest => {
+                            changed = Some(Ok(now));
+                            return Flow::Stop { checkpoint: false };
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            changed = Some(Err(e));
+                            return Flow::Stop { checkpoint: true };
+                        }
+                    }
+                }
+                Flow::Continue
+            },
+        )?;
+        match changed {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(new)) => {
+                observer.event(&MinerEvent::KingChanged {
+                    old: king.digest,
+                    new: new.digest,
+                });
+                checkpoint.clear()?;
+                let record = AttemptRecord {
+                    attempt,
+                    status: AttemptStatus::KingChanged,
+                    king: king.digest,
+                    challenger: None,
+                    train_loss: result.losses.last().copied(),
+                    steps: result.steps_done,
+                    local: None,
+                    submitted: false,
+                    validator: None,
+                };
+                self.record(&record)?;
+                return Ok(record);
+            }
+            None => {}
+        }
+        if result.stopped {
+            observer.event(&MinerEvent::Interrupted {
+                step: result.steps_done,
+            });
+            return Ok(AttemptRecord {
+                attempt,
+                status: AttemptStatus::Interrupted,
+                king: king.digest,
+                challenger: None,
+                train_loss: result.losses.last().copied(),
+                steps: result.steps_done,
+                local: None,
+                submitted: false,
+                validator: None,
+            });
+        }
+        let train_loss = tail_mean(&result.losses, 10);
+        observer.event(&MinerEvent::TrainDone {
+            steps: result.steps_done,
+            loss: train_loss,
+        });
+        let (digest, chal_dir) = self.save_challenger(&result.model, &king_dir)?;
+        observer.event(&MinerEvent::ChallengerSaved {
+            digest,
+            path: chal_dir.display().to_string(),
+        });
+        let mut local = self.judge_against(&king, &king_dir, &digest, &chal_dir, observer)?;
+        // The king may have changed while we judged: the challenger then competes against the
+        // new king, so judge it again against that one.
+        let now = self.follower.king()?;
+        if now.digest != king.digest {
+            observer.event(&MinerEvent::KingChanged {
+                old: king.digest,
+                new: now.digest,
+            });
+            let now_dir = self.fetch_king(&now)?;
+            local = self.judge_against(&now, &now_dir, &digest, &chal_dir, observer)?;
+        }
+        checkpoint.clear()?;
+        let mut record = AttemptRecord {
+            attempt,
+            status: AttemptStatus::NotSubmitted,
+            king: king.digest,
+            challenger: Some(digest),
+            train_loss: Some(train_loss),
+            steps: result.steps_done,
+            local: Some(local.clone()),
+            submitted: false,
+            validator: None,
+        };
+        if !local.crown && !force {
+            observer.event(&MinerEvent::NotSubmitted {
+                reason: format!(
+                    "the local duel did not crown ({}; μ̂ = {:.5} nats over {} windows); \
+                     --force submits anyway",
+                    local.verdict, local.mu_hat, local.windows
+                ),
+            });
+            self.record(&record)?;
+            return Ok(record);
+        }
+        self.submit(&digest, &chal_dir, observer)?;
+        record.submitted = true;
+        record.status = AttemptStatus::Submitted;
+        let verdict = self.wait_for_verdict(&digest, stop, observer)?;
+        record.validator = Some(verdict);
+        self.record(&record)?;
+        Ok(record)
+    }
+
+    /// Attempts until `stop` is set. An attempt that fails is logged and retried after the
+    /// poll interval (a validator or store that is briefly away is not fatal to a miner).
+    pub fn run(&self, force: bool, stop: &AtomicBool, observer: &mut dyn Observer) -> Result<()> {
+        while !stop.load(Ordering::SeqCst) {
+            match self.attempt(force, stop, observer) {
+                Ok(r) if r.status == AttemptStatus::Interrupted => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("attempt failed: {e}");
+                    let until = Instant::now()
+                        + Duration::from_millis(self.config.poll_interval_ms.max(1000));
+                    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Mean of the last `n` values (the end-of-training loss, less noisy than the last step's).
+pub fn tail_mean(values: &[f32], n: usize) -> f32 {
+    let tail = &values[values.len().saturating_sub(n)..];
+    if tail.is_empty() {
+        return f32::NAN;
+    }
+    (tail.iter().map(|&x| f64::from(x)).sum::<f64>() / tail.len() as f64) as f32
+}
+
+/// A flag that SIGINT or SIGTERM sets (a background thread waits for them). A second signal
+/// does nothing more: the miner stops at the next step boundary, checkpointing first.
+pub fn stop_on_signals() -> std::sync::Arc<AtomicBool> {
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            tracing::warn!("cannot watch for signals: no runtime");
+            return;
+        };
+        rt.block_on(async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {},
+                            _ = term.recv() => {},
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        });
+        tracing::info!("stopping: finishing the current step and writing a checkpoint");
+        set.store(true, Ordering::SeqCst);
+    });
+    flag
+}

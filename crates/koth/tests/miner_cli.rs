@@ -1,0 +1,302 @@
+//! `koth miner` as real processes against a real `koth validator run` on the devnet-mini
+//! corpus: two miners with different learning rates train from the genesis king, both
+//! challengers have a lower held-out loss than the king, both are submitted, and the validator
+//! crowns the better one. Plus: config errors name the key.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use koth_chain::{Chain, EmbeddedChain};
+use koth_core::Digest;
+use koth_miner::devkit::{mini_network, MiniOptions};
+use koth_miner::follow::FeedClient;
+use koth_model::{DType, Device, Model, TokenIds};
+
+fn koth() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_koth"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_miner(config: &Path, force: bool, log: &Path) -> Child {
+    let mut c = koth();
+    c.args(["miner", "once", "--log-json", "--config"])
+        .arg(config);
+    if force {
+        c.arg("--force");
+    }
+    c.env("KOTH_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Mean held-out loss of the checkpoint in `dir` on `n` windows of the holdout bundle.
+fn holdout_loss(dir: &Path, bundle: &Path, n: u64, seq_len: u32) -> f64 {
+    let data = koth_data::Dataset::open(bundle).unwrap();
+    let sample = data
+        .sample(b"miner-cli/holdout-check", None, n, seq_len)
+        .unwrap();
+    let model = Model::load(dir, DType::F32, &Device::Cpu).unwrap();
+    let mut sum = 0f64;
+    for chunk in sample.windows.chunks(32) {
+        let tokens = data.read_windows(chunk).unwrap();
+        let ids = TokenIds::new(tokens, chunk.len(), seq_len as usize).unwrap();
+        sum += model
+            .sequence_losses(&ids)
+            .unwrap()
+            .iter()
+            .map(|&x| f64::from(x))
+            .sum::<f64>();
+    }
+    sum / sample.windows.len() as f64
+}
+
+fn record_of(out: &Output, log: &Path) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "miner failed ({:?}); stdout: {stdout}; log:\n{}",
+        out.status,
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("stdout {stdout:?}: {e}"))
+}
+
+const TRAIN: &str = r#"device = "cpu"
+dtype = "f32"
+min_lr = {min_lr}
+lr = {lr}
+warmup_steps = 4
+steps = 40
+batch_size = 8
+grad_accum = 1
+seq_len = 64
+clip = 1.0
+weight_decay = 0.1
+checkpoint_every = 20"#;
+
+#[test]
+fn two_miners_train_from_the_genesis_king_and_the_better_one_is_crowned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = mini_network(tmp.path(), &MiniOptions::default()).unwrap();
+    let port = free_port();
+    let feed = format!("http://127.0.0.1:{port}");
+    let validator_toml = net
+        .write_validator_config(&format!("127.0.0.1:{port}"))
+        .unwrap();
+    let train = |lr: &str, min_lr: &str| TRAIN.replace("{lr}", lr).replace("{min_lr}", min_lr);
+    let good = net
+        .write_miner_config(0, Some(&feed), 64, 11, &train("3e-3", "3e-4"))
+        .unwrap();
+    let weak = net
+        .write_miner_config(1, Some(&feed), 64, 12, &train("1e-4", "1e-5"))
+        .unwrap();
+
+    // Both miners start from the genesis king. The validator starts once both have committed
+    // (until then the miners find no feed and follow the chain, which names the genesis king),
+    // so neither sees a crown while training.
+    let good_log = tmp.path().join("good.log");
+    let weak_log = tmp.path().join("weak.log");
+    let good_child = spawn_miner(&good, false, &good_log);
+    let weak_child = spawn_miner(&weak, true, &weak_log);
+    let chain = EmbeddedChain::open(&net.chain_path).unwrap();
+    let hotkeys: Vec<_> = net.miners.iter().map(|(_, k)| k.account()).collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let revealed = chain.revealed_commitments().unwrap();
+        if hotkeys
+            .iter()
+            .all(|h| revealed.iter().any(|r| &r.hotkey == h))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the miners did not both commit; logs:\n{}\n{}",
+            std::fs::read_to_string(&good_log).unwrap_or_default(),
+            std::fs::read_to_string(&weak_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut validator = koth()
+        .args(["validator", "run", "--config"])
+        .arg(&validator_toml)
+        .env("KOTH_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("validator.log")).unwrap())
+        .spawn()
+        .unwrap();
+
+    let good_out = good_child.wait_with_output().unwrap();
+    let weak_out = weak_child.wait_with_output().unwrap();
+    let good_rec = record_of(&good_out, &good_log);
+    let weak_rec = record_of(&weak_out, &weak_log);
+    let genesis = net.king.to_string();
+    for r in [&good_rec, &weak_rec] {
+        assert_eq!(
+            r["king"],
+            genesis.as_str(),
+            "trained from the genesis king: {r}"
+        );
+        assert_eq!(r["submitted"], true, "{r}");
+        assert_eq!(r["steps"], 40, "{r}");
+    }
+    assert_eq!(good_rec["local"]["verdict"], "crown", "{good_rec}");
+    assert_eq!(good_rec["validator"]["outcome"], "crowned", "{good_rec}");
+    let weak_outcome = weak_rec["validator"]["outcome"].as_str().unwrap_or("");
+    assert!(
+        weak_outcome == "crowned" || weak_outcome == "kept_king",
+        "the weaker challenger gets a duel verdict: {weak_rec}"
+    );
+    let good_digest: Digest = good_rec["challenger"].as_str().unwrap().parse().unwrap();
+    let weak_digest: Digest = weak_rec["challenger"].as_str().unwrap().parse().unwrap();
+    assert_ne!(good_digest, weak_digest);
+
+    // The validator's feed ends with the better challenger as king.
+    let client = FeedClient::new(&feed).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let state = loop {
+        if let Ok(state) = client.state() {
+            let finished = state["history"].as_array().map_or(0, Vec::len);
+            if state["king"]["digest"] == good_digest.to_string().as_str() && finished == 2 {
+                break state;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the better challenger was not crowned"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    validator.kill().unwrap();
+    validator.wait().unwrap();
+    assert_eq!(
+        state["king"]["hotkey"],
+        net.miners[0].1.account().to_ss58().as_str()
+    );
+
+    // Both challengers beat the king on the held-out source; the better one beats the weaker.
+    let good_dir = tmp
+        .path()
+        .join("miner-1/challengers")
+        .join(good_digest.hex());
+    let weak_dir = tmp
+        .path()
+        .join("miner-2/challengers")
+        .join(weak_digest.hex());
+    let king_loss = holdout_loss(&net.king_dir, &net.holdout_bundle, 128, 64);
+    let good_loss = holdout_loss(&good_dir, &net.holdout_bundle, 128, 64);
+    let weak_loss = holdout_loss(&weak_dir, &net.holdout_bundle, 128, 64);
+    eprintln!("held-out loss: king {king_loss:.4}, lr 3e-3 {good_loss:.4}, lr 1e-4 {weak_loss:.4}");
+    assert!(good_loss < king_loss, "{good_loss} vs king {king_loss}");
+    assert!(weak_loss < king_loss, "{weak_loss} vs king {king_loss}");
+    assert!(good_loss < weak_loss, "{good_loss} vs {weak_loss}");
+
+    // attempts.jsonl holds one line per attempt, as the contract says.
+    let lines = std::fs::read_to_string(tmp.path().join("miner-1/attempts.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(lines.trim()).unwrap();
+    assert_eq!(line["challenger"], good_digest.to_string().as_str());
+    assert_eq!(line["validator"]["outcome"], "crowned");
+    assert!(line["train_loss"].as_f64().unwrap() > 0.0);
+    assert!(
+        line["local"]["challenger_nll"].as_f64().unwrap()
+            < line["local"]["king_nll"].as_f64().unwrap()
+    );
+}
+
+#[test]
+fn config_errors_name_the_key_and_exit_non_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = mini_network(
+        tmp.path(),
+        &MiniOptions {
+            miners: 1,
+            ..MiniOptions::default()
+        },
+    )
+    .unwrap();
+    let ok_train = TRAIN.replace("{lr}", "1e-3").replace("{min_lr}", "1e-4");
+    let cases = [
+        (
+            ok_train.replace("steps = 40", "steps = 40\nstepz = 3"),
+            "stepz",
+        ),
+        (ok_train.replace("lr = 1e-3", "lr = -1.0"), "train.lr"),
+        (
+            ok_train.replace("min_lr = 1e-4", "min_lr = 1.0"),
+            "train.min_lr",
+        ),
+        (
+            ok_train.replace("device = \"cpu\"", "device = \"tpu:0\""),
+            "train.device",
+        ),
+        (ok_train.replace("batch_size = 8\n", ""), "batch_size"),
+    ];
+    for (train, key) in cases {
+        let path = net.write_miner_config(0, None, 64, 1, &train).unwrap();
+        let out = koth()
+            .args(["miner", "once", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key}: accepted");
+        assert!(stderr.contains(key), "{key}: {stderr}");
+        assert!(stderr.contains("miner-1.toml"), "names the file: {stderr}");
+    }
+    // An unregistered hotkey and a missing competition file are named too.
+    let ok = net.write_miner_config(0, None, 64, 1, &ok_train).unwrap();
+    let text = std::fs::read_to_string(&ok).unwrap();
+    std::fs::write(
+        &ok,
+        text.replace(
+            "competition = \"competition.toml\"",
+            "competition = \"nope.toml\"",
+        ),
+    )
+    .unwrap();
+    let out = koth()
+        .args(["miner", "once", "--config"])
+        .arg(&ok)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("nope.toml"), "{stderr}");
+}
+
+#[test]
+fn the_local_rule_is_the_validators_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = mini_network(tmp.path(), &MiniOptions::default()).unwrap();
+    let text = std::fs::read_to_string(&net.competition_path).unwrap();
+    let variants = [
+        text.clone(),
+        text.replace(
+            "test = \"sequential\"",
+            "test = \"bootstrap\"\nbootstrap_resamples = 500",
+        )
+        .replace(
+            "delta = { absolute = 0.01 }",
+            "delta = { relative = 0.001 }",
+        ),
+    ];
+    for t in variants {
+        let c = koth_core::competition::Competition::from_toml_str(&t).unwrap();
+        let n_max = u64::from(c.duel.n_max);
+        assert_eq!(
+            koth_miner::judge::rule_for(&c, n_max),
+            koth_validator::duel_run::rule_of(&c),
+            "{t}"
+        );
+    }
+}
