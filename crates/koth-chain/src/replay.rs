@@ -125,7 +125,12 @@ pub(crate) fn replay(
         }
         if sealed {
             // A block pays by the weights in force at its end.
-            pay(params.emission_per_block_rao, &weights, &mut state.emission, 1);
+            pay(
+                params.emission_per_block_rao,
+                &weights,
+                &mut state.emission,
+                1,
+            );
             paid_through = block;
         }
     }

@@ -60,7 +60,10 @@ pub enum Effect {
     /// The subnet was full: `pruned` (the lowest pruning score outside its immunity period)
     /// lost its uid, and `neuron` now holds it (`neuron.uid == pruned.uid`). The uid's accrued
     /// emission is reset to zero, as for a fresh registration.
-    Replaced { pruned: Neuron, neuron: Neuron },
+    Replaced {
+        pruned: Neuron,
+        neuron: Neuron,
+    },
     PermitGranted {
         uid: u16,
     },

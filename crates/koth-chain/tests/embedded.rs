@@ -481,10 +481,7 @@ fn a_pruning_chain_replaces_the_lowest_earner_and_verifies() {
     assert!(reveals.iter().any(|r| r.hotkey == idle.account()));
     // uid 2's emission restarted at zero (it earned nothing before and nothing since).
     let emission = chain.emission().unwrap();
-    assert_eq!(
-        emission.iter().find(|e| e.uid == 2).map(|e| e.rao),
-        Some(0)
-    );
+    assert_eq!(emission.iter().find(|e| e.uid == 2).map(|e| e.rao), Some(0));
     assert!(emission.iter().find(|e| e.uid == 1).unwrap().rao > 0);
     // Replaying every extrinsic rebuilds the same state, and the file reopens with its
     // immunity period.

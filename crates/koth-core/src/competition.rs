@@ -602,9 +602,18 @@ interval_blocks = 100
         assert_ne!(g.sha256(), c.sha256());
         assert_eq!(g.sha256(), Digest::of(text.as_bytes()));
         for (bad, key) in [
-            ("near_copy_max_distance = 0.0", "gates.near_copy_max_distance"),
-            ("near_copy_max_distance = 1.5", "gates.near_copy_max_distance"),
-            ("near_copy_max_distance = nan", "gates.near_copy_max_distance"),
+            (
+                "near_copy_max_distance = 0.0",
+                "gates.near_copy_max_distance",
+            ),
+            (
+                "near_copy_max_distance = 1.5",
+                "gates.near_copy_max_distance",
+            ),
+            (
+                "near_copy_max_distance = nan",
+                "gates.near_copy_max_distance",
+            ),
             ("near_copy_history = 100000", "gates.near_copy_history"),
             ("probe_max_grad_ratio = 0.5", "gates.probe_max_grad_ratio"),
             ("probe_max_grad_ratio = inf", "gates.probe_max_grad_ratio"),

@@ -274,8 +274,7 @@ pub fn js_distance(p: &[f32], q: &[f32]) -> f64 {
 pub fn distance(a: &Fingerprint, b: &Fingerprint) -> Result<f64, GateError> {
     let same_shape = a.distributions.len() == b.distributions.len()
         && !a.distributions.is_empty()
-        && a
-            .distributions
+        && a.distributions
             .iter()
             .zip(&b.distributions)
             .all(|(x, y)| x.len() == y.len());

@@ -234,7 +234,12 @@ pub fn load_or_create_secret(work_dir: &Path) -> Result<Vec<u8>, String> {
             ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("reading the fingerprint secret {}: {e}", path.display())),
+        Err(e) => {
+            return Err(format!(
+                "reading the fingerprint secret {}: {e}",
+                path.display()
+            ))
+        }
     }
     std::fs::create_dir_all(work_dir)
         .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
@@ -333,7 +338,9 @@ impl OptionalGates {
         let vocab = king_config
             .get("vocab_size")
             .and_then(Value::as_u64)
-            .ok_or_else(|| undecidable("the king's config.json has no integer vocab_size".into()))?;
+            .ok_or_else(|| {
+                undecidable("the king's config.json has no integer vocab_size".into())
+            })?;
         let vocab = usize::try_from(vocab)
             .map_err(|_| undecidable(format!("the king's vocab_size {vocab} is too large")))?;
         match &self.probes {
