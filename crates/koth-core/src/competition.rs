@@ -248,6 +248,13 @@ fn invalid(key: &str, reason: impl Into<String>) -> CompetitionError {
 /// Largest `n_max` accepted; a duel never needs more windows than this.
 pub const MAX_N_MAX: u32 = 10_000_000;
 
+/// Fewest windows the sequential test can use: it makes no decision before two windows (a
+/// variance needs two), so `n_max` below this could never decide and every duel would fail.
+pub const MIN_SEQUENTIAL_N_MAX: u32 = 2;
+
+/// Most bootstrap resamples accepted (the resampler keeps one mean per resample in memory).
+pub const MAX_BOOTSTRAP_RESAMPLES: u32 = 1_000_000;
+
 impl Competition {
     /// Parse and validate a competition file from its exact bytes.
     pub fn from_toml_bytes(bytes: &[u8]) -> Result<Self, CompetitionError> {
@@ -388,6 +395,16 @@ impl Competition {
                 ),
             ));
         }
+        if d.test == DuelTest::Sequential && d.n_max < MIN_SEQUENTIAL_N_MAX {
+            return Err(invalid(
+                "duel.n_max",
+                format!(
+                    "the sequential test needs at least {MIN_SEQUENTIAL_N_MAX} windows to decide, \
+                     got {}",
+                    d.n_max
+                ),
+            ));
+        }
         match (d.test, d.bootstrap_resamples) {
             (DuelTest::Sequential, Some(_)) => {
                 return Err(invalid(
@@ -395,8 +412,11 @@ impl Competition {
                     "only applies to test = \"bootstrap\"",
                 ))
             }
-            (DuelTest::Bootstrap, Some(0)) => {
-                return Err(invalid("duel.bootstrap_resamples", "must be at least 1"))
+            (DuelTest::Bootstrap, Some(b)) if !(2..=MAX_BOOTSTRAP_RESAMPLES).contains(&b) => {
+                return Err(invalid(
+                    "duel.bootstrap_resamples",
+                    format!("must be in 2..={MAX_BOOTSTRAP_RESAMPLES}, got {b}"),
+                ))
             }
             _ => {}
         }
@@ -560,6 +580,47 @@ interval_blocks = 100
         expect_invalid(
             &EXAMPLE.replace("seq_len = 1024", "seq_len = 1"),
             "data.seq_len",
+        );
+    }
+
+    #[test]
+    fn a_duel_rule_that_could_never_decide_is_refused_up_front() {
+        // n_max = 1 with the sequential test: no decision is possible before two windows, so
+        // every duel would fail; the file is refused instead.
+        let one = EXAMPLE
+            .replace("n_max = 4096", "n_max = 1")
+            .replace("batch_size = 32", "batch_size = 1");
+        match Competition::from_toml_str(&one) {
+            Err(CompetitionError::Invalid { key, reason }) => {
+                assert_eq!(key, "duel.n_max");
+                assert!(
+                    reason.contains("sequential") && reason.contains("got 1"),
+                    "{reason}"
+                );
+            }
+            other => panic!("n_max = 1 accepted: {other:?}"),
+        }
+        let two = EXAMPLE
+            .replace("n_max = 4096", "n_max = 2")
+            .replace("batch_size = 32", "batch_size = 1");
+        assert_eq!(Competition::from_toml_str(&two).unwrap().duel.n_max, 2);
+        // The bootstrap takes any n >= 1 but needs at least two resamples, and a bounded
+        // number of them.
+        let boot = |n: u32, b: u32| {
+            EXAMPLE
+                .replace("test = \"sequential\"", "test = \"bootstrap\"")
+                .replace(
+                    "n_max = 4096",
+                    &format!("n_max = {n}\nbootstrap_resamples = {b}"),
+                )
+                .replace("batch_size = 32", "batch_size = 1")
+        };
+        assert!(Competition::from_toml_str(&boot(1, 1000)).is_ok());
+        expect_invalid(&boot(100, 1), "duel.bootstrap_resamples");
+        expect_invalid(&boot(100, 0), "duel.bootstrap_resamples");
+        expect_invalid(
+            &boot(100, MAX_BOOTSTRAP_RESAMPLES + 1),
+            "duel.bootstrap_resamples",
         );
     }
 
