@@ -144,6 +144,20 @@ pub fn sample(req: &SampleRequest<'_>) -> Result<Sample, SampleError> {
     }
     let weights: Vec<u64> = req.sources.iter().map(|s| s.weight).collect();
     let per_source = largest_remainder(&weights, req.n)?;
+    // Every source must be able to supply its share before anything is allocated: `n` comes
+    // from a competition file or a verdict record, and a crafted huge `n` must be an error,
+    // not an allocation the process cannot survive.
+    for (source, &needed) in req.sources.iter().zip(&per_source) {
+        let capacity = source_capacity(source, req.seq_len);
+        if needed > capacity {
+            return Err(SampleError::Capacity {
+                source_name: source.name.clone(),
+                needed,
+                capacity,
+                seq_len: req.seq_len,
+            });
+        }
+    }
     let master = Digest::of(req.seed_material);
     let mut windows = Vec::with_capacity(usize::try_from(req.n).unwrap_or(0));
     for (index, (source, &needed)) in req.sources.iter().zip(&per_source).enumerate() {
@@ -214,6 +228,15 @@ fn tagged_rng(tag: &[u8], master: &Digest, extra: &[u8]) -> ChaCha20Rng {
 }
 
 /// Windows for one source: round-robin over a random shard order, disjoint slots per shard.
+/// Non-overlapping windows of `seq_len` tokens a source's shards hold (saturating).
+fn source_capacity(source: &SamplerSource, seq_len: u32) -> u64 {
+    let len = u64::from(seq_len.max(1));
+    source
+        .shards
+        .iter()
+        .fold(0u64, |acc, s| acc.saturating_add(s.tokens / len))
+}
+
 fn source_windows(
     rng: &mut ChaCha20Rng,
     source_index: u32,
@@ -223,7 +246,7 @@ fn source_windows(
 ) -> Result<Vec<Window>, SampleError> {
     let len = u64::from(seq_len);
     let slots: Vec<u64> = source.shards.iter().map(|s| s.tokens / len).collect();
-    let capacity: u64 = slots.iter().sum();
+    let capacity = source_capacity(source, seq_len);
     if needed > capacity {
         return Err(SampleError::Capacity {
             source_name: source.name.clone(),

@@ -221,6 +221,21 @@ fn a_source_that_cannot_supply_its_windows_is_an_error() {
 }
 
 #[test]
+fn a_huge_n_is_refused_before_anything_is_allocated() {
+    let sources = sources();
+    // u64::MAX windows would be an allocation no machine survives: the capacity check comes
+    // first and names the source.
+    for n in [u64::MAX, u64::from(u32::MAX) * 64] {
+        match sample(&request(&sources, b"seed", n)) {
+            Err(SampleError::Capacity {
+                needed, capacity, ..
+            }) => assert!(needed > capacity, "{needed} <= {capacity}"),
+            other => panic!("n = {n}: expected a capacity error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn zero_seq_len_is_refused() {
     let sources = sources();
     let mut req = request(&sources, b"seed", 5);
