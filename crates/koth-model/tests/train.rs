@@ -66,21 +66,65 @@ fn init_is_seeded_and_deterministic() {
 /// domain tag in init.rs and this value together, deliberately.
 const PINNED_FIRST_VALUE: u32 = 3168920811;
 
+/// `tiny_config(model_type)` with some keys replaced.
+fn tiny_config_with(model_type: &str, extra: serde_json::Value) -> ModelConfig {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&tiny_config(model_type).to_json_string()).unwrap();
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    ModelConfig::from_json(&v.to_string(), "tiny").unwrap()
+}
+
 #[test]
 fn every_parameter_of_every_family_gets_a_gradient_from_init() {
-    for family in ["llama", "qwen2", "qwen3", "qwen3_moe"] {
-        let model = Model::init(&tiny_config(family), 1, DType::F32, &Device::Cpu).unwrap();
+    use serde_json::json;
+    let cases = [
+        ("llama", tiny_config("llama")),
+        ("qwen2", tiny_config("qwen2")),
+        ("qwen3", tiny_config("qwen3")),
+        ("qwen3_moe", tiny_config("qwen3_moe")),
+        // The options the golden set does not cover (tests/options.rs checks their values).
+        (
+            "llama with attention_bias and mlp_bias",
+            tiny_config_with("llama", json!({"attention_bias": true, "mlp_bias": true})),
+        ),
+        (
+            "qwen3 with attention_bias",
+            tiny_config_with("qwen3", json!({"attention_bias": true})),
+        ),
+        (
+            "qwen3_moe with raw top-k weights",
+            tiny_config_with("qwen3_moe", json!({"norm_topk_prob": false})),
+        ),
+        (
+            "qwen3_moe with decoder_sparse_step 2 and mlp_only_layers [3]",
+            tiny_config_with(
+                "qwen3_moe",
+                json!({"num_hidden_layers": 4, "decoder_sparse_step": 2, "mlp_only_layers": [3]}),
+            ),
+        ),
+    ];
+    for (label, config) in cases {
+        let model = Model::init(&config, 1, DType::F32, &Device::Cpu).unwrap();
         let (loss, grads) = model.loss_and_grads(&pattern(4, 16)).unwrap();
         assert!(
             (loss - (64f32).ln()).abs() < 0.1,
-            "{family}: initial loss {loss}"
+            "{label}: initial loss {loss}"
         );
-        assert_eq!(grads.len(), model.named_tensors().len());
+        let names: Vec<String> = model.named_tensors().into_iter().map(|(n, _)| n).collect();
+        let spec_names: Vec<String> = config.tensor_specs().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, spec_names, "{label}");
+        assert_eq!(
+            grads.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            names,
+            "{label}: one gradient per parameter"
+        );
         for (name, g) in grads {
             let v = flat_f32(&g);
             assert!(
                 v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0),
-                "{family}: `{name}` has no finite non-zero gradient"
+                "{label}: `{name}` has no finite non-zero gradient"
             );
         }
     }
@@ -88,7 +132,7 @@ fn every_parameter_of_every_family_gets_a_gradient_from_init() {
 
 #[test]
 fn adamw_halves_the_loss_on_a_repeating_pattern() {
-    for family in ["qwen3", "qwen3_moe"] {
+    for family in ["llama", "qwen2", "qwen3", "qwen3_moe"] {
         let model = Model::init(&tiny_config(family), 3, DType::F32, &Device::Cpu).unwrap();
         let mut trainer = Trainer::new(&model, AdamWConfig::default()).unwrap();
         let ids = pattern(4, 16);
