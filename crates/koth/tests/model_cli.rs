@@ -270,8 +270,32 @@ fn bad_inputs_exit_non_zero_with_a_named_error() {
         "--out",
         s(&out),
     ]);
-    assert!(e.contains("384") && e.contains("vocab_size"), "{e}");
+    // The error names the ids file, the id, where it is and the vocabulary it broke.
+    let parts = [
+        "big.npy",
+        "token id 384",
+        "row 0, position 1",
+        "vocab_size 384",
+    ];
+    for part in parts {
+        assert!(e.contains(part), "nll error lacks {part:?}: {e}");
+    }
     assert!(!out.exists());
+    let gout = tmp.path().join("g.safetensors");
+    let e = fails(&[
+        "model",
+        "grads",
+        "--model",
+        s(&dir),
+        "--ids",
+        s(&ids),
+        "--out",
+        s(&gout),
+    ]);
+    for part in parts {
+        assert!(e.contains(part), "grads error lacks {part:?}: {e}");
+    }
+    assert!(!gout.exists());
 
     // negative id, 1-D ids, float ids
     write_npy(

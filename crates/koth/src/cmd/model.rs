@@ -147,6 +147,18 @@ fn read_ids(path: &Path) -> Result<TokenIds> {
     TokenIds::new(ids, rows, cols).with_context(|| format!("--ids {}", path.display()))
 }
 
+/// Every id of the `--ids` file must be below the model's vocab_size; the error names the file,
+/// the offending id, its [row, position] and the model whose config sets the vocabulary.
+fn check_vocab(ids: &TokenIds, ids_path: &Path, m: &Model, model: &Path) -> Result<()> {
+    ids.check_vocab(m.config().vocab_size).with_context(|| {
+        format!(
+            "--ids {} against {}",
+            ids_path.display(),
+            model.join("config.json").display()
+        )
+    })
+}
+
 fn load(model: &Path, device: &str, dtype: &str) -> Result<Model> {
     let device = koth_model::parse_device(device).context("--device")?;
     let dtype = koth_model::parse_dtype(dtype).context("--dtype")?;
@@ -177,8 +189,10 @@ fn nll(
     dtype: &str,
     composite: bool,
 ) -> Result<()> {
-    let ids = read_ids(ids)?;
+    let ids_path = ids;
+    let ids = read_ids(ids_path)?;
     let m = load(model, device, dtype)?;
+    check_vocab(&ids, ids_path, &m, model)?;
     let path = if composite {
         koth_model::OpPath::Composite
     } else {
@@ -210,8 +224,10 @@ fn nll(
 }
 
 fn grads(model: &Path, ids: &Path, out: &Path, device: &str, dtype: &str) -> Result<()> {
-    let ids = read_ids(ids)?;
+    let ids_path = ids;
+    let ids = read_ids(ids_path)?;
     let m = load(model, device, dtype)?;
+    check_vocab(&ids, ids_path, &m, model)?;
     let (loss, grads) = m
         .loss_and_grads(&ids)
         .with_context(|| format!("differentiating {} on --ids", model.display()))?;
