@@ -450,8 +450,9 @@ mod tests {
         assert!(s.apply(&ok, 2).is_ok());
     }
 
-    /// Randomized: forged signatures, other chains, unregistered signers and replays are
-    /// always refused and never change the state.
+    /// Randomized: forged signatures, other chains, unregistered signers, weights set by a
+    /// registered hotkey without a validator permit, and replays are always refused and never
+    /// change the state.
     #[test]
     fn forged_replayed_and_unregistered_extrinsics_are_always_refused() {
         let mut rng = ChaCha20Rng::seed_from_u64(0x6b6f7468);
@@ -463,6 +464,29 @@ mod tests {
                 (0..3).map(|_| Keypair::from_seed(rng.random())).collect();
             for k in &registered {
                 register(&mut s, k).unwrap();
+            }
+            // One of them holds a validator permit; the others are plain neurons.
+            let validator_idx = rng.random_range(0..registered.len());
+            let validator = &registered[validator_idx];
+            let grant = signed(
+                &s,
+                &owner,
+                Call::GrantValidatorPermit {
+                    hotkey: validator.account(),
+                },
+            );
+            s.apply(&grant, 2).unwrap();
+            let non_validator = &registered
+                [(validator_idx + rng.random_range(1..registered.len())) % registered.len()];
+            // Well-formed weights: distinct registered uids, not all zero.
+            let mut weights: Vec<(u16, u16)> = Vec::new();
+            for uid in 0..registered.len() as u16 {
+                if rng.random_bool(0.5) {
+                    weights.push((uid, rng.random_range(1..=u16::MAX)));
+                }
+            }
+            if weights.is_empty() {
+                weights.push((rng.random_range(0..registered.len() as u16), 1));
             }
             let stranger = Keypair::from_seed(rng.random());
             let key = &registered[rng.random_range(0..registered.len())];
@@ -529,11 +553,36 @@ mod tests {
                 s.apply(&skipped, 5),
                 Err(ExtrinsicError::BadNonce { .. })
             ));
+
+            // Weights, correctly signed with the right nonce, by a registered hotkey that has no
+            // validator permit, and by an unregistered one.
+            let set_weights = Call::SetWeights {
+                weights: weights.clone(),
+            };
+            let by_neuron = signed(&s, non_validator, set_weights.clone());
+            assert_eq!(
+                s.apply(&by_neuron, 5),
+                Err(ExtrinsicError::NotValidator {
+                    uid: s.neuron_of(&non_validator.account()).unwrap().uid,
+                    hotkey: non_validator.account()
+                })
+            );
+            let by_stranger = signed(&s, &stranger, set_weights.clone());
+            assert_eq!(
+                s.apply(&by_stranger, 5),
+                Err(ExtrinsicError::NotRegistered(stranger.account()))
+            );
             assert_eq!(
                 (s.neurons.clone(), s.nonces.clone()),
                 before,
                 "refusals change nothing"
             );
+            // The same weights from the permit holder are accepted: the refusal was the permit.
+            let by_validator = signed(&s, validator, set_weights);
+            assert!(matches!(
+                s.apply(&by_validator, 5),
+                Ok(Effect::WeightsSet { validator_uid, .. }) if validator_uid == validator_idx as u16
+            ));
 
             // An accepted extrinsic cannot be replayed.
             let commit = signed(
