@@ -306,3 +306,126 @@ fn foreign_and_garbage_files_are_refused_by_the_cli() {
     ]);
     assert!(err.contains("--block-time"), "{err}");
 }
+
+#[test]
+fn init_with_max_uids_and_immunity_blocks_prunes_a_full_subnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks_dir = dir.path().join("keys");
+    let ks = s(&ks_dir);
+    let mut ss58 = std::collections::HashMap::new();
+    for name in ["val", "old", "new"] {
+        let info = json(&["keys", "new", "--name", name, "--keystore", ks, "--json"]);
+        ss58.insert(name, info["ss58"].as_str().unwrap().to_string());
+    }
+    let init = |file: &str, block_time: &str, extra: &[&str]| -> (String, serde_json::Value) {
+        let path = dir.path().join(file);
+        let path = s(&path).to_string();
+        let mut args = vec![
+            "chain",
+            "init",
+            "--path",
+            &path,
+            "--netuid",
+            "9",
+            "--block-time",
+            block_time,
+            "--reveal-delay",
+            "1",
+            "--max-uids",
+            "2",
+            "--keystore",
+            ks,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let params = json(&args);
+        (path, params)
+    };
+    let register = |chain: &str, hotkey: &str, validator: bool| {
+        let mut args = vec![
+            "chain",
+            "register",
+            "--hotkey",
+            hotkey,
+            "--chain",
+            chain,
+            "--keystore",
+            ks,
+        ];
+        if validator {
+            args.push("--validator");
+        }
+        koth(&args)
+    };
+
+    // Immunity 0: every neuron can be pruned at once, so the outcome does not depend on timing.
+    // "val" holds a validator permit and is protected; "old" has the least emission (none) and
+    // is replaced by "new" on its uid.
+    let (pruning, params) = init("pruning.db", "100ms", &["--immunity-blocks", "0"]);
+    assert_eq!(params["max_uids"], 2);
+    assert_eq!(params["immunity_period"], 0);
+    assert!(register(&pruning, "val", true).status.success());
+    assert!(register(&pruning, "old", false).status.success());
+    let out = register(&pruning, "new", false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = json(&["chain", "status", "--chain", &pruning, "--json"]);
+    let neurons = status["metagraph"]["neurons"].as_array().unwrap();
+    let hotkeys: Vec<&str> = neurons
+        .iter()
+        .map(|n| n["hotkey"].as_str().unwrap())
+        .collect();
+    assert_eq!(hotkeys, [ss58["val"].as_str(), ss58["new"].as_str()]);
+    assert_eq!(status["params"]["immunity_period"], 0);
+    let human = ok(&["chain", "status", "--chain", &pruning]);
+    assert!(
+        human.contains("max uids 2") && human.contains("immunity 0 blocks"),
+        "{human}"
+    );
+    // The replacement replays through the rules.
+    assert!(ok(&["chain", "verify", "--chain", &pruning]).starts_with("ok:"));
+
+    // A long immunity period (1000 blocks of 1 s) protects every neuron: the subnet is full.
+    let (immune, params) = init("immune.db", "1s", &["--immunity-blocks", "1000"]);
+    assert_eq!(params["immunity_period"], 1000);
+    assert!(register(&immune, "val", false).status.success());
+    assert!(register(&immune, "old", false).status.success());
+    let out = register(&immune, "new", false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("subnet is full (2 uids)"), "{err}");
+
+    // Without --immunity-blocks the chain never prunes.
+    let (plain, params) = init("plain.db", "100ms", &[]);
+    assert!(params.get("immunity_period").is_none(), "{params}");
+    assert!(register(&plain, "val", true).status.success());
+    assert!(register(&plain, "old", false).status.success());
+    let out = register(&plain, "new", false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("subnet is full (2 uids)"), "{err}");
+    let human = ok(&["chain", "status", "--chain", &plain]);
+    assert!(human.contains("pruning: none"), "{human}");
+
+    let err = fails(&[
+        "chain",
+        "init",
+        "--path",
+        s(&dir.path().join("bad.db")),
+        "--netuid",
+        "9",
+        "--reveal-delay",
+        "1",
+        "--immunity-blocks=-3",
+        "--keystore",
+        ks,
+    ]);
+    assert!(
+        err.contains("--immunity-blocks") && err.contains("-3"),
+        "{err}"
+    );
+    assert!(!dir.path().join("bad.db").exists());
+}

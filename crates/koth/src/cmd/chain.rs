@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use koth_chain::{
-    parse_duration, AccountId, Chain, EmbeddedChain, InitParams, Keypair, Keystore, RAO_PER_TOKEN,
+    parse_duration, AccountId, Chain, ChainParams, EmbeddedChain, InitParams, Keypair, Keystore,
+    SystemClock, RAO_PER_TOKEN,
 };
 use serde::Serialize;
 
@@ -48,6 +49,12 @@ pub enum ChainCommand {
         /// Most uids the subnet holds.
         #[arg(long, default_value_t = 256)]
         max_uids: u16,
+        /// Prune, as Bittensor does: once --max-uids are registered, a registration replaces the
+        /// neuron with the least accrued emission (ties: older registration, then lower uid)
+        /// among those registered at least K blocks ago and without a validator permit. Without
+        /// this flag the chain never prunes and a full subnet refuses registrations.
+        #[arg(long, value_name = "K")]
+        immunity_blocks: Option<u64>,
         /// Keystore name of the subnet owner key (the only key that grants validator permits).
         #[arg(long, default_value = "owner")]
         owner: String,
@@ -214,6 +221,14 @@ fn tokens(rao: u64) -> f64 {
     rao as f64 / RAO_PER_TOKEN as f64
 }
 
+/// How a full subnet takes a new registration, in words.
+fn pruning(p: &ChainParams) -> String {
+    match p.immunity_period {
+        Some(k) => format!("immunity {k} blocks, then the least emission is replaced when full"),
+        None => "none (a full subnet refuses registrations)".into(),
+    }
+}
+
 fn chain_context(path: &Path) -> String {
     format!("chain {}", path.display())
 }
@@ -227,6 +242,7 @@ pub fn run(c: ChainCommand) -> Result<()> {
             reveal_delay,
             emission,
             max_uids,
+            immunity_blocks,
             owner,
             keystore,
             json,
@@ -256,7 +272,7 @@ pub fn run(c: ChainCommand) -> Result<()> {
                 })?;
                 (k, true)
             };
-            let chain = EmbeddedChain::init(
+            let chain = EmbeddedChain::init_with_pruning(
                 &path,
                 &InitParams {
                     netuid,
@@ -266,6 +282,8 @@ pub fn run(c: ChainCommand) -> Result<()> {
                     max_uids,
                     owner: owner_key.account(),
                 },
+                immunity_blocks,
+                Box::new(SystemClock),
             )
             .with_context(|| format!("initializing chain --path {}", path.display()))?;
             let params = chain.params().clone();
@@ -279,6 +297,8 @@ pub fn run(c: ChainCommand) -> Result<()> {
                     "  emission:      {} tokens/block",
                     tokens(params.emission_per_block_rao)
                 );
+                println!("  max uids:      {}", params.max_uids);
+                println!("  pruning:       {}", pruning(&params));
                 println!(
                     "  owner:         {} (key {owner:?}{})",
                     params.owner,
@@ -412,7 +432,7 @@ pub fn run(c: ChainCommand) -> Result<()> {
             let emission = ch.emission().with_context(|| chain_context(&chain.chain))?;
             #[derive(Serialize)]
             struct Status<'a> {
-                params: &'a koth_chain::ChainParams,
+                params: &'a ChainParams,
                 metagraph: &'a koth_chain::Metagraph,
                 emission: &'a [koth_chain::EmissionEntry],
             }
@@ -432,6 +452,7 @@ pub fn run(c: ChainCommand) -> Result<()> {
                     tokens(p.emission_per_block_rao),
                     p.owner
                 );
+                println!("  max uids {}  pruning: {}", p.max_uids, pruning(p));
                 println!(
                     "  head block {}  {}",
                     metagraph.block.number, metagraph.block.hash
