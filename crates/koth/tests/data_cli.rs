@@ -272,15 +272,40 @@ fn holdout_root_and_private_sources() {
         "--secret-file",
         s(&secret),
     ]);
+    // The bundle as a positional argument (`koth data commit-root B`), as in the issue.
     let r2 = ok(&[
         "data",
         "commit-root",
-        "--bundle",
         s(&bundle),
         "--secret-file",
         s(&secret),
     ]);
     assert!(r1.trim().starts_with("sha256:") && r1 == r2, "{r1} {r2}");
+    // Neither, or both at once, is a usage error naming the bundle.
+    let err = fails(&["data", "commit-root", "--secret-file", s(&secret)]);
+    assert!(err.contains("BUNDLE"), "{err}");
+    let err = fails(&[
+        "data",
+        "commit-root",
+        s(&bundle),
+        "--bundle",
+        s(&bundle),
+        "--secret-file",
+        s(&secret),
+    ]);
+    assert!(
+        err.contains("--bundle") && err.contains("cannot be used with"),
+        "{err}"
+    );
+    // A missing bundle file is named.
+    let err = fails(&[
+        "data",
+        "commit-root",
+        s(&root.path().join("nope.json")),
+        "--secret-file",
+        s(&secret),
+    ]);
+    assert!(err.contains("nope.json"), "{err}");
     fs::write(root.path().join("secret2"), b"another").unwrap();
     let r3 = ok(&[
         "data",

@@ -171,8 +171,16 @@ pub struct SampleArgs {
 
 #[derive(Args)]
 pub struct CommitRootArgs {
-    #[arg(long)]
-    bundle: PathBuf,
+    /// The bundle (bundle.json), as `koth data commit-root B`; `--bundle B` works too.
+    #[arg(
+        value_name = "BUNDLE",
+        required_unless_present = "bundle_flag",
+        conflicts_with = "bundle_flag"
+    )]
+    bundle: Option<PathBuf>,
+    /// The bundle, given as a flag (the same as the positional BUNDLE).
+    #[arg(long = "bundle", value_name = "BUNDLE")]
+    bundle_flag: Option<PathBuf>,
     /// File holding the validator secret that private windows mix in.
     #[arg(long)]
     secret_file: PathBuf,
@@ -415,11 +423,15 @@ fn run_sample(a: SampleArgs) -> Result<()> {
 }
 
 fn run_commit_root(a: CommitRootArgs) -> Result<()> {
+    // clap requires exactly one of the two; this is the same check for a caller that bypasses it.
+    let Some(bundle) = a.bundle.or(a.bundle_flag) else {
+        bail!("commit-root needs the bundle: `koth data commit-root BUNDLE --secret-file F`");
+    };
     let secret = std::fs::read(&a.secret_file)
         .with_context(|| format!("reading --secret-file {}", a.secret_file.display()))?;
-    let ds = open(&a.bundle)?;
+    let ds = open(&bundle)?;
     let text = holdout::commitment_text(&ds, &secret)
-        .with_context(|| format!("committing to {}", a.bundle.display()))?;
+        .with_context(|| format!("committing to {}", bundle.display()))?;
     if a.show {
         eprint!("{text}");
     }
