@@ -219,6 +219,30 @@ pub fn apply(state: &mut ValidatorState, event: &Event) -> Result<Vec<Effect>, A
                 )?
             }
         }
+        Event::DuelRefused {
+            entry,
+            code,
+            message,
+        } => {
+            let digest = state
+                .entries
+                .get(entry)
+                .map(|e| e.digest)
+                .ok_or(ApplyError::Internal("active entry missing"))?;
+            // The checkpoint itself failed in the duel: the same bytes would fail again, so the
+            // digest is final exactly as after a verdict.
+            if let Some(rec) = state.digests.get_mut(&digest) {
+                rec.dueled = true;
+            }
+            end_active(
+                state,
+                Outcome::Rejected {
+                    code: *code,
+                    gate: Some(Gate::Duel),
+                    message: message.clone(),
+                },
+            )?
+        }
         Event::Crowned {
             entry,
             digest,
@@ -270,6 +294,23 @@ pub fn apply(state: &mut ValidatorState, event: &Event) -> Result<Vec<Effect>, A
     Ok(effects)
 }
 
+/// A gate (or the duel) may refuse only with its own codes.
+fn check_code(gate: Gate, code: RejectCode) -> Result<(), ApplyError> {
+    if gate.codes().contains(&code) {
+        return Ok(());
+    }
+    Err(ApplyError::CodeNotOfGate {
+        gate: gate.name(),
+        code,
+        allowed: gate
+            .codes()
+            .iter()
+            .map(|c| c.code())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
 /// Whether `event` would apply to `state`, without changing it. The shell calls this before it
 /// appends an event to the log (a stale progress report from a cancelled duel, a duplicate crown
 /// or a wrong gate is refused here and never logged).
@@ -316,18 +357,7 @@ pub fn check(state: &ValidatorState, event: &Event) -> Result<(), ApplyError> {
             message,
         } => {
             check_gate_running(state, kind, *entry, *gate)?;
-            if !gate.codes().contains(code) {
-                return Err(ApplyError::CodeNotOfGate {
-                    gate: gate.name(),
-                    code: *code,
-                    allowed: gate
-                        .codes()
-                        .iter()
-                        .map(|c| c.code())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
+            check_code(*gate, *code)?;
             check_text("gate_failed.message", message)
         }
         Event::InfraFault { entry, reason } => {
@@ -376,6 +406,17 @@ pub fn check(state: &ValidatorState, event: &Event) -> Result<(), ApplyError> {
         },
         Event::DuelFinished { entry, verdict } => match active_phase(state, kind, *entry)? {
             Phase::Duel { running: true, .. } => check_verdict(verdict),
+            p => Err(wrong_phase(kind, *entry, p)),
+        },
+        Event::DuelRefused {
+            entry,
+            code,
+            message,
+        } => match active_phase(state, kind, *entry)? {
+            Phase::Duel { running: true, .. } => {
+                check_code(Gate::Duel, *code)?;
+                check_text("duel_refused.message", message)
+            }
             p => Err(wrong_phase(kind, *entry, p)),
         },
         Event::Crowned {

@@ -32,6 +32,13 @@ pub struct TinyOptions {
     pub max_uids: u16,
     /// Tokens in the data bundle.
     pub tokens: usize,
+    /// The competition's behavioural-fingerprint gate (`near_copy`).
+    pub near_copy: bool,
+    /// The competition's trainability probe (gate 5).
+    pub trainability_probe: bool,
+    /// `Some(blocks)`: a chain that prunes the lowest earner once `max_uids` are registered,
+    /// sparing neurons younger than this many blocks (and validator permits).
+    pub immunity_period: Option<u64>,
 }
 
 impl Default for TinyOptions {
@@ -47,6 +54,9 @@ impl Default for TinyOptions {
             poll_interval_ms: 100,
             max_uids: 1024,
             tokens: 200_000,
+            near_copy: false,
+            trainability_probe: false,
+            immunity_period: None,
         }
     }
 }
@@ -199,7 +209,7 @@ pub fn tiny_network(root: &Path, opts: &TinyOptions) -> Result<TinyNet, String> 
     let validator = key(2);
     // Chain.
     let chain_path = root.join("chain.db");
-    let chain = EmbeddedChain::init(
+    let chain = EmbeddedChain::init_with_pruning(
         &chain_path,
         &InitParams {
             netuid: 7,
@@ -209,6 +219,8 @@ pub fn tiny_network(root: &Path, opts: &TinyOptions) -> Result<TinyNet, String> 
             max_uids: opts.max_uids,
             owner: owner.account(),
         },
+        opts.immunity_period,
+        Box::new(koth_chain::SystemClock),
     )
     .map_err(err("chain init"))?;
     register(&chain, &validator)?;
@@ -319,12 +331,18 @@ reveal_delay_blocks = {delay}
 size_cap_bytes = {cap}
 max_infra_retries = 50
 
+[gates]
+near_copy = {near_copy}
+trainability_probe = {trainability_probe}
+
 [reward]
 policy = "winner_take_all"
 
 [weights]
 interval_blocks = 100
 "#,
+        near_copy = opts.near_copy,
+        trainability_probe = opts.trainability_probe,
         bundle_sha = bundle.sha256(),
         locked = locked.join(", "),
         seq_len = opts.seq_len,

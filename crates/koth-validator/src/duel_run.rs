@@ -2,9 +2,13 @@
 //! path, with the competition's rule deciding after each batch. Used in-process by the shell and
 //! by the remote eval worker (`koth duel serve`), so both produce the same verdict record.
 //!
-//! Failures here are never the miner's fault: the challenger already passed every gate, so a
-//! model that cannot be loaded, a data shard that fails its hash, a timeout or a cancellation
-//! is reported as [`DuelRunError`] and the shell turns it into an infrastructure fault.
+//! Failures are classified: the challenger's own failure — its checkpoint does not load
+//! (a config, safetensors or tensor-set error of its files, while the king loaded), or it gives
+//! a non-finite loss on a window where the king's loss is finite — is
+//! [`DuelRunError::Challenger`], which the shell answers with `weights_invalid`. Everything
+//! else — the king failing to load or giving a non-finite loss, our I/O, a device error, a
+//! data shard that fails its hash, a timeout, a cancellation — is ours, and the shell turns it
+//! into an infrastructure fault.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,6 +42,92 @@ pub enum DuelRunError {
     Cancelled,
     #[error("duel timed out after {0:?}")]
     TimedOut(Duration),
+    /// The challenger's own failure; the sentence is the one the miner reads.
+    #[error("{0}")]
+    Challenger(String),
+}
+
+/// How a duel that gave no verdict failed, for the shell: the challenger's fault (refused with
+/// `weights_invalid`) or ours (an infrastructure fault, the entry goes back to the queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DuelFailure {
+    /// The sentence the miner reads.
+    Challenger(String),
+    /// Why our side failed.
+    Infra(String),
+}
+
+impl std::fmt::Display for DuelFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DuelFailure::Challenger(m) => write!(f, "the challenger's fault: {m}"),
+            DuelFailure::Infra(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl From<DuelRunError> for DuelFailure {
+    fn from(e: DuelRunError) -> Self {
+        match e {
+            DuelRunError::Challenger(m) => DuelFailure::Challenger(m),
+            other => DuelFailure::Infra(other.to_string()),
+        }
+    }
+}
+
+/// Whether a model-loading error is the checkpoint's own: its config, its safetensors files or
+/// its tensor set. I/O errors, device and kernel errors (our out-of-memory, say) and requests
+/// the loader cannot serve are ours.
+pub fn is_checkpoint_fault(e: &koth_model::ModelError) -> bool {
+    use koth_model::ModelError as E;
+    matches!(
+        e,
+        E::Config { .. } | E::Safetensors { .. } | E::TensorSet { .. }
+    )
+}
+
+/// The sentence a miner reads when their checkpoint does not load: the loader's message with
+/// our cache directory taken out (the file names inside the checkpoint stay).
+pub fn load_failure_sentence(dir: &Path, e: &koth_model::ModelError) -> String {
+    let text = e.to_string();
+    let prefix = format!("{}/", dir.display());
+    let text = text
+        .replace(&prefix, "")
+        .replace(&dir.display().to_string(), "");
+    format!("the challenger failed to load: {text}")
+}
+
+/// Check one batch's per-window losses (`first` is the index of the batch's first window in the
+/// duel). A non-finite loss of the king is ours ([`DuelRunError::Scoring`]: the king is known to
+/// be good, so the machinery or the data failed); a non-finite loss of the challenger on a window
+/// where the king's is finite is the challenger's ([`DuelRunError::Challenger`]).
+pub fn check_window_losses(
+    first: usize,
+    king: &[f32],
+    challenger: &[f32],
+) -> Result<(), DuelRunError> {
+    if king.len() != challenger.len() {
+        return Err(DuelRunError::Scoring(format!(
+            "{} king losses but {} challenger losses in one batch",
+            king.len(),
+            challenger.len()
+        )));
+    }
+    if let Some((i, kl)) = king.iter().enumerate().find(|(_, l)| !l.is_finite()) {
+        return Err(DuelRunError::Scoring(format!(
+            "the king's loss on window {} is {kl}",
+            first + i
+        )));
+    }
+    if let Some((i, cl)) = challenger.iter().enumerate().find(|(_, l)| !l.is_finite()) {
+        return Err(DuelRunError::Challenger(format!(
+            "the challenger produced a non-finite loss ({cl}) on window {} of the duel, where \
+             the king's loss is {:.4}",
+            first + i,
+            king[i]
+        )));
+    }
+    Ok(())
 }
 
 /// The seed bytes handed to the sampler: a domain tag and the three parts of the seed material
@@ -109,15 +199,23 @@ pub fn run_duel(
             competition.data.bundle_sha256
         )));
     }
-    let load = |which: &'static str, dir: &Path| {
-        Model::load(dir, dtype, &device).map_err(|e| DuelRunError::Load {
+    let load_error =
+        |which: &'static str, dir: &Path, e: koth_model::ModelError| DuelRunError::Load {
             which,
             path: dir.display().to_string(),
             message: e.to_string(),
-        })
-    };
-    let king_model = load("king", king.1)?;
-    let chal_model = load("challenger", challenger.1)?;
+        };
+    // The king first: a king that does not load is ours, and once it has loaded, a challenger
+    // whose files the loader refuses is the challenger's fault.
+    let king_model =
+        Model::load(king.1, dtype, &device).map_err(|e| load_error("king", king.1, e))?;
+    let chal_model = Model::load(challenger.1, dtype, &device).map_err(|e| {
+        if is_checkpoint_fault(&e) {
+            DuelRunError::Challenger(load_failure_sentence(challenger.1, &e))
+        } else {
+            load_error("challenger", challenger.1, e)
+        }
+    })?;
 
     let (spec, floor) = rule_of(competition);
     let thr = threshold(floor).map_err(|e| DuelRunError::Setup(e.to_string()))?;
@@ -168,14 +266,10 @@ pub fn run_duel(
                 c.len()
             )));
         }
+        check_window_losses(king_losses.len(), &k, &c)?;
         let mut batch = Vec::with_capacity(chunk.len());
         for ((kl, cl), w) in k.iter().zip(&c).zip(chunk) {
             let (kl, cl) = (f64::from(*kl), f64::from(*cl));
-            if !(kl.is_finite() && cl.is_finite()) {
-                return Err(DuelRunError::Scoring(format!(
-                    "non-finite loss (king {kl}, challenger {cl})"
-                )));
-            }
             let t = tested_value(floor, kl - cl, kl);
             tested_sum += t;
             batch.push(t);
@@ -358,4 +452,74 @@ pub fn verdict_bytes(
         );
     }
     serde_json::to_vec_pretty(&value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_challenger_loss_is_the_challengers_fault_a_kings_is_ours() {
+        assert!(check_window_losses(0, &[1.0, 2.0], &[1.5, 2.5]).is_ok());
+        match check_window_losses(64, &[1.0, 2.0, 3.0], &[1.0, f32::NAN, 3.0]) {
+            Err(DuelRunError::Challenger(m)) => {
+                assert!(m.contains("window 65") && m.contains("NaN"), "{m}");
+                assert!(m.contains("2.0000"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match check_window_losses(0, &[1.0, f32::INFINITY], &[1.0, 2.0]) {
+            Err(DuelRunError::Scoring(m)) => assert!(m.contains("king") && m.contains("window 1")),
+            other => panic!("{other:?}"),
+        }
+        // Both non-finite: the king's failure wins (we cannot blame the challenger).
+        assert!(matches!(
+            check_window_losses(0, &[f32::NAN], &[f32::NAN]),
+            Err(DuelRunError::Scoring(_))
+        ));
+        assert!(matches!(
+            check_window_losses(0, &[1.0], &[]),
+            Err(DuelRunError::Scoring(_))
+        ));
+        assert_eq!(
+            DuelFailure::from(DuelRunError::Challenger("x".into())),
+            DuelFailure::Challenger("x".into())
+        );
+        assert!(matches!(
+            DuelFailure::from(DuelRunError::TimedOut(Duration::from_secs(1))),
+            DuelFailure::Infra(_)
+        ));
+    }
+
+    #[test]
+    fn only_the_checkpoints_own_load_errors_are_its_fault() {
+        use koth_model::ModelError as E;
+        let dir = Path::new("/var/cache/koth/ab12");
+        let bad = E::Safetensors {
+            path: dir.join("model.safetensors.index.json"),
+            tensor: Some("lm_head.weight".into()),
+            reason: "is not mapped to this shard".into(),
+        };
+        assert!(is_checkpoint_fault(&bad));
+        let m = load_failure_sentence(dir, &bad);
+        assert!(m.starts_with("the challenger failed to load: "), "{m}");
+        assert!(
+            m.contains("model.safetensors.index.json") && !m.contains("/var/cache"),
+            "{m}"
+        );
+        assert!(is_checkpoint_fault(&E::Config {
+            source_name: "config.json".into(),
+            field: "hidden_act".into(),
+            reason: "unknown".into(),
+        }));
+        assert!(is_checkpoint_fault(&E::TensorSet {
+            path: dir.to_path_buf(),
+            problems: vec!["missing x".into()],
+        }));
+        assert!(!is_checkpoint_fault(&E::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other("disk"),
+        }));
+        assert!(!is_checkpoint_fault(&E::Invalid("dtype".into())));
+    }
 }

@@ -95,6 +95,10 @@ pub enum Gate {
     Trainability,
     /// Behavioural fingerprint against recent submissions and kings (optional).
     Fingerprint,
+    /// The duel itself. Not a gate of the pipeline: it names where a challenger that passed
+    /// every gate was refused for its own failure while being scored (it does not load, or its
+    /// losses are not finite where the king's are).
+    Duel,
 }
 
 impl Gate {
@@ -118,8 +122,9 @@ impl Gate {
             ],
             Gate::Config => &[RejectCode::ConfigMismatch],
             Gate::Tensors => &[RejectCode::TensorsMismatch],
-            Gate::Weights | Gate::Trainability => &[RejectCode::WeightsInvalid],
-            Gate::Fingerprint => &[RejectCode::NearCopy],
+            Gate::Weights | Gate::Trainability | Gate::Duel => &[RejectCode::WeightsInvalid],
+            // Fingerprinting runs the model: one whose outputs overflow is `weights_invalid`.
+            Gate::Fingerprint => &[RejectCode::NearCopy, RejectCode::WeightsInvalid],
         }
     }
 
@@ -140,6 +145,7 @@ impl Gate {
             Gate::Weights => "weights",
             Gate::Trainability => "trainability",
             Gate::Fingerprint => "fingerprint",
+            Gate::Duel => "duel",
         }
     }
 }
@@ -234,6 +240,15 @@ pub enum Event {
         entry: EntryId,
         verdict: VerdictSummary,
     },
+    /// The duel could not be completed because of the challenger itself (it does not load, or
+    /// it gives a non-finite loss on a window where the king's is finite): the submission is
+    /// refused with `code` (one of [`Gate::Duel`]'s) and the digest is final, as after a verdict.
+    /// A failure of the king or of our machinery is an [`Event::InfraFault`] instead.
+    DuelRefused {
+        entry: EntryId,
+        code: RejectCode,
+        message: String,
+    },
     /// The shell carried out a crown; `block`/`block_hash` are the chain's at that moment (they
     /// seed the reign's pool of windows).
     Crowned {
@@ -266,6 +281,7 @@ impl Event {
             Event::DuelStarted { .. } => "duel_started",
             Event::DuelProgress { .. } => "duel_progress",
             Event::DuelFinished { .. } => "duel_finished",
+            Event::DuelRefused { .. } => "duel_refused",
             Event::Crowned { .. } => "crowned",
             Event::WeightsSet { .. } => "weights_set",
         }

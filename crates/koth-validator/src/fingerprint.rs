@@ -340,8 +340,9 @@ pub fn check_near_copy(
 }
 
 /// The checkpoints a challenger's fingerprint is compared with, from the durable state: the
-/// current king first, then the newest `history` finished submissions whose fingerprint gate ran
-/// (passed or refused), newest first, each digest once and never the challenger's own.
+/// current king first, then up to `history` earlier kings (newest first, the genesis king
+/// included), then the newest `history` finished submissions whose fingerprint gate ran (passed
+/// or refused), newest first; each digest once and never the challenger's own.
 pub fn earlier_checkpoints(
     state: &ValidatorState,
     history: usize,
@@ -351,6 +352,17 @@ pub fn earlier_checkpoints(
     if let Some(king) = state.king() {
         if &king.digest != challenger {
             out.push((king.digest, format!("the king (reign {})", king.number)));
+        }
+    }
+    let earlier_kings = state.reigns.iter().rev().skip(1).take(history);
+    for reign in earlier_kings {
+        if &reign.digest != challenger && out.iter().all(|(d, _)| d != &reign.digest) {
+            let label = if reign.number == 0 {
+                "the genesis king (reign 0)".to_string()
+            } else {
+                format!("the former king of reign {}", reign.number)
+            };
+            out.push((reign.digest, label));
         }
     }
     let fingerprinted = state
@@ -364,10 +376,15 @@ pub fn earlier_checkpoints(
             })
         })
         .filter_map(|f| f.digest.map(|d| (d, f.id)))
-        .take(history);
+        .filter(|(d, _)| d != challenger);
+    let mut submissions = 0;
     for (digest, id) in fingerprinted {
-        if &digest != challenger && out.iter().all(|(d, _)| d != &digest) {
+        if submissions == history {
+            break;
+        }
+        if out.iter().all(|(d, _)| d != &digest) {
             out.push((digest, format!("submission #{id}")));
+            submissions += 1;
         }
     }
     out
@@ -617,6 +634,72 @@ mod tests {
             Err(GateError::Undecidable(_))
         ));
         assert!(check_near_copy(&d, &fresh, &earlier, f64::NAN).is_err());
+    }
+
+    #[test]
+    fn earlier_checkpoints_are_the_kings_then_recent_fingerprinted_submissions() {
+        use crate::event::Outcome;
+        use crate::state::{Finished, GateRecord, Reign};
+        let reign = |number: u64, tag: &[u8]| Reign {
+            number,
+            digest: Digest::of(tag),
+            hotkey: None,
+            uid: None,
+            entry: None,
+            location: None,
+            block: number,
+            block_hash: None,
+        };
+        let finished = |id: u64, tag: &[u8], result: Option<GateResult>| Finished {
+            id,
+            hotkey: format!("5H{id}"),
+            uid: Some(1),
+            digest: Some(Digest::of(tag)),
+            location: None,
+            commit_block: 1,
+            reveal_block: 2,
+            retries: 0,
+            gates: result
+                .map(|result| GateRecord {
+                    gate: Gate::Fingerprint,
+                    result,
+                })
+                .into_iter()
+                .collect(),
+            outcome: Outcome::Superseded { by: 99 },
+            finished_block: 3,
+        };
+        let mut state = ValidatorState::new();
+        state.reigns = vec![reign(0, b"genesis"), reign(1, b"k1"), reign(2, b"k2")];
+        state.history.extend([
+            finished(1, b"old", Some(GateResult::Passed)),
+            finished(2, b"never fingerprinted", None),
+            finished(3, b"skipped", Some(GateResult::NotEnabled)),
+            finished(4, b"refused copy", Some(GateResult::Failed)),
+            finished(5, b"k2", Some(GateResult::Passed)),
+        ]);
+        let labels: Vec<String> = earlier_checkpoints(&state, 16, &Digest::of(b"challenger"))
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "the king (reign 2)",
+                "the former king of reign 1",
+                "the genesis king (reign 0)",
+                "submission #4",
+                "submission #1",
+            ]
+        );
+        // The limit applies to former kings and to submissions; the challenger's own digest is
+        // never compared with itself.
+        let limited = earlier_checkpoints(&state, 1, &Digest::of(b"refused copy"));
+        let digests: Vec<Digest> = limited.iter().map(|(d, _)| *d).collect();
+        assert_eq!(
+            digests,
+            [Digest::of(b"k2"), Digest::of(b"k1"), Digest::of(b"old")]
+        );
     }
 
     fn grads(loss: f64, norms: &[(&str, Option<f64>)]) -> GradientSummary {

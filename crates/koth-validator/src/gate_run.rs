@@ -241,6 +241,21 @@ pub fn load_or_create_secret(work_dir: &Path) -> Result<Vec<u8>, String> {
             ))
         }
     }
+    // Fingerprints already taken with a secret that is now gone cannot be compared with new
+    // ones: refuse rather than silently start over with other probes.
+    let records = work_dir.join(FINGERPRINT_DIR);
+    let has_records = std::fs::read_dir(&records).is_ok_and(|mut rd| {
+        rd.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json")))
+    });
+    if has_records {
+        return Err(format!(
+            "the fingerprint secret {} is missing but {} holds fingerprints taken with it; \
+             restore the secret from a backup (a new one would make every stored fingerprint \
+             incomparable)",
+            path.display(),
+            records.display()
+        ));
+    }
     std::fs::create_dir_all(work_dir)
         .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
     let mut secret = vec![0u8; SECRET_BYTES];
@@ -358,13 +373,25 @@ impl OptionalGates {
         }
     }
 
-    fn load_model(&self, dir: &Path) -> Result<koth_model::Model, GateError> {
+    /// Load a checkpoint. For the challenger (`challenger = true`), a load error that is the
+    /// checkpoint's own (its config, safetensors files or tensor set) is its `weights_invalid`;
+    /// every other failure — and any failure of the king or an earlier checkpoint — is
+    /// undecidable (an infrastructure fault).
+    fn load_model(&self, dir: &Path, challenger: bool) -> Result<koth_model::Model, GateError> {
         let device = koth_model::parse_device(&self.device)
             .map_err(|e| undecidable(format!("device {:?}: {e}", self.device)))?;
         let dtype = koth_model::parse_dtype(&self.dtype)
             .map_err(|e| undecidable(format!("dtype {:?}: {e}", self.dtype)))?;
-        koth_model::Model::load(dir, dtype, &device)
-            .map_err(|e| model_error("loading the model in", dir, e))
+        koth_model::Model::load(dir, dtype, &device).map_err(|e| {
+            if challenger && crate::duel_run::is_checkpoint_fault(&e) {
+                GateError::Refused {
+                    code: RejectCode::WeightsInvalid,
+                    message: crate::duel_run::load_failure_sentence(dir, &e),
+                }
+            } else {
+                model_error("loading the model in", dir, e)
+            }
+        })
     }
 
     /// Gate 5's probe: one backward step on the probe sequences for the king (once per king)
@@ -379,14 +406,14 @@ impl OptionalGates {
         let king_summary = match &self.king_gradients {
             Some((d, s)) if d == king.0 => s.clone(),
             _ => {
-                let model = self.load_model(king.1)?;
+                let model = self.load_model(king.1, false)?;
                 let s = probe_gradients(&model, &probes)
                     .map_err(|e| undecidable(format!("the king's probe gradients: {e}")))?;
                 self.king_gradients = Some((*king.0, s.clone()));
                 s
             }
         };
-        let model = self.load_model(challenger)?;
+        let model = self.load_model(challenger, true)?;
         let summary = probe_gradients(&model, &probes)
             .map_err(|e| undecidable(format!("the challenger's probe gradients: {e}")))?;
         tracing::info!(
@@ -414,7 +441,7 @@ impl OptionalGates {
         cache: &koth_store::CheckpointCache,
     ) -> Result<koth_core::Digest, GateError> {
         let probes = self.probes(king_config)?;
-        let mine = self.fingerprint_of(&probes, challenger.0, Some(challenger.1))?;
+        let mine = self.fingerprint_of(&probes, challenger.0, Some(challenger.1), true)?;
         let mut earlier = Vec::new();
         for (digest, label) in crate::fingerprint::earlier_checkpoints(
             state,
@@ -427,7 +454,7 @@ impl OptionalGates {
                 Some(cache.path_of(&digest)).filter(|d| d.is_dir())
             };
             let fingerprint = self
-                .fingerprint_of(&probes, &digest, dir.as_deref())
+                .fingerprint_of(&probes, &digest, dir.as_deref(), false)
                 .map_err(|e| match e {
                     GateError::Undecidable(m) => {
                         undecidable(format!("the fingerprint of {label} {digest}: {m}"))
@@ -472,12 +499,14 @@ impl OptionalGates {
         .then_some(s.fingerprint)
     }
 
-    /// The stored fingerprint, or one computed from `dir` and stored durably.
+    /// The stored fingerprint, or one computed from `dir` and stored durably (`challenger`:
+    /// whether a load failure may be the checkpoint's own refusal, see `load_model`).
     fn fingerprint_of(
         &self,
         probes: &crate::fingerprint::ProbeSet,
         digest: &koth_core::Digest,
         dir: Option<&Path>,
+        challenger: bool,
     ) -> Result<crate::fingerprint::Fingerprint, GateError> {
         if let Some(f) = self.stored(probes, digest) {
             return Ok(f);
@@ -487,7 +516,7 @@ impl OptionalGates {
                 "no intact fingerprint record and the checkpoint is no longer cached".into(),
             ));
         };
-        let model = self.load_model(dir)?;
+        let model = self.load_model(dir, challenger)?;
         let fingerprint = compute_fingerprint(&model, probes)?;
         let record = StoredFingerprint {
             checkpoint: *digest,

@@ -19,7 +19,7 @@ use koth_data::Dataset;
 use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, StoreError};
 
 use crate::config::{ResolvedConfig, WorkerSpec};
-use crate::duel_run::{run_duel, summary_of, DuelSetup};
+use crate::duel_run::{run_duel, summary_of, DuelFailure, DuelSetup};
 use crate::event::{clip_text, Effect, EntryId, Event, Gate, Reveal, SeedMaterial, Weight};
 use crate::gate_run;
 use crate::gates::{self, GateError, TensorInfo, TensorStats, DEFAULT_MAX_SCALE_RATIO};
@@ -81,6 +81,8 @@ pub struct Shell {
     hub: SharedFeed,
     pending: VecDeque<Effect>,
     king: Option<KingFacts>,
+    /// The trainability probe and the fingerprint gate (secret, stored fingerprints).
+    optional: gate_run::OptionalGates,
     stop: Arc<AtomicBool>,
     /// Fault injection for the crash test (`KOTH_FAULT_CROWN_DELAY_MS`): a pause between the
     /// accepted verdict and the crown, so that a SIGKILL can land mid-crown. Zero in production.
@@ -103,13 +105,21 @@ impl Shell {
             config: cfg.config_path.clone(),
             message,
         };
-        if cfg.competition.gates.near_copy || cfg.competition.gates.trainability_probe {
-            return Err(setup(format!(
-                "competition {}: gates.near_copy and gates.trainability_probe are not implemented \
-                 by this validator; it refuses to start rather than skip a gate the competition asks for",
-                cfg.competition_path.display()
-            )));
-        }
+        // The duel rule must be one the validator can run: refuse it now, not on every duel.
+        let (spec, floor) = crate::duel_run::rule_of(&cfg.competition);
+        koth_duel::rule::threshold(floor)
+            .map_err(|e| e.to_string())
+            .and_then(|thr| {
+                koth_duel::rule::RuleTest::new(&spec, thr, Digest::of(b"start-up check"))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
+                setup(format!(
+                    "competition {}: the duel rule cannot run: {e}",
+                    cfg.competition_path.display()
+                ))
+            })?;
         let chain = EmbeddedChain::open(&cfg.chain_path).map_err(|source| ShellError::Chain {
             path: cfg.chain_path.clone(),
             source,
@@ -179,6 +189,9 @@ impl Shell {
             .map_err(|e| setup(format!("work_dir {}: {e}", cfg.work_dir.display())))?;
         let cache = CheckpointCache::open(&cfg.cache_dir(), cfg.cache_budget_bytes)
             .map_err(|e| setup(format!("cache: {e}")))?;
+        let optional =
+            gate_run::OptionalGates::open(&cfg.work_dir, &cfg.competition, &cfg.device, &cfg.dtype)
+                .map_err(|e| setup(format!("gates: {e}")))?;
         let (journal, effects) = Journal::open(&cfg.log_path(), &cfg.competition)?;
         let hub = FeedHub::new(journal.state().clone(), cfg.log_path());
         Ok(Shell {
@@ -191,6 +204,7 @@ impl Shell {
             hub,
             pending: effects.into(),
             king: None,
+            optional,
             stop: Arc::new(AtomicBool::new(false)),
             crown_delay: std::time::Duration::from_millis(
                 std::env::var("KOTH_FAULT_CROWN_DELAY_MS")
@@ -469,10 +483,25 @@ impl Shell {
                     .and_then(|c| gates::check_weights(king_stats, &c, DEFAULT_MAX_SCALE_RATIO));
                 result.map_or_else(GateVerdict::from, |_| GateVerdict::Pass)
             }
-            Gate::Trainability | Gate::Fingerprint => GateVerdict::Infra(format!(
-                "the {} gate is not implemented by this validator",
-                gate.name()
-            )),
+            Gate::Trainability => {
+                let king = (k.digest, k.dir.clone(), k.config.clone());
+                self.optional
+                    .trainability(&king.2, (&king.0, &king.1), &chal_dir)
+                    .map_or_else(GateVerdict::from, |_| GateVerdict::Pass)
+            }
+            Gate::Fingerprint => {
+                let king = (k.digest, k.dir.clone(), k.config.clone());
+                let result = self.optional.fingerprint(
+                    self.journal.state(),
+                    &king.2,
+                    (&king.0, &king.1),
+                    (challenger, &chal_dir),
+                    &self.cache,
+                );
+                result.map_or_else(GateVerdict::from, |_| GateVerdict::Pass)
+            }
+            // Not a gate of the pipeline: the core never asks for it.
+            Gate::Duel => GateVerdict::Infra("the duel is not run as a gate".into()),
         }
     }
 
@@ -552,6 +581,14 @@ impl Shell {
             }
         };
         match result {
+            Ok(Err(DuelFailure::Challenger(message))) => {
+                tracing::info!(entry, "the challenger failed in the duel: {message}");
+                self.record(Event::DuelRefused {
+                    entry,
+                    code: RejectCode::WeightsInvalid,
+                    message: clip_text(&message),
+                })
+            }
             Ok(Ok(verdict)) => {
                 let holdout = match &worker {
                     WorkerSpec::InProcess => self.cfg.holdout_secret.as_ref(),
@@ -583,15 +620,19 @@ impl Shell {
                     verdict: summary,
                 })
             }
-            Ok(Err(reason)) => self.record(Event::InfraFault {
-                entry,
-                reason: clip_text(&reason),
-            }),
+            Ok(Err(DuelFailure::Infra(reason))) => {
+                tracing::warn!(entry, "infra fault in the duel: {reason}");
+                self.record(Event::InfraFault {
+                    entry,
+                    reason: clip_text(&reason),
+                })
+            }
             Err(e) => Err(e),
         }
     }
 
-    /// Ok(Ok(verdict)), Ok(Err(infra reason)), or Err when logging progress failed.
+    /// Ok(Ok(verdict)), Ok(Err(the challenger's fault or ours)), or Err when logging progress
+    /// failed.
     fn duel_in_process(
         &mut self,
         entry: EntryId,
@@ -600,9 +641,11 @@ impl Shell {
         challenger: &Digest,
         chal_dir: &Path,
         seed: &SeedMaterial,
-    ) -> Result<Result<koth_core::verdict::Verdict, String>, ShellError> {
+    ) -> Result<Result<koth_core::verdict::Verdict, DuelFailure>, ShellError> {
         let Some(dataset) = self.dataset.take() else {
-            return Ok(Err("no data bundle is open for in-process duels".into()));
+            return Ok(Err(DuelFailure::Infra(
+                "no data bundle is open for in-process duels".into(),
+            )));
         };
         let competition = self.cfg.competition.clone();
         let bundle_path = self.cfg.bundle_path.clone();
@@ -648,7 +691,7 @@ impl Shell {
         if let Some(e) = log_error {
             return Err(e);
         }
-        Ok(result.map_err(|e| e.to_string()))
+        Ok(result.map_err(DuelFailure::from))
     }
 
     fn duel_remote(
@@ -659,7 +702,7 @@ impl Shell {
         king: &Digest,
         challenger: &Digest,
         seed: &SeedMaterial,
-    ) -> Result<Result<koth_core::verdict::Verdict, String>, ShellError> {
+    ) -> Result<Result<koth_core::verdict::Verdict, DuelFailure>, ShellError> {
         let king_location = self
             .journal
             .state()
@@ -705,7 +748,18 @@ impl Shell {
         if let Some(e) = log_error {
             return Err(e);
         }
-        Ok(result)
+        // The worker is ours but not trusted blindly: a verdict for another request (other
+        // digests, seed, competition) or one whose decision does not follow from its own
+        // window losses is our fault, never logged as the miner's verdict.
+        Ok(result.and_then(|verdict| {
+            crate::worker::check_worker_verdict(&request, &self.cfg.competition, &verdict)
+                .map(|()| verdict)
+                .map_err(|e| {
+                    DuelFailure::Infra(format!(
+                        "worker {url} returned a verdict that does not answer the request: {e}"
+                    ))
+                })
+        }))
     }
 
     /// Pin the new king (idempotent), read the chain head, record the crown.

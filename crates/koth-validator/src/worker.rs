@@ -4,14 +4,17 @@
 //! - every request carries `Authorization: Bearer <token>`; anything else is 401;
 //! - `POST /duel` with a [`DuelRequest`] runs one duel; while one runs, another is 409. The
 //!   response streams JSON lines: `{"progress": BoundsAfterBatch}` after every batch, then one
-//!   `{"verdict": Verdict}` or `{"error": "…"}`;
+//!   `{"verdict": Verdict}`, `{"challenger_fault": "…"}` (the challenger does not load, or its
+//!   loss is not finite where the king's is) or `{"error": "…"}` (anything else);
 //! - `DELETE /duel` cancels the running duel (404 when none runs);
 //! - `GET /healthz` says whether a duel runs.
 //!
 //! The worker fetches both checkpoints by digest from their locations through the store (every
 //! file verified), so it trusts nothing the validator did not pin by hash; it refuses a request
 //! made for another competition file. For the validator, a worker that cannot be reached, drops
-//! the connection, times out or reports an error is an infrastructure fault — never the miner's.
+//! the connection, times out, reports an error or returns a verdict that does not match the
+//! request ([`check_worker_verdict`]) is an infrastructure fault — never the miner's; only a
+//! `challenger_fault` line is the miner's (`weights_invalid`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +36,7 @@ use koth_core::Digest;
 use koth_data::Dataset;
 use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, S3Options};
 
-use crate::duel_run::{run_duel, DuelSetup};
+use crate::duel_run::{run_duel, DuelFailure, DuelSetup};
 use crate::event::SeedMaterial;
 
 /// One duel to run.
@@ -54,6 +57,8 @@ pub struct DuelRequest {
 pub enum WorkerLine {
     Progress(BoundsAfterBatch),
     Verdict(Box<Verdict>),
+    /// The challenger's own failure (the sentence the miner reads).
+    ChallengerFault(String),
     Error(String),
 }
 
@@ -219,7 +224,8 @@ async fn start_duel(
         let _guard = RunningGuard(st.clone());
         let line = match run_request(&st, &request, &cancel, &tx) {
             Ok(v) => WorkerLine::Verdict(Box::new(v)),
-            Err(e) => WorkerLine::Error(e),
+            Err(DuelFailure::Challenger(m)) => WorkerLine::ChallengerFault(m),
+            Err(DuelFailure::Infra(e)) => WorkerLine::Error(e),
         };
         let _ = tx.blocking_send(line);
     });
@@ -247,10 +253,11 @@ fn run_request(
     req: &DuelRequest,
     cancel: &AtomicBool,
     tx: &tokio::sync::mpsc::Sender<WorkerLine>,
-) -> Result<Verdict, String> {
+) -> Result<Verdict, DuelFailure> {
+    let infra = DuelFailure::Infra;
     let cfg = &st.cfg;
     let cache = CheckpointCache::open(&cfg.cache_dir, cfg.cache_budget_bytes)
-        .map_err(|e| format!("cache: {e}"))?;
+        .map_err(|e| infra(format!("cache: {e}")))?;
     let fetch = |digest: &Digest, location: &str| -> Result<PathBuf, String> {
         let loc: Location = location
             .parse()
@@ -267,15 +274,15 @@ fn run_request(
             )
             .map_err(|e| format!("fetching {digest} from {location}: {e}"))
     };
-    let king_dir = fetch(&req.king, &req.king_location)?;
+    let king_dir = fetch(&req.king, &req.king_location).map_err(infra)?;
     let _ = cache.pin(&req.king);
-    let chal_dir = fetch(&req.challenger, &req.challenger_location)?;
+    let chal_dir = fetch(&req.challenger, &req.challenger_location).map_err(infra)?;
     let ds_guard = st
         .dataset
         .lock()
-        .map_err(|_| "worker dataset poisoned".to_string())?;
+        .map_err(|_| infra("worker dataset poisoned".to_string()))?;
     let Some(dataset) = ds_guard.as_ref() else {
-        return Err("no dataset".into());
+        return Err(infra("no dataset".into()));
     };
     let setup = DuelSetup {
         competition: &cfg.competition,
@@ -299,19 +306,36 @@ fn run_request(
         &req.seed,
         &mut progress,
     )
-    .map_err(|e| e.to_string())
+    .map_err(DuelFailure::from)
 }
 
 /// Run `request` on the worker at `url`; `progress` sees every batch and returns `false` to
-/// cancel. `Err` is always an infrastructure fault (unreachable, refused, dropped, timed out,
-/// the worker's own error).
+/// cancel. `Err(DuelFailure::Challenger)` only when the worker reports the challenger's own
+/// failure; everything else that goes wrong (unreachable, refused, dropped, timed out, the
+/// worker's own error) is `Err(DuelFailure::Infra)`. The verdict is returned as sent: the caller
+/// checks it against the request with [`check_worker_verdict`].
 pub fn remote_duel(
     url: &str,
     token: &str,
     request: &DuelRequest,
     timeout: Duration,
     progress: &mut dyn FnMut(&BoundsAfterBatch) -> bool,
-) -> Result<Verdict, String> {
+) -> Result<Verdict, DuelFailure> {
+    match remote_duel_lines(url, token, request, timeout, progress) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(m)) => Err(DuelFailure::Challenger(m)),
+        Err(e) => Err(DuelFailure::Infra(e)),
+    }
+}
+
+/// Ok(Ok(verdict)), Ok(Err(the challenger's fault)), Err(infra reason).
+fn remote_duel_lines(
+    url: &str,
+    token: &str,
+    request: &DuelRequest,
+    timeout: Duration,
+    progress: &mut dyn FnMut(&BoundsAfterBatch) -> bool,
+) -> Result<Result<Verdict, String>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -366,12 +390,97 @@ pub fn remote_duel(
                             return Err(format!("duel on worker {url} cancelled"));
                         }
                     }
-                    WorkerLine::Verdict(v) => return Ok(*v),
+                    WorkerLine::Verdict(v) => return Ok(Ok(*v)),
+                    WorkerLine::ChallengerFault(m) => return Ok(Err(m)),
                     WorkerLine::Error(e) => return Err(format!("worker {url}: {e}")),
                 }
             }
         }
     })
+}
+
+/// Check a worker's verdict against the request it answers and the competition, before the
+/// validator logs it: the competition file, both digests, the seed material, the data bundle,
+/// the rule, the effect floor and the batch size must be the ones asked for; the record must be
+/// well formed (window vectors of one length hashing to their digest, sizes in bounds); and the
+/// competition's rule run over the recorded per-window losses, batch by batch, must reach the
+/// recorded decision after the recorded number of windows. Any mismatch is an error naming the
+/// field: the shell treats it as an infrastructure fault (a misconfigured or broken worker is
+/// ours, never the miner's).
+pub fn check_worker_verdict(
+    request: &DuelRequest,
+    competition: &Competition,
+    v: &Verdict,
+) -> Result<(), String> {
+    fn same<T: PartialEq + std::fmt::Debug>(what: &str, asked: T, got: T) -> Result<(), String> {
+        if asked == got {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what}: asked for {asked:?}, the verdict has {got:?}"
+            ))
+        }
+    }
+    same(
+        "competition sha256",
+        Some(request.competition_sha256),
+        v.competition_sha256,
+    )?;
+    same(
+        "competition sha256",
+        competition.sha256(),
+        request.competition_sha256,
+    )?;
+    same("king digest", request.king, v.king.digest)?;
+    same("challenger digest", request.challenger, v.challenger.digest)?;
+    let seed = crate::duel_run::seed_string(&request.seed);
+    same(
+        "seed material",
+        seed.as_str(),
+        v.sample.seed_material.as_str(),
+    )?;
+    same(
+        "data bundle sha256",
+        competition.data.bundle_sha256,
+        v.sample.bundle_sha256,
+    )?;
+    same("seq_len", competition.data.seq_len, v.sample.seq_len)?;
+    let (spec, floor) = crate::duel_run::rule_of(competition);
+    same("rule", spec, v.rule)?;
+    same("effect floor", floor, v.effect_floor)?;
+    same(
+        "batch size",
+        competition.duel.batch_size,
+        v.scoring.batch_size,
+    )?;
+    let boot_seed = koth_duel::rule::bootstrap_seed(&seed);
+    if matches!(spec, koth_core::verdict::RuleSpec::Bootstrap { .. }) {
+        same("bootstrap seed", Some(boot_seed), v.bootstrap_seed)?;
+    }
+    koth_duel::duel::check_verdict(v)?;
+    let w = &v.windows;
+    let diffs: Vec<f64> = w
+        .king
+        .iter()
+        .zip(&w.challenger)
+        .map(|(&k, &c)| f64::from(k) - f64::from(c))
+        .collect();
+    let king: Vec<f64> = w.king.iter().map(|&k| f64::from(k)).collect();
+    let report = koth_duel::rule::decide(
+        &spec,
+        floor,
+        &diffs,
+        Some(&king),
+        competition.duel.batch_size.max(1) as usize,
+        boot_seed,
+    )
+    .map_err(|e| format!("re-deciding the recorded windows: {e}"))?;
+    same(
+        "decision over the recorded windows",
+        report.decision,
+        v.outcome.decision,
+    )?;
+    same("windows used", report.n_used, v.outcome.n_used)
 }
 
 async fn cancel_remote(client: &reqwest::Client, url: &str, token: &str) {

@@ -343,10 +343,10 @@ fn every_reject_code_reaches_an_answer() {
             h.feed(Event::GateStarted { entry, gate });
             if gate == gate_to_fail {
                 // A code that belongs to another gate is refused.
-                let foreign = if code == RejectCode::NearCopy {
-                    RejectCode::TooLarge
-                } else {
+                let foreign = if gate.codes().contains(&RejectCode::TooLarge) {
                     RejectCode::NearCopy
+                } else {
+                    RejectCode::TooLarge
                 };
                 h.refuse(Event::GateFailed {
                     entry,
@@ -576,6 +576,72 @@ fn a_crowned_digest_is_never_dueled_again_and_the_next_duel_is_against_the_new_k
         vec![Some(RejectCode::DigestOwned), Some(RejectCode::DigestOwned)]
     );
     assert_eq!(h.state.counters.crowns, 1);
+}
+
+#[test]
+fn a_challengers_own_failure_in_the_duel_is_answered_and_its_digest_is_final() {
+    let mut h = Harness::new(rules());
+    let fx = h.reveal(vec![reveal(
+        "alice",
+        Some(1),
+        payload(digest(1), "alice"),
+        101,
+    )]);
+    let start = pass_gates(&mut h, command(&fx).unwrap());
+    let Effect::StartDuel {
+        entry, king, seed, ..
+    } = start.clone()
+    else {
+        panic!("{start:?}")
+    };
+    let refused = |code| Event::DuelRefused {
+        entry,
+        code,
+        message: "the challenger failed to load: model.safetensors: truncated".into(),
+    };
+    // Only once the duel runs, and only with the duel's code.
+    assert!(matches!(
+        h.refuse(refused(RejectCode::WeightsInvalid)),
+        ApplyError::WrongPhase { .. }
+    ));
+    h.feed(Event::DuelStarted { entry, king, seed });
+    assert!(matches!(
+        h.refuse(refused(RejectCode::NearCopy)),
+        ApplyError::CodeNotOfGate { .. }
+    ));
+    let fx = h.feed(refused(RejectCode::WeightsInvalid));
+    let a = answers(&fx);
+    assert_eq!(a.len(), 1);
+    let Outcome::Rejected {
+        code,
+        gate,
+        message,
+    } = &a[0].1
+    else {
+        panic!("{a:?}")
+    };
+    assert_eq!(
+        (*code, *gate),
+        (RejectCode::WeightsInvalid, Some(Gate::Duel))
+    );
+    assert!(message.contains("failed to load"));
+    assert_eq!(h.state.counters.infra_faults, 0);
+    assert!(h.state.active.is_none() && h.state.queue.is_empty());
+    // The same bytes would fail again: the digest is final.
+    let fx = h.reveal(vec![reveal(
+        "alice",
+        Some(1),
+        payload(digest(1), "alice"),
+        120,
+    )]);
+    assert_eq!(
+        answers(&fx)
+            .iter()
+            .map(|(_, o)| rejected_code(o))
+            .collect::<Vec<_>>(),
+        vec![Some(RejectCode::DigestOwned)]
+    );
+    assert_eq!(h.replayed(), h.state);
 }
 
 #[test]

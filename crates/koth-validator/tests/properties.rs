@@ -141,6 +141,20 @@ impl Sim {
                     other => panic!("an infra fault charged entry {entry}: {other:?}"),
                 }
             }
+            Event::DuelRefused { entry, .. } => {
+                // The entry is answered (the miner's own fault) and its digest is final.
+                let d = before.entries[entry].digest;
+                let count = self.tally.finished_digests.entry(d).or_insert(0);
+                *count += 1;
+                assert_eq!(*count, 1, "digest {d} ended a duel twice");
+                assert!(
+                    effects.iter().any(|e| matches!(
+                        e,
+                        Effect::Answer { entry: x, outcome: Outcome::Rejected { .. }, .. } if x == entry
+                    )),
+                    "a duel refusal did not answer entry {entry}"
+                );
+            }
             Event::DuelFinished { entry, verdict } => {
                 let d = before.entries[entry].digest;
                 let count = self.tally.finished_digests.entry(d).or_insert(0);
@@ -391,6 +405,14 @@ impl Sim {
                     self.apply_ok(Event::InfraFault {
                         entry,
                         reason: "eval worker lost".into(),
+                    });
+                } else if self.rng.random_bool(0.05) {
+                    // The challenger's own failure in the duel (it does not load).
+                    self.work = None;
+                    self.apply_ok(Event::DuelRefused {
+                        entry,
+                        code: RejectCode::WeightsInvalid,
+                        message: "the challenger failed to load".into(),
                     });
                 } else if n < 96 && self.rng.random_bool(0.6) {
                     let n = n + 32;

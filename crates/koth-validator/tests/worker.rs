@@ -1,13 +1,19 @@
 //! The remote eval worker over real HTTP: bearer token required, one duel at a time, progress
 //! streamed, cancellable; the client reports every failure as an error (an infra fault for the
-//! validator), never as a verdict.
+//! validator), never as a verdict; a verdict that does not answer the request is refused, and
+//! the real shell records it as an infra fault.
 
 use std::time::Duration;
 
+use koth_chain::{Chain, EmbeddedChain};
 use koth_core::competition::Competition;
-use koth_validator::devkit::{self, put, TinyOptions};
-use koth_validator::event::SeedMaterial;
-use koth_validator::worker::{remote_duel, worker_router, DuelRequest, WorkerConfig};
+use koth_validator::devkit::{self, key, payload, put, register, TinyOptions};
+use koth_validator::duel_run::DuelFailure;
+use koth_validator::event::{Event, SeedMaterial};
+use koth_validator::worker::{
+    check_worker_verdict, remote_duel, worker_router, DuelRequest, WorkerConfig,
+};
+use koth_validator::{Shell, ValidatorConfig};
 
 #[test]
 fn worker_serves_one_authenticated_cancellable_duel_at_a_time() {
@@ -115,6 +121,30 @@ fn worker_serves_one_authenticated_cancellable_duel_at_a_time() {
     assert!(batches >= 1);
     assert_eq!(verdict.challenger.digest, better);
 
+    // The verdict answers its request; one that does not — another challenger, another seed,
+    // another competition, a decision that does not follow from its own losses — is refused
+    // with the field named.
+    check_worker_verdict(&request(better), &competition, &verdict).unwrap();
+    let other_request = request(same);
+    let e = check_worker_verdict(&other_request, &competition, &verdict).unwrap_err();
+    assert!(e.contains("challenger digest"), "{e}");
+    let mut reseeded = request(better);
+    reseeded.seed.hotkey = "5Other".into();
+    let e = check_worker_verdict(&reseeded, &competition, &verdict).unwrap_err();
+    assert!(e.contains("seed material"), "{e}");
+    let mut other_game = verdict.clone();
+    other_game.competition_sha256 = Some(koth_core::Digest::of(b"another competition"));
+    let e = check_worker_verdict(&request(better), &competition, &other_game).unwrap_err();
+    assert!(e.contains("competition sha256"), "{e}");
+    let mut flipped = verdict.clone();
+    flipped.outcome.decision =
+        koth_core::verdict::Decision::KeepKing(koth_core::verdict::KeepReason::NMax);
+    let e = check_worker_verdict(&request(better), &competition, &flipped).unwrap_err();
+    assert!(e.contains("decision"), "{e}");
+    let mut tampered = verdict.clone();
+    tampered.windows.challenger[0] -= 0.5;
+    assert!(check_worker_verdict(&request(better), &competition, &tampered).is_err());
+
     // One at a time: while a long duel runs, another is 409; DELETE cancels it.
     let long = {
         let (url, token, req) = (url.clone(), token.clone(), request(same));
@@ -164,5 +194,67 @@ fn worker_serves_one_authenticated_cancellable_duel_at_a_time() {
         Duration::from_secs(5),
         &mut |_| true,
     );
-    assert!(gone.is_err());
+    assert!(matches!(gone, Err(DuelFailure::Infra(_))), "{gone:?}");
+
+    // The real shell against a worker that answers with a verdict for another duel: the
+    // mismatch is our infra fault (logged, the entry re-queued), never the miner's verdict.
+    let stale = serde_json::to_string(&serde_json::json!({ "verdict": verdict })).unwrap() + "\n";
+    let liar = axum::Router::new().route(
+        "/duel",
+        axum::routing::post(move || {
+            let body = stale.clone();
+            async move { body }
+        }),
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let liar_url = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, liar).await.unwrap() });
+    let config = std::fs::read_to_string(&net.config_path).unwrap().replace(
+        "worker = \"in-process\"",
+        &format!("worker = \"{liar_url}\"\ntoken = \"t\""),
+    );
+    std::fs::write(&net.config_path, config).unwrap();
+    let chain = EmbeddedChain::open(&net.chain_path).unwrap();
+    let miner = key(60);
+    register(&chain, &miner).unwrap();
+    chain
+        .commit(&miner, &payload(&net.store_url, &same, &miner))
+        .unwrap();
+    let mut shell = Shell::open(ValidatorConfig::load(&net.config_path).unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let reason = loop {
+        shell.step().unwrap();
+        let mut fault = None;
+        shell
+            .journal()
+            .log()
+            .replay(|e| {
+                if let Event::InfraFault { reason, .. } = &e.event {
+                    fault = Some(reason.clone());
+                }
+                Ok(())
+            })
+            .unwrap();
+        if let Some(r) = fault {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no infra fault was recorded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        reason.contains("does not answer the request") && reason.contains("challenger digest"),
+        "{reason}"
+    );
+    let s = shell.journal().state();
+    assert!(
+        s.history.is_empty(),
+        "the entry was answered: {:?}",
+        s.history
+    );
+    assert_eq!(s.counters.duels_finished, 0);
 }

@@ -119,7 +119,9 @@ impl LogFacts {
                     self.crowning_verdict.insert(*entry, verdict.clone());
                 }
             }
-            Event::InfraFault { entry, .. } => {
+            // A duel that ended without a verdict: ours (an infra fault) or the challenger's
+            // own failure (`duel_refused`); either way its trace has no result.
+            Event::InfraFault { entry, .. } | Event::DuelRefused { entry, .. } => {
                 if let Some(d) = self
                     .duel
                     .as_mut()
