@@ -128,10 +128,21 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate.forward(x)?.silu()?;
+        let g = silu_rounded_once(&self.gate.forward(x)?)?;
         let u = self.up.forward(x)?;
         self.down.forward(&(g * u)?)
     }
+}
+
+/// SiLU computed in f32 and rounded once to the activation dtype. candle's CUDA kernel does
+/// exactly this, but its CPU kernel evaluates `x / (1 + exp(-x))` in bf16/f16 arithmetic,
+/// rounding after every operation; without the upcast a bf16 model scores differently on the
+/// CPU and on a GPU (and transformers, like CUDA, rounds once).
+fn silu_rounded_once(x: &Tensor) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        return Ok(x.silu()?);
+    }
+    Ok(x.to_dtype(DType::F32)?.silu()?.to_dtype(x.dtype())?)
 }
 
 #[derive(Clone)]
@@ -656,4 +667,45 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo> {
         experts: config.moe.as_ref().map(|m| m.num_experts),
         tied_embeddings: config.tie_word_embeddings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_silu_is_the_f32_result_rounded_once() {
+        let xs: Vec<f32> = (0..512).map(|i| (i as f32 - 256.0) * 0.0437).collect();
+        let x32 = Tensor::from_vec(xs, 512, &Device::Cpu).unwrap();
+        for dtype in [DType::BF16, DType::F16] {
+            let x = x32.to_dtype(dtype).unwrap();
+            let got: Vec<f32> = silu_rounded_once(&x)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let exact = x.to_dtype(DType::F32).unwrap().silu().unwrap();
+            let want: Vec<f32> = exact
+                .to_dtype(dtype)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(got, want, "{dtype:?}");
+            // candle's CPU half kernel rounds after each operation and differs somewhere.
+            let native: Vec<f32> = x
+                .silu()
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_ne!(
+                native, want,
+                "{dtype:?}: the native kernel already rounds once"
+            );
+        }
+    }
 }

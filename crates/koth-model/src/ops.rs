@@ -19,9 +19,18 @@ pub enum OpPath {
 /// the input dtype, then scale by the gain.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<Tensor> {
     match path {
-        OpPath::Fused => {
+        OpPath::Fused if x.dtype() == DType::F32 => {
             let x = x.contiguous()?;
             Ok(candle_nn::ops::rms_norm(&x, weight, eps as f32)?)
+        }
+        // Half precision: normalise and scale in f32, round once. candle's CPU kernel rounds the
+        // row's RMS to bf16/f16 and divides and scales in half arithmetic (three roundings, the
+        // first one shared by the whole row), while its CUDA kernel rounds once; computing in
+        // f32 on both makes a bf16 score agree across devices.
+        OpPath::Fused => {
+            let x32 = x.to_dtype(DType::F32)?.contiguous()?;
+            let w32 = weight.to_dtype(DType::F32)?;
+            Ok(candle_nn::ops::rms_norm(&x32, &w32, eps as f32)?.to_dtype(x.dtype())?)
         }
         OpPath::Composite => {
             let dtype = x.dtype();
@@ -119,4 +128,74 @@ pub fn causal_mask(seq_len: usize, device: &Device) -> Result<Tensor> {
         .flat_map(|i| (0..seq_len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
         .collect();
     Ok(Tensor::from_vec(v, (seq_len, seq_len), device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows whose RMS is far from a bf16 value, so a rounded RMS would show.
+    fn sample(dtype: DType) -> (Tensor, Tensor) {
+        let xs: Vec<f32> = (0..6 * 64)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.0371 + (i % 7) as f32 * 0.013)
+            .collect();
+        let ws: Vec<f32> = (0..64)
+            .map(|i| 0.5 + (i * 13 % 17) as f32 * 0.061)
+            .collect();
+        let x = Tensor::from_vec(xs, (6, 64), &Device::Cpu).unwrap();
+        let w = Tensor::from_vec(ws, 64, &Device::Cpu).unwrap();
+        (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap())
+    }
+
+    #[test]
+    fn half_precision_fused_rms_norm_is_the_f32_result_rounded_once() {
+        for dtype in [DType::BF16, DType::F16] {
+            let (x, w) = sample(dtype);
+            let got = rms_norm(&x, &w, 1e-6, OpPath::Fused).unwrap();
+            assert_eq!(got.dtype(), dtype);
+            // The reference: every step in f32 (inputs exactly representable), one rounding.
+            let x32 = x.to_dtype(DType::F32).unwrap();
+            let w32 = w.to_dtype(DType::F32).unwrap();
+            let want = rms_norm(&x32, &w32, 1e-6, OpPath::Composite)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let a: Vec<f32> = got
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let b: Vec<f32> = want
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            // f32 evaluation orders may differ by an ulp of f32, which can move a value across
+            // a rounding boundary: allow at most one half ulp step on a few elements.
+            let differing = a.iter().zip(&b).filter(|(p, q)| p != q).count();
+            assert!(
+                differing <= 2,
+                "{dtype:?}: {differing} of {} elements differ",
+                a.len()
+            );
+            // candle's own half kernel (rounded RMS, half arithmetic) is measurably different.
+            let native = candle_nn::ops::rms_norm(&x, &w, 1e-6).unwrap();
+            let c: Vec<f32> = native
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let native_differing = c.iter().zip(&b).filter(|(p, q)| p != q).count();
+            assert!(
+                native_differing > 20,
+                "{dtype:?}: only {native_differing} differ natively"
+            );
+        }
+    }
 }
