@@ -454,8 +454,59 @@ pub fn check_verdict(v: &Verdict) -> Result<(), String> {
     if v.scoring.batch_size == 0 {
         return Err("scoring batch size is 0".into());
     }
+    check_rule_bounds(&v.rule)?;
+    if v.outcome.n_used > v.rule.n_max() {
+        return Err(format!(
+            "the outcome says {} windows were used, but the rule allows at most {}",
+            v.outcome.n_used,
+            v.rule.n_max()
+        ));
+    }
+    if v.sample.seq_len < 2 {
+        return Err(format!(
+            "sample seq_len is {}; a next-token loss needs at least 2",
+            v.sample.seq_len
+        ));
+    }
     if !matches!(v.outcome.decision, Decision::Crown | Decision::KeepKing(_)) {
         return Err("the recorded duel was never decided".into());
+    }
+    Ok(())
+}
+
+/// The rule's sizes within what a competition file may set: a replay allocates the sample
+/// (n_max windows) and the bootstrap's resample means before it scores anything, so a record
+/// with a crafted size is refused here rather than by the allocator.
+pub fn check_rule_bounds(rule: &RuleSpec) -> Result<(), String> {
+    use koth_core::competition::{MAX_BOOTSTRAP_RESAMPLES, MAX_N_MAX};
+    let n_max = rule.n_max();
+    if n_max == 0 || n_max > u64::from(MAX_N_MAX) {
+        return Err(format!(
+            "rule n_max is {n_max}; a duel scores between 1 and {MAX_N_MAX} windows"
+        ));
+    }
+    match *rule {
+        RuleSpec::Sequential {
+            min_n, target_n, ..
+        } => {
+            if min_n < 2 || min_n > n_max {
+                return Err(format!(
+                    "sequential rule min_n is {min_n}; it must lie in 2..=n_max ({n_max})"
+                ));
+            }
+            if target_n == 0 || target_n > u64::from(MAX_N_MAX) {
+                return Err(format!(
+                    "sequential rule target_n is {target_n}; it must lie in 1..={MAX_N_MAX}"
+                ));
+            }
+        }
+        RuleSpec::Bootstrap { resamples, .. } => {
+            if !(2..=MAX_BOOTSTRAP_RESAMPLES).contains(&resamples) {
+                return Err(format!(
+                    "bootstrap resamples is {resamples}; it must lie in 2..={MAX_BOOTSTRAP_RESAMPLES}"
+                ));
+            }
+        }
     }
     Ok(())
 }

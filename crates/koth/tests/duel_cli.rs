@@ -200,6 +200,35 @@ fn run_crowns_a_trained_challenger_and_replay_reproduces_it() {
         "{out:?}"
     );
 
+    // A crafted record whose sizes would make the replay allocate without bound is refused
+    // with a sentence naming the field, before anything is loaded or sampled.
+    for (field, value, expect) in [
+        ("n_max", serde_json::json!(u64::MAX), "rule n_max"),
+        ("n_max", serde_json::json!(0), "rule n_max"),
+        ("min_n", serde_json::json!(1), "min_n"),
+    ] {
+        let mut crafted = verdict.clone();
+        crafted["rule"][field] = value;
+        std::fs::write(d.join("c.json"), serde_json::to_vec(&crafted).unwrap()).unwrap();
+        let out = koth(&["duel", "replay", &p("c.json")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{field}: {stderr}");
+        assert!(stderr.contains(expect), "{field}: {stderr}");
+    }
+    let mut crafted = verdict.clone();
+    crafted["rule"] = serde_json::json!({
+        "rule": "bootstrap",
+        "alpha": 0.001,
+        "n": verdict["outcome"]["n_used"],
+        "resamples": u32::MAX,
+        "futility": null,
+    });
+    std::fs::write(d.join("c.json"), serde_json::to_vec(&crafted).unwrap()).unwrap();
+    let out = koth(&["duel", "replay", &p("c.json")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bootstrap resamples"), "{stderr}");
+
     // Replaying against another checkpoint is refused by digest.
     let out = koth(&[
         "duel",
