@@ -6,7 +6,9 @@
 //! ChaCha20 stream that draws [`PROBE_SEQUENCES`] token sequences of `min(seq_len, 64)` random
 //! tokens, one secret position `q` in the second half of each, and the candidate tokens whose
 //! probabilities are read there: the whole vocabulary when it has at most
-//! [`FULL_VOCAB_LIMIT`] tokens, else [`SUBSET_CANDIDATES`] secret distinct tokens. The probes
+//! [`FULL_VOCAB_LIMIT`] tokens, else [`SUBSET_CANDIDATES`] secret distinct tokens. Each
+//! candidate costs one scored row of at most 64 tokens, so a fingerprint scores at most
+//! 8 × 256 short rows whatever the vocabulary: far less than a duel. The probes
 //! depend on nothing per submission, so every checkpoint is fingerprinted on the same inputs
 //! and a fingerprint taken once can be compared with every later one.
 //!
@@ -42,8 +44,9 @@ pub const PROBE_SEQUENCES: usize = 8;
 pub const MAX_PROBE_LEN: usize = 64;
 /// Shortest probe sequence (a position with a prefix and a following token).
 pub const MIN_PROBE_LEN: usize = 4;
-/// Vocabularies up to this size are fingerprinted with their full distributions.
-pub const FULL_VOCAB_LIMIT: usize = 1024;
+/// Vocabularies up to this size are fingerprinted with their full distributions (one scored row
+/// per candidate token: a larger vocabulary uses a secret subset, which costs the same).
+pub const FULL_VOCAB_LIMIT: usize = 256;
 /// Candidate tokens of a larger vocabulary's fingerprint.
 pub const SUBSET_CANDIDATES: usize = 256;
 /// Version of the fingerprint record.

@@ -205,8 +205,11 @@ fn decode(dtype: &str, b: &[u8]) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Gate 5's trainability probe and gate 6's fingerprint: running the models on the secret probes.
 
-/// Rows scored per forward pass when fingerprinting.
-const FINGERPRINT_BATCH_ROWS: usize = 64;
+/// Most rows scored per forward pass when fingerprinting.
+const FINGERPRINT_BATCH_ROWS: usize = 256;
+/// Logits (rows × tokens × vocabulary) one fingerprinting forward pass may produce: a large
+/// vocabulary gets fewer rows per pass, so memory stays bounded (2^27 f32 = 512 MiB).
+const FINGERPRINT_LOGIT_BUDGET: usize = 1 << 27;
 /// The validator's fingerprint secret, under `work_dir`.
 pub const SECRET_FILE: &str = "fingerprint.secret";
 /// Fingerprint records, one `<digest hex>.json` per checkpoint, under `work_dir`.
@@ -545,41 +548,48 @@ fn write_file_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The fingerprint of `model` on `probes`: every scoring row's NLL at its probe position, in
-/// batches, through the model's scoring path.
+/// batches of one probe's rows, through the model's scoring path. A row is cut after the
+/// candidate token at `q + 1`: a causal model's prediction at `q` does not depend on anything
+/// later, so the rest would be scored for nothing.
 pub fn compute_fingerprint(
     model: &koth_model::Model,
     probes: &crate::fingerprint::ProbeSet,
 ) -> Result<crate::fingerprint::Fingerprint, GateError> {
-    let len = probes.len();
+    let per = probes.candidates.len();
     let total = probes.scoring_rows();
     let mut nll_at = Vec::with_capacity(total);
-    let mut start = 0;
-    while start < total {
-        let end = (start + FINGERPRINT_BATCH_ROWS).min(total);
-        let mut ids = Vec::with_capacity((end - start) * len);
-        for row in start..end {
-            let seq = probes
-                .scoring_row(row)
-                .ok_or_else(|| undecidable(format!("probe row {row} out of range")))?;
-            ids.extend_from_slice(&seq);
+    for (i, &q) in probes.positions.iter().enumerate() {
+        let len = (q + 2).min(probes.len());
+        let batch_rows = (FINGERPRINT_LOGIT_BUDGET / (len * probes.vocab_size).max(1))
+            .clamp(1, FINGERPRINT_BATCH_ROWS);
+        let rows = i * per..(i + 1) * per;
+        let mut start = rows.start;
+        while start < rows.end {
+            let end = (start + batch_rows).min(rows.end);
+            let mut ids = Vec::with_capacity((end - start) * len);
+            for row in start..end {
+                let seq = probes
+                    .scoring_row(row)
+                    .ok_or_else(|| undecidable(format!("probe row {row} out of range")))?;
+                ids.extend_from_slice(seq.get(..len).ok_or_else(|| {
+                    undecidable(format!("probe row {row} is shorter than {len}"))
+                })?);
+            }
+            let batch = koth_model::TokenIds::new(ids, end - start, len)
+                .map_err(|e| undecidable(format!("probe batch: {e}")))?;
+            let nll = model
+                .nll(&batch)
+                .and_then(|t| Ok(t.to_device(&koth_model::Device::Cpu)?.to_vec2::<f32>()?))
+                .map_err(|e| undecidable(format!("scoring the probes: {e}")))?;
+            for (j, row) in (start..end).enumerate() {
+                let value = nll
+                    .get(j)
+                    .and_then(|r| r.get(q))
+                    .ok_or_else(|| undecidable(format!("probe row {row}: no loss at {q}")))?;
+                nll_at.push(*value);
+            }
+            start = end;
         }
-        let batch = koth_model::TokenIds::new(ids, end - start, len)
-            .map_err(|e| undecidable(format!("probe batch: {e}")))?;
-        let nll = model
-            .nll(&batch)
-            .and_then(|t| Ok(t.to_device(&koth_model::Device::Cpu)?.to_vec2::<f32>()?))
-            .map_err(|e| undecidable(format!("scoring the probes: {e}")))?;
-        for (i, row) in (start..end).enumerate() {
-            let q = probes
-                .position_of_row(row)
-                .ok_or_else(|| undecidable(format!("probe row {row} has no position")))?;
-            let value = nll
-                .get(i)
-                .and_then(|r| r.get(q))
-                .ok_or_else(|| undecidable(format!("probe row {row}: no loss at {q}")))?;
-            nll_at.push(*value);
-        }
-        start = end;
     }
     probes.fingerprint(&nll_at)
 }

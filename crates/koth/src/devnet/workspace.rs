@@ -206,6 +206,8 @@ pub fn store_url(root: &Path) -> String {
 /// `competition.toml`: the duel data is the private holdout (committed by its root), so every
 /// crown is a win on tokens no miner trains on. The rule is the anytime-valid sequential test
 /// with a small relative floor: a clearly better challenger is crowned after a batch or two.
+/// Every gate runs, the optional ones included (the trainability probe and the behavioural
+/// fingerprint cost well under a second on the devnet's models): it is the real pipeline.
 pub fn competition_toml(
     spec: &NetworkSpec,
     genesis: &Digest,
@@ -246,6 +248,10 @@ batch_size = {batch}
 reveal_delay_blocks = {delay}
 size_cap_bytes = {cap}
 max_infra_retries = 5
+
+[gates]
+near_copy = true
+trainability_probe = true
 
 [reward]
 policy = "winner_take_all"
@@ -761,6 +767,8 @@ mod tests {
             .locked_keys
             .contains(&"hidden_size".to_string()));
         assert_eq!(c.duel.n_max, 512);
+        // The real pipeline: the optional gates run too.
+        assert!(c.gates.near_copy && c.gates.trainability_probe);
         // The genesis config is one koth-model accepts.
         koth_model::ModelConfig::from_json(&config.to_string(), "t").unwrap();
         let q = ModelShape {
