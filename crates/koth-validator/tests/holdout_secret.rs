@@ -179,4 +179,53 @@ fn duels_on_a_private_holdout_use_the_secret_and_the_verdict_records_it() {
     // Still a valid verdict record for readers of the type.
     let parsed: koth_core::verdict::Verdict = serde_json::from_str(&text).unwrap();
     assert_eq!(parsed.outcome.n_used, verdict.n);
+
+    // Anyone holding the data (and, once the pool retires, the published secret) replays the
+    // validator's verdict with `koth duel replay`'s driver, bit for bit.
+    koth_duel::duel::check_verdict(&parsed).unwrap();
+    assert_eq!(
+        (
+            parsed.scoring.device.as_str(),
+            parsed.scoring.dtype.as_str()
+        ),
+        ("cpu", "f32")
+    );
+    let load = |path: &Option<String>| {
+        let dir = path
+            .as_deref()
+            .expect("the verdict records the model's path");
+        koth_model::Model::load(
+            Path::new(dir),
+            koth_model::DType::F32,
+            &koth_model::Device::Cpu,
+        )
+        .unwrap()
+    };
+    let bundle = parsed
+        .sample
+        .bundle_path
+        .as_deref()
+        .expect("bundle path recorded");
+    let dataset = Dataset::open(Path::new(bundle)).unwrap();
+    let replay = |secret: Option<&[u8]>| {
+        koth_duel::duel::run_duel(
+            &dataset,
+            &koth_duel::duel::setup_of(&parsed),
+            &mut koth_duel::score::ModelScorer::new(load(&parsed.king.path)),
+            &mut koth_duel::score::ModelScorer::new(load(&parsed.challenger.path)),
+            secret,
+            &mut |_| true,
+        )
+    };
+    let again = replay(Some(SECRET.as_bytes())).unwrap();
+    let differences = koth_duel::duel::compare(&parsed, &again);
+    assert!(differences.is_empty(), "replay differs: {differences:?}");
+    // Without the secret the private windows cannot be drawn again.
+    match replay(None) {
+        Err(_) => {}
+        Ok(v) => assert!(
+            !koth_duel::duel::compare(&parsed, &v).is_empty(),
+            "a replay without the secret reproduced the private windows"
+        ),
+    }
 }

@@ -300,3 +300,57 @@ fn the_local_rule_is_the_validators_rule() {
         );
     }
 }
+
+/// A challenger that the validator's rule, run locally, would not crown is neither stored nor
+/// committed (the miner pays nothing for it) unless `--force` is given.
+#[test]
+fn a_challenger_the_local_duel_would_not_crown_is_not_submitted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = mini_network(tmp.path(), &MiniOptions::default()).unwrap();
+    // A learning rate so small that the challenger is the king to within rounding: the local
+    // duel keeps the king.
+    let train = TRAIN.replace("{lr}", "1e-9").replace("{min_lr}", "1e-10");
+    let config = net.write_miner_config(0, None, 64, 21, &train).unwrap();
+    let log = tmp.path().join("miner.log");
+    let out = spawn_miner(&config, false, &log)
+        .wait_with_output()
+        .unwrap();
+    let rec = record_of(&out, &log);
+    assert_eq!(rec["status"], "not_submitted", "{rec}");
+    assert_eq!(rec["submitted"], false, "{rec}");
+    assert_eq!(rec["king"], net.king.to_string().as_str(), "{rec}");
+    assert_ne!(rec["local"]["verdict"], "crown", "{rec}");
+    assert_eq!(rec["local"]["crown"], false, "{rec}");
+    let challenger: Digest = rec["challenger"].as_str().unwrap().parse().unwrap();
+
+    // Nothing was stored under the challenger's digest…
+    let store = koth_store::BlockingStore::open(
+        &net.store_url.parse::<koth_store::Location>().unwrap(),
+        &koth_store::S3Options::default(),
+    )
+    .unwrap();
+    store
+        .fetch_manifest(&net.king, u64::MAX)
+        .expect("the king is in the store");
+    match store.fetch_manifest(&challenger, u64::MAX) {
+        Err(koth_store::StoreError::ManifestNotFound { .. }) => {}
+        other => panic!("the challenger was stored, or the store failed: {other:?}"),
+    }
+    // …and nothing was committed: wait until anything committed by now would be revealed.
+    let chain = EmbeddedChain::open(&net.chain_path).unwrap();
+    let until = chain.block().unwrap().number + chain.params().reveal_delay + 1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while chain.block().unwrap().number < until {
+        assert!(Instant::now() < deadline, "the chain stopped advancing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hotkey = net.miners[0].1.account();
+    assert!(
+        !chain
+            .revealed_commitments()
+            .unwrap()
+            .iter()
+            .any(|r| r.hotkey == hotkey),
+        "the miner committed a challenger its local duel did not crown"
+    );
+}
