@@ -1,7 +1,8 @@
 //! A duel rule, whichever it is: one state machine over batches of tested values, and the
 //! mapping from per-window losses to the tested quantity and its threshold.
 
-use koth_core::verdict::{BoundsAfterBatch, Decision, EffectFloor, RuleSpec};
+use koth_core::competition::{Competition, Delta, DuelTest};
+use koth_core::verdict::{BootstrapFutility, BoundsAfterBatch, Decision, EffectFloor, RuleSpec};
 use koth_core::Digest;
 use serde::Serialize;
 
@@ -13,6 +14,32 @@ pub fn bootstrap_seed(seed_material: &str) -> Digest {
     w.update(b"koth/duel/bootstrap-resampler/1\n");
     w.update(seed_material.as_bytes());
     w.finish()
+}
+
+/// The rule a competition file's `[duel]` sets, with at most `n_max` windows (the
+/// competition's own `n_max` for a validator; a miner judging locally uses the windows it
+/// holds out), and its effect floor. The validator and the miner both build their rule here,
+/// so a local verdict is the validator's rule by construction.
+pub fn competition_rule(competition: &Competition, n_max: u64) -> (RuleSpec, EffectFloor) {
+    let duel = &competition.duel;
+    let spec = match duel.test {
+        DuelTest::Sequential => SequentialParams::with_defaults(duel.alpha, 0.0, n_max).spec(),
+        // Teutonic's production rule: futility after 20% of N at the 0.94 quantile.
+        DuelTest::Bootstrap => RuleSpec::Bootstrap {
+            alpha: duel.alpha,
+            n: n_max,
+            resamples: duel.bootstrap_resamples.unwrap_or(10_000),
+            futility: Some(BootstrapFutility {
+                min_fraction: 0.2,
+                advantage_quantile: 0.94,
+            }),
+        },
+    };
+    let floor = match duel.delta {
+        Delta::Absolute(nats) => EffectFloor::Absolute { nats },
+        Delta::Relative(fraction) => EffectFloor::Relative { fraction },
+    };
+    (spec, floor)
 }
 
 /// Either rule, fed batch by batch.

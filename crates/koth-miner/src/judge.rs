@@ -1,6 +1,6 @@
 //! Judging a challenger locally with the validator's rule: the competition file's `[duel]`
-//! section turned into the same rule spec and effect floor the validator builds
-//! (`koth_validator::duel_run::rule_of`; a test checks they agree), run by koth-duel's driver
+//! section turned into a rule spec and effect floor by `koth_duel::rule::competition_rule`,
+//! the function the validator builds its own rule with, run by koth-duel's driver
 //! on the windows the miner held out of its own data.
 //!
 //! The rule is the competition's, with one change: `n_max` is the number of held-out windows
@@ -10,14 +10,11 @@
 
 use std::path::Path;
 
-use koth_core::competition::{Competition, Delta, DuelTest};
-use koth_core::verdict::{
-    BootstrapFutility, Decision, DuelModel, EffectFloor, RuleSpec, ScoringSetup, Verdict,
-};
+use koth_core::competition::Competition;
+use koth_core::verdict::{Decision, DuelModel, EffectFloor, RuleSpec, ScoringSetup, Verdict};
 use koth_core::Digest;
 use koth_duel::duel::{run_duel, DuelSetup};
 use koth_duel::score::ModelScorer;
-use koth_duel::stats::SequentialParams;
 use koth_model::Model;
 use serde::Serialize;
 
@@ -26,25 +23,7 @@ use crate::error::{MinerError, Result};
 
 /// The validator's rule and effect floor for `competition`, with `n_max` windows at most.
 pub fn rule_for(competition: &Competition, n_max: u64) -> (RuleSpec, EffectFloor) {
-    let spec = match competition.duel.test {
-        DuelTest::Sequential => {
-            SequentialParams::with_defaults(competition.duel.alpha, 0.0, n_max).spec()
-        }
-        DuelTest::Bootstrap => RuleSpec::Bootstrap {
-            alpha: competition.duel.alpha,
-            n: n_max,
-            resamples: competition.duel.bootstrap_resamples.unwrap_or(10_000),
-            futility: Some(BootstrapFutility {
-                min_fraction: 0.2,
-                advantage_quantile: 0.94,
-            }),
-        },
-    };
-    let floor = match competition.duel.delta {
-        Delta::Absolute(nats) => EffectFloor::Absolute { nats },
-        Delta::Relative(fraction) => EffectFloor::Relative { fraction },
-    };
-    (spec, floor)
+    koth_duel::rule::competition_rule(competition, n_max)
 }
 
 /// The local verdict, as `attempts.jsonl` records it.

@@ -48,6 +48,29 @@ pub struct AttemptRecord {
     pub validator: Option<ValidatorVerdict>,
 }
 
+impl AttemptRecord {
+    /// An attempt that ended during training (`status`: the king changed, or a signal), with
+    /// no challenger and nothing submitted.
+    fn stopped_training(
+        attempt: u64,
+        status: AttemptStatus,
+        king: Digest,
+        result: &crate::train::TrainResult,
+    ) -> Self {
+        AttemptRecord {
+            attempt,
+            status,
+            king,
+            challenger: None,
+            train_loss: result.losses.last().copied(),
+            steps: result.steps_done,
+            local: None,
+            submitted: false,
+            validator: None,
+        }
+    }
+}
+
 /// Everything a miner holds open between attempts.
 pub struct Miner {
     config: MinerConfig,
@@ -509,17 +532,12 @@ impl Miner {
                     new: new.digest,
                 });
                 checkpoint.clear()?;
-                let record = AttemptRecord {
+                let record = AttemptRecord::stopped_training(
                     attempt,
-                    status: AttemptStatus::KingChanged,
-                    king: king.digest,
-                    challenger: None,
-                    train_loss: result.losses.last().copied(),
-                    steps: result.steps_done,
-                    local: None,
-                    submitted: false,
-                    validator: None,
-                };
+                    AttemptStatus::KingChanged,
+                    king.digest,
+                    &result,
+                );
                 self.record(&record)?;
                 return Ok(record);
             }
@@ -529,17 +547,12 @@ impl Miner {
             observer.event(&MinerEvent::Interrupted {
                 step: result.steps_done,
             });
-            return Ok(AttemptRecord {
+            return Ok(AttemptRecord::stopped_training(
                 attempt,
-                status: AttemptStatus::Interrupted,
-                king: king.digest,
-                challenger: None,
-                train_loss: result.losses.last().copied(),
-                steps: result.steps_done,
-                local: None,
-                submitted: false,
-                validator: None,
-            });
+                AttemptStatus::Interrupted,
+                king.digest,
+                &result,
+            ));
         }
         let train_loss = tail_mean(&result.losses, 10);
         observer.event(&MinerEvent::TrainDone {

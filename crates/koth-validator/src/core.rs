@@ -191,14 +191,7 @@ pub fn apply(state: &mut ValidatorState, event: &Event) -> Result<Vec<Effect>, A
         }
         Event::DuelFinished { entry, verdict } => {
             state.counters.duels_finished += 1;
-            let digest = state
-                .entries
-                .get(entry)
-                .map(|e| e.digest)
-                .ok_or(ApplyError::Internal("active entry missing"))?;
-            if let Some(rec) = state.digests.get_mut(&digest) {
-                rec.dueled = true;
-            }
+            mark_dueled(state, *entry)?;
             if verdict.accepted {
                 let reign = state.king().map_or(0, |k| k.number) + 1;
                 if let Some(active) = &mut state.active {
@@ -224,16 +217,9 @@ pub fn apply(state: &mut ValidatorState, event: &Event) -> Result<Vec<Effect>, A
             code,
             message,
         } => {
-            let digest = state
-                .entries
-                .get(entry)
-                .map(|e| e.digest)
-                .ok_or(ApplyError::Internal("active entry missing"))?;
             // The checkpoint itself failed in the duel: the same bytes would fail again, so the
             // digest is final exactly as after a verdict.
-            if let Some(rec) = state.digests.get_mut(&digest) {
-                rec.dueled = true;
-            }
+            mark_dueled(state, *entry)?;
             end_active(
                 state,
                 Outcome::Rejected {
@@ -503,6 +489,19 @@ fn check_finite(field: &'static str, x: f64) -> Result<(), ApplyError> {
     } else {
         Err(ApplyError::NotFinite(field))
     }
+}
+
+/// Record that `entry`'s digest has had its duel: it is never dueled again (DESIGN §4).
+fn mark_dueled(state: &mut ValidatorState, entry: u64) -> Result<(), ApplyError> {
+    let digest = state
+        .entries
+        .get(&entry)
+        .map(|e| e.digest)
+        .ok_or(ApplyError::Internal("active entry missing"))?;
+    if let Some(rec) = state.digests.get_mut(&digest) {
+        rec.dueled = true;
+    }
+    Ok(())
 }
 
 fn check_verdict(v: &VerdictSummary) -> Result<(), ApplyError> {

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use koth_core::competition::{Competition, Delta, DuelTest};
+use koth_core::competition::Competition;
 use koth_core::verdict::{
     BoundsAfterBatch, DuelModel, EffectFloor, Outcome, RuleSpec, SampleRecord, ScoringSetup,
     ShardHash, SourceScore, Verdict, WindowLosses, VERDICT_FORMAT,
@@ -21,7 +21,6 @@ use koth_core::verdict::{
 use koth_core::Digest;
 use koth_data::Dataset;
 use koth_duel::rule::{bootstrap_seed, tested_value, threshold, RuleTest};
-use koth_duel::stats::SequentialParams;
 use koth_model::{Model, TokenIds};
 
 use crate::event::SeedMaterial;
@@ -141,26 +140,7 @@ pub fn seed_string(seed: &SeedMaterial) -> String {
 
 /// The rule the competition file sets, as koth-duel's spec, and its effect floor.
 pub fn rule_of(competition: &Competition) -> (RuleSpec, EffectFloor) {
-    let n_max = u64::from(competition.duel.n_max);
-    let spec = match competition.duel.test {
-        DuelTest::Sequential => {
-            SequentialParams::with_defaults(competition.duel.alpha, 0.0, n_max).spec()
-        }
-        DuelTest::Bootstrap => RuleSpec::Bootstrap {
-            alpha: competition.duel.alpha,
-            n: n_max,
-            resamples: competition.duel.bootstrap_resamples.unwrap_or(10_000),
-            futility: Some(koth_core::verdict::BootstrapFutility {
-                min_fraction: 0.2,
-                advantage_quantile: 0.94,
-            }),
-        },
-    };
-    let floor = match competition.duel.delta {
-        Delta::Absolute(nats) => EffectFloor::Absolute { nats },
-        Delta::Relative(fraction) => EffectFloor::Relative { fraction },
-    };
-    (spec, floor)
+    koth_duel::rule::competition_rule(competition, u64::from(competition.duel.n_max))
 }
 
 /// What a duel needs besides the two checkpoints.

@@ -414,33 +414,33 @@ fn trace_chart(d: &PageData, trace: &DuelTrace, delta: (f64, &str)) -> (String, 
         .as_ref()
         .and_then(|v| verdict(d, &v.verdict_digest))
         .and_then(|r| r.as_ref().ok());
-    let (mut mu, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
-    let (threshold, n_max) = match recorded {
-        Some(f) => {
-            for b in &f.bounds {
-                mu.push((b.n as f64, b.mu_hat));
-                if let Some(l) = b.lower {
-                    lo.push((b.n as f64, l));
-                }
-                if let Some(u) = b.upper {
-                    hi.push((b.n as f64, u));
-                }
-            }
-            (f.threshold, f.n_max)
-        }
-        None => {
-            for p in &trace.points {
-                mu.push((p.n as f64, p.mu_hat));
-                if let Some(l) = p.lower {
-                    lo.push((p.n as f64, l));
-                }
-                if let Some(u) = p.upper {
-                    hi.push((p.n as f64, u));
-                }
-            }
-            (delta.0, u64::from(d.competition.duel.n_max))
-        }
+    // (n, μ̂, lower, upper) after each batch, from the record or from the live events.
+    let (points, threshold, n_max): (Vec<_>, _, _) = match recorded {
+        Some(f) => (
+            f.bounds
+                .iter()
+                .map(|b| (b.n, b.mu_hat, b.lower, b.upper))
+                .collect(),
+            f.threshold,
+            f.n_max,
+        ),
+        None => (
+            trace
+                .points
+                .iter()
+                .map(|p| (p.n, p.mu_hat, p.lower, p.upper))
+                .collect(),
+            delta.0,
+            u64::from(d.competition.duel.n_max),
+        ),
     };
+    let (mut mu, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, mu_hat, lower, upper) in points {
+        let x = n as f64;
+        mu.push((x, mu_hat));
+        lo.extend(lower.map(|l| (x, l)));
+        hi.extend(upper.map(|u| (x, u)));
+    }
     let batches = mu.len();
     let chart = svg::render(&Chart {
         id: "duel-chart",
