@@ -45,6 +45,18 @@ if [ ! -x "$tc/bin/nvcc" ]; then
   done
 fi
 
+# cuDNN headers (pinned to the GPU host's major.minor, 9.19) and the header-only cuDNN frontend
+# for koth-kernels' fused attention. Only headers are used: libcudnn is opened at run time.
+cudnn_dir=$cache/cudnn
+cudnn_wheels=(nvidia-cudnn-cu13==9.19.0.56 nvidia-cudnn-frontend==1.32.0)
+if [ ! -f "$cudnn_dir/root/include/cudnn_frontend.h" ] || [ ! -f "$cudnn_dir/root/nvidia/cudnn/include/cudnn.h" ]; then
+  echo "cuda-build: downloading the cuDNN 9.19 headers and the cuDNN frontend (~380 MB of wheels)"
+  mkdir -p "$cudnn_dir/wheels"
+  python3 -m pip download --no-deps -q -d "$cudnn_dir/wheels" "${cudnn_wheels[@]}"
+  rm -rf "$cudnn_dir/root" && mkdir -p "$cudnn_dir/root"
+  for w in "$cudnn_dir/wheels"/*.whl; do python3 -m zipfile -e "$w" "$cudnn_dir/root"; done
+fi
+
 # cudarc must be in the registry cache before its driver bindings can be read.
 (cd "$repo" && cargo fetch -q)
 cudarc_version=$(awk '/^name = "cudarc"/{getline; gsub(/[^0-9.]/, ""); print; exit}' "$repo/Cargo.lock")
@@ -69,6 +81,7 @@ echo "cuda-build: cargo build --release --features cuda (target dir $target)"
 cd "$repo"
 CUDA_HOME=$tc CUDA_PATH=$tc NVCC=$tc/bin/nvcc PATH=$tc/bin:$PATH CUDA_COMPUTE_CAP=$cap \
 CUDARC_CUDA_VERSION=13000 LIBRARY_PATH=$tc/lib:$tc/lib/stubs \
+KOTH_CUDNN_INCLUDE=$cudnn_dir/root/nvidia/cudnn/include KOTH_CUDNN_FE_INCLUDE=$cudnn_dir/root/include \
   cargo build --release --features cuda -p koth --target-dir "$target"
 
 mkdir -p "$repo/.dist"

@@ -1,0 +1,441 @@
+// koth's own CUDA kernels: the memory-bound steps of scoring and training, fused.
+//
+// Every kernel reduces in a fixed order (warp shuffles, then one warp over the block's partials;
+// no atomics), so a result is bit-identical from run to run on the same device, and each row is
+// computed from that row alone, so a row's result does not depend on the rows beside it.
+//
+// Rounding follows transformers in half precision: where PyTorch rounds an intermediate to the
+// activation dtype (the normalised RMSNorm input, SiLU's output, each RoPE product), we round it
+// too (`rnd<T>`); everything else is f32.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+namespace {
+
+template <typename T> __device__ __forceinline__ float to_f(T x);
+template <> __device__ __forceinline__ float to_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <> __device__ __forceinline__ float to_f<__half>(__half x) { return __half2float(x); }
+
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+
+// x rounded to T's precision, back in f32.
+template <typename T> __device__ __forceinline__ float rnd(float x) { return to_f<T>(from_f<T>(x)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Combine two (max, sum of exp(x - max)) pairs.
+__device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2) {
+    float mm = fmaxf(m, m2);
+    if (mm == -INFINITY) {
+        s = 0.f;
+        m = mm;
+        return;
+    }
+    s = s * expf(m - mm) + s2 * expf(m2 - mm);
+    m = mm;
+}
+
+// Block-wide log-sum-exp of per-thread (m, s); every thread gets the result. blockDim.x is a
+// multiple of 32 and at most 1024.
+__device__ float block_lse(float m, float s) {
+    __shared__ float sm[32], ss[32];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+        float s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        lse_merge(m, s, m2, s2);
+    }
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    if (lane == 0) {
+        sm[warp] = m;
+        ss[warp] = s;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        m = lane < warps ? sm[lane] : -INFINITY;
+        s = lane < warps ? ss[lane] : 0.f;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+            float s2 = __shfl_xor_sync(0xffffffffu, s, o);
+            lse_merge(m, s, m2, s2);
+        }
+        if (lane == 0) {
+            sm[0] = m;
+            ss[0] = s;
+        }
+    }
+    __syncthreads();
+    float r = sm[0] + logf(ss[0]);
+    __syncthreads();
+    return r;
+}
+
+// Per-thread running (max, sum) over x.
+__device__ __forceinline__ void lse_push(float &m, float &s, float x) {
+    if (x > m) {
+        s = s * expf(m - x) + 1.f;
+        m = x;
+    } else {
+        s += expf(x - m);
+    }
+}
+
+// The row's log-sum-exp over `v` logits. 16-byte loads when the row allows them.
+template <typename T>
+__device__ float row_lse(const T *__restrict__ x, int v) {
+    float m = -INFINITY, s = 0.f;
+    constexpr int kVec = 16 / sizeof(T);
+    bool aligned = (reinterpret_cast<uintptr_t>(x) % 16 == 0) && (v % kVec == 0);
+    if (aligned) {
+        const uint4 *xv = reinterpret_cast<const uint4 *>(x);
+        int nv = v / kVec;
+        for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+            uint4 pack = xv[i];
+            const T *e = reinterpret_cast<const T *>(&pack);
+#pragma unroll
+            for (int j = 0; j < kVec; ++j) lse_push(m, s, to_f<T>(e[j]));
+        }
+    } else {
+        for (int i = threadIdx.x; i < v; i += blockDim.x) lse_push(m, s, to_f<T>(x[i]));
+    }
+    return block_lse(m, s);
+}
+
+// nll[r] = logsumexp(logits[r, :]) - logits[r, target[r]], all in f32 from the stored logits.
+template <typename T>
+__global__ void ce_fwd(const T *__restrict__ logits, int64_t ld, int v, const uint32_t *__restrict__ targets,
+                       float *__restrict__ nll) {
+    int64_t row = blockIdx.x;
+    const T *x = logits + row * ld;
+    float lse = row_lse(x, v);
+    if (threadIdx.x == 0) nll[row] = lse - to_f<T>(x[targets[row]]);
+}
+
+// In place: logits[r, j] <- (softmax(logits[r])_j - [j == target[r]]) * grad[r], in T.
+// `out` may be `logits` itself (the gradient written in place).
+template <typename T>
+__global__ void ce_bwd(const T *logits, T *out, int64_t ld, int v, const uint32_t *__restrict__ targets,
+                       const float *__restrict__ grad) {
+    int64_t row = blockIdx.x;
+    const T *x = logits + row * ld;
+    T *y = out + row * ld;
+    float lse = row_lse(x, v);
+    float g = grad[row];
+    uint32_t t = targets[row];
+    __syncthreads();
+    for (int i = threadIdx.x; i < v; i += blockDim.x) {
+        float p = expf(to_f<T>(x[i]) - lse);
+        y[i] = from_f<T>((p - (i == (int)t ? 1.f : 0.f)) * g);
+    }
+}
+
+// RMSNorm over rows of `cols`: one warp per row. y = round(w * round(x * rstd)); rstd (f32, one
+// per row) is kept for the backward when the pointer is not null.
+template <typename T>
+__global__ void rmsnorm_fwd(const T *__restrict__ x, const T *__restrict__ w, T *__restrict__ y,
+                            float *__restrict__ rstd_out, int64_t rows, int cols, float eps) {
+    int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const T *xr = x + row * cols;
+    float ss = 0.f;
+    for (int i = lane; i < cols; i += 32) {
+        float a = to_f<T>(xr[i]);
+        ss += a * a;
+    }
+    ss = warp_sum(ss);
+    float r = rsqrtf(ss / cols + eps);
+    T *yr = y + row * cols;
+    for (int i = lane; i < cols; i += 32) {
+        float n = rnd<T>(to_f<T>(xr[i]) * r);
+        yr[i] = from_f<T>(to_f<T>(w[i]) * n);
+    }
+    if (rstd_out != nullptr && lane == 0) rstd_out[row] = r;
+}
+
+// dx for RMSNorm, and per-block partial sums of dw (f32 [gridDim.x, cols]) reduced afterwards by
+// `sum_rows` in a fixed order. Each block takes a fixed contiguous range of rows.
+template <typename T>
+__global__ void rmsnorm_bwd(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ dy,
+                            const float *__restrict__ rstd, T *__restrict__ dx, float *__restrict__ dw_part,
+                            int64_t rows, int cols, int64_t rows_per_block) {
+    // dw partials live in shared memory: cols floats per warp would not fit for wide rows, so
+    // each warp accumulates its columns' share in registers-free fashion through shared memory.
+    extern __shared__ float acc[];  // [cols]
+    int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) acc[i] = 0.f;
+    __syncthreads();
+    int64_t start = (int64_t)blockIdx.x * rows_per_block;
+    int64_t end = min(rows, start + rows_per_block);
+    // Warps take rows round-robin, but accumulate dw one warp at a time so the order is fixed.
+    for (int64_t base = start; base < end; base += warps) {
+        int64_t row = base + warp;
+        float dot = 0.f, r = 0.f;
+        if (row < end) {
+            r = rstd[row];
+            const T *xr = x + row * cols;
+            const T *dyr = dy + row * cols;
+            for (int i = lane; i < cols; i += 32) dot += to_f<T>(dyr[i]) * to_f<T>(w[i]) * to_f<T>(xr[i]);
+            dot = warp_sum(dot);
+            float c = dot * r * r * r / cols;
+            T *dxr = dx + row * cols;
+            for (int i = lane; i < cols; i += 32) {
+                float dn = to_f<T>(dyr[i]) * to_f<T>(w[i]);
+                dxr[i] = from_f<T>(dn * r - to_f<T>(xr[i]) * c);
+            }
+        }
+        for (int k = 0; k < warps; ++k) {
+            __syncthreads();
+            int64_t rk = base + k;
+            if (warp == k && rk < end) {
+                const T *xr = x + rk * cols;
+                const T *dyr = dy + rk * cols;
+                float rr = rstd[rk];
+                for (int i = lane; i < cols; i += 32)
+                    acc[i] += to_f<T>(dyr[i]) * rnd<T>(to_f<T>(xr[i]) * rr);
+            }
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) dw_part[(int64_t)blockIdx.x * cols + i] = acc[i];
+}
+
+// out[c] = sum over p of part[p, c], p in order.
+template <typename T>
+__global__ void sum_rows(const float *__restrict__ part, int parts, int cols, T *__restrict__ out) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    float s = 0.f;
+    for (int p = 0; p < parts; ++p) s += part[(int64_t)p * cols + c];
+    out[c] = from_f<T>(s);
+}
+
+// RoPE (rotate_half convention) on rows of D = 32 * KD values, one warp per (token, head) row;
+// lane holds elements lane + 32 k, so the pair (i, i + D/2) is in one lane. Optionally RMSNorm
+// with gain w first (qwen3's q/k norm). cos/sin are [T, D/2] in T. `sign` is +1 forward, -1 for
+// the backward (the transpose of a rotation is the rotation by -angle).
+template <typename T, int KD>
+__global__ void norm_rope(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ cos_t,
+                          const T *__restrict__ sin_t, T *__restrict__ y, int64_t rows, int heads, int seq,
+                          float eps, float sign) {
+    constexpr int D = 32 * KD, H2 = KD / 2;
+    int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    int pos = (int)((row / heads) % seq);
+    const T *xr = x + row * D;
+    float v[KD];
+#pragma unroll
+    for (int k = 0; k < KD; ++k) v[k] = to_f<T>(xr[lane + 32 * k]);
+    if (w != nullptr) {
+        float ss = 0.f;
+#pragma unroll
+        for (int k = 0; k < KD; ++k) ss += v[k] * v[k];
+        ss = warp_sum(ss);
+        float r = rsqrtf(ss / D + eps);
+#pragma unroll
+        for (int k = 0; k < KD; ++k) v[k] = rnd<T>(to_f<T>(w[lane + 32 * k]) * rnd<T>(v[k] * r));
+    }
+    T *yr = y + row * D;
+    const T *cr = cos_t + (int64_t)pos * (D / 2);
+    const T *sr = sin_t + (int64_t)pos * (D / 2);
+#pragma unroll
+    for (int k = 0; k < H2; ++k) {
+        int i = lane + 32 * k;
+        float c = to_f<T>(cr[i]), s = sign * to_f<T>(sr[i]);
+        float a = v[k], b = v[k + H2];
+        // first half: a*cos - b*sin ; second half: b*cos + a*sin (each product rounded, as
+        // PyTorch computes q*cos + rotate_half(q)*sin in the activation dtype).
+        yr[i] = from_f<T>(rnd<T>(a * c) + rnd<T>(-b * s));
+        yr[i + D / 2] = from_f<T>(rnd<T>(b * c) + rnd<T>(a * s));
+    }
+}
+
+__device__ __forceinline__ float sigmoidf(float g) { return 1.f / (1.f + expf(-g)); }
+
+// y = round(round(silu(g)) * u)
+template <typename T>
+__global__ void swiglu_fwd(const T *__restrict__ g, const T *__restrict__ u, T *__restrict__ y, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float gv = to_f<T>(g[i]);
+        float a = rnd<T>(gv * sigmoidf(gv));
+        y[i] = from_f<T>(a * to_f<T>(u[i]));
+    }
+}
+
+template <typename T>
+__global__ void swiglu_bwd(const T *__restrict__ g, const T *__restrict__ u, const T *__restrict__ dy,
+                           T *__restrict__ dg, T *__restrict__ du, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float gv = to_f<T>(g[i]), uv = to_f<T>(u[i]), d = to_f<T>(dy[i]);
+        float s = sigmoidf(gv);
+        float silu = rnd<T>(gv * s);
+        du[i] = from_f<T>(d * silu);
+        dg[i] = from_f<T>(d * uv * s * (1.f + gv * (1.f - s)));
+    }
+}
+
+// One AdamW step over many tensors in one launch: tensor j has n[j] elements; params (f32
+// master), grads (f32), m, v (f32), and optionally the model-dtype copy of the params to refresh.
+struct AdamTensor {
+    float *p;
+    const float *g;
+    float *m;
+    float *v;
+    void *model;  // T*, may be null
+    int64_t n;
+    float decay;  // 1 when weight decay applies to this tensor, else 0
+    float pad;
+};
+
+template <typename T>
+__global__ void adamw_multi(const AdamTensor *__restrict__ ts, int count, float lr, float beta1, float beta2,
+                            float eps, float wd, float bc1, float bc2_sqrt, float gscale) {
+    int j = blockIdx.y;
+    if (j >= count) return;
+    AdamTensor t = ts[j];
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < t.n; i += (int64_t)gridDim.x * blockDim.x) {
+        float g = t.g[i] * gscale;
+        float m = beta1 * t.m[i] + (1.f - beta1) * g;
+        float v = beta2 * t.v[i] + (1.f - beta2) * g * g;
+        t.m[i] = m;
+        t.v[i] = v;
+        float p = t.p[i];
+        if (t.decay != 0.f) p *= 1.f - lr * wd;
+        p -= (m / (sqrtf(v) / bc2_sqrt + eps)) * (lr / bc1);
+        t.p[i] = p;
+        if (t.model != nullptr) reinterpret_cast<T *>(t.model)[i] = from_f<T>(p);
+    }
+}
+
+int check(cudaError_t e) { return e == cudaSuccess ? 0 : (int)e; }
+
+int grid_for(int64_t n, int threads) {
+    int64_t blocks = (n + threads - 1) / threads;
+    return (int)(blocks > 65535 * 8 ? 65535 * 8 : blocks);
+}
+
+}  // namespace
+
+#define KOTH_DISPATCH(dtype, ...)                                      \
+    switch (dtype) {                                                   \
+        case 0: { using T = float; __VA_ARGS__; break; }               \
+        case 1: { using T = __nv_bfloat16; __VA_ARGS__; break; }       \
+        case 2: { using T = __half; __VA_ARGS__; break; }              \
+        default: return -1;                                            \
+    }
+
+extern "C" {
+
+const char *koth_cuda_error_string(int code) { return cudaGetErrorString((cudaError_t)code); }
+
+// The runtime API launches on the calling thread's current device: make it candle's.
+int koth_use_device(int ordinal) { return check(cudaSetDevice(ordinal)); }
+
+int koth_ce_fwd(int dtype, const void *logits, int64_t rows, int64_t ld, int v, const uint32_t *targets,
+                float *nll, void *stream) {
+    if (rows == 0) return 0;
+    KOTH_DISPATCH(dtype, ce_fwd<T><<<(unsigned)rows, 1024, 0, (cudaStream_t)stream>>>(
+                             (const T *)logits, ld, v, targets, nll));
+    return check(cudaGetLastError());
+}
+
+int koth_ce_bwd(int dtype, const void *logits, void *out, int64_t rows, int64_t ld, int v,
+                const uint32_t *targets, const float *grad, void *stream) {
+    if (rows == 0) return 0;
+    KOTH_DISPATCH(dtype, ce_bwd<T><<<(unsigned)rows, 1024, 0, (cudaStream_t)stream>>>(
+                             (const T *)logits, (T *)out, ld, v, targets, grad));
+    return check(cudaGetLastError());
+}
+
+int koth_rmsnorm_fwd(int dtype, const void *x, const void *w, void *y, float *rstd, int64_t rows, int cols,
+                     float eps, void *stream) {
+    if (rows == 0) return 0;
+    unsigned blocks = (unsigned)((rows + 7) / 8);
+    KOTH_DISPATCH(dtype, rmsnorm_fwd<T><<<blocks, 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)x, (const T *)w, (T *)y, rstd, rows, cols, eps));
+    return check(cudaGetLastError());
+}
+
+// dw_part must hold parts * cols floats, parts = ceil(rows / rows_per_block).
+int koth_rmsnorm_bwd(int dtype, const void *x, const void *w, const void *dy, const float *rstd, void *dx,
+                     void *dw, float *dw_part, int64_t rows, int cols, int64_t rows_per_block, void *stream) {
+    if (rows == 0) return 0;
+    int parts = (int)((rows + rows_per_block - 1) / rows_per_block);
+    size_t smem = (size_t)cols * sizeof(float);
+    KOTH_DISPATCH(dtype, {
+        if (smem > 48 * 1024) {
+            cudaFuncSetAttribute(rmsnorm_bwd<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        }
+        rmsnorm_bwd<T><<<parts, 256, smem, (cudaStream_t)stream>>>(
+            (const T *)x, (const T *)w, (const T *)dy, rstd, (T *)dx, dw_part, rows, cols, rows_per_block);
+        sum_rows<T><<<(cols + 255) / 256, 256, 0, (cudaStream_t)stream>>>(dw_part, parts, cols, (T *)dw);
+    });
+    return check(cudaGetLastError());
+}
+
+int koth_norm_rope(int dtype, const void *x, const void *w, const void *cos_t, const void *sin_t, void *y,
+                   int64_t rows, int heads, int seq, int head_dim, float eps, float sign, void *stream) {
+    if (rows == 0) return 0;
+    unsigned blocks = (unsigned)((rows + 7) / 8);
+    cudaStream_t s = (cudaStream_t)stream;
+#define KOTH_ROPE(KD)                                                                                 \
+    case 32 * KD:                                                                                     \
+        KOTH_DISPATCH(dtype, norm_rope<T, KD><<<blocks, 256, 0, s>>>((const T *)x, (const T *)w,       \
+                                                                     (const T *)cos_t, (const T *)sin_t, \
+                                                                     (T *)y, rows, heads, seq, eps, sign)); \
+        break;
+    switch (head_dim) {
+        KOTH_ROPE(2)
+        KOTH_ROPE(4)
+        KOTH_ROPE(6)
+        KOTH_ROPE(8)
+        default:
+            return -2;
+    }
+#undef KOTH_ROPE
+    return check(cudaGetLastError());
+}
+
+int koth_swiglu_fwd(int dtype, const void *g, const void *u, void *y, int64_t n, void *stream) {
+    if (n == 0) return 0;
+    KOTH_DISPATCH(dtype, swiglu_fwd<T><<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)g, (const T *)u, (T *)y, n));
+    return check(cudaGetLastError());
+}
+
+int koth_swiglu_bwd(int dtype, const void *g, const void *u, const void *dy, void *dg, void *du, int64_t n,
+                    void *stream) {
+    if (n == 0) return 0;
+    KOTH_DISPATCH(dtype, swiglu_bwd<T><<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)g, (const T *)u, (const T *)dy, (T *)dg, (T *)du, n));
+    return check(cudaGetLastError());
+}
+
+// `tensors` is a device array of `count` AdamTensor records (p, g, m, v, model, n).
+int koth_adamw_multi(int dtype, const void *tensors, int count, int64_t max_n, float lr, float beta1,
+                     float beta2, float eps, float wd, float bc1, float bc2_sqrt, float gscale, void *stream) {
+    if (count == 0) return 0;
+    int64_t bx = (max_n + 255) / 256;
+    if (bx > 1024) bx = 1024;
+    dim3 grid((unsigned)bx, (unsigned)count);
+    KOTH_DISPATCH(dtype, adamw_multi<T><<<grid, 256, 0, (cudaStream_t)stream>>>(
+                             (const AdamTensor *)tensors, count, lr, beta1, beta2, eps, wd, bc1, bc2_sqrt, gscale));
+    return check(cudaGetLastError());
+}
+
+int koth_adam_record_bytes() { return (int)sizeof(AdamTensor); }
+
+}  // extern "C"

@@ -1,0 +1,60 @@
+//! The API of a build without the `cuda` feature: the same signatures, each an error.
+
+use candle_core::{Result, Tensor};
+
+use crate::{not_compiled, AdamHyper};
+
+pub fn attention(_q: &Tensor, _k: &Tensor, _v: &Tensor, _scale: f32) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn attention_trainable(_q: &Tensor, _k: &Tensor, _v: &Tensor, _scale: f32) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn cross_entropy(_logits: &Tensor, _targets: &Tensor) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn cross_entropy_trainable(_logits: &Tensor, _targets: &Tensor) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn rms_norm(_x: &Tensor, _w: &Tensor, _eps: f32) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn rms_norm_trainable(_x: &Tensor, _w: &Tensor, _eps: f32) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn norm_rope(
+    _x: &Tensor,
+    _w: Option<&Tensor>,
+    _cos: &Tensor,
+    _sin: &Tensor,
+    _eps: f32,
+) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn rope_trainable(_x: &Tensor, _cos: &Tensor, _sin: &Tensor) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn swiglu(_gate: &Tensor, _up: &Tensor) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn swiglu_trainable(_gate: &Tensor, _up: &Tensor) -> Result<Tensor> {
+    Err(not_compiled())
+}
+
+/// The multi-tensor AdamW update (GPU builds only).
+pub struct AdamWKernel;
+
+impl AdamWKernel {
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        _params: &[&Tensor],
+        _grads: &[&Tensor],
+        _m: &[&Tensor],
+        _v: &[&Tensor],
+        _model: &[Option<&Tensor>],
+        _decay: &[bool],
+        _hyper: AdamHyper,
+    ) -> Result<()> {
+        Err(not_compiled())
+    }
+}

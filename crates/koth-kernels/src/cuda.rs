@@ -1,0 +1,1125 @@
+//! The CUDA implementations: raw device addresses out of candle's storage, our kernels and
+//! cuDNN's SDPA through the C ABI of `csrc/`, candle custom ops for the backward passes.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::Mutex;
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr};
+use candle_core::cuda_backend::{CudaDevice, CudaStorageSlice};
+use candle_core::op::BackpropOp;
+use candle_core::{
+    CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Error, Layout, Result, Shape, Storage,
+    Tensor,
+};
+
+use crate::AdamHyper;
+
+mod ffi {
+    use std::ffi::{c_char, c_int, c_void};
+    extern "C" {
+        pub fn koth_cuda_error_string(code: c_int) -> *const c_char;
+        pub fn koth_use_device(ordinal: c_int) -> c_int;
+        pub fn koth_sdpa_last_error() -> *const c_char;
+        pub fn koth_sdpa_fwd(
+            dtype: c_int,
+            b: i64,
+            hq: i64,
+            hkv: i64,
+            t: i64,
+            d: i64,
+            scale: f32,
+            q: u64,
+            k: u64,
+            v: u64,
+            o: u64,
+            stats: u64,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_sdpa_bwd(
+            dtype: c_int,
+            b: i64,
+            hq: i64,
+            hkv: i64,
+            t: i64,
+            d: i64,
+            scale: f32,
+            deterministic: c_int,
+            q: u64,
+            k: u64,
+            v: u64,
+            o: u64,
+            dout: u64,
+            stats: u64,
+            dq: u64,
+            dk: u64,
+            dv: u64,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_ce_fwd(
+            dtype: c_int,
+            logits: u64,
+            rows: i64,
+            ld: i64,
+            v: c_int,
+            targets: u64,
+            nll: u64,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_ce_bwd(
+            dtype: c_int,
+            logits: u64,
+            out: u64,
+            rows: i64,
+            ld: i64,
+            v: c_int,
+            targets: u64,
+            grad: u64,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_rmsnorm_fwd(
+            dtype: c_int,
+            x: u64,
+            w: u64,
+            y: u64,
+            rstd: u64,
+            rows: i64,
+            cols: c_int,
+            eps: f32,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_rmsnorm_bwd(
+            dtype: c_int,
+            x: u64,
+            w: u64,
+            dy: u64,
+            rstd: u64,
+            dx: u64,
+            dw: u64,
+            dw_part: u64,
+            rows: i64,
+            cols: c_int,
+            rows_per_block: i64,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_norm_rope(
+            dtype: c_int,
+            x: u64,
+            w: u64,
+            cos: u64,
+            sin: u64,
+            y: u64,
+            rows: i64,
+            heads: c_int,
+            seq: c_int,
+            head_dim: c_int,
+            eps: f32,
+            sign: f32,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_swiglu_fwd(
+            dtype: c_int,
+            g: u64,
+            u: u64,
+            y: u64,
+            n: i64,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_swiglu_bwd(
+            dtype: c_int,
+            g: u64,
+            u: u64,
+            dy: u64,
+            dg: u64,
+            du: u64,
+            n: i64,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_adamw_multi(
+            dtype: c_int,
+            tensors: u64,
+            count: c_int,
+            max_n: i64,
+            lr: f32,
+            beta1: f32,
+            beta2: f32,
+            eps: f32,
+            wd: f32,
+            bc1: f32,
+            bc2_sqrt: f32,
+            gscale: f32,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_adam_record_bytes() -> c_int;
+    }
+}
+
+fn msg(s: impl Into<String>) -> Error {
+    Error::Msg(format!("koth-kernels: {}", s.into()))
+}
+
+fn c_str(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::from("(no message)");
+    }
+    // SAFETY: the C side returns a NUL-terminated string that lives until the next call.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// A kernel launch's return code as a candle error naming the op.
+fn launched(op: &str, code: c_int) -> Result<()> {
+    match code {
+        0 => Ok(()),
+        -1 => Err(msg(format!("{op}: unsupported dtype"))),
+        -2 => Err(msg(format!("{op}: unsupported head dimension"))),
+        // SAFETY: a static string from the CUDA runtime.
+        c => Err(msg(format!("{op}: CUDA error {c}: {}", c_str(unsafe {
+            ffi::koth_cuda_error_string(c)
+        })))),
+    }
+}
+
+fn sdpa_checked(op: &str, code: c_int) -> Result<()> {
+    if code == 0 {
+        return Ok(());
+    }
+    // SAFETY: the message buffer is owned by the C side and valid until its next failure.
+    Err(msg(format!("{op}: {}", c_str(unsafe { ffi::koth_sdpa_last_error() }))))
+}
+
+fn dtype_code(dtype: DType) -> Result<c_int> {
+    match dtype {
+        DType::F32 => Ok(0),
+        DType::BF16 => Ok(1),
+        DType::F16 => Ok(2),
+        other => Err(msg(format!("dtype {other:?} is not one of f32, bf16, f16"))),
+    }
+}
+
+/// The device address of the first element of a contiguous view of `s`.
+fn addr(s: &CudaStorage, l: &Layout) -> Result<u64> {
+    let (start, _) = l
+        .contiguous_offsets()
+        .ok_or_else(|| msg("input is not contiguous"))?;
+    let stream = s.device.cuda_stream();
+    let (base, size) = match &s.slice {
+        CudaStorageSlice::BF16(x) => (x.device_ptr(&stream).0, 2),
+        CudaStorageSlice::F16(x) => (x.device_ptr(&stream).0, 2),
+        CudaStorageSlice::F32(x) => (x.device_ptr(&stream).0, 4),
+        CudaStorageSlice::U32(x) => (x.device_ptr(&stream).0, 4),
+        _ => return Err(msg(format!("storage dtype {:?} not supported", s.dtype()))),
+    };
+    Ok(base + (start * size) as u64)
+}
+
+/// A CUDA tensor's device, its stream handle and the address of its first element. The tensor
+/// must be contiguous.
+fn tensor_addr(t: &Tensor) -> Result<(u64, CudaDevice)> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cuda(s) => Ok((addr(s, layout)?, s.device.clone())),
+        _ => Err(msg("expects a CUDA tensor")),
+    }
+}
+
+fn stream_of(dev: &CudaDevice) -> Result<*mut c_void> {
+    let ordinal = dev.cuda_stream().context().ordinal();
+    // SAFETY: plain runtime call.
+    launched("cudaSetDevice", unsafe { ffi::koth_use_device(ordinal as c_int) })?;
+    Ok(dev.cuda_stream().cu_stream() as *mut c_void)
+}
+
+/// Fresh (uninitialised) device storage of `n` elements of `dtype`, with its address.
+fn alloc(dev: &CudaDevice, dtype: DType, n: usize) -> Result<(CudaStorage, u64)> {
+    let n = n.max(1);
+    // SAFETY: every caller writes all elements before the storage is read.
+    let slice = unsafe {
+        match dtype {
+            DType::BF16 => CudaStorageSlice::BF16(dev.alloc::<half::bf16>(n)?),
+            DType::F16 => CudaStorageSlice::F16(dev.alloc::<half::f16>(n)?),
+            DType::F32 => CudaStorageSlice::F32(dev.alloc::<f32>(n)?),
+            other => return Err(msg(format!("cannot allocate {other:?}"))),
+        }
+    };
+    let storage = CudaStorage {
+        slice,
+        device: dev.clone(),
+    };
+    let a = addr(&storage, &Layout::contiguous(n))?;
+    Ok((storage, a))
+}
+
+fn into_tensor(storage: CudaStorage, shape: impl Into<Shape>) -> Tensor {
+    Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false)
+}
+
+fn dims_btd(q: &Tensor) -> Result<(usize, usize, usize, usize)> {
+    q.dims4()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+
+struct AttentionShape {
+    b: i64,
+    hq: i64,
+    hkv: i64,
+    t: i64,
+    d: i64,
+}
+
+fn attention_shape(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<AttentionShape> {
+    let (b, t, hq, d) = dims_btd(q)?;
+    let (kb, kt, hkv, kd) = k.dims4()?;
+    if (kb, kt, kd) != (b, t, d) || v.dims() != k.dims() {
+        return Err(msg(format!(
+            "attention shapes q {:?}, k {:?}, v {:?} are not [B, T, H, D] with one B, T, D",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        )));
+    }
+    if hkv == 0 || hq % hkv != 0 {
+        return Err(msg(format!(
+            "attention: {hq} query heads are not a multiple of {hkv} kv heads"
+        )));
+    }
+    if q.dtype() != k.dtype() || q.dtype() != v.dtype() {
+        return Err(msg("attention: q, k and v differ in dtype"));
+    }
+    Ok(AttentionShape {
+        b: b as i64,
+        hq: hq as i64,
+        hkv: hkv as i64,
+        t: t as i64,
+        d: d as i64,
+    })
+}
+
+/// Causal attention for scoring: q [B, T, Hq, D], k and v [B, T, Hkv, D] (contiguous, bf16 or
+/// f16) → [B, T, Hq, D]. cuDNN's fused kernel: the [T, T] scores never reach device memory.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let s = attention_shape(&q, &k, &v)?;
+    let (qa, dev) = tensor_addr(&q)?;
+    let (ka, _) = tensor_addr(&k)?;
+    let (va, _) = tensor_addr(&v)?;
+    let (out, oa) = alloc(&dev, q.dtype(), q.elem_count())?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: addresses of live, contiguous tensors of the shapes passed; `out` is fresh.
+    let code = unsafe {
+        ffi::koth_sdpa_fwd(
+            dtype_code(q.dtype())?,
+            s.b,
+            s.hq,
+            s.hkv,
+            s.t,
+            s.d,
+            scale,
+            qa,
+            ka,
+            va,
+            oa,
+            0,
+            stream,
+        )
+    };
+    sdpa_checked("attention", code)?;
+    Ok(into_tensor(out, q.dims()))
+}
+
+/// The training op: forward keeps the softmax statistics for its backward.
+struct Attention {
+    scale: f32,
+    stats: Mutex<Option<CudaSlice<f32>>>,
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "koth-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        Err(msg("attention runs on CUDA only"))
+    }
+
+    fn cuda_fwd(
+        &self,
+        q: &CudaStorage,
+        ql: &Layout,
+        k: &CudaStorage,
+        kl: &Layout,
+        v: &CudaStorage,
+        vl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (b, t, hq, d) = ql.shape().dims4()?;
+        let (_, _, hkv, _) = kl.shape().dims4()?;
+        if vl.shape() != kl.shape() {
+            return Err(msg("attention: k and v shapes differ"));
+        }
+        let dev = q.device.clone();
+        let stream = stream_of(&dev)?;
+        let (out, oa) = alloc(&dev, q.dtype(), ql.shape().elem_count())?;
+        // SAFETY: fresh f32 buffer, written by cuDNN before the backward reads it.
+        let stats = unsafe { dev.alloc::<f32>(b * hq * t)? };
+        let sa = stats.device_ptr(&dev.cuda_stream()).0;
+        // SAFETY: as in `attention`.
+        let code = unsafe {
+            ffi::koth_sdpa_fwd(
+                dtype_code(q.dtype())?,
+                b as i64,
+                hq as i64,
+                hkv as i64,
+                t as i64,
+                d as i64,
+                self.scale,
+                addr(q, ql)?,
+                addr(k, kl)?,
+                addr(v, vl)?,
+                oa,
+                sa,
+                stream,
+            )
+        };
+        sdpa_checked("attention (training forward)", code)?;
+        *self.stats.lock().map_err(|_| msg("attention stats lock poisoned"))? = Some(stats);
+        Ok((out, ql.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        o: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (q, k, v, o, grad) = (
+            q.contiguous()?,
+            k.contiguous()?,
+            v.contiguous()?,
+            o.contiguous()?,
+            grad.contiguous()?,
+        );
+        let s = attention_shape(&q, &k, &v)?;
+        let guard = self
+            .stats
+            .lock()
+            .map_err(|_| msg("attention stats lock poisoned"))?;
+        let stats = guard
+            .as_ref()
+            .ok_or_else(|| msg("attention backward before its forward"))?;
+        let (qa, dev) = tensor_addr(&q)?;
+        let stream = stream_of(&dev)?;
+        let sa = stats.device_ptr(&dev.cuda_stream()).0;
+        let (dq, dqa) = alloc(&dev, q.dtype(), q.elem_count())?;
+        let (dk, dka) = alloc(&dev, k.dtype(), k.elem_count())?;
+        let (dv, dva) = alloc(&dev, v.dtype(), v.elem_count())?;
+        // SAFETY: live contiguous inputs of the checked shapes; fresh outputs.
+        let code = unsafe {
+            ffi::koth_sdpa_bwd(
+                dtype_code(q.dtype())?,
+                s.b,
+                s.hq,
+                s.hkv,
+                s.t,
+                s.d,
+                self.scale,
+                1,
+                qa,
+                tensor_addr(&k)?.0,
+                tensor_addr(&v)?.0,
+                tensor_addr(&o)?.0,
+                tensor_addr(&grad)?.0,
+                sa,
+                dqa,
+                dka,
+                dva,
+                stream,
+            )
+        };
+        sdpa_checked("attention backward", code)?;
+        Ok((
+            Some(into_tensor(dq, q.dims())),
+            Some(into_tensor(dk, k.dims())),
+            Some(into_tensor(dv, v.dims())),
+        ))
+    }
+}
+
+/// Causal attention with a backward (cuDNN's deterministic SDPA backward).
+pub fn attention_trainable(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    attention_shape(&q, &k, &v)?;
+    q.apply_op3_arc(
+        &k,
+        &v,
+        std::sync::Arc::new(Box::new(Attention {
+            scale,
+            stats: Mutex::new(None),
+        })),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-entropy over rows of logits
+
+fn ce_shape(logits: &Tensor, targets: &Tensor) -> Result<(usize, usize)> {
+    let (rows, vocab) = logits.dims2()?;
+    if targets.dims() != [rows] || targets.dtype() != DType::U32 {
+        return Err(msg(format!(
+            "cross_entropy: targets {:?} {:?}, expected [{rows}] u32",
+            targets.dims(),
+            targets.dtype()
+        )));
+    }
+    if vocab > i32::MAX as usize {
+        return Err(msg("cross_entropy: vocabulary too large"));
+    }
+    Ok((rows, vocab))
+}
+
+fn ce_forward(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let (rows, vocab) = ce_shape(logits, targets)?;
+    let (la, dev) = tensor_addr(logits)?;
+    let (ta, _) = tensor_addr(targets)?;
+    let (out, oa) = alloc(&dev, DType::F32, rows)?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: logits [rows, vocab] contiguous, targets [rows] u32 below vocab (checked by the
+    // caller against the vocabulary), out fresh [rows] f32.
+    let code = unsafe {
+        ffi::koth_ce_fwd(
+            dtype_code(logits.dtype())?,
+            la,
+            rows as i64,
+            vocab as i64,
+            vocab as c_int,
+            ta,
+            oa,
+            stream,
+        )
+    };
+    launched("cross_entropy", code)?;
+    Ok(into_tensor(out, rows))
+}
+
+/// Per-row NLL: `logsumexp(logits[r]) - logits[r, targets[r]]`, reduced in f32 from the stored
+/// logits (bf16 logits upcast, as transformers' loss does). logits [R, V], targets [R] u32
+/// (each below V: the caller checks) → [R] f32.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    ce_forward(&logits.contiguous()?, &targets.contiguous()?)
+}
+
+struct CrossEntropy {
+    targets: Tensor,
+}
+
+impl CustomOp1 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "koth-cross-entropy"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        Err(msg("cross_entropy runs on CUDA only"))
+    }
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (rows, vocab) = l.shape().dims2()?;
+        let dev = s.device.clone();
+        let (ta, _) = tensor_addr(&self.targets)?;
+        let (out, oa) = alloc(&dev, DType::F32, rows)?;
+        let stream = stream_of(&dev)?;
+        // SAFETY: as in `ce_forward`.
+        let code = unsafe {
+            ffi::koth_ce_fwd(
+                dtype_code(s.dtype())?,
+                addr(s, l)?,
+                rows as i64,
+                vocab as i64,
+                vocab as c_int,
+                ta,
+                oa,
+                stream,
+            )
+        };
+        launched("cross_entropy", code)?;
+        Ok((out, Shape::from(rows)))
+    }
+    fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let logits = logits.contiguous()?;
+        let grad = grad.to_dtype(DType::F32)?.contiguous()?;
+        let (rows, vocab) = ce_shape(&logits, &self.targets)?;
+        let (la, dev) = tensor_addr(&logits)?;
+        let (out, oa) = alloc(&dev, logits.dtype(), logits.elem_count())?;
+        let stream = stream_of(&dev)?;
+        // SAFETY: as in `ce_forward`; grad [rows] f32; out fresh, same shape as logits.
+        let code = unsafe {
+            ffi::koth_ce_bwd(
+                dtype_code(logits.dtype())?,
+                la,
+                oa,
+                rows as i64,
+                vocab as i64,
+                vocab as c_int,
+                tensor_addr(&self.targets)?.0,
+                tensor_addr(&grad)?.0,
+                stream,
+            )
+        };
+        launched("cross_entropy backward", code)?;
+        Ok(Some(into_tensor(out, logits.dims())))
+    }
+}
+
+/// [`cross_entropy`] with a backward: d nll[r] / d logits[r] = softmax(logits[r]) − onehot.
+pub fn cross_entropy_trainable(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let targets = targets.contiguous()?;
+    ce_shape(logits, &targets)?;
+    logits.contiguous()?.apply_op1(CrossEntropy { targets })
+}
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm
+
+fn rows_cols(x: &Tensor, w: &Tensor) -> Result<(usize, usize)> {
+    let cols = x.dim(candle_core::D::Minus1)?;
+    if w.dims() != [cols] {
+        return Err(msg(format!(
+            "rms_norm: gain {:?} does not match the last dimension {cols}",
+            w.dims()
+        )));
+    }
+    Ok((x.elem_count() / cols.max(1), cols))
+}
+
+/// RMSNorm over the last dimension, transformers' rounding: `w * round(x * rstd)`.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let (rows, cols) = rows_cols(&x, &w)?;
+    let (xa, dev) = tensor_addr(&x)?;
+    let (out, oa) = alloc(&dev, x.dtype(), x.elem_count())?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: x [rows, cols], w [cols] contiguous of one dtype; out fresh.
+    let code = unsafe {
+        ffi::koth_rmsnorm_fwd(
+            dtype_code(x.dtype())?,
+            xa,
+            tensor_addr(&w)?.0,
+            oa,
+            0,
+            rows as i64,
+            cols as c_int,
+            eps,
+            stream,
+        )
+    };
+    launched("rms_norm", code)?;
+    Ok(into_tensor(out, x.dims()))
+}
+
+struct RmsNorm {
+    eps: f32,
+    rstd: Mutex<Option<CudaSlice<f32>>>,
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "koth-rms-norm"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        Err(msg("rms_norm runs on CUDA only"))
+    }
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        w: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let cols = *xl.shape().dims().last().ok_or_else(|| msg("rms_norm of a scalar"))?;
+        let rows = xl.shape().elem_count() / cols.max(1);
+        let dev = x.device.clone();
+        let stream = stream_of(&dev)?;
+        let (out, oa) = alloc(&dev, x.dtype(), xl.shape().elem_count())?;
+        // SAFETY: written by the kernel before the backward reads it.
+        let rstd = unsafe { dev.alloc::<f32>(rows.max(1))? };
+        let ra = rstd.device_ptr(&dev.cuda_stream()).0;
+        // SAFETY: as in `rms_norm`.
+        let code = unsafe {
+            ffi::koth_rmsnorm_fwd(
+                dtype_code(x.dtype())?,
+                addr(x, xl)?,
+                addr(w, wl)?,
+                oa,
+                ra,
+                rows as i64,
+                cols as c_int,
+                self.eps,
+                stream,
+            )
+        };
+        launched("rms_norm", code)?;
+        *self.rstd.lock().map_err(|_| msg("rms_norm lock poisoned"))? = Some(rstd);
+        Ok((out, xl.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (x, w, grad) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
+        let (rows, cols) = rows_cols(&x, &w)?;
+        let guard = self.rstd.lock().map_err(|_| msg("rms_norm lock poisoned"))?;
+        let rstd = guard
+            .as_ref()
+            .ok_or_else(|| msg("rms_norm backward before its forward"))?;
+        let (xa, dev) = tensor_addr(&x)?;
+        let stream = stream_of(&dev)?;
+        let ra = rstd.device_ptr(&dev.cuda_stream()).0;
+        // Fixed partition of the rows: the dw reduction order depends on the shape only.
+        let parts = rows.clamp(1, 1024);
+        let rows_per_block = rows.div_ceil(parts).max(1);
+        let parts = rows.div_ceil(rows_per_block).max(1);
+        let (dx, dxa) = alloc(&dev, x.dtype(), x.elem_count())?;
+        let (dw, dwa) = alloc(&dev, w.dtype(), cols)?;
+        let (scratch, sa) = alloc(&dev, DType::F32, parts * cols)?;
+        // SAFETY: shapes checked; fresh outputs and scratch of parts * cols f32.
+        let code = unsafe {
+            ffi::koth_rmsnorm_bwd(
+                dtype_code(x.dtype())?,
+                xa,
+                tensor_addr(&w)?.0,
+                tensor_addr(&grad)?.0,
+                ra,
+                dxa,
+                dwa,
+                sa,
+                rows as i64,
+                cols as c_int,
+                rows_per_block as i64,
+                stream,
+            )
+        };
+        launched("rms_norm backward", code)?;
+        drop(scratch);
+        Ok((Some(into_tensor(dx, x.dims())), Some(into_tensor(dw, cols))))
+    }
+}
+
+/// [`rms_norm`] with a backward for both the input and the gain.
+pub fn rms_norm_trainable(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    rows_cols(&x, &w)?;
+    x.apply_op2(
+        &w,
+        RmsNorm {
+            eps,
+            rstd: Mutex::new(None),
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// q/k norm + RoPE
+
+fn rope_launch(
+    x: &Tensor,
+    w: Option<&Tensor>,
+    cos: &Tensor,
+    sin: &Tensor,
+    eps: f32,
+    sign: f32,
+) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let (b, t, heads, d) = x.dims4()?;
+    if cos.dims() != [t, d / 2] || sin.dims() != [t, d / 2] {
+        return Err(msg(format!(
+            "rope: tables {:?}/{:?}, expected [{t}, {}]",
+            cos.dims(),
+            sin.dims(),
+            d / 2
+        )));
+    }
+    let (cos, sin) = (
+        cos.to_dtype(x.dtype())?.contiguous()?,
+        sin.to_dtype(x.dtype())?.contiguous()?,
+    );
+    let w = match w {
+        Some(w) => {
+            if w.dims() != [d] {
+                return Err(msg(format!("q/k norm gain {:?}, expected [{d}]", w.dims())));
+            }
+            Some(w.to_dtype(x.dtype())?.contiguous()?)
+        }
+        None => None,
+    };
+    let (xa, dev) = tensor_addr(&x)?;
+    let (out, oa) = alloc(&dev, x.dtype(), x.elem_count())?;
+    let stream = stream_of(&dev)?;
+    let wa = match &w {
+        Some(w) => tensor_addr(w)?.0,
+        None => 0,
+    };
+    // SAFETY: x [B, T, H, D], tables [T, D/2], gain [D] or null; out fresh.
+    let code = unsafe {
+        ffi::koth_norm_rope(
+            dtype_code(x.dtype())?,
+            xa,
+            wa,
+            tensor_addr(&cos)?.0,
+            tensor_addr(&sin)?.0,
+            oa,
+            (b * t * heads) as i64,
+            heads as c_int,
+            t as c_int,
+            d as c_int,
+            eps,
+            sign,
+            stream,
+        )
+    };
+    launched("norm_rope", code)?;
+    Ok(into_tensor(out, x.dims()))
+}
+
+/// qwen3's per-head RMSNorm (when `w` is given) then RoPE, in one pass, for scoring. x is
+/// [B, T, H, D] (the projection's output, no transpose); cos and sin [T, D/2].
+pub fn norm_rope(
+    x: &Tensor,
+    w: Option<&Tensor>,
+    cos: &Tensor,
+    sin: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    rope_launch(x, w, cos, sin, eps, 1.0)
+}
+
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "koth-rope"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        Err(msg("rope runs on CUDA only"))
+    }
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (b, t, heads, d) = l.shape().dims4()?;
+        let dev = s.device.clone();
+        let stream = stream_of(&dev)?;
+        let (out, oa) = alloc(&dev, s.dtype(), l.shape().elem_count())?;
+        // SAFETY: as in `rope_launch` (tables prepared by `rope_trainable`).
+        let code = unsafe {
+            ffi::koth_norm_rope(
+                dtype_code(s.dtype())?,
+                addr(s, l)?,
+                0,
+                tensor_addr(&self.cos)?.0,
+                tensor_addr(&self.sin)?.0,
+                oa,
+                (b * t * heads) as i64,
+                heads as c_int,
+                t as c_int,
+                d as c_int,
+                0.0,
+                1.0,
+                stream,
+            )
+        };
+        launched("rope", code)?;
+        Ok((out, l.shape().clone()))
+    }
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // A rotation's transpose is the rotation by the opposite angle.
+        Ok(Some(rope_launch(grad, None, &self.cos, &self.sin, 0.0, -1.0)?))
+    }
+}
+
+/// RoPE with a backward; x [B, T, H, D], cos and sin [T, D/2].
+pub fn rope_trainable(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let (_, t, _, d) = x.dims4()?;
+    if cos.dims() != [t, d / 2] || sin.dims() != [t, d / 2] {
+        return Err(msg("rope: tables do not match [T, D/2]"));
+    }
+    let cos = cos.to_dtype(x.dtype())?.contiguous()?;
+    let sin = sin.to_dtype(x.dtype())?.contiguous()?;
+    x.apply_op1(Rope { cos, sin })
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU
+
+fn swiglu_check(g: &Tensor, u: &Tensor) -> Result<()> {
+    if g.dims() != u.dims() || g.dtype() != u.dtype() {
+        return Err(msg(format!(
+            "swiglu: gate {:?} {:?} and up {:?} {:?} differ",
+            g.dims(),
+            g.dtype(),
+            u.dims(),
+            u.dtype()
+        )));
+    }
+    Ok(())
+}
+
+fn swiglu_forward(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    let (ga, dev) = tensor_addr(g)?;
+    let (out, oa) = alloc(&dev, g.dtype(), g.elem_count())?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: same-shaped contiguous inputs; out fresh.
+    let code = unsafe {
+        ffi::koth_swiglu_fwd(
+            dtype_code(g.dtype())?,
+            ga,
+            tensor_addr(u)?.0,
+            oa,
+            g.elem_count() as i64,
+            stream,
+        )
+    };
+    launched("swiglu", code)?;
+    Ok(into_tensor(out, g.dims()))
+}
+
+/// `round(silu(gate)) * up`, as transformers computes the SwiGLU product in half precision.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let (g, u) = (gate.contiguous()?, up.contiguous()?);
+    swiglu_check(&g, &u)?;
+    swiglu_forward(&g, &u)
+}
+
+struct SwiGlu;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "koth-swiglu"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        Err(msg("swiglu runs on CUDA only"))
+    }
+    fn cuda_fwd(
+        &self,
+        g: &CudaStorage,
+        gl: &Layout,
+        u: &CudaStorage,
+        ul: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let n = gl.shape().elem_count();
+        let dev = g.device.clone();
+        let stream = stream_of(&dev)?;
+        let (out, oa) = alloc(&dev, g.dtype(), n)?;
+        // SAFETY: as in `swiglu_forward`.
+        let code = unsafe {
+            ffi::koth_swiglu_fwd(
+                dtype_code(g.dtype())?,
+                addr(g, gl)?,
+                addr(u, ul)?,
+                oa,
+                n as i64,
+                stream,
+            )
+        };
+        launched("swiglu", code)?;
+        Ok((out, gl.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        g: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (g, u, grad) = (g.contiguous()?, u.contiguous()?, grad.contiguous()?);
+        let (ga, dev) = tensor_addr(&g)?;
+        let stream = stream_of(&dev)?;
+        let (dg, dga) = alloc(&dev, g.dtype(), g.elem_count())?;
+        let (du, dua) = alloc(&dev, u.dtype(), u.elem_count())?;
+        // SAFETY: same-shaped contiguous inputs; fresh outputs.
+        let code = unsafe {
+            ffi::koth_swiglu_bwd(
+                dtype_code(g.dtype())?,
+                ga,
+                tensor_addr(&u)?.0,
+                tensor_addr(&grad)?.0,
+                dga,
+                dua,
+                g.elem_count() as i64,
+                stream,
+            )
+        };
+        launched("swiglu backward", code)?;
+        Ok((
+            Some(into_tensor(dg, g.dims())),
+            Some(into_tensor(du, u.dims())),
+        ))
+    }
+}
+
+/// [`swiglu`] with a backward for both inputs.
+pub fn swiglu_trainable(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let (g, u) = (gate.contiguous()?, up.contiguous()?);
+    swiglu_check(&g, &u)?;
+    g.apply_op2(&u, SwiGlu)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-tensor AdamW
+
+/// Every parameter's AdamW update in one launch (f32 master weights, moments and gradients,
+/// updated in place; the model-dtype copy refreshed in the same pass).
+pub struct AdamWKernel;
+
+#[repr(C)]
+struct AdamRecord {
+    p: u64,
+    g: u64,
+    m: u64,
+    v: u64,
+    model: u64,
+    n: i64,
+    decay: f32,
+    pad: f32,
+}
+
+impl AdamWKernel {
+    /// `params`, `grads`, `m`, `v`: f32, contiguous, one shape per index. `model[i]`, when
+    /// given, is overwritten with `params[i]` rounded to its dtype (one dtype for all).
+    /// The tensors are written in place: the caller owns them exclusively.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        params: &[&Tensor],
+        grads: &[&Tensor],
+        m: &[&Tensor],
+        v: &[&Tensor],
+        model: &[Option<&Tensor>],
+        decay: &[bool],
+        hyper: AdamHyper,
+    ) -> Result<()> {
+        let n = params.len();
+        if [grads.len(), m.len(), v.len(), model.len(), decay.len()] != [n; 5] {
+            return Err(msg("adamw: argument lists differ in length"));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        // SAFETY: reads a compile-time constant.
+        let record_bytes = unsafe { ffi::koth_adam_record_bytes() } as usize;
+        if record_bytes != std::mem::size_of::<AdamRecord>() {
+            return Err(msg("adamw: record layout differs between Rust and CUDA"));
+        }
+        let mut records = Vec::with_capacity(n);
+        let mut model_dtype = None;
+        let mut max_n = 0i64;
+        let mut dev = None;
+        for i in 0..n {
+            for t in [params[i], grads[i], m[i], v[i]] {
+                if t.dtype() != DType::F32 || !t.is_contiguous() || t.dims() != params[i].dims() {
+                    return Err(msg(format!(
+                        "adamw: tensor {i} is not a contiguous f32 of the parameter's shape"
+                    )));
+                }
+            }
+            let (pa, d) = tensor_addr(params[i])?;
+            let model_addr = match model[i] {
+                Some(t) => {
+                    if t.dims() != params[i].dims() || !t.is_contiguous() {
+                        return Err(msg(format!("adamw: model tensor {i} does not match")));
+                    }
+                    match model_dtype {
+                        None => model_dtype = Some(t.dtype()),
+                        Some(dt) if dt != t.dtype() => {
+                            return Err(msg("adamw: model tensors differ in dtype"))
+                        }
+                        Some(_) => {}
+                    }
+                    tensor_addr(t)?.0
+                }
+                None => 0,
+            };
+            let count = params[i].elem_count() as i64;
+            max_n = max_n.max(count);
+            records.push(AdamRecord {
+                p: pa,
+                g: tensor_addr(grads[i])?.0,
+                m: tensor_addr(m[i])?.0,
+                v: tensor_addr(v[i])?.0,
+                model: model_addr,
+                n: count,
+                decay: if decay[i] { 1.0 } else { 0.0 },
+                pad: 0.0,
+            });
+            dev.get_or_insert(d);
+        }
+        let dev = dev.ok_or_else(|| msg("adamw: no tensors"))?;
+        // SAFETY: AdamRecord is plain old data; viewing it as bytes is sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                records.as_ptr() as *const u8,
+                records.len() * std::mem::size_of::<AdamRecord>(),
+            )
+        };
+        let stream = dev.cuda_stream();
+        let table = stream
+            .clone_htod(bytes)
+            .map_err(|e| msg(format!("adamw: upload: {e}")))?;
+        let ta = table.device_ptr(&stream).0;
+        let s = stream_of(&dev)?;
+        let dtype = dtype_code(model_dtype.unwrap_or(DType::F32))?;
+        // SAFETY: the table holds n records of live, exclusively owned f32 tensors.
+        let code = unsafe {
+            ffi::koth_adamw_multi(
+                dtype,
+                ta,
+                n as c_int,
+                max_n,
+                hyper.lr,
+                hyper.beta1,
+                hyper.beta2,
+                hyper.eps,
+                hyper.weight_decay,
+                hyper.bias1,
+                hyper.bias2_sqrt,
+                hyper.grad_scale,
+                s,
+            )
+        };
+        launched("adamw", code)?;
+        // The table must outlive the kernel: wait for it before it is freed.
+        stream
+            .synchronize()
+            .map_err(|e| msg(format!("adamw: synchronize: {e}")))?;
+        Ok(())
+    }
+}

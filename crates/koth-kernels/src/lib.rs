@@ -1,0 +1,73 @@
+//! koth's GPU kernel layer.
+//!
+//! The transformer's memory-bound steps and its attention, as candle operations on CUDA tensors:
+//!
+//! | op | forward | backward |
+//! | --- | --- | --- |
+//! | [`attention`] / [`attention_trainable`] | cuDNN fused SDPA (causal, GQA), no [B,H,T,T] | cuDNN SDPA backward |
+//! | [`cross_entropy`] / [`cross_entropy_trainable`] | log-sum-exp + target gather in f32 per row of logits | softmax − one-hot, written in place |
+//! | [`rms_norm`] / [`rms_norm_trainable`] | one pass, f32 statistics | dx and a fixed-order dw reduction |
+//! | [`norm_rope`] / [`rope_trainable`] | qwen3's q/k RMSNorm and RoPE in one pass | the inverse rotation |
+//! | [`swiglu`] / [`swiglu_trainable`] | silu(gate) · up | both inputs' gradients |
+//! | [`AdamWKernel`] | every parameter's AdamW update in one launch | — |
+//!
+//! Every reduction runs in a fixed order (no atomics), and every row is computed from that row
+//! alone, so the same inputs give bit-identical outputs on the same kind of device.
+//!
+//! Built only with the `cuda` feature (see `build.rs` and docs/GPU.md). Without it the crate
+//! still compiles, [`COMPILED`] is false and every op returns [`not_compiled`]'s error, so
+//! callers choose a path with [`usable`] and never need a `cfg`.
+
+use candle_core::{DType, Tensor};
+
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::*;
+
+#[cfg(not(feature = "cuda"))]
+mod cpu_only;
+#[cfg(not(feature = "cuda"))]
+pub use cpu_only::*;
+
+/// Whether this build carries the CUDA kernels.
+pub const COMPILED: bool = cfg!(feature = "cuda");
+
+/// The error every op returns in a build without the `cuda` feature.
+pub fn not_compiled() -> candle_core::Error {
+    candle_core::Error::Msg(
+        "koth-kernels: this build has no GPU kernels (build with --features cuda)".into(),
+    )
+}
+
+/// Whether the kernels can run on `t`: a CUDA tensor of a dtype they take, in a build that has
+/// them.
+pub fn usable(t: &Tensor) -> bool {
+    COMPILED
+        && t.device().is_cuda()
+        && matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16)
+}
+
+/// Whether the fused attention can run on `t`: cuDNN's SDPA takes half precision only.
+pub fn attention_usable(t: &Tensor, head_dim: usize) -> bool {
+    usable(t) && t.dtype() != DType::F32 && head_dim % 8 == 0 && head_dim <= 256
+}
+
+/// Whether the fused q/k-norm + RoPE kernel takes this head dimension (a multiple of 64, at
+/// most 256: each lane of a warp holds both halves of its rotation pairs).
+pub fn norm_rope_usable(t: &Tensor, head_dim: usize) -> bool {
+    usable(t) && head_dim % 64 == 0 && head_dim <= 256
+}
+
+/// The scalars of one AdamW step.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamHyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub bias1: f32,
+    pub bias2_sqrt: f32,
+    pub grad_scale: f32,
+}
