@@ -1,48 +1,58 @@
 #!/usr/bin/env bash
 # The GPU measurements of docs/BENCHMARKS.md, on the GPU host, from the repository root with
-# .dist/koth.xz built by scripts/cuda-build.sh. Results go to $OUT (default ./gpu-out).
+# .dist/koth.xz built by scripts/cuda-build.sh. Every number comes with PyTorch's on the same
+# GPU in the same call (`koth bench … --torch`). Results: $OUT (default ./gpu-out), one JSON line
+# per measurement in $OUT/bench-<UTC date>-<phase>.json (commit them into docs/bench/).
 #
-#   scripts/bench/gpu-run.sh [score|train|all]     (default all)
+#   scripts/bench/gpu-run.sh [check|score|train|all]     (default all)
 #
-# `score`: the golden agreement of the CUDA build with the CPU (f32, bf16) and paired scoring
-# of the Qwen3-0.6B shape beside PyTorch eager; `train`: one training step of the same shape,
-# koth beside PyTorch, at several batch shapes. Each phase fits in one 10-minute call.
+# `check`: the golden set on CUDA against the CPU, the kernels' gradients against the
+# composites', and a verdict twice on the GPU plus its replay. `score`: paired scoring, Qwen3-0.6B
+# shape at B=8 T=2048 and B=2 T=8192, and the Qwen3-1.7B shape. `train`: training steps at B=1,
+# 4 and 8 (T=2048). Each phase fits in one 10-minute call.
 set -uo pipefail
 phase=${1:-all}
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
+stamp=$(date -u +%Y-%m-%dT%H%M)
 if [ ! -x /tmp/koth ]; then
   python3 -c "import lzma,shutil;shutil.copyfileobj(lzma.open('.dist/koth.xz'),open('/tmp/koth','wb'))" && chmod +x /tmp/koth || exit 1
 fi
-export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -c "import torch,transformers;print('torch',torch.__version__,'transformers',transformers.__version__)" | tee -a "$OUT/gpu.txt"
-cfg=fixtures/bench/qwen3-0.6b.json
+cudnn_lib=$(python3 -c "import nvidia.cudnn,os;print(os.path.join(list(nvidia.cudnn.__path__)[0],'lib'))")
+export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:$cudnn_lib:${LD_LIBRARY_PATH:-}
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch,transformers;print('torch',torch.__version__,'transformers',transformers.__version__,'cudnn',torch.backends.cudnn.version())"
+} | tee "$OUT/gpu.txt"
+status=0
+record() { # phase: append stdout JSON lines of the command to the phase's file
+  local file="$OUT/bench-$stamp-$1.json"; shift
+  "$@" | tee -a "$file"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || { echo "FAILED (rc=$rc): $*"; status=1; }
+}
 
+if [ "$phase" = check ] || [ "$phase" = all ]; then
+  echo "== golden set: CUDA (koth's kernels) vs CPU, f32 and bf16"
+  record check python3 scripts/bench/gpu_golden_check.py /tmp/koth
+  echo "== gradients: --path kernels vs --path composite on CUDA"
+  record check python3 scripts/bench/gpu_grads_check.py /tmp/koth
+  echo "== a verdict twice on the GPU, then koth duel replay"
+  record check bash scripts/bench/gpu_duel_determinism.sh /tmp/koth "$OUT"
+fi
+
+bench() { record "$1" /tmp/koth bench "${@:2}" --device cuda --dtype bf16 --torch --json; }
 if [ "$phase" = score ] || [ "$phase" = all ]; then
-  echo "== golden agreement, CUDA vs CPU"
-  python3 scripts/bench/gpu_golden_check.py /tmp/koth | tee "$OUT/golden.jsonl"
-  echo "golden rc=${PIPESTATUS[0]}"
-  echo "== paired scoring, koth (candle), Qwen3-0.6B shape, bf16, B=8, T=2048"
-  for chunk in 64 512; do
-    /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --device cuda --dtype bf16 \
-      --iters 5 --warmup 2 --logits-chunk-mib $chunk --json | tee "$OUT/score-koth-chunk$chunk.json"
-  done
-  echo "== paired scoring, PyTorch eager, same shape, lm_head chunk 32 and 512"
-  for chunk in 32 512; do
-    python3 scripts/bench/torch_paired_score.py --config $cfg --batch 8 --seq 2048 --chunk $chunk \
-      --iters 5 --warmup 2 | tee "$OUT/score-torch-chunk$chunk.json"
-  done
+  echo "== paired scoring (king + challenger), koth beside PyTorch eager, bf16"
+  bench score score --config fixtures/bench/qwen3-0.6b.json --batch 8 --seq 2048 --iters 5 --warmup 2
+  bench score score --config fixtures/bench/qwen3-0.6b.json --batch 2 --seq 8192 --iters 5 --warmup 2
+  bench score score --config fixtures/bench/qwen3-1.7b.json --batch 8 --seq 2048 --iters 5 --warmup 2
 fi
 
 if [ "$phase" = train ] || [ "$phase" = all ]; then
-  echo "== training step, Qwen3-0.6B shape: koth bf16 weights + f32 master copies and AdamW moments; PyTorch f32 master + bf16 autocast, fused AdamW"
-  for shape in "1 2048" "4 512" "4 2048"; do
-    set -- $shape
-    timeout 150 /tmp/koth bench train --config $cfg --batch $1 --seq $2 --device cuda --dtype bf16 \
-      --iters 3 --warmup 1 --json | tee "$OUT/train-koth-b$1-t$2.json"
-    echo "koth train b$1 t$2 rc=${PIPESTATUS[0]}"
-    python3 scripts/bench/torch_train_step.py --config $cfg --batch $1 --seq $2 \
-      --iters 5 --warmup 2 | tee "$OUT/train-torch-b$1-t$2.json"
+  echo "== training step, koth (bf16 weights, f32 master + moments, fused AdamW kernel) beside PyTorch (f32 master, bf16 autocast, fused AdamW)"
+  for b in 1 4 8; do
+    bench train train --config fixtures/bench/qwen3-0.6b.json --batch $b --seq 2048 --iters 5 --warmup 2
   done
 fi
+exit $status

@@ -2,7 +2,7 @@
 """On the GPU host: does the CUDA build of `koth model nll` agree with its CPU result?
 
 For every folder of fixtures/hf-golden, runs `koth model nll` on the golden input ids with
---device cpu (f32) and --device cuda (f32 and bf16), and prints the largest absolute difference
+--device cpu (f32) and --device cuda (f32 and bf16; the CUDA default path, koth's GPU kernels), and prints the largest absolute difference
 of each CUDA run from the CPU run and from transformers' golden `nll`. Exits non-zero when a
 difference exceeds its tolerance: CUDA f32 vs CPU f32 within 1e-4, CUDA bf16 vs CPU bf16 within
 2e-2 (bf16 against the f32 result is printed too, for information). Also printed: the largest
@@ -23,10 +23,12 @@ with tempfile.TemporaryDirectory() as tmp:
         ids = pathlib.Path(tmp) / f"{folder.name}-ids.npy"
         np.save(ids, exp["input_ids"].astype(np.int64))
         out = {}
+        # CUDA runs take the default scoring path there: koth's GPU kernels (--path auto).
         for dev, dt in [("cpu", "f32"), ("cpu", "bf16"), ("cuda", "f32"), ("cuda", "bf16")]:
             path = pathlib.Path(tmp) / f"{folder.name}-{dev}-{dt}.npy"
             subprocess.run([koth, "model", "nll", "--model", str(folder), "--ids", str(ids),
-                            "--out", str(path), "--device", dev, "--dtype", dt], check=True)
+                            "--out", str(path), "--device", dev, "--dtype", dt], check=True,
+                           stdout=subprocess.DEVNULL)
             out[(dev, dt)] = np.load(path).astype(np.float64)
         cpu = out[("cpu", "f32")]
         for dt in ["f32", "bf16"]:

@@ -222,44 +222,55 @@ __global__ void sum_rows(const float *__restrict__ part, int parts, int cols, T 
     out[c] = from_f<T>(s);
 }
 
-// RoPE (rotate_half convention) on rows of D = 32 * KD values, one warp per (token, head) row;
-// lane holds elements lane + 32 k, so the pair (i, i + D/2) is in one lane. Optionally RMSNorm
-// with gain w first (qwen3's q/k norm). cos/sin are [T, D/2] in T. `sign` is +1 forward, -1 for
-// the backward (the transpose of a rotation is the rotation by -angle).
-template <typename T, int KD>
+// RoPE (rotate_half convention) on rows of D values (D even, at most 256), one warp per
+// (token, head) row; lane holds the pairs (i, i + D/2) for i = lane + 32 k, so a rotation never
+// leaves its lane. Optionally RMSNorm with gain w first (qwen3's q/k norm). cos/sin are
+// [T, D/2] in T. `sign` is +1 forward, -1 for the backward (the transpose of a rotation is the
+// rotation by -angle).
+template <typename T>
 __global__ void norm_rope(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ cos_t,
                           const T *__restrict__ sin_t, T *__restrict__ y, int64_t rows, int heads, int seq,
-                          float eps, float sign) {
-    constexpr int D = 32 * KD, H2 = KD / 2;
+                          int d, float eps, float sign) {
     int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
+    int half = d / 2;
     int pos = (int)((row / heads) % seq);
-    const T *xr = x + row * D;
-    float v[KD];
+    const T *xr = x + row * d;
+    float a[4], b[4];
+    float ss = 0.f;
 #pragma unroll
-    for (int k = 0; k < KD; ++k) v[k] = to_f<T>(xr[lane + 32 * k]);
-    if (w != nullptr) {
-        float ss = 0.f;
-#pragma unroll
-        for (int k = 0; k < KD; ++k) ss += v[k] * v[k];
-        ss = warp_sum(ss);
-        float r = rsqrtf(ss / D + eps);
-#pragma unroll
-        for (int k = 0; k < KD; ++k) v[k] = rnd<T>(to_f<T>(w[lane + 32 * k]) * rnd<T>(v[k] * r));
-    }
-    T *yr = y + row * D;
-    const T *cr = cos_t + (int64_t)pos * (D / 2);
-    const T *sr = sin_t + (int64_t)pos * (D / 2);
-#pragma unroll
-    for (int k = 0; k < H2; ++k) {
+    for (int k = 0; k < 4; ++k) {
         int i = lane + 32 * k;
-        float c = to_f<T>(cr[i]), s = sign * to_f<T>(sr[i]);
-        float a = v[k], b = v[k + H2];
-        // first half: a*cos - b*sin ; second half: b*cos + a*sin (each product rounded, as
-        // PyTorch computes q*cos + rotate_half(q)*sin in the activation dtype).
-        yr[i] = from_f<T>(rnd<T>(a * c) + rnd<T>(-b * s));
-        yr[i + D / 2] = from_f<T>(rnd<T>(b * c) + rnd<T>(a * s));
+        a[k] = i < half ? to_f<T>(xr[i]) : 0.f;
+        b[k] = i < half ? to_f<T>(xr[i + half]) : 0.f;
+        ss += a[k] * a[k] + b[k] * b[k];
+    }
+    if (w != nullptr) {
+        ss = warp_sum(ss);
+        float r = rsqrtf(ss / d + eps);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            int i = lane + 32 * k;
+            if (i < half) {
+                a[k] = rnd<T>(to_f<T>(w[i]) * rnd<T>(a[k] * r));
+                b[k] = rnd<T>(to_f<T>(w[i + half]) * rnd<T>(b[k] * r));
+            }
+        }
+    }
+    T *yr = y + row * d;
+    const T *cr = cos_t + (int64_t)pos * half;
+    const T *sr = sin_t + (int64_t)pos * half;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        int i = lane + 32 * k;
+        if (i < half) {
+            float c = to_f<T>(cr[i]), s = sign * to_f<T>(sr[i]);
+            // first half: a*cos - b*sin ; second half: b*cos + a*sin (each product rounded, as
+            // PyTorch computes q*cos + rotate_half(q)*sin in the activation dtype).
+            yr[i] = from_f<T>(rnd<T>(a[k] * c) + rnd<T>(-b[k] * s));
+            yr[i + half] = from_f<T>(rnd<T>(b[k] * c) + rnd<T>(a[k] * s));
+        }
     }
 }
 
@@ -389,23 +400,11 @@ int koth_rmsnorm_bwd(int dtype, const void *x, const void *w, const void *dy, co
 int koth_norm_rope(int dtype, const void *x, const void *w, const void *cos_t, const void *sin_t, void *y,
                    int64_t rows, int heads, int seq, int head_dim, float eps, float sign, void *stream) {
     if (rows == 0) return 0;
+    if (head_dim % 2 != 0 || head_dim > 256) return -2;
     unsigned blocks = (unsigned)((rows + 7) / 8);
-    cudaStream_t s = (cudaStream_t)stream;
-#define KOTH_ROPE(KD)                                                                                 \
-    case 32 * KD:                                                                                     \
-        KOTH_DISPATCH(dtype, norm_rope<T, KD><<<blocks, 256, 0, s>>>((const T *)x, (const T *)w,       \
-                                                                     (const T *)cos_t, (const T *)sin_t, \
-                                                                     (T *)y, rows, heads, seq, eps, sign)); \
-        break;
-    switch (head_dim) {
-        KOTH_ROPE(2)
-        KOTH_ROPE(4)
-        KOTH_ROPE(6)
-        KOTH_ROPE(8)
-        default:
-            return -2;
-    }
-#undef KOTH_ROPE
+    KOTH_DISPATCH(dtype, norm_rope<T><<<blocks, 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)x, (const T *)w, (const T *)cos_t, (const T *)sin_t, (T *)y, rows,
+                             heads, seq, head_dim, eps, sign));
     return check(cudaGetLastError());
 }
 
@@ -437,5 +436,24 @@ int koth_adamw_multi(int dtype, const void *tensors, int count, int64_t max_n, f
 }
 
 int koth_adam_record_bytes() { return (int)sizeof(AdamTensor); }
+
+// High-water mark of the bytes allocated from the device's default memory pool (where candle's
+// stream-ordered allocations and the cuDNN workspaces come from): the analogue of PyTorch's
+// max_memory_allocated. `reset` starts a new measurement.
+int koth_mem_peak(int device, uint64_t *used_high, int reset) {
+    cudaMemPool_t pool;
+    cudaError_t e = cudaDeviceGetDefaultMemPool(&pool, device);
+    if (e != cudaSuccess) return (int)e;
+    unsigned long long v = 0;
+    e = cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &v);
+    if (e != cudaSuccess) return (int)e;
+    *used_high = (uint64_t)v;
+    if (reset) {
+        unsigned long long zero = 0;
+        e = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero);
+        if (e != cudaSuccess) return (int)e;
+    }
+    return 0;
+}
 
 }  // extern "C"

@@ -81,7 +81,7 @@ std::shared_ptr<fe::graph::Tensor_attributes> bthd(fe::graph::Graph &g, const ch
                         .set_stride({t * h * d, d, h * d, 1}));
 }
 
-int build(Plan &plan, cudnnHandle_t handle, int mode, int dtype, int64_t b, int64_t hq, int64_t hkv, int64_t t,
+int build(Plan &plan, cudnnHandle_t handle, cudaStream_t stream, int mode, int dtype, int64_t b, int64_t hq, int64_t hkv, int64_t t,
           int64_t d, float scale, int deterministic) {
     auto g = std::make_shared<fe::graph::Graph>();
     g->set_io_data_type(io_type(dtype))
@@ -132,7 +132,9 @@ int build(Plan &plan, cudnnHandle_t handle, int mode, int dtype, int64_t b, int6
     int64_t ws = 0;
     if (step("get_workspace_size", g->get_workspace_size(ws))) return 1;
     if (ws > 0) {
-        cudaError_t e = cudaMalloc(&plan.workspace, static_cast<size_t>(ws));
+        // From the stream-ordered pool, like every other koth allocation, so peak-memory
+        // measurements see it; kept for the plan's lifetime.
+        cudaError_t e = cudaMallocAsync(&plan.workspace, static_cast<size_t>(ws), stream);
         if (e != cudaSuccess) return fail(std::string("cuDNN SDPA workspace: ") + cudaGetErrorString(e));
     }
     plan.graph = g;
@@ -140,13 +142,13 @@ int build(Plan &plan, cudnnHandle_t handle, int mode, int dtype, int64_t b, int6
     return 0;
 }
 
-Plan *plan_for(cudnnHandle_t handle, int device, int mode, int dtype, int64_t b, int64_t hq, int64_t hkv,
+Plan *plan_for(cudnnHandle_t handle, cudaStream_t stream, int device, int mode, int dtype, int64_t b, int64_t hq, int64_t hkv,
                int64_t t, int64_t d, float scale, int deterministic) {
     Key key{device, mode * 10 + dtype, b, hq, hkv, t, d, deterministic, 0, scale};
     auto it = g_plans.find(key);
     if (it != g_plans.end()) return it->second.get();
     auto plan = std::make_unique<Plan>();
-    if (build(*plan, handle, mode, dtype, b, hq, hkv, t, d, scale, deterministic) != 0) return nullptr;
+    if (build(*plan, handle, stream, mode, dtype, b, hq, hkv, t, d, scale, deterministic) != 0) return nullptr;
     Plan *raw = plan.get();
     g_plans.emplace(key, std::move(plan));
     return raw;
@@ -181,7 +183,7 @@ int run(int mode, int dtype, int64_t b, int64_t hq, int64_t hkv, int64_t t, int6
         if (status != CUDNN_STATUS_SUCCESS) {
             return fail(std::string("cudnnSetStream failed: ") + fe::detail::get_error_string(status));
         }
-        Plan *plan = plan_for(handle, device, mode, dtype, b, hq, hkv, t, d, scale, deterministic);
+        Plan *plan = plan_for(handle, static_cast<cudaStream_t>(stream), device, mode, dtype, b, hq, hkv, t, d, scale, deterministic);
         if (plan == nullptr) return 1;
         std::unordered_map<int64_t, void *> pack(ptrs.begin(), ptrs.end());
         auto e = plan->graph->execute(handle, pack, plan->workspace);

@@ -58,3 +58,8 @@ impl AdamWKernel {
         Err(not_compiled())
     }
 }
+
+/// Peak device memory (GPU builds only).
+pub fn memory_peak(_device: &candle_core::Device, _reset: bool) -> Result<u64> {
+    Err(not_compiled())
+}

@@ -151,6 +151,7 @@ mod ffi {
             stream: *mut c_void,
         ) -> c_int;
         pub fn koth_adam_record_bytes() -> c_int;
+        pub fn koth_mem_peak(device: c_int, used_high: *mut u64, reset: c_int) -> c_int;
     }
 }
 
@@ -253,10 +254,6 @@ fn into_tensor(storage: CudaStorage, shape: impl Into<Shape>) -> Tensor {
     Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false)
 }
 
-fn dims_btd(q: &Tensor) -> Result<(usize, usize, usize, usize)> {
-    q.dims4()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Attention
 
@@ -269,7 +266,7 @@ struct AttentionShape {
 }
 
 fn attention_shape(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<AttentionShape> {
-    let (b, t, hq, d) = dims_btd(q)?;
+    let (b, t, hq, d) = q.dims4()?;
     let (kb, kt, hkv, kd) = k.dims4()?;
     if (kb, kt, kd) != (b, t, d) || v.dims() != k.dims() {
         return Err(msg(format!(
@@ -459,13 +456,13 @@ impl CustomOp3 for Attention {
 pub fn attention_trainable(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     attention_shape(&q, &k, &v)?;
-    q.apply_op3_arc(
+    q.apply_op3(
         &k,
         &v,
-        std::sync::Arc::new(Box::new(Attention {
+        Attention {
             scale,
             stats: Mutex::new(None),
-        })),
+        },
     )
 }
 
@@ -1122,4 +1119,19 @@ impl AdamWKernel {
             .map_err(|e| msg(format!("adamw: synchronize: {e}")))?;
         Ok(())
     }
+}
+
+/// The high-water mark of bytes allocated on `device` since the last reset (the CUDA default
+/// memory pool's, which candle allocates from); `reset` starts a new measurement.
+pub fn memory_peak(device: &candle_core::Device, reset: bool) -> Result<u64> {
+    let dev = device.as_cuda_device()?;
+    let ordinal = dev.cuda_stream().context().ordinal();
+    dev.cuda_stream()
+        .synchronize()
+        .map_err(|e| msg(format!("memory_peak: synchronize: {e}")))?;
+    let mut used = 0u64;
+    // SAFETY: writes one u64.
+    let code = unsafe { ffi::koth_mem_peak(ordinal as c_int, &mut used, c_int::from(reset)) };
+    launched("memory_peak", code)?;
+    Ok(used)
 }

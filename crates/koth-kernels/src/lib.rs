@@ -53,10 +53,10 @@ pub fn attention_usable(t: &Tensor, head_dim: usize) -> bool {
     usable(t) && t.dtype() != DType::F32 && head_dim % 8 == 0 && head_dim <= 256
 }
 
-/// Whether the fused q/k-norm + RoPE kernel takes this head dimension (a multiple of 64, at
-/// most 256: each lane of a warp holds both halves of its rotation pairs).
+/// Whether the fused q/k-norm + RoPE kernel takes this head dimension (even, at most 256: a
+/// warp's 32 lanes hold up to 128 rotation pairs).
 pub fn norm_rope_usable(t: &Tensor, head_dim: usize) -> bool {
-    usable(t) && head_dim % 64 == 0 && head_dim <= 256
+    usable(t) && head_dim % 2 == 0 && head_dim <= 256
 }
 
 /// The scalars of one AdamW step.

@@ -29,3 +29,14 @@ pub use optim::{clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, StepReport
 pub use weights::{CheckpointFiles, DEFAULT_SHARD_LIMIT_BYTES};
 
 pub use candle_core::{DType, Device, Tensor};
+
+/// Whether this build carries koth's GPU kernels (`OpPath::Kernels`).
+pub fn kernels_compiled() -> bool {
+    koth_kernels::COMPILED
+}
+
+/// The high-water mark of device memory allocated on a CUDA `device` since the last reset
+/// (`reset` starts a new measurement): what `koth bench` reports as peak memory.
+pub fn memory_peak(device: &Device, reset: bool) -> Result<u64> {
+    Ok(koth_kernels::memory_peak(device, reset)?)
+}

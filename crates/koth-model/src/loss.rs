@@ -48,3 +48,38 @@ pub fn chunked_nll(
     }
     Ok(Tensor::cat(&parts, 0)?.reshape((b, positions))?)
 }
+
+/// [`chunked_nll`] on koth's GPU kernels: each chunk's logits stay in the model dtype (no f32
+/// copy) and one kernel per chunk reduces each row to its NLL in f32; when training, the
+/// kernel's backward writes softmax − one-hot straight into the logits' gradient. `chunk_bytes`
+/// bounds the model-dtype logits held at once.
+pub fn chunked_nll_kernels(
+    hidden: &Tensor,
+    ids: &Tensor,
+    head: &Tensor,
+    chunk_bytes: usize,
+) -> Result<Tensor> {
+    let (b, t, h) = hidden.dims3()?;
+    let positions = t - 1;
+    let rows = b * positions;
+    let inputs = hidden.narrow(1, 0, positions)?.reshape((rows, h))?;
+    let targets = ids.narrow(1, 1, positions)?.flatten_all()?.contiguous()?;
+    let head_t = head.t()?;
+    let vocab = head.dim(0)?;
+    let step = (chunk_bytes / (hidden.dtype().size_in_bytes() * vocab.max(1))).max(1);
+    let training = hidden.track_op() || head.track_op();
+    let mut parts = Vec::with_capacity(rows.div_ceil(step));
+    let mut start = 0;
+    while start < rows {
+        let len = step.min(rows - start);
+        let logits = inputs.narrow(0, start, len)?.matmul(&head_t)?;
+        let target = targets.narrow(0, start, len)?;
+        parts.push(if training {
+            koth_kernels::cross_entropy_trainable(&logits, &target)?
+        } else {
+            koth_kernels::cross_entropy(&logits, &target)?
+        });
+        start += len;
+    }
+    Ok(Tensor::cat(&parts, 0)?.reshape((b, positions))?)
+}

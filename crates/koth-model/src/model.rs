@@ -127,10 +127,17 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = silu_rounded_once(&self.gate.forward(x)?)?;
+    fn forward(&self, x: &Tensor, path: OpPath) -> Result<Tensor> {
+        let g = self.gate.forward(x)?;
         let u = self.up.forward(x)?;
-        self.down.forward(&(g * u)?)
+        let product = match path {
+            OpPath::Kernels if g.track_op() || u.track_op() => {
+                koth_kernels::swiglu_trainable(&g, &u)?
+            }
+            OpPath::Kernels => koth_kernels::swiglu(&g, &u)?,
+            OpPath::Fused | OpPath::Composite => (silu_rounded_once(&g)? * u)?,
+        };
+        self.down.forward(&product)
     }
 }
 
@@ -461,11 +468,21 @@ impl Model {
                 .index_select(&ids.flatten_all()?, 0)?
                 .reshape((b, t, c.hidden_size))?;
         let rope = Rope::new(c.rope_theta, c.head_dim, t, self.dtype, &self.device)?;
-        let mask = causal_mask(t, &self.device)?;
+        // The additive mask only serves the unfused attention.
+        let mask = if self.fused_attention(path) {
+            None
+        } else {
+            Some(causal_mask(t, &self.device)?)
+        };
         for layer in &self.layers {
-            x = self.layer_forward(layer, &x, &rope, &mask, path)?;
+            x = self.layer_forward(layer, &x, &rope, mask.as_ref(), path)?;
         }
         rms_norm(&x, &self.norm, c.rms_norm_eps, path)
+    }
+
+    /// Whether attention runs as one fused kernel on this path (koth-kernels, half precision).
+    fn fused_attention(&self, path: OpPath) -> bool {
+        path == OpPath::Kernels && koth_kernels::attention_usable(&self.embed, self.config.head_dim)
     }
 
     fn layer_forward(
@@ -473,7 +490,7 @@ impl Model {
         layer: &Layer,
         x: &Tensor,
         rope: &Rope,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         path: OpPath,
     ) -> Result<Tensor> {
         let eps = self.config.rms_norm_eps;
@@ -483,7 +500,7 @@ impl Model {
         let (b, t, hidden) = h.dims3()?;
         let flat = h.reshape((b * t, hidden))?;
         let m = match &layer.ff {
-            FeedForward::Dense(mlp) => mlp.forward(&flat)?,
+            FeedForward::Dense(mlp) => mlp.forward(&flat, path)?,
             FeedForward::Sparse(moe) => moe_forward(moe, &flat, path)?,
         };
         Ok((x + m.reshape((b, t, hidden))?)?)
@@ -494,7 +511,7 @@ impl Model {
         attn: &Attention,
         h: &Tensor,
         rope: &Rope,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         path: OpPath,
     ) -> Result<Tensor> {
         let c = &self.config;
@@ -504,6 +521,9 @@ impl Model {
         let q = attn.q.forward(&flat)?.reshape((b, t, nh, hd))?;
         let k = attn.k.forward(&flat)?.reshape((b, t, nkv, hd))?;
         let v = attn.v.forward(&flat)?.reshape((b, t, nkv, hd))?;
+        if path == OpPath::Kernels && koth_kernels::norm_rope_usable(&q, hd) {
+            return self.attention_kernels(attn, (q, k, v), rope, mask, path);
+        }
         // qwen3: RMSNorm over head_dim per head, before RoPE.
         let q = match &attn.q_norm {
             Some(w) => rms_norm(&q, w, c.rms_norm_eps, path)?,
@@ -516,28 +536,60 @@ impl Model {
         let q = rope.apply(&q.transpose(1, 2)?.contiguous()?, path)?; // [B, nh, T, hd]
         let k = rope.apply(&k.transpose(1, 2)?.contiguous()?, path)?; // [B, nkv, T, hd]
         let v = v.transpose(1, 2)?.contiguous()?;
-        // Grouped-query attention: each kv head serves nh/nkv query heads.
-        let rep = nh / nkv;
-        let (k, v) = if rep == 1 {
-            (k, v)
-        } else {
-            let expand = |x: Tensor| -> Result<Tensor> {
-                Ok(x.unsqueeze(2)?
-                    .broadcast_as((b, nkv, rep, t, hd))?
-                    .reshape((b, nh, t, hd))?)
-            };
-            (expand(k)?, expand(v)?)
-        };
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        // Softmax in f32 whatever the model dtype (transformers' eager attention does the same).
-        let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
-        let probs = softmax_last(&scores, path)?.to_dtype(self.dtype)?;
-        let out = probs
-            .matmul(&v)?
+        let out = attention_composite(&q, &k, &v, mask, path)?
             .transpose(1, 2)?
             .reshape((b * t, nh * hd))?;
         Ok(attn.o.forward(&out)?.reshape((b, t, hidden))?)
+    }
+
+    /// Attention on koth's kernels, in the projections' own [B, T, H, D] layout (no transposes):
+    /// q/k norm + RoPE in one pass when scoring (RMSNorm then RoPE, each with its backward, when
+    /// training), then cuDNN's fused causal attention.
+    fn attention_kernels(
+        &self,
+        attn: &Attention,
+        (q, k, v): (Tensor, Tensor, Tensor),
+        rope: &Rope,
+        mask: Option<&Tensor>,
+        path: OpPath,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t, nh, hd) = q.dims4()?;
+        let eps = c.rms_norm_eps as f32;
+        let (cos, sin) = rope.half_tables();
+        let training = q.track_op() || attn.q.weight.track_op();
+        let (q, k) = if training {
+            let norm = |x: Tensor, w: &Option<Tensor>| -> Result<Tensor> {
+                let x = match w {
+                    Some(w) => koth_kernels::rms_norm_trainable(&x, w, eps)?,
+                    None => x,
+                };
+                Ok(koth_kernels::rope_trainable(&x, cos, sin)?)
+            };
+            (norm(q, &attn.q_norm)?, norm(k, &attn.k_norm)?)
+        } else {
+            (
+                koth_kernels::norm_rope(&q, attn.q_norm.as_ref(), cos, sin, eps)?,
+                koth_kernels::norm_rope(&k, attn.k_norm.as_ref(), cos, sin, eps)?,
+            )
+        };
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        let out = if self.fused_attention(path) {
+            if training {
+                koth_kernels::attention_trainable(&q, &k, &v, scale)?
+            } else {
+                koth_kernels::attention(&q, &k, &v, scale)?
+            }
+        } else {
+            let mask = mask.ok_or_else(|| {
+                ModelError::Invalid("unfused attention needs the causal mask".into())
+            })?;
+            let bhtd = |x: Tensor| -> Result<Tensor> { Ok(x.transpose(1, 2)?.contiguous()?) };
+            attention_composite(&bhtd(q)?, &bhtd(k)?, &bhtd(v)?, Some(mask), path)?
+                .transpose(1, 2)?
+        };
+        let out = out.reshape((b * t, nh * hd))?;
+        Ok(attn.o.forward(&out)?.reshape((b, t, c.hidden_size))?)
     }
 
     /// Per-token next-token negative log-likelihood, f32 [B, T-1], and the hidden states used.
@@ -546,13 +598,28 @@ impl Model {
         let ids_t = ids.to_tensor(&self.device)?;
         let hidden = self.hidden_states(&ids_t, path)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        if path == OpPath::Kernels {
+            return crate::loss::chunked_nll_kernels(&hidden, &ids_t, head, opts.logits_chunk_bytes);
+        }
         crate::loss::chunked_nll(&hidden, &ids_t, head, opts.logits_chunk_bytes)
     }
 
     /// Scoring path: per-token NLL f32 [B, T-1] through the fused kernels. Use one path for
     /// both models of a duel.
     pub fn nll(&self, ids: &TokenIds) -> Result<Tensor> {
-        self.nll_with(ids, OpPath::Fused, ScoreOptions::default())
+        self.nll_with(ids, self.scoring_path(), ScoreOptions::default())
+    }
+
+    /// The scoring path this model takes by default: koth's GPU kernels on a CUDA device in a
+    /// build that has them, candle's fused ops otherwise.
+    pub fn scoring_path(&self) -> OpPath {
+        OpPath::scoring_for(&self.embed)
+    }
+
+    /// The training path this model takes by default: koth's GPU kernels on a CUDA device in a
+    /// build that has them, the differentiable composites otherwise.
+    pub fn training_path(&self) -> OpPath {
+        OpPath::training_for(&self.embed)
     }
 
     /// Mean next-token NLL of each row (a duel's per-window loss), f32, through the scoring
@@ -574,13 +641,29 @@ impl Model {
     /// Mean NLL (a scalar f32 tensor) through the differentiable path: call `backward()` on it
     /// when the parameters are `Var`s.
     pub fn loss(&self, ids: &TokenIds) -> Result<Tensor> {
-        let nll = self.token_nll(ids, OpPath::Composite, ScoreOptions::default())?;
+        self.loss_with(ids, self.training_path())
+    }
+
+    /// [`Model::loss`] through the chosen path (`Composite` or `Kernels`; `Fused` gives no
+    /// gradient).
+    pub fn loss_with(&self, ids: &TokenIds, path: OpPath) -> Result<Tensor> {
+        let nll = self.token_nll(ids, path, ScoreOptions::default())?;
         Ok(nll.mean_all()?)
     }
 
     /// The mean NLL over the batch and d(mean NLL)/d(parameter) for every parameter, in f32,
     /// under Hugging Face names. The model itself is left unchanged.
     pub fn loss_and_grads(&self, ids: &TokenIds) -> Result<(f32, Vec<(String, Tensor)>)> {
+        self.loss_and_grads_with(ids, self.training_path())
+    }
+
+    /// [`Model::loss_and_grads`] through the chosen differentiable path (`Composite` or
+    /// `Kernels`): what the check that the kernels' gradients equal the composites' compares.
+    pub fn loss_and_grads_with(
+        &self,
+        ids: &TokenIds,
+        path: OpPath,
+    ) -> Result<(f32, Vec<(String, Tensor)>)> {
         let mut vars = Vec::new();
         let trainable = self.map_tensors(|name, t| {
             let v = candle_core::Var::from_tensor(t)?;
@@ -588,7 +671,7 @@ impl Model {
             vars.push((name.to_owned(), v));
             Ok(tensor)
         })?;
-        let loss = trainable.loss(ids)?;
+        let loss = trainable.loss_with(ids, path)?;
         let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         let grads = loss.backward()?;
         let mut out = Vec::with_capacity(vars.len());
@@ -601,6 +684,47 @@ impl Model {
         }
         Ok((value, out))
     }
+}
+
+/// Attention over [B, H, T, D] q and [B, Hkv, T, D] k, v through materialised scores (the
+/// reference form, and the only one in f32): returns [B, H, T, D].
+fn attention_composite(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    path: OpPath,
+) -> Result<Tensor> {
+    let (b, nh, t, hd) = q.dims4()?;
+    let nkv = k.dim(1)?;
+    let dtype = q.dtype();
+    // Grouped-query attention: each kv head serves nh/nkv query heads.
+    let rep = nh / nkv;
+    let (k, v) = if rep == 1 {
+        (k.clone(), v.clone())
+    } else {
+        let expand = |x: &Tensor| -> Result<Tensor> {
+            Ok(x.unsqueeze(2)?
+                .broadcast_as((b, nkv, rep, t, hd))?
+                .reshape((b, nh, t, hd))?)
+        };
+        (expand(k)?, expand(v)?)
+    };
+    let mask = mask.ok_or_else(|| ModelError::Invalid("attention needs the causal mask".into()))?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    // Scoring in half precision: the scores stay in f32 (no rounding of q·k to bf16), as the
+    // fused attention of koth's GPU kernels and of PyTorch's SDPA computes them, so a bf16 score
+    // agrees across devices. The training composite keeps transformers' eager rounding.
+    let (q, k) = if path == OpPath::Fused && dtype != DType::F32 {
+        (q.to_dtype(DType::F32)?, k.to_dtype(DType::F32)?)
+    } else {
+        (q.clone(), k)
+    };
+    let scores = (q.matmul(&k.t()?)? * scale)?;
+    // Softmax in f32 whatever the model dtype (transformers' eager attention does the same).
+    let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+    let probs = softmax_last(&scores, path)?.to_dtype(dtype)?;
+    Ok(probs.matmul(&v)?)
 }
 
 /// qwen3_moe's sparse block: softmax router (f32) → top-k → optional renormalisation → the
@@ -643,7 +767,7 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
         let count = rows.len();
         let rows = Tensor::from_vec(rows, count, device)?;
         let slots = Tensor::from_vec(slots, count, device)?;
-        let y = expert.forward(&x.index_select(&rows, 0)?)?;
+        let y = expert.forward(&x.index_select(&rows, 0)?, path)?;
         let w = weights.index_select(&slots, 0)?.unsqueeze(1)?;
         out = out.index_add(&rows, &y.broadcast_mul(&w)?, 0)?;
     }

@@ -13,6 +13,33 @@ pub enum OpPath {
     Fused,
     /// Differentiable composite ops: training, gradients, and the reference for the fused path.
     Composite,
+    /// koth's GPU kernel layer (`koth-kernels`): fused attention without [B, H, T, T], fused
+    /// cross-entropy over the head without f32 logits, one-pass RMSNorm, q/k-norm + RoPE and
+    /// SwiGLU. Scoring and training (each op has its backward); CUDA builds and devices only.
+    /// Attention falls back to the composite form in f32 (cuDNN's SDPA is half precision).
+    Kernels,
+}
+
+impl OpPath {
+    /// The scoring path for tensors like `t`: koth's kernels where they run, else candle's fused
+    /// ops.
+    pub fn scoring_for(t: &Tensor) -> Self {
+        if koth_kernels::usable(t) {
+            OpPath::Kernels
+        } else {
+            OpPath::Fused
+        }
+    }
+
+    /// The training path for tensors like `t`: koth's kernels where they run, else the
+    /// differentiable composites.
+    pub fn training_for(t: &Tensor) -> Self {
+        if koth_kernels::usable(t) {
+            OpPath::Kernels
+        } else {
+            OpPath::Composite
+        }
+    }
 }
 
 /// RMSNorm over the last dimension, as transformers computes it: normalise in f32, cast back to
@@ -23,15 +50,21 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<T
             let x = x.contiguous()?;
             Ok(candle_nn::ops::rms_norm(&x, weight, eps as f32)?)
         }
-        // Half precision: normalise and scale in f32, round once. candle's CPU kernel rounds the
-        // row's RMS to bf16/f16 and divides and scales in half arithmetic (three roundings, the
-        // first one shared by the whole row), while its CUDA kernel rounds once; computing in
-        // f32 on both makes a bf16 score agree across devices.
+        // Half precision, as transformers computes it: normalise in f32, round to the input
+        // dtype, then scale by the gain (one more rounding). candle's CPU kernel would instead
+        // round the row's RMS to bf16/f16 and divide and scale in half arithmetic; koth's GPU
+        // kernel (OpPath::Kernels) rounds exactly like this, so a bf16 score agrees across
+        // devices.
         OpPath::Fused => {
             let x32 = x.to_dtype(DType::F32)?.contiguous()?;
-            let w32 = weight.to_dtype(DType::F32)?;
-            Ok(candle_nn::ops::rms_norm(&x32, &w32, eps as f32)?.to_dtype(x.dtype())?)
+            let unit = Tensor::ones(x.dim(D::Minus1)?, DType::F32, x.device())?;
+            let normed = candle_nn::ops::rms_norm(&x32, &unit, eps as f32)?.to_dtype(x.dtype())?;
+            Ok(normed.broadcast_mul(weight)?)
         }
+        OpPath::Kernels if x.track_op() || weight.track_op() => Ok(
+            koth_kernels::rms_norm_trainable(x, weight, eps as f32)?,
+        ),
+        OpPath::Kernels => Ok(koth_kernels::rms_norm(x, weight, eps as f32)?),
         OpPath::Composite => {
             let dtype = x.dtype();
             let x32 = x.to_dtype(DType::F32)?;
@@ -48,7 +81,8 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<T
 pub fn softmax_last(x: &Tensor, path: OpPath) -> Result<Tensor> {
     match path {
         OpPath::Fused => Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?),
-        OpPath::Composite => {
+        OpPath::Kernels if !x.track_op() => Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?),
+        OpPath::Composite | OpPath::Kernels => {
             let max = x.max_keepdim(D::Minus1)?.detach();
             let e = x.broadcast_sub(&max)?.exp()?;
             let s = e.sum_keepdim(D::Minus1)?;
@@ -103,6 +137,11 @@ impl Rope {
         })
     }
 
+    /// The [T, head_dim/2] cos and sin tables.
+    pub fn half_tables(&self) -> (&Tensor, &Tensor) {
+        (&self.cos_half, &self.sin_half)
+    }
+
     /// Rotate `x` of shape [B, heads, T, head_dim].
     pub fn apply(&self, x: &Tensor, path: OpPath) -> Result<Tensor> {
         match path {
@@ -111,7 +150,7 @@ impl Rope {
                 &self.cos_half,
                 &self.sin_half,
             )?),
-            OpPath::Composite => {
+            OpPath::Composite | OpPath::Kernels => {
                 let d = x.dim(D::Minus1)?;
                 let x1 = x.narrow(D::Minus1, 0, d / 2)?;
                 let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
@@ -148,18 +187,14 @@ mod tests {
     }
 
     #[test]
-    fn half_precision_fused_rms_norm_is_the_f32_result_rounded_once() {
+    fn half_precision_fused_rms_norm_rounds_like_transformers() {
         for dtype in [DType::BF16, DType::F16] {
             let (x, w) = sample(dtype);
             let got = rms_norm(&x, &w, 1e-6, OpPath::Fused).unwrap();
             assert_eq!(got.dtype(), dtype);
-            // The reference: every step in f32 (inputs exactly representable), one rounding.
-            let x32 = x.to_dtype(DType::F32).unwrap();
-            let w32 = w.to_dtype(DType::F32).unwrap();
-            let want = rms_norm(&x32, &w32, 1e-6, OpPath::Composite)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap();
+            // The reference: transformers' order (f32 statistics, round, scale, round), which the
+            // composite path spells out op by op.
+            let want = rms_norm(&x, &w, 1e-6, OpPath::Composite).unwrap();
             let a: Vec<f32> = got
                 .to_dtype(DType::F32)
                 .unwrap()

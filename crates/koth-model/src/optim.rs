@@ -82,6 +82,91 @@ impl AdamW {
         self.steps
     }
 
+    /// Whether [`AdamW::update_scaled`] runs as koth-kernels' one-launch multi-tensor update
+    /// (CUDA parameters in a build with the kernels).
+    pub fn uses_kernel(vars: &[Var]) -> bool {
+        vars.first()
+            .is_some_and(|v| koth_kernels::usable(v.as_tensor()))
+    }
+
+    /// One step with the gradients scaled by `grad_scale` (gradient clipping folded into the
+    /// update): on CUDA, every parameter in one kernel launch that also refreshes the
+    /// model-dtype weights in place; elsewhere [`AdamW::update`] on scaled gradients.
+    pub fn update_scaled(
+        &mut self,
+        vars: &[Var],
+        grads: &[Tensor],
+        lr: f64,
+        grad_scale: f64,
+    ) -> Result<()> {
+        if !Self::uses_kernel(vars) {
+            if grad_scale == 1.0 {
+                return self.update(vars, grads, lr);
+            }
+            let scaled = grads
+                .iter()
+                .map(|g| Ok((g * grad_scale)?))
+                .collect::<Result<Vec<_>>>()?;
+            return self.update(vars, &scaled, lr);
+        }
+        if vars.len() != self.states.len() || grads.len() != vars.len() {
+            return Err(ModelError::Invalid(format!(
+                "AdamW holds state for {} parameters, got {} variables and {} gradients",
+                self.states.len(),
+                vars.len(),
+                grads.len()
+            )));
+        }
+        let c = self.config;
+        self.steps += 1;
+        let t = self.steps as i32;
+        let grads = grads
+            .iter()
+            .map(|g| Ok(g.to_dtype(DType::F32)?.contiguous()?))
+            .collect::<Result<Vec<_>>>()?;
+        let mut params = Vec::with_capacity(vars.len());
+        let mut models = Vec::with_capacity(vars.len());
+        for (var, s) in vars.iter().zip(&self.states) {
+            match &s.master {
+                Some(master) => {
+                    params.push(master);
+                    models.push(Some(var.as_tensor()));
+                }
+                None => {
+                    params.push(var.as_tensor());
+                    models.push(None);
+                }
+            }
+        }
+        let grad_refs: Vec<&Tensor> = grads.iter().collect();
+        let m: Vec<&Tensor> = self.states.iter().map(|s| &s.m).collect();
+        let v: Vec<&Tensor> = self.states.iter().map(|s| &s.v).collect();
+        let decay: Vec<bool> = self
+            .states
+            .iter()
+            .map(|s| s.decay && c.weight_decay != 0.0)
+            .collect();
+        koth_kernels::AdamWKernel::step(
+            &params,
+            &grad_refs,
+            &m,
+            &v,
+            &models,
+            &decay,
+            koth_kernels::AdamHyper {
+                lr: lr as f32,
+                beta1: c.beta1 as f32,
+                beta2: c.beta2 as f32,
+                eps: c.eps as f32,
+                weight_decay: c.weight_decay as f32,
+                bias1: (1.0 - c.beta1.powi(t)) as f32,
+                bias2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+                grad_scale: grad_scale as f32,
+            },
+        )?;
+        Ok(())
+    }
+
     /// One update with learning rate `lr`; `grads[i]` (f32) belongs to `vars[i]`.
     pub fn update(&mut self, vars: &[Var], grads: &[Tensor], lr: f64) -> Result<()> {
         if vars.len() != self.states.len() || grads.len() != vars.len() {
@@ -366,6 +451,9 @@ impl Trainer {
     /// One AdamW step on `ids` at learning rate `lr` (callers schedule `lr`). A non-finite
     /// loss or gradient norm is an error and leaves the weights untouched.
     pub fn step(&mut self, ids: &TokenIds, lr: f64) -> Result<StepReport> {
+        if AdamW::uses_kernel(&self.vars) {
+            return self.step_kernels(ids, lr);
+        }
         let (loss, mut grads) = self.loss_and_grads(ids)?;
         let grad_norm = match self.opt.config.max_grad_norm {
             Some(max) => {
@@ -384,6 +472,32 @@ impl Trainer {
             });
         }
         self.opt.update(&self.vars, &grads, lr)?;
+        Ok(StepReport { loss, grad_norm })
+    }
+
+    /// [`Trainer::step`] on the GPU: the gradient norm in one device reduction and one read-back,
+    /// clipping folded into the multi-tensor AdamW launch as a scale.
+    fn step_kernels(&mut self, ids: &TokenIds, lr: f64) -> Result<StepReport> {
+        let (loss, grads) = self.loss_and_grads(ids)?;
+        let squares = grads
+            .iter()
+            .map(|g| Ok(g.sqr()?.sum_all()?))
+            .collect::<Result<Vec<_>>>()?;
+        let grad_norm = Tensor::stack(&squares, 0)?
+            .sum_all()?
+            .sqrt()?
+            .to_scalar::<f32>()?;
+        if !grad_norm.is_finite() {
+            return Err(ModelError::NonFinite {
+                what: "gradient norm".into(),
+                value: grad_norm as f64,
+            });
+        }
+        let scale = match self.opt.config.max_grad_norm {
+            Some(max) => (max / (grad_norm as f64 + 1e-6)).min(1.0),
+            None => 1.0,
+        };
+        self.opt.update_scaled(&self.vars, &grads, lr, scale)?;
         Ok(StepReport { loss, grad_norm })
     }
 }

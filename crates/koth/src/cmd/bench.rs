@@ -50,15 +50,31 @@ pub struct CommonArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// The op path: `auto` (koth's GPU kernels on CUDA, else candle's fused ops for scoring and
+    /// the composites for training), `fused`, `composite` or `kernels`.
+    #[arg(long, default_value = "auto")]
+    path: String,
+    /// Also run the PyTorch reference (scripts/bench/torch_*.py, carried inside this binary) on
+    /// the same config and shapes in the same call, and print both with their ratio and peak
+    /// memory. Needs `python3` with torch and transformers (`--python` to choose another).
+    #[arg(long)]
+    torch: bool,
+    /// The Python interpreter for `--torch`.
+    #[arg(long, default_value = "python3")]
+    python: String,
 }
 
 #[derive(Args)]
 pub struct ScoreArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Bytes of f32 logits the chunked head may hold at once, in MiB.
-    #[arg(long, default_value_t = 64)]
+    /// Bytes of logits the chunked head may hold at once, in MiB (f32 logits on the fused and
+    /// composite paths, model-dtype logits on the kernel path).
+    #[arg(long, default_value_t = 512)]
     logits_chunk_mib: usize,
+    /// Rows per lm_head chunk in the PyTorch reference (`--torch`).
+    #[arg(long, default_value_t = 512)]
+    torch_chunk: usize,
 }
 
 #[derive(Serialize)]
@@ -71,9 +87,18 @@ struct Report {
     batch: usize,
     seq: usize,
     iters: usize,
+    path: String,
     median_s: f64,
     min_s: f64,
     tokens_per_s: f64,
+    /// High-water mark of device memory allocated during the timed run (CUDA only).
+    peak_mem_gib: Option<f64>,
+    /// The PyTorch reference's own report (`--torch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    torch: Option<serde_json::Value>,
+    /// koth tokens/s over PyTorch tokens/s (`--torch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speedup_vs_torch: Option<f64>,
 }
 
 pub fn run(c: BenchCommand) -> Result<()> {
@@ -128,8 +153,66 @@ fn timed(
     Ok(times)
 }
 
-fn report(a: &CommonArgs, bench: &'static str, config: &ModelConfig, times: &[f64]) -> Result<()> {
+/// The PyTorch reference scripts, carried in the binary so `--torch` works wherever koth runs.
+const TORCH_SCORE: &str = include_str!("../../../../scripts/bench/torch_paired_score.py");
+const TORCH_TRAIN: &str = include_str!("../../../../scripts/bench/torch_train_step.py");
+
+/// Runs a reference script with `args` and returns the JSON object it prints last.
+fn run_torch(a: &CommonArgs, script: &str, args: &[String]) -> Result<serde_json::Value> {
+    let dir = tempfile::tempdir().context("temporary directory for the PyTorch reference")?;
+    let path = dir.path().join("reference.py");
+    std::fs::write(&path, script)?;
+    let out = std::process::Command::new(&a.python)
+        .arg(&path)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("--torch: running {}", a.python))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "--torch: the PyTorch reference failed ({})",
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("--torch: the PyTorch reference printed no JSON")?;
+    serde_json::from_str(line).context("--torch: the PyTorch reference's JSON")
+}
+
+fn torch_args(a: &CommonArgs) -> Vec<String> {
+    vec![
+        "--config".into(),
+        a.config.display().to_string(),
+        "--batch".into(),
+        a.batch.to_string(),
+        "--seq".into(),
+        a.seq.to_string(),
+        "--iters".into(),
+        a.iters.to_string(),
+        "--warmup".into(),
+        a.warmup.to_string(),
+    ]
+}
+
+fn report(
+    a: &CommonArgs,
+    bench: &'static str,
+    config: &ModelConfig,
+    path: OpPath,
+    times: &[f64],
+    peak: Option<u64>,
+    torch: Option<serde_json::Value>,
+) -> Result<()> {
     let median = times[times.len() / 2];
+    let tokens_per_s = (a.batch * a.seq) as f64 / median;
+    let torch_tps = torch.as_ref().and_then(|t| {
+        t.get("paired_tokens_per_s")
+            .or_else(|| t.get("tokens_per_s"))
+            .and_then(|v| v.as_f64())
+    });
     let r = Report {
         bench,
         config: a.config.display().to_string(),
@@ -139,19 +222,53 @@ fn report(a: &CommonArgs, bench: &'static str, config: &ModelConfig, times: &[f6
         batch: a.batch,
         seq: a.seq,
         iters: a.iters,
+        path: format!("{path:?}").to_lowercase(),
         median_s: median,
         min_s: times[0],
-        tokens_per_s: (a.batch * a.seq) as f64 / median,
+        tokens_per_s,
+        peak_mem_gib: peak.map(|b| b as f64 / (1u64 << 30) as f64),
+        speedup_vs_torch: torch_tps.map(|t| tokens_per_s / t),
+        torch,
     };
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
+        let peak = r
+            .peak_mem_gib
+            .map(|g| format!(", peak {g:.2} GiB"))
+            .unwrap_or_default();
         println!(
-            "{bench}: {} params, {} {}, B={} T={}: median {:.4} s/iter over {} iters, {:.0} tokens/s",
-            r.parameters, r.device, r.dtype, r.batch, r.seq, r.median_s, r.iters, r.tokens_per_s
+            "{bench} koth ({} path): {} params, {} {}, B={} T={}: median {:.4} s/iter over {} iters, {:.0} tokens/s{peak}",
+            r.path, r.parameters, r.device, r.dtype, r.batch, r.seq, r.median_s, r.iters, r.tokens_per_s
         );
+        if let (Some(t), Some(tps)) = (&r.torch, torch_tps) {
+            let peak = t
+                .get("peak_mem_gib")
+                .and_then(|v| v.as_f64())
+                .map(|g| format!(", peak {g:.2} GiB"))
+                .unwrap_or_default();
+            println!(
+                "{bench} PyTorch (same shapes, same call): {tps:.0} tokens/s{peak}; koth/PyTorch = {:.2}x",
+                tokens_per_s / tps
+            );
+        }
     }
     Ok(())
+}
+
+/// Peak device memory of the timed run: the CUDA memory pool's high-water mark, reset before.
+fn reset_peak(device: &Device) -> Result<()> {
+    if device.is_cuda() {
+        koth_model::memory_peak(device, true)?;
+    }
+    Ok(())
+}
+
+fn read_peak(device: &Device) -> Result<Option<u64>> {
+    if device.is_cuda() {
+        return Ok(Some(koth_model::memory_peak(device, false)?));
+    }
+    Ok(None)
 }
 
 fn score(a: ScoreArgs) -> Result<()> {
@@ -163,11 +280,13 @@ fn score(a: ScoreArgs) -> Result<()> {
     let opts = ScoreOptions {
         logits_chunk_bytes: a.logits_chunk_mib << 20,
     };
+    let path = super::model::parse_path(&c.path, king.scoring_path())?;
+    reset_peak(&device)?;
     let times = timed(c, &device, |i| {
         let ids = &batches[i % batches.len()];
         for m in [&king, &challenger] {
             // Per-window means, as a duel uses them; reading them back also waits for the GPU.
-            let nll = m.nll_with(ids, OpPath::Fused, opts)?;
+            let nll = m.nll_with(ids, path, opts)?;
             let _means: Vec<f32> = nll
                 .mean_keepdim(1)?
                 .squeeze(1)?
@@ -176,7 +295,16 @@ fn score(a: ScoreArgs) -> Result<()> {
         }
         Ok(())
     })?;
-    report(c, "paired-score", &config, &times)
+    let peak = read_peak(&device)?;
+    drop((king, challenger));
+    let torch = if c.torch {
+        let mut args = torch_args(c);
+        args.extend(["--chunk".into(), a.torch_chunk.to_string()]);
+        Some(run_torch(c, TORCH_SCORE, &args)?)
+    } else {
+        None
+    };
+    report(c, "paired-score", &config, path, &times, peak, torch)
 }
 
 fn train(a: CommonArgs) -> Result<()> {
@@ -189,10 +317,26 @@ fn train(a: CommonArgs) -> Result<()> {
             ..AdamWConfig::default()
         },
     )?;
+    let path = super::model::parse_path(&a.path, model.training_path())?;
+    anyhow::ensure!(
+        path == model.training_path(),
+        "koth bench train runs the trainer's own path ({:?} here); --path {} is for scoring",
+        model.training_path(),
+        a.path
+    );
+    drop(model);
     let batches = random_batches(&a, config.vocab_size, 4)?;
+    reset_peak(&device)?;
     let times = timed(&a, &device, |i| {
         trainer.step(&batches[i % batches.len()], 1e-4)?;
         Ok(())
     })?;
-    report(&a, "train-step", &config, &times)
+    let peak = read_peak(&device)?;
+    drop(trainer);
+    let torch = if a.torch {
+        Some(run_torch(&a, TORCH_TRAIN, &torch_args(&a))?)
+    } else {
+        None
+    };
+    report(&a, "train-step", &config, path, &times, peak, torch)
 }

@@ -44,9 +44,14 @@ pub enum ModelCommand {
         /// Compute dtype: f32, bf16 or f16 (the NLL is always accumulated and written in f32).
         #[arg(long, default_value = "f32")]
         dtype: String,
-        /// Use the differentiable (composite-op) path instead of the fused kernels.
-        #[arg(long)]
+        /// Use the differentiable (composite-op) path instead of the fused kernels (the same
+        /// as `--path composite`).
+        #[arg(long, conflicts_with = "path")]
         composite: bool,
+        /// The op path: `auto` (koth's GPU kernels on CUDA, candle's fused ops elsewhere),
+        /// `fused`, `composite` or `kernels` (CUDA builds only).
+        #[arg(long, default_value = "auto")]
+        path: String,
     },
     /// Gradients of the mean NLL with respect to every parameter: f32 safetensors, HF names.
     Grads {
@@ -61,6 +66,10 @@ pub enum ModelCommand {
         device: String,
         #[arg(long, default_value = "f32")]
         dtype: String,
+        /// The differentiable path: `auto` (koth's GPU kernels on CUDA, the composites
+        /// elsewhere), `composite` or `kernels` (CUDA builds only).
+        #[arg(long, default_value = "auto")]
+        path: String,
     },
     /// Family, parameter count, bytes and dtype of a checkpoint (reads headers only, checks the
     /// tensor set against config.json).
@@ -89,14 +98,16 @@ pub fn run(c: ModelCommand) -> Result<()> {
             device,
             dtype,
             composite,
-        } => nll(&model, &ids, &out, &device, &dtype, composite),
+            path,
+        } => nll(&model, &ids, &out, &device, &dtype, composite, &path),
         ModelCommand::Grads {
             model,
             ids,
             out,
             device,
             dtype,
-        } => grads(&model, &ids, &out, &device, &dtype),
+            path,
+        } => grads(&model, &ids, &out, &device, &dtype, &path),
         ModelCommand::Info { dir, json } => info(&dir, json),
     }
 }
@@ -181,6 +192,25 @@ fn write_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resu
     result
 }
 
+/// `--path`: `auto` is the model's own choice for the operation at hand.
+pub fn parse_path(s: &str, auto: koth_model::OpPath) -> Result<koth_model::OpPath> {
+    use koth_model::OpPath;
+    Ok(match s {
+        "auto" => auto,
+        "fused" => OpPath::Fused,
+        "composite" => OpPath::Composite,
+        "kernels" => {
+            anyhow::ensure!(
+                koth_model::kernels_compiled(),
+                "--path kernels: this build has no GPU kernels (scripts/cuda-build.sh builds them)"
+            );
+            OpPath::Kernels
+        }
+        other => anyhow::bail!("--path `{other}` is not one of auto, fused, composite, kernels"),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn nll(
     model: &Path,
     ids: &Path,
@@ -188,6 +218,7 @@ fn nll(
     device: &str,
     dtype: &str,
     composite: bool,
+    path: &str,
 ) -> Result<()> {
     let ids_path = ids;
     let ids = read_ids(ids_path)?;
@@ -196,7 +227,7 @@ fn nll(
     let path = if composite {
         koth_model::OpPath::Composite
     } else {
-        koth_model::OpPath::Fused
+        parse_path(path, m.scoring_path())?
     };
     let nll = m
         .nll_with(&ids, path, koth_model::ScoreOptions::default())
@@ -223,13 +254,25 @@ fn nll(
     Ok(())
 }
 
-fn grads(model: &Path, ids: &Path, out: &Path, device: &str, dtype: &str) -> Result<()> {
+fn grads(
+    model: &Path,
+    ids: &Path,
+    out: &Path,
+    device: &str,
+    dtype: &str,
+    path: &str,
+) -> Result<()> {
     let ids_path = ids;
     let ids = read_ids(ids_path)?;
     let m = load(model, device, dtype)?;
     check_vocab(&ids, ids_path, &m, model)?;
+    let path = parse_path(path, m.training_path())?;
+    anyhow::ensure!(
+        path != koth_model::OpPath::Fused,
+        "--path fused has no gradients; use composite or kernels"
+    );
     let (loss, grads) = m
-        .loss_and_grads(&ids)
+        .loss_and_grads_with(&ids, path)
         .with_context(|| format!("differentiating {} on --ids", model.display()))?;
     write_atomically(out, |tmp| {
         koth_model::weights::write_safetensors(tmp, &grads)
