@@ -481,10 +481,7 @@ impl Competition {
 }
 
 /// Every dtype name a safetensors header may use.
-pub const SAFETENSORS_DTYPES: [&str; 14] = [
-    "BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2", "I16", "U16", "F16", "BF16", "I32", "U32", "F32",
-    "F64", "I64",
-];
+pub const SAFETENSORS_DTYPES: [&str; 14] = crate::safetensors::DTYPE_NAMES;
 
 #[cfg(test)]
 mod tests {

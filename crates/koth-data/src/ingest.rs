@@ -8,7 +8,7 @@
 //! shard boundaries (as Teutonic's shards do). Nothing is overwritten: the output directory must
 //! not exist or be empty, and each file is written under a temporary name and renamed.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -213,19 +213,14 @@ impl ShardWriter {
     }
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename; refuse if `path` exists.
+/// Write `bytes` to `path` with [`koth_core::fsutil::write_atomic`]; refuse if `path` exists.
 pub(crate) fn write_new_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if path.exists() {
         return Err(DataError::OutputExists {
             path: path.to_path_buf(),
         });
     }
-    let tmp = path.with_extension("partial");
-    let mut f = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| DataError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+    koth_core::fsutil::write_atomic(path, bytes).map_err(|e| DataError::io(path, e.source))
 }
 
 /// Tokenize `inputs` into shards and a manifest in `out_dir`. Returns the manifest.

@@ -79,6 +79,9 @@ pub enum StoreError {
     Cache { path: PathBuf, reason: String },
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A durable local write (manifest, blob, cache state) failed; names the file and the step.
+    #[error(transparent)]
+    Write(#[from] koth_core::fsutil::WriteError),
 }
 
 impl StoreError {
@@ -107,7 +110,8 @@ impl StoreError {
             | StoreError::Busy { .. }
             | StoreError::GcUnsafe { .. }
             | StoreError::Cache { .. }
-            | StoreError::Task(_) => None,
+            | StoreError::Task(_)
+            | StoreError::Write(_) => None,
         }
     }
 

@@ -528,23 +528,10 @@ impl OptionalGates {
         };
         let bytes = serde_json::to_vec(&record)
             .map_err(|e| undecidable(format!("encoding a fingerprint: {e}")))?;
-        write_file_durably(&self.record_path(digest), &bytes)
+        koth_core::fsutil::write_atomic(&self.record_path(digest), &bytes)
             .map_err(|e| undecidable(format!("storing a fingerprint: {e}")))?;
         Ok(fingerprint)
     }
-}
-
-fn write_file_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// The fingerprint of `model` on `probes`: every scoring row's NLL at its probe position, in

@@ -608,10 +608,10 @@ impl Shell {
                     .cfg
                     .verdict_dir()
                     .join(format!("{}-{entry}.json", challenger.hex()));
-                if let Err(e) = write_durably(&path, &bytes) {
+                if let Err(e) = koth_core::fsutil::write_atomic(&path, &bytes) {
                     return self.record(Event::InfraFault {
                         entry,
-                        reason: clip_text(&format!("writing {}: {e}", path.display())),
+                        reason: clip_text(&e.to_string()),
                     });
                 }
                 let summary = summary_of(&verdict, digest, path.display().to_string());
@@ -872,16 +872,6 @@ fn classify_store_error(e: StoreError, location: &str) -> GateVerdict {
         // A stream cut short, a network or disk error, a busy cache: ours, retried.
         _ => GateVerdict::Infra(format!("fetching from {location}: {msg}")),
     }
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// `koth validator run`: start-up checks, the HTTP feeds on `cfg.listen`, then the loop until
