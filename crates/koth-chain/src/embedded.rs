@@ -724,8 +724,8 @@ impl EmbeddedChain {
                 }
                 decoded.insert(block, exts);
             }
-            let replayed =
-                replay(&self.params, &decoded, head.number).map_err(|e| self.corrupt(e))?;
+            let replayed = replay(&self.params, &decoded, head.number)
+                .map_err(|e| self.corrupt(e.to_string()))?;
             self.compare_with_replay(tx, &replayed)?;
             Ok(VerifyReport {
                 head,

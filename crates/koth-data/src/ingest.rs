@@ -9,7 +9,6 @@
 //! not exist or be empty, and each file is written under a temporary name and renamed.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use koth_core::npy::{encode_header, NpyDtype};
@@ -230,7 +229,7 @@ pub fn ingest(
     out_dir: &Path,
     opts: &IngestOptions,
 ) -> Result<SourceManifest> {
-    validate_source_name(&opts.source).map_err(|r| DataError::invalid(out_dir, r))?;
+    validate_source_name(&opts.source).map_err(|e| DataError::invalid(out_dir, e.to_string()))?;
     let shard_tokens = usize::try_from(opts.shard_tokens)
         .ok()
         .filter(|&n| n > 0 && n <= 1 << 32)
@@ -295,7 +294,7 @@ pub fn manifest_for_existing(
     source: &str,
     tokenizer: &crate::tokenizer::TokenizerIdentity,
 ) -> Result<SourceManifest> {
-    validate_source_name(source).map_err(|r| DataError::invalid(dir, r))?;
+    validate_source_name(source).map_err(|e| DataError::invalid(dir, e.to_string()))?;
     let mut names: Vec<String> = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;

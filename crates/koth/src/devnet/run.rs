@@ -256,7 +256,6 @@ pub fn run(opts: &DevnetOptions) -> Result<DevnetReport> {
         opts.score_windows,
         &ws.root.join("kings"),
     )
-    .map_err(anyhow::Error::msg)
     .context("scoring the kings")?;
     let table = reigns::format_table(&rows, scored);
     let decreasing = reigns::strictly_decreasing(&rows);
