@@ -136,9 +136,12 @@ fn a_qwen35_9b_base_config_parses_with_its_real_shape() {
         .any(|n| n.starts_with("mtp.") || n.contains("visual")));
 }
 
+/// A change to a config document.
+type ConfigEdit = Box<dyn Fn(&mut Value)>;
+
 #[test]
 fn refusals_name_the_key() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<(&str, ConfigEdit, &str)> = vec![
         (
             "an unknown key",
             Box::new(|v| v["text_config"]["sliding_window"] = json!(4096)),
