@@ -21,7 +21,7 @@ pub struct DuelSetup {
     pub competition_sha256: Option<Digest>,
     pub king: DuelModel,
     pub challenger: DuelModel,
-    /// Seed material for the sampler and the bootstrap resampler (DESIGN §6: a hash of the
+    /// Seed material for the sampler and the bootstrap resampler (PROTOCOL §6: a hash of the
     /// competition, the reveal block hash and the hotkey; any string for a standalone duel).
     pub seed_material: String,
     pub seq_len: u32,

@@ -85,7 +85,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The gate code (DESIGN §5) when the error is the submission's own fault, or `None` when it
+    /// The gate code (PROTOCOL §5) when the error is the submission's own fault, or `None` when it
     /// is an infrastructure fault (network, disk, a dropped stream, a lock) that must be retried
     /// and never cost the miner the submission.
     pub fn reject_code(&self) -> Option<RejectCode> {

@@ -130,7 +130,7 @@ pub fn check_window_losses(
 }
 
 /// The seed bytes handed to the sampler: a domain tag and the three parts of the seed material
-/// (DESIGN §6), separated so that no two different triples give the same bytes.
+/// (PROTOCOL §6), separated so that no two different triples give the same bytes.
 pub fn seed_string(seed: &SeedMaterial) -> String {
     format!(
         "koth/duel-sample/1|{}|{}|{}",
