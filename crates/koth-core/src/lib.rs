@@ -7,6 +7,7 @@
 //! every crate shares, so every other crate may depend on it.
 
 pub mod checkpoint;
+pub mod clock;
 pub mod competition;
 pub mod digest;
 pub mod fsutil;
