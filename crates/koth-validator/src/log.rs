@@ -94,13 +94,8 @@ pub enum LogError {
     },
 }
 
-/// One row of the log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedEvent {
-    pub seq: i64,
-    pub at_unix_ms: i64,
-    pub event: Event,
-}
+/// One row of the log (the type lives with the events, in koth-hill).
+pub use koth_hill::event::LoggedEvent;
 
 /// A writable event log. Holds the log's lock for as long as it lives.
 pub struct EventLog {

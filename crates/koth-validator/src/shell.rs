@@ -336,9 +336,16 @@ impl Shell {
                 challenger,
                 location,
                 king,
+                king_location,
             } => {
                 self.record(Event::GateStarted { entry, gate })?;
-                let verdict = self.run_gate(gate, &challenger, &location, &king);
+                let verdict = self.run_gate(
+                    gate,
+                    &challenger,
+                    &location,
+                    &king,
+                    king_location.as_deref(),
+                );
                 let event = match verdict {
                     GateVerdict::Pass => Event::GatePassed { entry, gate },
                     GateVerdict::Fail(code, message) => Event::GateFailed {
@@ -360,10 +367,11 @@ impl Shell {
             Effect::StartDuel {
                 entry,
                 challenger,
+                location,
                 king,
+                king_location,
                 seed,
-                ..
-            } => self.duel(entry, challenger, king, seed),
+            } => self.duel(entry, (challenger, location), (king, king_location), seed),
             Effect::Crown {
                 entry,
                 digest,
@@ -378,25 +386,17 @@ impl Shell {
         }
     }
 
-    /// The king's directory in the cache, fetched (from its reign's location, or the
-    /// competition's genesis location) if needed.
-    fn king_dir(&mut self, king: &Digest) -> Result<PathBuf, String> {
+    /// The king's directory in the cache, fetched from `location` (which the core's effect
+    /// carries) if needed.
+    fn king_dir(&mut self, king: &Digest, location: Option<&str>) -> Result<PathBuf, String> {
         if let Some(k) = &self.king {
             if &k.digest == king && k.dir.is_dir() {
                 return Ok(k.dir.clone());
             }
         }
-        let location = self
-            .journal
-            .state()
-            .reigns
-            .iter()
-            .rev()
-            .find(|r| &r.digest == king)
-            .and_then(|r| r.location.clone())
-            .or_else(|| self.cfg.competition.genesis_location.clone())
-            .ok_or_else(|| format!("no location is known for the king {king}"))?;
-        let store = open_store(&location, &self.cfg.s3).map_err(|e| e.to_string())?;
+        let location =
+            location.ok_or_else(|| format!("no location is known for the king {king}"))?;
+        let store = open_store(location, &self.cfg.s3).map_err(|e| e.to_string())?;
         let dir = self
             .cache
             .fetch(
@@ -429,8 +429,9 @@ impl Shell {
         challenger: &Digest,
         location: &str,
         king: &Digest,
+        king_location: Option<&str>,
     ) -> GateVerdict {
-        if let Err(e) = self.king_dir(king) {
+        if let Err(e) = self.king_dir(king, king_location) {
             return GateVerdict::Infra(e);
         }
         let chal_dir = self.cache.path_of(challenger);
@@ -551,8 +552,8 @@ impl Shell {
     fn duel(
         &mut self,
         entry: EntryId,
-        challenger: Digest,
-        king: Digest,
+        (challenger, challenger_location): (Digest, String),
+        (king, king_location): (Digest, Option<String>),
         seed: SeedMaterial,
     ) -> Result<(), ShellError> {
         self.record(Event::DuelStarted {
@@ -560,7 +561,7 @@ impl Shell {
             king,
             seed: seed.clone(),
         })?;
-        let king_dir = match self.king_dir(&king) {
+        let king_dir = match self.king_dir(&king, king_location.as_deref()) {
             Ok(d) => d,
             Err(reason) => {
                 return self.record(Event::InfraFault {
@@ -577,7 +578,23 @@ impl Shell {
             }
             WorkerSpec::Remote { url, token } => {
                 let (url, token) = (url.clone(), token.clone());
-                self.duel_remote(entry, &url, &token, &king, &challenger, &seed)
+                match king_location {
+                    // The worker fetches both models itself: it needs to know where the king is.
+                    None => Ok(Err(DuelFailure::Infra(format!(
+                        "no location is known for the king {king}; a remote worker cannot fetch it"
+                    )))),
+                    Some(king_location) => {
+                        let request = crate::worker::DuelRequest {
+                            competition_sha256: self.cfg.competition.sha256(),
+                            king,
+                            king_location,
+                            challenger,
+                            challenger_location,
+                            seed: seed.clone(),
+                        };
+                        self.duel_remote(entry, &url, &token, &request)
+                    }
+                }
             }
         };
         match result {
@@ -666,13 +683,7 @@ impl Shell {
                 holdout_secret: holdout_secret.as_deref(),
             };
             let mut progress = |b: &koth_core::verdict::BoundsAfterBatch| {
-                let event = Event::DuelProgress {
-                    entry,
-                    n: b.n,
-                    mu_hat: finite(b.mu_hat),
-                    lower: finite(b.lower.unwrap_or(b.mu_hat)),
-                    upper: finite(b.upper.unwrap_or(b.mu_hat)),
-                };
+                let event = progress_event(entry, b);
                 if let Err(e) = self.record(event) {
                     log_error = Some(e);
                     return false;
@@ -699,46 +710,13 @@ impl Shell {
         entry: EntryId,
         url: &str,
         token: &str,
-        king: &Digest,
-        challenger: &Digest,
-        seed: &SeedMaterial,
+        request: &crate::worker::DuelRequest,
     ) -> Result<Result<koth_core::verdict::Verdict, DuelFailure>, ShellError> {
-        let king_location = self
-            .journal
-            .state()
-            .reigns
-            .iter()
-            .rev()
-            .find(|r| &r.digest == king)
-            .and_then(|r| r.location.clone())
-            .or_else(|| self.cfg.competition.genesis_location.clone())
-            .unwrap_or_default();
-        let chal_location = self
-            .journal
-            .state()
-            .entries
-            .get(&entry)
-            .map(|e| e.location.clone())
-            .unwrap_or_default();
-        let request = crate::worker::DuelRequest {
-            competition_sha256: self.cfg.competition.sha256(),
-            king: *king,
-            king_location,
-            challenger: *challenger,
-            challenger_location: chal_location,
-            seed: seed.clone(),
-        };
         let timeout = self.cfg.duel_timeout;
         let mut log_error = None;
         let stop = self.stop.clone();
-        let result = crate::worker::remote_duel(url, token, &request, timeout, &mut |b| {
-            let event = Event::DuelProgress {
-                entry,
-                n: b.n,
-                mu_hat: finite(b.mu_hat),
-                lower: finite(b.lower.unwrap_or(b.mu_hat)),
-                upper: finite(b.upper.unwrap_or(b.mu_hat)),
-            };
+        let result = crate::worker::remote_duel(url, token, request, timeout, &mut |b| {
+            let event = progress_event(entry, b);
             if let Err(e) = self.record(event) {
                 log_error = Some(e);
                 return false;
@@ -752,7 +730,7 @@ impl Shell {
         // digests, seed, competition) or one whose decision does not follow from its own
         // window losses is our fault, never logged as the miner's verdict.
         Ok(result.and_then(|verdict| {
-            crate::worker::check_worker_verdict(&request, &self.cfg.competition, &verdict)
+            crate::worker::check_worker_verdict(request, &self.cfg.competition, &verdict)
                 .map(|()| verdict)
                 .map_err(|e| {
                     DuelFailure::Infra(format!(
@@ -834,6 +812,18 @@ impl Shell {
                 Ok(())
             }
         }
+    }
+}
+
+/// The `duel_progress` event for the bounds after one batch. A bound the rule has not computed
+/// yet stays `None`.
+fn progress_event(entry: EntryId, b: &koth_core::verdict::BoundsAfterBatch) -> Event {
+    Event::DuelProgress {
+        entry,
+        n: b.n,
+        mu_hat: finite(b.mu_hat),
+        lower: b.lower.map(finite),
+        upper: b.upper.map(finite),
     }
 }
 

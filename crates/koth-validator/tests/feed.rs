@@ -57,8 +57,8 @@ fn dashboard_has_teutonics_keys_and_follows_the_game() {
         entry,
         n: 32,
         mu_hat: 0.5,
-        lower: 0.25,
-        upper: 0.75,
+        lower: Some(0.25),
+        upper: Some(0.75),
     });
     let d = dashboard_json(&h.state);
     assert_eq!(d["current_eval"]["hotkey"], "alice");

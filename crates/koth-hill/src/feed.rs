@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use koth_core::competition::RewardPolicy;
 
 use crate::event::{Gate, Outcome};
-use crate::rules::reward_shares;
+use crate::reward::reward_shares;
 use crate::state::{Entry, Finished, Phase, QueueClass, Reign, ValidatorState};
 
 /// Version of the `/api/state` shape; bumped on any incompatible change.
@@ -434,7 +434,7 @@ pub fn metrics_text(state: &ValidatorState) -> String {
 /// (a client reconnecting with `Last-Event-ID` resumes from `EventLog::read_from(id + 1, …)`),
 /// the event kind as the SSE `event`, its JSON as `data` (one line: serde_json never emits raw
 /// newlines).
-pub fn sse_frame(logged: &crate::log::LoggedEvent) -> String {
+pub fn sse_frame(logged: &crate::event::LoggedEvent) -> String {
     let data = serde_json::to_string(&logged.event).unwrap_or_else(|_| "null".to_string());
     format!(
         "id: {}\nevent: {}\ndata: {}\n\n",

@@ -6,7 +6,7 @@
 //! [`GateError::Undecidable`] when our side lacks what the check needs — the king's config
 //! misses a locked key, a statistic was not computed. The shell reports an undecidable gate as
 //! an infrastructure fault: the entry goes back to the head of the queue. Nothing here ever
-//! answers "nothing to compare, pass" (DESIGN §9).
+//! answers "nothing to compare, pass" (PROTOCOL §9).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,7 +17,7 @@ use koth_core::checkpoint::file_policy;
 use koth_core::competition::{ArchitectureLock, SAFETENSORS_DTYPES};
 use koth_core::RejectCode;
 
-use crate::core::truncate;
+use crate::event::truncate;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GateError {
