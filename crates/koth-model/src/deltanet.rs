@@ -38,8 +38,9 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 
 /// Depthwise causal convolution followed by SiLU, as transformers' `causal_conv1d_fn` fallback:
 /// `x` [B, T, C], `weight` [C, 1, K]; output t of channel c is
-/// `silu(sum_j weight[c, 0, j] * x[t - (K - 1) + j, c])` with zeros before the sequence. Computed
-/// in f32 and rounded once to the input dtype.
+/// `silu(sum_j weight[c, 0, j] * x[t - (K - 1) + j, c])` with zeros before the sequence. Like
+/// torch in half precision: the convolution accumulates in f32 and is rounded to the input
+/// dtype, then SiLU is computed in f32 and rounded again.
 pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (b, t, c) = x.dims3()?;
     let (wc, one, k) = weight.dims3()?;
@@ -63,7 +64,14 @@ pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     }
     let out = acc.ok_or_else(|| ModelError::Invalid("conv1d kernel width is 0".into()))?;
     debug_assert_eq!(out.dims(), [b, t, c]);
-    Ok(out.silu()?.to_dtype(dtype)?)
+    if dtype == DType::F32 {
+        return Ok(out.silu()?);
+    }
+    Ok(out
+        .to_dtype(dtype)?
+        .to_dtype(DType::F32)?
+        .silu()?
+        .to_dtype(dtype)?)
 }
 
 /// Solve `(I + A) X = R` for every batch entry, `A` [M, C, C] strictly lower triangular (its

@@ -250,6 +250,16 @@ fn gated_rms_norm(x: &Tensor, z: &Tensor, weight: &Tensor, eps: f64) -> Result<T
     Ok((normed.to_dtype(DType::F32)? * gate)?.to_dtype(dtype)?)
 }
 
+/// Sigmoid computed in f32 and rounded once to the input dtype, as torch does for bf16/f16 (and
+/// candle's CUDA kernel); candle's CPU kernel would evaluate `1 / (1 + exp(-x))` in half
+/// arithmetic, rounding after every operation.
+fn sigmoid_rounded_once(x: &Tensor) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        return Ok(candle_nn::ops::sigmoid(x)?);
+    }
+    Ok(candle_nn::ops::sigmoid(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?)
+}
+
 /// `log(1 + exp(x))` without overflow: `max(x, 0) + log(1 + exp(-|x|))`.
 fn softplus(x: &Tensor) -> Result<Tensor> {
     Ok((x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
@@ -292,7 +302,7 @@ impl Model {
                     shared_gate,
                 } => {
                     let routed_out = moe_forward(routed, &flat, path)?;
-                    let gate = candle_nn::ops::sigmoid(&flat.matmul(&shared_gate.t()?)?)?;
+                    let gate = sigmoid_rounded_once(&flat.matmul(&shared_gate.t()?)?)?;
                     let shared_out = shared.forward(&flat)?.broadcast_mul(&gate)?;
                     (routed_out + shared_out)?
                 }
@@ -334,7 +344,7 @@ impl Model {
             l.value_head_dim,
         ))?;
 
-        let beta = candle_nn::ops::sigmoid(&beta_in)?;
+        let beta = sigmoid_rounded_once(&beta_in)?;
         // g = -exp(A_log) * softplus(a + dt_bias), in f32 (transformers upcasts here so that a
         // half-precision A cannot overflow).
         let a_rate = net.a_log.to_dtype(DType::F32)?.exp()?;
@@ -420,7 +430,33 @@ impl Model {
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((b * t, nh * hd))?;
-        let gated = (out * candle_nn::ops::sigmoid(&gate)?)?;
+        let gated = (out * sigmoid_rounded_once(&gate)?)?;
         Ok(attn.o.forward(&gated)?.reshape((b, t, hidden))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn half_precision_sigmoid_is_the_f32_result_rounded_once() {
+        let xs: Vec<f32> = (0..512).map(|i| (i as f32 - 256.0) * 0.0391).collect();
+        let x32 = Tensor::from_vec(xs, 512, &Device::Cpu).unwrap();
+        for dtype in [DType::BF16, DType::F16] {
+            let x = x32.to_dtype(dtype).unwrap();
+            let as_f32 =
+                |t: Tensor| -> Vec<f32> { t.to_dtype(DType::F32).unwrap().to_vec1().unwrap() };
+            let got = as_f32(sigmoid_rounded_once(&x).unwrap());
+            let exact = candle_nn::ops::sigmoid(&x.to_dtype(DType::F32).unwrap()).unwrap();
+            let want = as_f32(exact.to_dtype(dtype).unwrap());
+            assert_eq!(got, want, "{dtype:?}");
+            let native = as_f32(candle_nn::ops::sigmoid(&x).unwrap());
+            assert_ne!(
+                native, want,
+                "{dtype:?}: the native kernel already rounds once"
+            );
+        }
     }
 }
