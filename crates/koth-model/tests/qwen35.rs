@@ -28,6 +28,7 @@ fn qwen35_9b_base() -> Value {
     json!({
         "architectures": ["Qwen3_5ForConditionalGeneration"],
         "model_type": "qwen3_5",
+        "language_model_only": false,
         "image_token_id": 248056,
         "video_token_id": 248057,
         "vision_start_token_id": 248053,
@@ -39,6 +40,7 @@ fn qwen35_9b_base() -> Value {
             "attention_bias": false,
             "attention_dropout": 0.0,
             "attn_output_gate": true,
+            "bos_token_id": 248044,
             "dtype": "bfloat16",
             "eos_token_id": 248044,
             "full_attention_interval": 4,

@@ -150,6 +150,8 @@ const WRAPPER_KEYS: &[&str] = &[
     "video_token_id",
     "vision_start_token_id",
     "vision_end_token_id",
+    // Whether transformers builds the vision tower at all; koth never does.
+    "language_model_only",
     "tie_word_embeddings",
     "architectures",
     "transformers_version",
