@@ -516,6 +516,22 @@ pub enum TensorKind {
     LogDecayRate,
 }
 
+impl TensorKind {
+    /// What the network adds to the stored value before using it: 1 for a zero-centred RMSNorm
+    /// gain (Qwen3.5 computes with `1 + w`), 0 for everything else. A check on the scale of a
+    /// tensor (the validator's weights gate compares RMS ratios against the king's) should look
+    /// at `stored + offset`, the gain that acts: a zero-centred gain near 0 moving to 0.05 is a
+    /// 5 % change of the network, not a 10x one.
+    pub fn effective_offset(self) -> f64 {
+        match self {
+            TensorKind::CenteredNorm => 1.0,
+            TensorKind::Matrix | TensorKind::Norm | TensorKind::Bias | TensorKind::LogDecayRate => {
+                0.0
+            }
+        }
+    }
+}
+
 /// One tensor a checkpoint of this config must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorSpec {

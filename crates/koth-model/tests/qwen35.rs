@@ -130,6 +130,20 @@ fn a_qwen35_9b_base_config_parses_with_its_real_shape() {
         .find(|s| s.name == "model.language_model.layers.0.linear_attn.conv1d.weight")
         .unwrap();
     assert_eq!(conv.shape, [8192, 1, 4]);
+    // Zero-centred gains act as 1 + w (what a scale check must compare); the DeltaNet's gated
+    // norm is a plain gain.
+    for s in &specs {
+        let centred = s.name.ends_with("layernorm.weight")
+            || s.name.ends_with("q_norm.weight")
+            || s.name.ends_with("k_norm.weight")
+            || s.name == "model.language_model.norm.weight";
+        assert_eq!(
+            s.kind.effective_offset(),
+            if centred { 1.0 } else { 0.0 },
+            "{}",
+            s.name
+        );
+    }
     // Neither the MTP head nor the vision tower is part of the tensor set.
     assert!(!names
         .iter()
