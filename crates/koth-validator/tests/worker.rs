@@ -146,13 +146,20 @@ fn worker_serves_one_authenticated_cancellable_duel_at_a_time() {
     assert!(check_worker_verdict(&request(better), &competition, &tampered).is_err());
 
     // One at a time: while a long duel runs, another is 409; DELETE cancels it.
+    // The long duel's first progress report says it is running: wait for that, not a fixed time.
+    let (running_tx, running_rx) = std::sync::mpsc::channel();
     let long = {
         let (url, token, req) = (url.clone(), token.clone(), request(same));
         std::thread::spawn(move || {
-            remote_duel(&url, &token, &req, Duration::from_secs(120), &mut |_| true)
+            remote_duel(&url, &token, &req, Duration::from_secs(120), &mut |_| {
+                let _ = running_tx.send(());
+                true
+            })
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    running_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the long duel reports progress");
     rt.block_on(async {
         let c = reqwest::Client::new();
         let mut busy = false;
