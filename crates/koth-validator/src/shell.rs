@@ -19,13 +19,16 @@ use koth_data::Dataset;
 use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, StoreError};
 
 use crate::config::{ResolvedConfig, WorkerSpec};
-use crate::duel_run::{run_duel, summary_of, DuelFailure, DuelSetup};
+use crate::duel_run::{run_duel, summary_of, DuelFailure, DuelRunError, DuelSetup};
 use crate::event::{clip_text, Effect, EntryId, Event, Gate, Reveal, SeedMaterial, Weight};
 use crate::gate_run;
 use crate::gates::{self, GateError, TensorInfo, TensorStats, DEFAULT_MAX_SCALE_RATIO};
 use crate::http::{FeedHub, SharedFeed};
 use crate::journal::{Journal, JournalError};
 use crate::log::LoggedEvent;
+use koth_core::verdict::BoundsAfterBatch;
+use koth_duel::duel::{DuelError, DuelSink, Progress, Stop};
+use std::ops::ControlFlow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
@@ -668,10 +671,7 @@ impl Shell {
         let bundle_path = self.cfg.bundle_path.clone();
         let device = self.cfg.device.clone();
         let dtype = self.cfg.dtype.clone();
-        let deadline = Instant::now() + self.cfg.duel_timeout;
         let holdout_secret = self.cfg.holdout_secret.as_ref().map(|h| h.bytes().to_vec());
-        let stop = self.stop.clone();
-        let mut log_error = None;
         let result = {
             let setup = DuelSetup {
                 competition: &competition,
@@ -679,30 +679,24 @@ impl Shell {
                 bundle_path: &bundle_path,
                 device: &device,
                 dtype: &dtype,
-                deadline: Some(deadline),
                 holdout_secret: holdout_secret.as_deref(),
             };
-            let mut progress = |b: &koth_core::verdict::BoundsAfterBatch| {
-                let event = progress_event(entry, b);
-                if let Err(e) = self.record(event) {
-                    log_error = Some(e);
-                    return false;
-                }
-                !stop.load(Ordering::SeqCst)
-            };
+            let mut sink = DuelProgressSink::new(self, entry);
             run_duel(
                 &setup,
                 (king, king_dir),
                 (challenger, chal_dir),
                 seed,
-                &mut progress,
+                &mut sink,
             )
         };
         self.dataset = Some(dataset);
-        if let Some(e) = log_error {
-            return Err(e);
+        match result {
+            Ok(verdict) => Ok(Ok(verdict)),
+            // Logging the progress failed: that is the shell's own error, not the duel's.
+            Err(DuelRunError::Duel(DuelError::Sink(e))) => Err(e),
+            Err(e) => Ok(Err(DuelFailure::from(e))),
         }
-        Ok(result.map_err(DuelFailure::from))
     }
 
     fn duel_remote(
@@ -714,14 +708,15 @@ impl Shell {
     ) -> Result<Result<koth_core::verdict::Verdict, DuelFailure>, ShellError> {
         let timeout = self.cfg.duel_timeout;
         let mut log_error = None;
-        let stop = self.stop.clone();
-        let result = crate::worker::remote_duel(url, token, request, timeout, &mut |b| {
-            let event = progress_event(entry, b);
-            if let Err(e) = self.record(event) {
+        let mut sink = DuelProgressSink::new(self, entry);
+        let result = crate::worker::remote_duel(url, token, request, timeout, &mut |b| match sink
+            .report(b)
+        {
+            Ok(flow) => flow.is_continue(),
+            Err(e) => {
                 log_error = Some(e);
-                return false;
+                false
             }
-            !stop.load(Ordering::SeqCst)
         });
         if let Some(e) = log_error {
             return Err(e);
@@ -815,9 +810,55 @@ impl Shell {
     }
 }
 
+/// The shell's view of a running duel (in process, or on a remote worker): every batch's bounds
+/// are logged and published before the next batch runs; a stop request ends the duel, and so
+/// does its deadline (`duel_timeout` from the start).
+struct DuelProgressSink<'s> {
+    shell: &'s mut Shell,
+    entry: EntryId,
+    deadline: Instant,
+}
+
+impl<'s> DuelProgressSink<'s> {
+    fn new(shell: &'s mut Shell, entry: EntryId) -> Self {
+        let deadline = Instant::now() + shell.cfg.duel_timeout;
+        DuelProgressSink {
+            shell,
+            entry,
+            deadline,
+        }
+    }
+
+    /// Log the bounds after one batch; then go on unless the shell is stopping.
+    fn report(&mut self, bounds: &BoundsAfterBatch) -> Result<ControlFlow<Stop>, ShellError> {
+        self.shell.record(progress_event(self.entry, bounds))?;
+        Ok(if self.shell.stop.load(Ordering::SeqCst) {
+            ControlFlow::Break(Stop::Cancelled)
+        } else {
+            ControlFlow::Continue(())
+        })
+    }
+}
+
+impl DuelSink for DuelProgressSink<'_> {
+    type Error = ShellError;
+
+    fn before_batch(&mut self, _batch: u64) -> Result<ControlFlow<Stop>, ShellError> {
+        Ok(if Instant::now() > self.deadline {
+            ControlFlow::Break(Stop::DeadlinePassed)
+        } else {
+            ControlFlow::Continue(())
+        })
+    }
+
+    fn on_batch(&mut self, progress: &Progress) -> Result<ControlFlow<Stop>, ShellError> {
+        self.report(&progress.bounds)
+    }
+}
+
 /// The `duel_progress` event for the bounds after one batch. A bound the rule has not computed
 /// yet stays `None`.
-fn progress_event(entry: EntryId, b: &koth_core::verdict::BoundsAfterBatch) -> Event {
+fn progress_event(entry: EntryId, b: &BoundsAfterBatch) -> Event {
     Event::DuelProgress {
         entry,
         n: b.n,
