@@ -12,8 +12,9 @@
 //! ```
 //!
 //! [`chunk_gated_delta_rule`] computes the same outputs block-parallel: inside a chunk of C
-//! tokens the updates are condensed by the UT transform (a unit lower-triangular solve), and only
-//! the state hand-over between chunks is sequential. Every op is a differentiable candle op, so
+//! tokens the updates are condensed by the UT transform (the inverse of a unit lower-triangular
+//! matrix, by recursive block inversion), and only the state hand-over between chunks is
+//! sequential. Every op is a differentiable candle op, so
 //! the training path gets its backward from candle's autograd. [`recurrent_gated_delta_rule_f64`]
 //! is the step-by-step recurrence in f64 on the host, the reference the chunked form is tested
 //! against.
@@ -74,19 +75,59 @@ pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         .to_dtype(dtype)?)
 }
 
-/// Solve `(I + A) X = R` for every batch entry, `A` [M, C, C] strictly lower triangular (its
-/// diagonal and upper part are ignored), `R` [M, C, D], by forward substitution: row i is
-/// `R_i - A[i, :i] X[:i]`. Stable where a power series would cancel catastrophically, and
-/// differentiable (narrow, matmul, cat).
-fn unit_lower_solve(a: &Tensor, r: &Tensor) -> Result<Tensor> {
-    let (_, c, _) = a.dims3()?;
-    let mut solved = r.narrow(1, 0, 1)?.contiguous()?;
-    for i in 1..c {
-        let row = a.narrow(1, i, 1)?.narrow(2, 0, i)?; // [M, 1, i]
-        let x = (r.narrow(1, i, 1)? - row.matmul(&solved)?)?;
-        solved = Tensor::cat(&[&solved, &x], 1)?;
+/// `(I + A)^-1` for every batch entry, `A` [M, C, C] strictly lower triangular (zero on and
+/// above the diagonal), by recursive block inversion, all blocks of one size at once:
+///
+/// ```text
+/// [[P, 0], [Q, R]]^-1 = [[P^-1, 0], [-R^-1 Q P^-1, R^-1]]
+/// ```
+///
+/// from 1×1 blocks (whose inverse is 1) up to C×C in log2(C) steps (C padded to a power of two
+/// with identity). This is how fla's kernels invert the UT system; unlike a power series it
+/// does not cancel catastrophically on near-parallel keys, and unlike row-by-row forward
+/// substitution it keeps O(C²) values per level for the backward pass, not O(C³). Every op is
+/// differentiable.
+fn unit_lower_inverse(a: &Tensor) -> Result<Tensor> {
+    let (m, c, _) = a.dims3()?;
+    let device = a.device().clone();
+    let size = c.next_power_of_two();
+    let l = if size == c {
+        a.clone()
+    } else {
+        a.pad_with_zeros(1, 0, size - c)?
+            .pad_with_zeros(2, 0, size - c)?
+    };
+    // inverses of the diagonal blocks of the current size, [M, blocks, s, s]
+    let mut inv = Tensor::ones((m, size, 1, 1), DType::F32, &device)?;
+    let mut s = 1;
+    while s < size {
+        let pairs = size / (2 * s);
+        // The diagonal (2s × 2s) blocks of L: keep block (p, p) of the pair grid.
+        let eye: Vec<f32> = (0..pairs)
+            .flat_map(|i| (0..pairs).map(move |j| if i == j { 1.0 } else { 0.0 }))
+            .collect();
+        let eye = Tensor::from_vec(eye, (1, pairs, 1, pairs, 1), &device)?;
+        let diag = l
+            .reshape((m, pairs, 2 * s, pairs, 2 * s))?
+            .broadcast_mul(&eye)?
+            .sum(3)?; // [M, pairs, 2s, 2s]
+        let lower_left = diag.narrow(2, s, s)?.narrow(3, 0, s)?.contiguous()?;
+        let halves = inv.reshape((m, pairs, 2, s, s))?;
+        let top_inv = halves.narrow(2, 0, 1)?.squeeze(2)?.contiguous()?;
+        let bottom_inv = halves.narrow(2, 1, 1)?.squeeze(2)?.contiguous()?;
+        let corner = bottom_inv.matmul(&lower_left)?.matmul(&top_inv)?.neg()?;
+        let zeros = Tensor::zeros((m, pairs, s, s), DType::F32, &device)?;
+        let top = Tensor::cat(&[&top_inv, &zeros], 3)?;
+        let bottom = Tensor::cat(&[&corner, &bottom_inv], 3)?;
+        inv = Tensor::cat(&[&top, &bottom], 2)?; // [M, pairs, 2s, 2s]
+        s *= 2;
     }
-    Ok(solved)
+    let inv = inv.reshape((m, size, size))?;
+    Ok(if size == c {
+        inv
+    } else {
+        inv.narrow(1, 0, c)?.narrow(2, 0, c)?.contiguous()?
+    })
 }
 
 /// Additive [C, C] f32 mask: 0 on and below the diagonal, -inf above.
@@ -190,7 +231,7 @@ pub fn chunk_gated_delta_rule(
         .broadcast_mul(&lower)?;
     let cum_exp = cum.exp()?.unsqueeze(2)?; // [MN, C, 1]
     let rhs = Tensor::cat(&[&v_beta, &k_beta.broadcast_mul(&cum_exp)?], 2)?;
-    let solved = unit_lower_solve(&ut, &rhs)?;
+    let solved = unit_lower_inverse(&ut)?.matmul(&rhs)?;
     let new_values = solved.narrow(2, 0, dv)?; // u in the DeltaNet paper
     let k_cumdecay = solved.narrow(2, dv, dk)?;
     let intra = q.matmul(&k.t()?)?.mul(&pairwise)?; // with the diagonal
@@ -399,6 +440,56 @@ mod tests {
                     (*got_i as f64 - numeric).abs() <= 1e-3 * numeric.abs().max(1.0),
                     "input {which}, element {i}: autograd {got_i} vs numeric {numeric}"
                 );
+            }
+        }
+    }
+
+    /// The block inverse against forward substitution in f64, for power-of-two and other sizes,
+    /// with entries that make the inverse's entries large (near-parallel keys do that).
+    #[test]
+    fn block_inverse_matches_forward_substitution() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (c, lo, hi) in [
+            (1, -1.0, 1.0),
+            (5, -1.0, 1.0),
+            (16, -1.0, 1.0),
+            (64, 0.8, 0.99),
+        ] {
+            let m = 3;
+            let mut a = vec![0.0f64; m * c * c];
+            for b in 0..m {
+                for i in 0..c {
+                    for j in 0..i {
+                        a[(b * c + i) * c + j] = rng.random_range(lo..hi);
+                    }
+                }
+            }
+            let got: Vec<f32> = unit_lower_inverse(&tensor(&a, &[m, c, c]))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for b in 0..m {
+                // X = (I + A)^-1 column by column: x_i = e_i - sum_{j<i} A[i, j] x_j (rows).
+                let mut x = vec![0.0f64; c * c];
+                for i in 0..c {
+                    for k in 0..c {
+                        let mut v = if i == k { 1.0 } else { 0.0 };
+                        for j in 0..i {
+                            v -= a[(b * c + i) * c + j] * x[j * c + k];
+                        }
+                        x[i * c + k] = v;
+                    }
+                }
+                let scale = x.iter().fold(1.0f64, |acc, v| acc.max(v.abs()));
+                for (i, want) in x.iter().enumerate() {
+                    let g = got[b * c * c + i] as f64;
+                    assert!(
+                        (g - want).abs() <= 1e-5 * scale,
+                        "c {c}, batch {b}, entry {i}: {g} vs {want} (scale {scale})"
+                    );
+                }
             }
         }
     }
