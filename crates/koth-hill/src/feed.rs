@@ -3,155 +3,367 @@
 //! validator). The HTTP server that serves them, `/api/events` (SSE) and `/metrics` belong to
 //! the shell.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use koth_core::competition::RewardPolicy;
+use koth_core::{Digest, RejectCode};
 
-use crate::event::{Gate, Outcome};
+use crate::event::{EntryId, Gate, Outcome, VerdictSummary, Weight};
 use crate::reward::reward_shares;
-use crate::state::{Entry, Finished, Phase, QueueClass, Reign, ValidatorState};
+use crate::state::{
+    Counters, DuelBounds, Entry, Finished, GateRecord, Phase, QueueClass, Reign, ValidatorState,
+};
 
 /// Version of the `/api/state` shape; bumped on any incompatible change.
 pub const STATE_FEED_VERSION: u32 = 1;
 
-fn reign_json(r: &Reign) -> Value {
-    json!({
-        "reign": r.number,
-        "digest": r.digest,
-        "hotkey": r.hotkey,
-        "uid": r.uid,
-        "location": r.location,
-        "entry": r.entry,
-        "block": r.block,
-        "block_hash": r.block_hash,
-    })
+/// `/api/state`: the king, lineage (newest first), queue in evaluation order, the current entry
+/// with live bounds, recent history (newest first) and the reward split with its reasons. The
+/// validator serialises it; readers (the miner, the devnet) deserialise the same type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateFeed {
+    pub version: u32,
+    pub started: bool,
+    pub competition_sha256: Option<Digest>,
+    pub block: u64,
+    /// The queue waits until this block after an infrastructure fault.
+    pub paused_until: Option<u64>,
+    pub king: Option<ReignView>,
+    /// Every reign, newest first.
+    pub lineage: Vec<ReignView>,
+    /// The entry being gated, dueled or crowned.
+    pub current: Option<CurrentView>,
+    /// In evaluation order.
+    pub queue: Vec<QueuedView>,
+    /// Newer entries waiting for their hotkey's active one to finish.
+    pub waiting: Vec<EntryView>,
+    /// Finished entries, newest first.
+    pub history: Vec<FinishedView>,
+    pub rewards: Option<RewardsView>,
+    pub counters: Counters,
 }
 
-fn class_name(c: QueueClass) -> &'static str {
-    match c {
-        QueueClass::Retry => "retry",
-        QueueClass::Normal => "normal",
-        QueueClass::Demoted => "demoted",
+impl StateFeed {
+    /// The finished entry of `digest` submitted by `hotkey`, if the history still holds it.
+    pub fn finished(&self, digest: &Digest, hotkey: &str) -> Option<&FinishedView> {
+        self.history
+            .iter()
+            .find(|f| f.digest.as_ref() == Some(digest) && f.hotkey == hotkey)
     }
 }
 
-fn entry_json(e: &Entry) -> Value {
-    json!({
-        "entry": e.id,
-        "hotkey": e.hotkey,
-        "uid": e.uid,
-        "digest": e.digest,
-        "location": e.location,
-        "commit_block": e.commit_block,
-        "reveal_block": e.reveal_block,
-        "retries": e.retries,
-    })
+/// One reign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReignView {
+    pub reign: u64,
+    pub digest: Digest,
+    /// `None` for the genesis king.
+    pub hotkey: Option<String>,
+    pub uid: Option<u16>,
+    pub location: Option<String>,
+    pub entry: Option<EntryId>,
+    pub block: u64,
+    pub block_hash: Option<String>,
 }
 
-fn outcome_fields(o: &Outcome) -> Value {
-    match o {
-        Outcome::Rejected {
-            code,
-            gate,
-            message,
-        } => json!({
-            "result": "rejected",
-            "code": code.code(),
-            "gate": gate.map(Gate::name).unwrap_or("intake"),
-            "explain": code.explain(),
-            "message": message,
-        }),
-        Outcome::Dueled { verdict, crowned } => json!({
-            "result": if crowned.is_some() { "crowned" } else { "kept_king" },
-            "reign": crowned,
-            "accepted": verdict.accepted,
-            "n": verdict.n,
-            "mu_hat": verdict.mu_hat,
-            "lower": verdict.lower,
-            "upper": verdict.upper,
-            "verdict_digest": verdict.verdict_digest,
-            "verdict_path": verdict.verdict_path,
-        }),
-        Outcome::Superseded { by } => json!({
-            "result": "superseded",
-            "by": by,
-            "explain": "The same hotkey revealed a newer commitment before this one was evaluated.",
-        }),
+impl From<&Reign> for ReignView {
+    fn from(r: &Reign) -> Self {
+        ReignView {
+            reign: r.number,
+            digest: r.digest,
+            hotkey: r.hotkey.clone(),
+            uid: r.uid,
+            location: r.location.clone(),
+            entry: r.entry,
+            block: r.block,
+            block_hash: r.block_hash.clone(),
+        }
     }
 }
 
-fn finished_json(f: &Finished) -> Value {
-    let mut v = json!({
-        "entry": f.id,
-        "hotkey": f.hotkey,
-        "uid": f.uid,
-        "digest": f.digest,
-        "location": f.location,
-        "commit_block": f.commit_block,
-        "reveal_block": f.reveal_block,
-        "finished_block": f.finished_block,
-        "retries": f.retries,
-        "gates": f.gates,
-    });
-    if let (Value::Object(m), Value::Object(o)) = (&mut v, outcome_fields(&f.outcome)) {
-        m.extend(o);
-    }
-    v
+/// An unfinished entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryView {
+    pub entry: EntryId,
+    pub hotkey: String,
+    pub uid: u16,
+    pub digest: Digest,
+    pub location: String,
+    pub commit_block: u64,
+    pub reveal_block: u64,
+    pub retries: u32,
 }
 
-fn current_json(state: &ValidatorState) -> Value {
-    let Some((e, phase)) = state.active_entry() else {
-        return Value::Null;
-    };
-    let mut v = entry_json(e);
-    let extra = match phase {
-        Phase::Gate { gate, started } => json!({
-            "phase": "gate",
-            "gate": gate.name(),
-            "running": started,
-            "gates": e.gates,
-        }),
+impl From<&Entry> for EntryView {
+    fn from(e: &Entry) -> Self {
+        EntryView {
+            entry: e.id,
+            hotkey: e.hotkey.clone(),
+            uid: e.uid,
+            digest: e.digest,
+            location: e.location.clone(),
+            commit_block: e.commit_block,
+            reveal_block: e.reveal_block,
+            retries: e.retries,
+        }
+    }
+}
+
+/// A queued entry and its place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedView {
+    #[serde(flatten)]
+    pub entry: EntryView,
+    /// 1-based.
+    pub position: usize,
+    pub class: QueueClass,
+}
+
+/// The entry being worked on, and how far it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurrentView {
+    #[serde(flatten)]
+    pub entry: EntryView,
+    /// Gate results of this attempt, in pipeline order.
+    pub gates: Vec<GateRecord>,
+    #[serde(flatten)]
+    pub phase: PhaseView,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum PhaseView {
+    /// `running` once the gate has started.
+    Gate {
+        gate: Gate,
+        running: bool,
+    },
+    /// `progress`: the bounds after the last batch (a bound not computed yet is `None`).
+    Duel {
+        king: Digest,
+        running: bool,
+        progress: Option<DuelBounds>,
+    },
+    Crowning {
+        reign: u64,
+        verdict: VerdictSummary,
+    },
+}
+
+/// A finished entry and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinishedView {
+    pub entry: EntryId,
+    pub hotkey: String,
+    pub uid: Option<u16>,
+    pub digest: Option<Digest>,
+    pub location: Option<String>,
+    pub commit_block: u64,
+    pub reveal_block: u64,
+    pub finished_block: u64,
+    pub retries: u32,
+    pub gates: Vec<GateRecord>,
+    #[serde(flatten)]
+    pub result: ResultView,
+}
+
+/// How a submission ended, as the feeds say it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ResultView {
+    /// Refused at intake (`gate` is `"intake"`) or by a gate (its name, or `"duel"`).
+    Rejected {
+        code: RejectCode,
+        gate: String,
+        /// The code explained in words.
+        explain: String,
+        message: String,
+    },
+    /// Dueled and crowned: `reign` is the reign it started.
+    Crowned {
+        reign: u64,
+        #[serde(flatten)]
+        verdict: VerdictView,
+    },
+    /// Dueled; the king stays.
+    KeptKing {
+        #[serde(flatten)]
+        verdict: VerdictView,
+    },
+    Superseded {
+        by: EntryId,
+        explain: String,
+    },
+}
+
+impl ResultView {
+    /// The name the feed gives the result (`crowned`, `kept_king`, `rejected`, `superseded`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ResultView::Rejected { .. } => "rejected",
+            ResultView::Crowned { .. } => "crowned",
+            ResultView::KeptKing { .. } => "kept_king",
+            ResultView::Superseded { .. } => "superseded",
+        }
+    }
+
+    /// The duel's numbers, for a dueled entry.
+    pub fn verdict(&self) -> Option<&VerdictView> {
+        match self {
+            ResultView::Crowned { verdict, .. } | ResultView::KeptKing { verdict } => Some(verdict),
+            _ => None,
+        }
+    }
+}
+
+/// A verdict's numbers in the feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictView {
+    pub accepted: bool,
+    pub n: u64,
+    pub mu_hat: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub verdict_digest: Digest,
+    pub verdict_path: String,
+}
+
+impl From<&VerdictSummary> for VerdictView {
+    fn from(v: &VerdictSummary) -> Self {
+        VerdictView {
+            accepted: v.accepted,
+            n: v.n,
+            mu_hat: v.mu_hat,
+            lower: v.lower,
+            upper: v.upper,
+            verdict_digest: v.verdict_digest,
+            verdict_path: v.verdict_path.clone(),
+        }
+    }
+}
+
+const SUPERSEDED_EXPLAIN: &str =
+    "The same hotkey revealed a newer commitment before this one was evaluated.";
+
+impl From<&Outcome> for ResultView {
+    fn from(o: &Outcome) -> Self {
+        match o {
+            Outcome::Rejected {
+                code,
+                gate,
+                message,
+            } => ResultView::Rejected {
+                code: *code,
+                gate: gate.map(Gate::name).unwrap_or("intake").to_string(),
+                explain: code.explain().to_string(),
+                message: message.clone(),
+            },
+            Outcome::Dueled {
+                verdict,
+                crowned: Some(reign),
+            } => ResultView::Crowned {
+                reign: *reign,
+                verdict: verdict.into(),
+            },
+            Outcome::Dueled {
+                verdict,
+                crowned: None,
+            } => ResultView::KeptKing {
+                verdict: verdict.into(),
+            },
+            Outcome::Superseded { by } => ResultView::Superseded {
+                by: *by,
+                explain: SUPERSEDED_EXPLAIN.to_string(),
+            },
+        }
+    }
+}
+
+impl From<&Finished> for FinishedView {
+    fn from(f: &Finished) -> Self {
+        FinishedView {
+            entry: f.id,
+            hotkey: f.hotkey.clone(),
+            uid: f.uid,
+            digest: f.digest,
+            location: f.location.clone(),
+            commit_block: f.commit_block,
+            reveal_block: f.reveal_block,
+            finished_block: f.finished_block,
+            retries: f.retries,
+            gates: f.gates.clone(),
+            result: (&f.outcome).into(),
+        }
+    }
+}
+
+/// The reward split and why each hotkey is paid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardsView {
+    /// `winner_take_all` or `split_last_k (k = …)`.
+    pub policy: String,
+    /// The weights the policy gives now.
+    pub expected: Vec<Weight>,
+    pub why: Vec<RewardWhy>,
+    pub last_set_block: Option<u64>,
+    pub last_set: Vec<Weight>,
+    /// A crown has not been paid yet.
+    pub pending: bool,
+    pub interval_blocks: u64,
+}
+
+/// One reign's part in the reward, in words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardWhy {
+    pub reign: u64,
+    pub hotkey: Option<String>,
+    pub share: f64,
+    pub why: String,
+}
+
+fn current_view(state: &ValidatorState) -> Option<CurrentView> {
+    let (e, phase) = state.active_entry()?;
+    let phase = match phase {
+        Phase::Gate { gate, started } => PhaseView::Gate {
+            gate: *gate,
+            running: *started,
+        },
         Phase::Duel {
             king,
             running,
             progress,
             ..
-        } => json!({
-            "phase": "duel",
-            "king": king,
-            "running": running,
-            "gates": e.gates,
-            "progress": progress,
-        }),
-        Phase::Crowning { verdict, reign, .. } => json!({
-            "phase": "crowning",
-            "reign": reign,
-            "gates": e.gates,
-            "verdict": verdict,
-        }),
+        } => PhaseView::Duel {
+            king: *king,
+            running: *running,
+            progress: progress.clone(),
+        },
+        Phase::Crowning { verdict, reign, .. } => PhaseView::Crowning {
+            reign: *reign,
+            verdict: verdict.clone(),
+        },
     };
-    if let (Value::Object(m), Value::Object(x)) = (&mut v, extra) {
-        m.extend(x);
-    }
-    v
+    Some(CurrentView {
+        entry: e.into(),
+        gates: e.gates.clone(),
+        phase,
+    })
 }
 
-fn rewards_json(state: &ValidatorState) -> Value {
-    let Some(rules) = &state.rules else {
-        return Value::Null;
-    };
+fn rewards_view(state: &ValidatorState) -> Option<RewardsView> {
+    let rules = state.rules.as_ref()?;
     let policy = match &rules.reward {
         RewardPolicy::WinnerTakeAll => "winner_take_all".to_string(),
         RewardPolicy::SplitLastK { k, .. } => format!("split_last_k (k = {k})"),
     };
-    let expected = state.expected_weights();
     let shares = reward_shares(&rules.reward, &state.reigns);
     let paid_total: f64 = shares
         .iter()
         .filter(|s| s.hotkey.is_some())
         .map(|s| s.share)
         .sum();
-    let why: Vec<Value> = shares
+    let why = shares
         .iter()
         .map(|s| {
             let position = if s.back == 0 {
@@ -159,7 +371,7 @@ fn rewards_json(state: &ValidatorState) -> Value {
             } else {
                 format!("{} reign(s) before the king", s.back)
             };
-            let reason = match &s.hotkey {
+            let why = match &s.hotkey {
                 None => format!(
                     "reign {} ({position}) is the genesis king: its share is not paid",
                     s.reign
@@ -169,56 +381,59 @@ fn rewards_json(state: &ValidatorState) -> Value {
                     s.reign, s.share, paid_total
                 ),
             };
-            json!({"reign": s.reign, "hotkey": s.hotkey, "share": s.share, "why": reason})
+            RewardWhy {
+                reign: s.reign,
+                hotkey: s.hotkey.clone(),
+                share: s.share,
+                why,
+            }
         })
         .collect();
-    json!({
-        "policy": policy,
-        "expected": expected,
-        "why": why,
-        "last_set_block": state.weights.last_set_block,
-        "last_set": state.weights.last,
-        "pending": state.weights.dirty,
-        "interval_blocks": rules.weights_interval_blocks,
+    Some(RewardsView {
+        policy,
+        expected: state.expected_weights(),
+        why,
+        last_set_block: state.weights.last_set_block,
+        last_set: state.weights.last.clone(),
+        pending: state.weights.dirty,
+        interval_blocks: rules.weights_interval_blocks,
     })
 }
 
-/// `/api/state`: the king, lineage (newest first), queue in evaluation order, the current entry
-/// with live bounds, recent history (newest first) and the reward split with its reasons.
-pub fn api_state(state: &ValidatorState) -> Value {
-    let queue: Vec<Value> = state
+/// `/api/state` of `state`.
+pub fn api_state(state: &ValidatorState) -> StateFeed {
+    let queue = state
         .queue
         .iter()
         .enumerate()
         .filter_map(|(i, k)| {
-            let mut v = entry_json(state.entries.get(&k.id)?);
-            if let Value::Object(m) = &mut v {
-                m.insert("position".into(), json!(i + 1));
-                m.insert("class".into(), json!(class_name(k.class)));
-            }
-            Some(v)
+            Some(QueuedView {
+                entry: state.entries.get(&k.id)?.into(),
+                position: i + 1,
+                class: k.class,
+            })
         })
         .collect();
-    let waiting: Vec<Value> = state
+    let waiting = state
         .waiting
         .values()
-        .filter_map(|id| state.entries.get(id).map(entry_json))
+        .filter_map(|id| state.entries.get(id).map(EntryView::from))
         .collect();
-    json!({
-        "version": STATE_FEED_VERSION,
-        "started": state.rules.is_some(),
-        "competition_sha256": state.rules.as_ref().map(|r| r.competition_sha256),
-        "block": state.block,
-        "paused_until": state.paused_until.filter(|_| state.is_paused()),
-        "king": state.king().map(reign_json),
-        "lineage": state.reigns.iter().rev().map(reign_json).collect::<Vec<_>>(),
-        "current": current_json(state),
-        "queue": queue,
-        "waiting": waiting,
-        "history": state.history.iter().rev().map(finished_json).collect::<Vec<_>>(),
-        "rewards": rewards_json(state),
-        "counters": state.counters,
-    })
+    StateFeed {
+        version: STATE_FEED_VERSION,
+        started: state.rules.is_some(),
+        competition_sha256: state.rules.as_ref().map(|r| r.competition_sha256),
+        block: state.block,
+        paused_until: state.paused_until.filter(|_| state.is_paused()),
+        king: state.king().map(ReignView::from),
+        lineage: state.reigns.iter().rev().map(ReignView::from).collect(),
+        current: current_view(state),
+        queue,
+        waiting,
+        history: state.history.iter().rev().map(FinishedView::from).collect(),
+        rewards: rewards_view(state),
+        counters: state.counters.clone(),
+    }
 }
 
 /// `/dashboard.json` in Teutonic's shape: `king.model_repo`, `king.king_digest`, `king.hotkey`,
