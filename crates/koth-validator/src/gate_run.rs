@@ -126,10 +126,34 @@ pub fn index_of(files: &[ParsedFile]) -> Result<BTreeMap<String, TensorInfo>, Ga
     )
 }
 
+/// What the network adds to each stored tensor before using it, by name, from the checkpoint's
+/// config.json and koth-model's tensor kinds: 1 for Qwen3.5's zero-centred RMSNorm gains (the
+/// network scales by `1 + w`), nothing for every other tensor. A config koth-model does not
+/// accept gives no offsets (the statistics are then of the stored values, as for every
+/// non-hybrid family); the model load that follows refuses such a checkpoint anyway.
+fn effective_offsets(files: &[ParsedFile]) -> BTreeMap<String, f64> {
+    let Some(dir) = files.first().and_then(|f| f.path.parent()) else {
+        return BTreeMap::new();
+    };
+    match koth_model::ModelConfig::from_file(&dir.join("config.json")) {
+        Ok(config) => config
+            .tensor_specs()
+            .into_iter()
+            .filter(|s| s.kind.effective_offset() != 0.0)
+            .map(|s| (s.name, s.kind.effective_offset()))
+            .collect(),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
 /// Per-tensor statistics (count of NaN/Inf, RMS of the finite values) in f64, streamed from
-/// disk in bounded chunks.
+/// disk in bounded chunks. The RMS is of the value that acts in the network: for a zero-centred
+/// gain (Qwen3.5's `1 + w` RMSNorms) that is `1 + w`, so the weights gate compares gains — a
+/// gain of 1.004 trained to 1.04 is a small change, not the tenfold jump its stored deviation
+/// makes, while a reparameterised gain of 1e-3 still shows as a thousandfold one.
 pub fn tensor_stats(files: &[ParsedFile]) -> Result<Vec<TensorStats>, GateError> {
     const CHUNK: usize = 1 << 20;
+    let offsets = effective_offsets(files);
     let mut out = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     for file in files {
@@ -151,6 +175,7 @@ pub fn tensor_stats(files: &[ParsedFile]) -> Result<Vec<TensorStats>, GateError>
             f.seek(SeekFrom::Start(file.data_start + e.begin))
                 .map_err(io)?;
             let mut remaining = e.end - e.begin;
+            let offset = offsets.get(&e.name).copied().unwrap_or(0.0);
             let (mut sum_sq, mut count, mut non_finite) = (0.0f64, 0u64, 0u64);
             let step = CHUNK - CHUNK % width;
             while remaining > 0 {
@@ -158,7 +183,7 @@ pub fn tensor_stats(files: &[ParsedFile]) -> Result<Vec<TensorStats>, GateError>
                 let chunk = &mut buf[..take];
                 f.read_exact(chunk).map_err(io)?;
                 for x in chunk.chunks_exact(width) {
-                    let v = decode(&e.info.dtype, x);
+                    let v = decode(&e.info.dtype, x) + offset;
                     if v.is_finite() {
                         sum_sq += v * v;
                         count += 1;
@@ -608,4 +633,61 @@ pub fn probe_gradients(
         f64::from(loss),
         &norms,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn golden(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/hf-golden")
+            .join(name)
+    }
+
+    fn rms(values: &[f32], offset: f64) -> f64 {
+        let sum: f64 = values.iter().map(|&v| (v as f64 + offset).powi(2)).sum();
+        (sum / values.len() as f64).sqrt()
+    }
+
+    /// Qwen3.5's zero-centred gains are measured as the `1 + w` that acts; every other tensor
+    /// (and every tensor of the other families) as stored.
+    #[test]
+    fn statistics_measure_the_gain_that_acts() {
+        for (name, centred) in [
+            ("qwen35-tiny", "model.layers.3.self_attn.q_norm.weight"),
+            ("llama-tiny", ""),
+        ] {
+            // The checkpoint alone (the golden folder also holds expected and gradient files).
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path();
+            for file in ["config.json", "model.safetensors"] {
+                std::fs::copy(golden(name).join(file), dir.join(file)).unwrap();
+            }
+            let stats = tensor_stats(&parse_headers(dir).unwrap()).unwrap();
+            let tensors =
+                koth_model::weights::read_safetensors(&dir.join("model.safetensors")).unwrap();
+            assert_eq!(stats.len(), tensors.len());
+            for st in &stats {
+                let values: Vec<f32> = tensors[&st.name].flatten_all().unwrap().to_vec1().unwrap();
+                let is_centred = name == "qwen35-tiny"
+                    && (st.name.ends_with("layernorm.weight")
+                        || st.name.ends_with("q_norm.weight")
+                        || st.name.ends_with("k_norm.weight")
+                        || st.name == "model.norm.weight");
+                let want = rms(&values, if is_centred { 1.0 } else { 0.0 });
+                assert!(
+                    (st.rms - want).abs() <= 1e-9 * want.max(1.0),
+                    "{name} `{}`: rms {} vs {want}",
+                    st.name,
+                    st.rms
+                );
+                assert_eq!(st.non_finite, 0);
+            }
+            if !centred.is_empty() {
+                let st = stats.iter().find(|s| s.name == centred).unwrap();
+                assert!((0.8..1.2).contains(&st.rms), "{centred}: {}", st.rms);
+            }
+        }
+    }
 }
