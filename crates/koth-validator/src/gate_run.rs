@@ -17,7 +17,6 @@ use koth_core::RejectCode;
 
 use crate::gates::{
     parse_safetensors_header, tensor_index, GateError, TensorEntry, TensorInfo, TensorStats,
-    MAX_HEADER_BYTES,
 };
 
 fn undecidable(m: String) -> GateError {
@@ -83,13 +82,13 @@ pub fn parse_headers(dir: &Path) -> Result<Vec<ParsedFile>, GateError> {
         } else {
             0
         };
-        // Read what the header claims, but never past the file or the header limit: the pure
-        // parser then refuses an out-of-bounds length with a precise message.
-        let want = header_len
-            .min(MAX_HEADER_BYTES)
-            .min(file_len.saturating_sub(8));
+        // Read what the header claims only when the one parser accepts that length: a length
+        // past the file or the cap is refused from the 8 bytes alone, before anything is sized
+        // by it.
+        let want = koth_core::safetensors::header_read_len(&len8[..got], file_len)
+            .saturating_sub(got as u64);
         let mut head = len8[..got].to_vec();
-        if got == 8 && want > 0 {
+        if want > 0 {
             let mut rest = vec![0u8; want as usize];
             let n = read_up_to(&mut f, &mut rest).map_err(io)?;
             head.extend_from_slice(&rest[..n]);
