@@ -2,7 +2,7 @@
 """PyTorch reference for koth's training-step benchmark (run on the GPU host, same call).
 
 A random-weight model from a Hugging Face config, f32 master weights, bf16 autocast, fused AdamW
-(DESIGN §11's anchor: 34,692 tok/s at B=4, T=2048 for the Qwen3-0.6B shape) — one optimizer step
+(the H100 anchor in docs/BENCHMARKS.md: 34,692 tok/s at B=4, T=2048 for the Qwen3-0.6B shape) — one optimizer step
 per batch, loss = mean next-token cross-entropy. Prints tokens/s (B*T per step) and peak memory.
 """
 import argparse, json, time

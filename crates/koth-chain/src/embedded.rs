@@ -16,9 +16,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use koth_core::Digest;
 use rand::RngCore;
@@ -46,46 +45,9 @@ const MAGIC: &str = "koth-chain";
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where the chain reads the time. Real chains use [`SystemClock`]; tests and simulations can
-/// drive a [`ManualClock`].
-pub trait Clock: Send + Sync {
-    /// Milliseconds since the Unix epoch.
-    fn now_ms(&self) -> u64;
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    }
-}
-
-/// A clock that only moves when told to (shared between clones).
-#[derive(Debug, Clone, Default)]
-pub struct ManualClock(Arc<AtomicU64>);
-
-impl ManualClock {
-    pub fn new(now_ms: u64) -> Self {
-        Self(Arc::new(AtomicU64::new(now_ms)))
-    }
-    pub fn set(&self, now_ms: u64) {
-        self.0.store(now_ms, Ordering::SeqCst);
-    }
-    pub fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+/// Where the chain reads the time: [`SystemClock`] for real chains, a [`ManualClock`] for tests
+/// and simulations (koth-core's clock, shared with the store cache).
+pub use koth_core::clock::{Clock, ManualClock, SystemClock};
 
 /// What `init` needs; the genesis time is the clock's now.
 #[derive(Debug, Clone)]
@@ -724,8 +686,8 @@ impl EmbeddedChain {
                 }
                 decoded.insert(block, exts);
             }
-            let replayed =
-                replay(&self.params, &decoded, head.number).map_err(|e| self.corrupt(e))?;
+            let replayed = replay(&self.params, &decoded, head.number)
+                .map_err(|e| self.corrupt(e.to_string()))?;
             self.compare_with_replay(tx, &replayed)?;
             Ok(VerifyReport {
                 head,

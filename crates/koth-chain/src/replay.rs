@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::extrinsic::SignedExtrinsic;
 use crate::keys::AccountId;
-use crate::rules::{Effect, LedgerState};
+use crate::rules::{Effect, ExtrinsicError, LedgerState};
 use crate::types::ChainParams;
 use crate::weights::split_block_emission;
 
@@ -53,13 +53,26 @@ fn pay(
     }
 }
 
+/// Why the stored extrinsics do not replay: the file was altered or written by other rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ReplayError {
+    #[error("extrinsics in block {block}, outside 1..={open}")]
+    BlockOutOfRange { block: u64, open: u64 },
+    #[error("extrinsic {block}/{index} breaks the rules on replay: {error}")]
+    BreaksRules {
+        block: u64,
+        index: usize,
+        error: ExtrinsicError,
+    },
+}
+
 /// Replay `blocks` (block number → its extrinsics in order; numbers ≥ 1, at most `head + 1`,
 /// where block `head + 1` is the open one and pays no emission yet).
 pub(crate) fn replay(
     params: &ChainParams,
     blocks: &BTreeMap<u64, Vec<SignedExtrinsic>>,
     head: u64,
-) -> Result<Replayed, String> {
+) -> Result<Replayed, ReplayError> {
     let mut state = LedgerState {
         genesis: params.genesis_hash,
         owner: params.owner,
@@ -76,10 +89,10 @@ pub(crate) fn replay(
     let mut paid_through = 0u64;
     for (&block, extrinsics) in blocks {
         if block == 0 || block > head + 1 {
-            return Err(format!(
-                "extrinsics in block {block}, outside 1..={}",
-                head + 1
-            ));
+            return Err(ReplayError::BlockOutOfRange {
+                block,
+                open: head + 1,
+            });
         }
         let sealed = block <= head;
         // Empty blocks since the last one with extrinsics pay by the weights then in force —
@@ -95,7 +108,11 @@ pub(crate) fn replay(
         for (idx, ext) in extrinsics.iter().enumerate() {
             let effect = state
                 .apply(ext, block)
-                .map_err(|e| format!("extrinsic {block}/{idx} breaks the rules on replay: {e}"))?;
+                .map_err(|error| ReplayError::BreaksRules {
+                    block,
+                    index: idx,
+                    error,
+                })?;
             match effect {
                 Effect::Committed {
                     uid,
@@ -299,7 +316,11 @@ mod tests {
         let moved = early.remove(&5).unwrap();
         early.insert(3, moved);
         let err = replay(&params, &early, 6).unwrap_err();
-        assert!(err.contains("subnet is full"), "{err}");
+        assert!(
+            matches!(err, ReplayError::BreaksRules { block: 3, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("subnet is full"), "{err}");
         // Without an immunity period the chain never prunes.
         let no_pruning = ChainParams {
             immunity_period: None,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use koth_chain::{Chain, EmbeddedChain, InitParams, Keypair, RAO_PER_TOKEN};
+use koth_chain::{Chain, EmbeddedChain, InitParams, Keypair, ManualClock, RAO_PER_TOKEN};
 
 const CHILDREN: u8 = 4;
 const COMMITS: usize = 40;
@@ -107,8 +107,15 @@ fn several_processes_writing_at_once_lose_nothing() {
         }
         running = still;
     }
-    // Wait until every commitment is revealed.
-    std::thread::sleep(Duration::from_millis(BLOCK_MS * (REVEAL_DELAY + 2)));
+    // Every commitment is revealed REVEAL_DELAY blocks after its block, at most the open block
+    // head + 1. Instead of waiting, a handle whose clock is at the end of block
+    // head + 1 + REVEAL_DELAY seals those blocks (the children are done, and a sealed head is
+    // never lowered).
+    let head = chain.block().unwrap().number;
+    let p = chain.params();
+    let ahead = ManualClock::new(p.genesis_time_ms + (head + 1 + REVEAL_DELAY) * p.block_time_ms);
+    let chain = EmbeddedChain::open_with_clock(&path, Box::new(ahead)).unwrap();
+    assert_eq!(chain.block().unwrap().number, head + 1 + REVEAL_DELAY);
 
     let metagraph = chain.metagraph().unwrap();
     assert_eq!(metagraph.neurons.len(), usize::from(CHILDREN));

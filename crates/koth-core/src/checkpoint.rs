@@ -1,4 +1,4 @@
-//! The canonical checkpoint manifest and the checkpoint digest (DESIGN §3).
+//! The canonical checkpoint manifest and the checkpoint digest (PROTOCOL §3).
 //!
 //! A checkpoint is a set of files. Its manifest lists every file as (path, size, sha256 of the
 //! bytes), sorted by path, and the checkpoint's digest is the sha256 of the manifest's canonical
@@ -74,7 +74,7 @@ pub enum ManifestError {
     NotCanonical,
 }
 
-/// Why a file may not be part of a checkpoint (DESIGN §3: nothing executable, nothing unknown).
+/// Why a file may not be part of a checkpoint (PROTOCOL §3: nothing executable, nothing unknown).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileRefusal {
     /// Python source, which some loaders execute (`trust_remote_code`).

@@ -1,4 +1,4 @@
-//! The competition file (DESIGN §2): one TOML file that pins everything a verdict depends on.
+//! The competition file (PROTOCOL §2): one TOML file that pins everything a verdict depends on.
 //!
 //! Its sha256 — over the exact bytes of the file, not over a re-serialisation — is written into
 //! every verdict and into the validator's event log, so two parties can tell at a glance whether
@@ -87,7 +87,7 @@ pub struct DataSpec {
     pub holdout: HoldoutPolicy,
 }
 
-/// Whether the validator mixes in a private pool of shards (DESIGN §6).
+/// Whether the validator mixes in a private pool of shards (PROTOCOL §6).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HoldoutPolicy {
@@ -481,10 +481,7 @@ impl Competition {
 }
 
 /// Every dtype name a safetensors header may use.
-pub const SAFETENSORS_DTYPES: [&str; 14] = [
-    "BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2", "I16", "U16", "F16", "BF16", "I32", "U32", "F32",
-    "F64", "I64",
-];
+pub const SAFETENSORS_DTYPES: [&str; 14] = crate::safetensors::DTYPE_NAMES;
 
 #[cfg(test)]
 mod tests {

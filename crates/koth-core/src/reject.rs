@@ -1,4 +1,4 @@
-//! Stable rejection codes, one per gate failure (DESIGN §5).
+//! Stable rejection codes, one per gate failure (PROTOCOL §5).
 //!
 //! The code is what tooling matches on and never changes meaning; the sentence is what a miner
 //! reads. Adding a code is fine; renaming one breaks every miner's scripts.

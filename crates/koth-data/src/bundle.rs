@@ -9,7 +9,7 @@ use koth_core::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
-use crate::manifest::{check_relative_path, validate_source_name, SourceManifest};
+use crate::manifest::{check_relative_path, validate_source_name, BadRelativePath, SourceManifest};
 use crate::tokenizer::TokenizerIdentity;
 
 pub const BUNDLE_FORMAT: &str = "koth-bundle/1";
@@ -65,7 +65,7 @@ impl Bundle {
         let mut tokenizer: Option<TokenizerIdentity> = None;
         let mut sources = Vec::new();
         for spec in specs {
-            validate_source_name(&spec.name).map_err(DataError::Bundle)?;
+            validate_source_name(&spec.name).map_err(|e| DataError::Bundle(e.to_string()))?;
             if spec.weight == 0 {
                 return Err(DataError::Bundle(format!(
                     "source {:?} has weight 0; weights are positive integers",
@@ -162,7 +162,7 @@ impl Bundle {
             return Err(bad("lists no sources".into()));
         }
         for s in &self.sources {
-            validate_source_name(&s.name).map_err(&bad)?;
+            validate_source_name(&s.name).map_err(|e| bad(e.to_string()))?;
             if s.weight == 0 {
                 return Err(bad(format!("source {:?} has weight 0", s.name)));
             }
@@ -196,7 +196,7 @@ impl Bundle {
 }
 
 /// A bundle may point to `../other/manifest.json`; only leading `..` are allowed.
-fn check_manifest_reference(p: &str) -> std::result::Result<(), String> {
+fn check_manifest_reference(p: &str) -> std::result::Result<(), BadRelativePath> {
     let mut rest = p;
     while let Some(r) = rest.strip_prefix("../") {
         rest = r;

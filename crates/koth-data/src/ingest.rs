@@ -8,8 +8,7 @@
 //! shard boundaries (as Teutonic's shards do). Nothing is overwritten: the output directory must
 //! not exist or be empty, and each file is written under a temporary name and renamed.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use koth_core::npy::{encode_header, NpyDtype};
@@ -213,19 +212,14 @@ impl ShardWriter {
     }
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename; refuse if `path` exists.
+/// Write `bytes` to `path` with [`koth_core::fsutil::write_atomic`]; refuse if `path` exists.
 pub(crate) fn write_new_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if path.exists() {
         return Err(DataError::OutputExists {
             path: path.to_path_buf(),
         });
     }
-    let tmp = path.with_extension("partial");
-    let mut f = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| DataError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+    koth_core::fsutil::write_atomic(path, bytes).map_err(|e| DataError::io(path, e.source))
 }
 
 /// Tokenize `inputs` into shards and a manifest in `out_dir`. Returns the manifest.
@@ -235,7 +229,7 @@ pub fn ingest(
     out_dir: &Path,
     opts: &IngestOptions,
 ) -> Result<SourceManifest> {
-    validate_source_name(&opts.source).map_err(|r| DataError::invalid(out_dir, r))?;
+    validate_source_name(&opts.source).map_err(|e| DataError::invalid(out_dir, e.to_string()))?;
     let shard_tokens = usize::try_from(opts.shard_tokens)
         .ok()
         .filter(|&n| n > 0 && n <= 1 << 32)
@@ -300,7 +294,7 @@ pub fn manifest_for_existing(
     source: &str,
     tokenizer: &crate::tokenizer::TokenizerIdentity,
 ) -> Result<SourceManifest> {
-    validate_source_name(source).map_err(|r| DataError::invalid(dir, r))?;
+    validate_source_name(source).map_err(|e| DataError::invalid(dir, e.to_string()))?;
     let mut names: Vec<String> = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;

@@ -87,7 +87,7 @@ impl SourceManifest {
                 self.format
             )));
         }
-        validate_source_name(&self.source).map_err(&bad)?;
+        validate_source_name(&self.source).map_err(|e| bad(e.to_string()))?;
         if self.dtype != "<u4" {
             return Err(bad(format!("dtype is {:?}, expected \"<u4\"", self.dtype)));
         }
@@ -122,8 +122,24 @@ impl SourceManifest {
     }
 }
 
+/// A source name outside the allowed alphabet or length.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("source name {name:?} must be 1–64 characters of A–Z a–z 0–9 - _ .")]
+pub struct BadSourceName {
+    pub name: String,
+}
+
+/// Why a stored relative path is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadRelativePath {
+    #[error("must be a non-empty /-separated relative path")]
+    NotAPath,
+    #[error("must be relative and must not contain \"..\"")]
+    LeavesItsDirectory,
+}
+
 /// Source names are short identifiers: they appear in CLI flags, verdicts and seeds.
-pub fn validate_source_name(name: &str) -> std::result::Result<(), String> {
+pub fn validate_source_name(name: &str) -> std::result::Result<(), BadSourceName> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -132,22 +148,22 @@ pub fn validate_source_name(name: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "source name {name:?} must be 1–64 characters of A–Z a–z 0–9 - _ ."
-        ))
+        Err(BadSourceName {
+            name: name.to_string(),
+        })
     }
 }
 
 /// A stored relative path must stay inside its directory: no absolute paths, no `..`.
-pub(crate) fn check_relative_path(p: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_relative_path(p: &str) -> std::result::Result<(), BadRelativePath> {
     if p.is_empty() || p.contains('\\') {
-        return Err("must be a non-empty /-separated relative path".into());
+        return Err(BadRelativePath::NotAPath);
     }
     for c in Path::new(p).components() {
         match c {
             Component::Normal(_) => {}
             Component::CurDir => {}
-            _ => return Err("must be relative and must not contain \"..\"".into()),
+            _ => return Err(BadRelativePath::LeavesItsDirectory),
         }
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! The deterministic sampler (DESIGN §6): seed material → `n` windows of `seq_len` tokens.
+//! The deterministic sampler (PROTOCOL §6): seed material → `n` windows of `seq_len` tokens.
 //!
 //! Pure: it sees shard hashes and lengths, never files, so it is tested without I/O and any
 //! machine holding the same bundle regenerates the same windows.

@@ -1,9 +1,19 @@
-//! The duel driver: draw the windows, stream them in batches through both models, feed the
-//! differences to the rule, stop when it decides, and write everything into a [`Verdict`].
-//! [`replay`] re-runs a verdict and lists every difference.
+//! The duel driver — the one every duel in koth runs through: the validator's (in process and
+//! on a remote eval worker), the miner's local judgement and `koth duel run`/`replay`. It draws
+//! the windows, streams them in batches through both scorers, feeds the differences to the
+//! rule, stops when it decides, and writes everything into a [`Verdict`]. [`replay`] re-runs a
+//! verdict and lists every difference.
+//!
+//! The caller sees the duel through a [`DuelSink`] (in the manner of ripgrep's `Sink`): before
+//! each batch (to stop at a deadline) and after it (progress, and stop on request). Errors are
+//! typed and say which side failed: [`DuelError::blames`] names the model whose own output
+//! ended the duel.
 
+use std::convert::Infallible;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
+use koth_core::competition::Competition;
 use koth_core::verdict::{
     window_losses_digest, BoundsAfterBatch, Decision, DuelModel, EffectFloor, Outcome, RuleSpec,
     SampleRecord, ScoringSetup, ShardHash, SourceScore, Verdict, WindowLosses, VERDICT_FORMAT,
@@ -12,7 +22,7 @@ use koth_core::Digest;
 use koth_data::Dataset;
 
 use crate::rule::{self, FloorError, RuleTest};
-use crate::score::{ScoreError, WindowScorer};
+use crate::score::{ModelScorer, ScoreError, WindowScorer};
 use crate::stats::StatsError;
 
 /// Everything a duel depends on besides the data and the two scorers.
@@ -21,8 +31,8 @@ pub struct DuelSetup {
     pub competition_sha256: Option<Digest>,
     pub king: DuelModel,
     pub challenger: DuelModel,
-    /// Seed material for the sampler and the bootstrap resampler (DESIGN §6: a hash of the
-    /// competition, the reveal block hash and the hotkey; any string for a standalone duel).
+    /// Seed material for the sampler and the bootstrap resampler (docs/PROTOCOL.md: a hash of
+    /// the competition, the reveal block hash and the hotkey; any string for a standalone duel).
     pub seed_material: String,
     pub seq_len: u32,
     pub rule: RuleSpec,
@@ -33,6 +43,49 @@ pub struct DuelSetup {
     pub scoring: ScoringSetup,
     /// Where the bundle was read from (informational).
     pub bundle_path: Option<String>,
+}
+
+/// Where the scorers run, for the record.
+#[derive(Debug, Clone, Copy)]
+pub struct Scoring<'a> {
+    pub device: &'a str,
+    pub dtype: &'a str,
+}
+
+impl DuelSetup {
+    /// The duel a competition file fixes: its rule with at most `n_max` windows (the
+    /// competition's own `n_max` for a validator; a miner judging on its held-out windows passes
+    /// how many it has), its sequence length and batch size, scored through
+    /// [`ModelScorer`] on `scoring`'s device and dtype, on windows drawn with `seed_material`.
+    pub fn from_competition(
+        competition: &Competition,
+        n_max: u64,
+        king: DuelModel,
+        challenger: DuelModel,
+        seed_material: String,
+        scoring: Scoring<'_>,
+        bundle_path: Option<String>,
+    ) -> Self {
+        let (rule, effect_floor) = rule::competition_rule(competition, n_max);
+        let batch_size = competition.duel.batch_size.max(1);
+        DuelSetup {
+            competition_sha256: Some(competition.sha256()),
+            king,
+            challenger,
+            seed_material,
+            seq_len: competition.data.seq_len,
+            rule,
+            effect_floor,
+            batch_size,
+            scoring: ScoringSetup {
+                dtype: scoring.dtype.to_string(),
+                device: scoring.device.to_string(),
+                batch_size,
+                path: ModelScorer::PATH.into(),
+            },
+            bundle_path,
+        }
+    }
 }
 
 /// What the driver reports after each batch.
@@ -48,21 +101,105 @@ pub struct Progress {
     pub elapsed_s: f64,
 }
 
+/// Why a sink stopped a duel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Asked to stop (a shutdown, a client gone, a cancel request).
+    Cancelled,
+    /// The duel's time ran out.
+    DeadlinePassed,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::Cancelled => "cancelled",
+            Stop::DeadlinePassed => "its deadline passed",
+        })
+    }
+}
+
+/// The caller's view of a running duel. `Err` from a method ends the duel with
+/// [`DuelError::Sink`] (the validator's sink fails when it cannot log progress).
+pub trait DuelSink {
+    type Error;
+
+    /// Before batch `batch` (1-based) is scored: `Break` stops the duel there.
+    fn before_batch(&mut self, batch: u64) -> Result<ControlFlow<Stop>, Self::Error> {
+        let _ = batch;
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// After each batch, with the rule's state. `Break` stops the duel, unless the rule has just
+    /// decided: a decided duel returns its verdict.
+    fn on_batch(&mut self, progress: &Progress) -> Result<ControlFlow<Stop>, Self::Error>;
+}
+
+/// A closure as a sink: it sees every batch and returns `false` to cancel.
+pub struct ProgressFn<F>(pub F);
+
+impl<F: FnMut(&Progress) -> bool> DuelSink for ProgressFn<F> {
+    type Error = Infallible;
+
+    fn on_batch(&mut self, progress: &Progress) -> Result<ControlFlow<Stop>, Infallible> {
+        Ok(if (self.0)(progress) {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(Stop::Cancelled)
+        })
+    }
+}
+
+/// One of the two models of a duel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    King,
+    Challenger,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::King => "king",
+            Side::Challenger => "challenger",
+        })
+    }
+}
+
+/// The end of a sentence about a challenger's non-finite loss: the king's loss on that window.
+fn where_the_king(side: &Side, king_loss: &f32) -> String {
+    match side {
+        Side::Challenger => format!(", where the king's loss is {king_loss:.4}"),
+        Side::King => String::new(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum DuelError {
+pub enum DuelError<E = Infallible> {
+    /// The sink failed (its own error, passed through).
+    #[error("the duel's sink failed: {0}")]
+    Sink(E),
     #[error("drawing the sample: {0}")]
     Data(#[from] koth_data::DataError),
-    #[error("scoring the {model}: {source}")]
+    #[error("scoring the {side}: {source}")]
     Score {
-        model: &'static str,
+        side: Side,
         #[source]
         source: ScoreError,
     },
-    #[error("the {model} produced a non-finite loss ({value}) on window {window}")]
+    /// A loss that is not finite. The king's is checked first: when both are non-finite on a
+    /// batch, the king (known to be good) is named, so the challenger is never blamed for what
+    /// the machinery or the data did.
+    #[error(
+        "the {side} produced a non-finite loss ({value}) on window {window} of the duel{}",
+        where_the_king(.side, .king_loss)
+    )]
     NonFiniteLoss {
-        model: &'static str,
+        side: Side,
         window: u64,
         value: f32,
+        /// The king's loss on that window (finite when `side` is the challenger).
+        king_loss: f32,
     },
     #[error(transparent)]
     Stats(#[from] StatsError),
@@ -70,21 +207,68 @@ pub enum DuelError {
     Floor(#[from] FloorError),
     #[error("invalid duel setting: {0}")]
     Setup(String),
-    #[error("the duel was cancelled after {0} windows")]
-    Cancelled(u64),
+    #[error("the duel was stopped ({stop}) after {windows} windows")]
+    Stopped { stop: Stop, windows: u64 },
+}
+
+impl<E> DuelError<E> {
+    /// The model whose own output ended the duel: the challenger when its loss is not finite
+    /// where the king's is. Everything else (the king, the data, the device, a stop, the sink)
+    /// is the caller's machinery, not a model's fault.
+    pub fn blames(&self) -> Option<Side> {
+        match self {
+            DuelError::NonFiniteLoss {
+                side: Side::Challenger,
+                ..
+            } => Some(Side::Challenger),
+            _ => None,
+        }
+    }
+}
+
+/// Check one batch's losses (`first` is the duel index of the batch's first window): as many as
+/// windows, and finite — the king's first.
+fn check_losses<E>(
+    first: usize,
+    take: usize,
+    king: &[f32],
+    challenger: &[f32],
+) -> Result<(), DuelError<E>> {
+    for (side, losses) in [(Side::King, king), (Side::Challenger, challenger)] {
+        if losses.len() != take {
+            return Err(DuelError::Score {
+                side,
+                source: ScoreError::Count {
+                    expected: take,
+                    got: losses.len(),
+                },
+            });
+        }
+    }
+    for (side, losses) in [(Side::King, king), (Side::Challenger, challenger)] {
+        if let Some(i) = losses.iter().position(|v| !v.is_finite()) {
+            return Err(DuelError::NonFiniteLoss {
+                side,
+                window: (first + i) as u64,
+                value: losses[i],
+                king_loss: king[i],
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Run a duel. King and challenger are scored on the same batches, in the same layout, one
-/// batch at a time: memory for tokens is one batch regardless of N. `progress` sees the state
-/// after every batch and returns `false` to cancel (a deadline, a shutdown).
-pub fn run_duel(
+/// batch at a time: memory for tokens is one batch regardless of N. `sink` is asked before
+/// every batch and told after it.
+pub fn run_duel<S: DuelSink>(
     dataset: &Dataset,
     setup: &DuelSetup,
     king: &mut dyn WindowScorer,
     challenger: &mut dyn WindowScorer,
     validator_secret: Option<&[u8]>,
-    progress: &mut dyn FnMut(&Progress) -> bool,
-) -> Result<Verdict, DuelError> {
+    sink: &mut S,
+) -> Result<Verdict, DuelError<S::Error>> {
     let started = Instant::now();
     if setup.batch_size == 0 {
         return Err(DuelError::Setup("batch size must be at least 1".into()));
@@ -115,6 +299,14 @@ pub fn run_duel(
     let mut batch_no = 0u64;
     let mut used = 0usize;
     while test.remaining() > 0 {
+        if let ControlFlow::Break(stop) =
+            sink.before_batch(batch_no + 1).map_err(DuelError::Sink)?
+        {
+            return Err(DuelError::Stopped {
+                stop,
+                windows: used as u64,
+            });
+        }
         let take = (setup.batch_size as u64).min(test.remaining()) as usize;
         let windows = sample.windows.get(used..used + take).ok_or_else(|| {
             DuelError::Setup("the sample has fewer windows than the rule needs".into())
@@ -123,33 +315,16 @@ pub fn run_duel(
         let k = king
             .score(&tokens, take, seq_len)
             .map_err(|source| DuelError::Score {
-                model: "king",
+                side: Side::King,
                 source,
             })?;
         let c = challenger
             .score(&tokens, take, seq_len)
             .map_err(|source| DuelError::Score {
-                model: "challenger",
+                side: Side::Challenger,
                 source,
             })?;
-        for (model, losses) in [("king", &k), ("challenger", &c)] {
-            if losses.len() != take {
-                return Err(DuelError::Score {
-                    model,
-                    source: ScoreError::Count {
-                        expected: take,
-                        got: losses.len(),
-                    },
-                });
-            }
-            if let Some(i) = losses.iter().position(|v| !v.is_finite()) {
-                return Err(DuelError::NonFiniteLoss {
-                    model,
-                    window: (used + i) as u64,
-                    value: losses[i],
-                });
-            }
-        }
+        check_losses(used, take, &k, &c)?;
         let tested: Vec<f64> = k
             .iter()
             .zip(&c)
@@ -173,16 +348,23 @@ pub fn run_duel(
         used += take;
         batch_no += 1;
         bounds.push(look);
-        let go_on = progress(&Progress {
-            batch: batch_no,
-            bounds: look,
-            n_max,
-            king_mean_loss: mean_f32(&king_losses),
-            challenger_mean_loss: mean_f32(&challenger_losses),
-            elapsed_s: started.elapsed().as_secs_f64(),
-        });
-        if !go_on && !look.decision.is_final() {
-            return Err(DuelError::Cancelled(used as u64));
+        let flow = sink
+            .on_batch(&Progress {
+                batch: batch_no,
+                bounds: look,
+                n_max,
+                king_mean_loss: mean_f32(&king_losses),
+                challenger_mean_loss: mean_f32(&challenger_losses),
+                elapsed_s: started.elapsed().as_secs_f64(),
+            })
+            .map_err(DuelError::Sink)?;
+        if let ControlFlow::Break(stop) = flow {
+            if !look.decision.is_final() {
+                return Err(DuelError::Stopped {
+                    stop,
+                    windows: used as u64,
+                });
+            }
         }
     }
 
@@ -212,7 +394,7 @@ pub fn run_duel(
         decision: test.decision(),
         n_used: used as u64,
         // μ̂ = mean king loss − mean challenger loss (each an in-order f64 sum of the f32
-        // losses over n), the same definition koth-validator's in-process driver records.
+        // losses over n).
         mu_hat: mean_f32(&king_losses) - mean_f32(&challenger_losses),
         tested_mean: tested_sum / n,
         threshold,
@@ -424,52 +606,91 @@ pub fn compare(recorded: &Verdict, again: &Verdict) -> Vec<String> {
     out
 }
 
+/// A verdict record that is not one this koth can replay: which field, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("verdict {field}: {problem}")]
+pub struct InvalidVerdict {
+    /// The field of the record, e.g. `outcome.n_used`.
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl InvalidVerdict {
+    fn new(field: &'static str, problem: String) -> Self {
+        InvalidVerdict { field, problem }
+    }
+}
+
 /// Structural checks on a verdict read from a file, before it is replayed.
-pub fn check_verdict(v: &Verdict) -> Result<(), String> {
+pub fn check_verdict(v: &Verdict) -> Result<(), InvalidVerdict> {
     if v.format != VERDICT_FORMAT {
-        return Err(format!(
-            "format is {:?}, this koth reads {VERDICT_FORMAT:?}",
-            v.format
+        return Err(InvalidVerdict::new(
+            "format",
+            format!(
+                "format is {:?}, this koth reads {VERDICT_FORMAT:?}",
+                v.format
+            ),
         ));
     }
     let w = &v.windows;
     if w.king.len() != w.challenger.len() || w.king.len() != w.source.len() {
-        return Err(format!(
-            "window vectors differ in length (king {}, challenger {}, source {})",
-            w.king.len(),
-            w.challenger.len(),
-            w.source.len()
+        return Err(InvalidVerdict::new(
+            "windows",
+            format!(
+                "window vectors differ in length (king {}, challenger {}, source {})",
+                w.king.len(),
+                w.challenger.len(),
+                w.source.len()
+            ),
         ));
     }
     if window_losses_digest(&w.king, &w.challenger, &w.source) != Some(w.digest) {
-        return Err("the window losses do not hash to the recorded digest".into());
+        return Err(InvalidVerdict::new(
+            "windows.digest",
+            "the window losses do not hash to the recorded digest".to_string(),
+        ));
     }
     if w.king.len() as u64 != v.outcome.n_used {
-        return Err(format!(
-            "{} windows recorded but the outcome says {} were used",
-            w.king.len(),
-            v.outcome.n_used
+        return Err(InvalidVerdict::new(
+            "outcome.n_used",
+            format!(
+                "{} windows recorded but the outcome says {} were used",
+                w.king.len(),
+                v.outcome.n_used
+            ),
         ));
     }
     if v.scoring.batch_size == 0 {
-        return Err("scoring batch size is 0".into());
+        return Err(InvalidVerdict::new(
+            "scoring.batch_size",
+            "scoring batch size is 0".to_string(),
+        ));
     }
     check_rule_bounds(&v.rule)?;
     if v.outcome.n_used > v.rule.n_max() {
-        return Err(format!(
-            "the outcome says {} windows were used, but the rule allows at most {}",
-            v.outcome.n_used,
-            v.rule.n_max()
+        return Err(InvalidVerdict::new(
+            "outcome.n_used",
+            format!(
+                "the outcome says {} windows were used, but the rule allows at most {}",
+                v.outcome.n_used,
+                v.rule.n_max()
+            ),
         ));
     }
     if v.sample.seq_len < 2 {
-        return Err(format!(
-            "sample seq_len is {}; a next-token loss needs at least 2",
-            v.sample.seq_len
+        return Err(InvalidVerdict::new(
+            "sample.seq_len",
+            format!(
+                "sample seq_len is {}; a next-token loss needs at least 2",
+                v.sample.seq_len
+            ),
         ));
     }
     if !matches!(v.outcome.decision, Decision::Crown | Decision::KeepKing(_)) {
-        return Err("the recorded duel was never decided".into());
+        return Err(InvalidVerdict::new(
+            "outcome.decision",
+            "the recorded duel was never decided".to_string(),
+        ));
     }
     Ok(())
 }
@@ -477,12 +698,13 @@ pub fn check_verdict(v: &Verdict) -> Result<(), String> {
 /// The rule's sizes within what a competition file may set: a replay allocates the sample
 /// (n_max windows) and the bootstrap's resample means before it scores anything, so a record
 /// with a crafted size is refused here rather than by the allocator.
-pub fn check_rule_bounds(rule: &RuleSpec) -> Result<(), String> {
+pub fn check_rule_bounds(rule: &RuleSpec) -> Result<(), InvalidVerdict> {
     use koth_core::competition::{MAX_BOOTSTRAP_RESAMPLES, MAX_N_MAX};
     let n_max = rule.n_max();
     if n_max == 0 || n_max > u64::from(MAX_N_MAX) {
-        return Err(format!(
-            "rule n_max is {n_max}; a duel scores between 1 and {MAX_N_MAX} windows"
+        return Err(InvalidVerdict::new(
+            "rule.n_max",
+            format!("rule n_max is {n_max}; a duel scores between 1 and {MAX_N_MAX} windows"),
         ));
     }
     match *rule {
@@ -490,23 +712,71 @@ pub fn check_rule_bounds(rule: &RuleSpec) -> Result<(), String> {
             min_n, target_n, ..
         } => {
             if min_n < 2 || min_n > n_max {
-                return Err(format!(
-                    "sequential rule min_n is {min_n}; it must lie in 2..=n_max ({n_max})"
+                return Err(InvalidVerdict::new(
+                    "rule.min_n",
+                    format!("sequential rule min_n is {min_n}; it must lie in 2..=n_max ({n_max})"),
                 ));
             }
             if target_n == 0 || target_n > u64::from(MAX_N_MAX) {
-                return Err(format!(
-                    "sequential rule target_n is {target_n}; it must lie in 1..={MAX_N_MAX}"
+                return Err(InvalidVerdict::new(
+                    "rule.target_n",
+                    format!(
+                        "sequential rule target_n is {target_n}; it must lie in 1..={MAX_N_MAX}"
+                    ),
                 ));
             }
         }
         RuleSpec::Bootstrap { resamples, .. } => {
             if !(2..=MAX_BOOTSTRAP_RESAMPLES).contains(&resamples) {
-                return Err(format!(
-                    "bootstrap resamples is {resamples}; it must lie in 2..={MAX_BOOTSTRAP_RESAMPLES}"
+                return Err(InvalidVerdict::new(
+                    "rule.resamples",
+                    format!(
+                "bootstrap resamples is {resamples}; it must lie in 2..={MAX_BOOTSTRAP_RESAMPLES}"
+                ),
                 ));
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_loss_blames_the_challenger_only_where_the_king_is_finite() {
+        assert!(check_losses::<Infallible>(0, 2, &[1.0, 2.0], &[1.5, 2.5]).is_ok());
+        let e =
+            check_losses::<Infallible>(64, 3, &[1.0, 2.0, 3.0], &[1.0, f32::NAN, 3.0]).unwrap_err();
+        assert_eq!(e.blames(), Some(Side::Challenger));
+        let m = e.to_string();
+        assert!(m.contains("challenger") && m.contains("window 65"), "{m}");
+        assert!(m.contains("NaN") && m.contains("2.0000"), "{m}");
+        let e = check_losses::<Infallible>(0, 2, &[1.0, f32::INFINITY], &[1.0, 2.0]).unwrap_err();
+        assert_eq!(
+            e.blames(),
+            None,
+            "the king's failure is the caller's machinery"
+        );
+        assert!(e.to_string().contains("the king produced"), "{e}");
+        // Both non-finite: the king is named, never the challenger.
+        let e = check_losses::<Infallible>(0, 1, &[f32::NAN], &[f32::NAN]).unwrap_err();
+        assert!(matches!(
+            e,
+            DuelError::NonFiniteLoss {
+                side: Side::King,
+                ..
+            }
+        ));
+        let e = check_losses::<Infallible>(0, 1, &[1.0], &[]).unwrap_err();
+        assert!(matches!(
+            e,
+            DuelError::Score {
+                side: Side::Challenger,
+                source: ScoreError::Count { .. }
+            }
+        ));
+        assert_eq!(e.blames(), None);
+    }
 }

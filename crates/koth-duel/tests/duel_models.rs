@@ -4,7 +4,11 @@
 use koth_core::verdict::{Decision, DuelModel, EffectFloor, RuleSpec, ScoringSetup, Verdict};
 use koth_core::Digest;
 use koth_data::Dataset;
-use koth_duel::duel::{compare, run_duel, setup_of, DuelSetup};
+use std::ops::ControlFlow;
+
+use koth_duel::duel::{
+    compare, run_duel, setup_of, DuelError, DuelSetup, DuelSink, ProgressFn, Stop,
+};
 use koth_duel::score::ModelScorer;
 use koth_duel::stats::SequentialParams;
 use koth_duel::toy;
@@ -52,11 +56,11 @@ fn duel(dataset: &Dataset, s: &DuelSetup, king: &Model, challenger: &Model) -> V
         &mut ModelScorer::new(king.clone()),
         &mut ModelScorer::new(challenger.clone()),
         None,
-        &mut |p| {
+        &mut ProgressFn(|p: &koth_duel::duel::Progress| {
             batches += 1;
             assert_eq!(p.batch, batches);
             true
-        },
+        }),
     )
     .unwrap();
     assert_eq!(
@@ -186,11 +190,62 @@ fn a_duel_can_be_cancelled_between_batches() {
         &mut ModelScorer::new(king.clone()),
         &mut ModelScorer::new(king),
         None,
-        &mut |p| p.batch < 2,
+        &mut ProgressFn(|p: &koth_duel::duel::Progress| p.batch < 2),
     )
     .unwrap_err();
     assert!(
-        matches!(err, koth_duel::duel::DuelError::Cancelled(64)),
+        matches!(
+            err,
+            DuelError::Stopped {
+                stop: Stop::Cancelled,
+                windows: 64
+            }
+        ),
         "{err}"
     );
+}
+
+/// A sink whose deadline has passed before the first batch.
+struct PastDeadline;
+
+impl DuelSink for PastDeadline {
+    type Error = std::convert::Infallible;
+    fn before_batch(&mut self, _: u64) -> Result<ControlFlow<Stop>, Self::Error> {
+        Ok(ControlFlow::Break(Stop::DeadlinePassed))
+    }
+    fn on_batch(
+        &mut self,
+        _: &koth_duel::duel::Progress,
+    ) -> Result<ControlFlow<Stop>, Self::Error> {
+        panic!("no batch may be scored after the deadline");
+    }
+}
+
+#[test]
+fn a_sink_stops_a_duel_at_its_deadline_before_scoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = toy::write_toy_bundle(dir.path(), 12_000, 6).unwrap();
+    let dataset = Dataset::open(&bundle).unwrap();
+    let king = toy::toy_model(1).unwrap();
+    let s = setup(sequential(512), EffectFloor::Absolute { nats: 0.0 });
+    let err = run_duel(
+        &dataset,
+        &s,
+        &mut ModelScorer::new(king.clone()),
+        &mut ModelScorer::new(king),
+        None,
+        &mut PastDeadline,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DuelError::Stopped {
+                stop: Stop::DeadlinePassed,
+                windows: 0
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.blames(), None);
 }

@@ -19,8 +19,8 @@ use std::time::Duration;
 use koth_chain::{Chain, Metagraph, Reveal, ValidatorWeights};
 use koth_core::competition::Competition;
 use koth_core::{CommitmentPayload, Digest};
+use koth_hill::feed::{ResultView, StateFeed};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::error::{MinerError, Result};
 
@@ -131,65 +131,69 @@ impl ValidatorVerdict {
     }
 }
 
-/// Parse the king out of an `/api/state` document.
-pub fn king_from_feed(
-    competition: &Competition,
-    state: &Value,
-) -> std::result::Result<KingRef, String> {
-    if let Some(sha) = state.get("competition_sha256").and_then(Value::as_str) {
-        let ours = competition.sha256().to_string();
-        if sha != ours {
-            return Err(format!(
-                "the validator plays competition {sha}, this miner's competition file is {ours}"
-            ));
-        }
-    }
-    match state.get("king") {
-        None | Some(Value::Null) => Ok(KingRef::genesis(competition)),
-        Some(k) => {
-            let digest = k
-                .get("digest")
-                .and_then(Value::as_str)
-                .ok_or("`king.digest` is missing")?
-                .parse::<Digest>()
-                .map_err(|e| format!("`king.digest`: {e}"))?;
-            let location = k
-                .get("location")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or_else(|| {
-                    (digest == competition.genesis_king)
-                        .then(|| competition.genesis_location.clone())
-                        .flatten()
-                });
-            Ok(KingRef {
-                digest,
-                location,
-                source: KingSource::Feed,
-                reign: k.get("reign").and_then(Value::as_u64),
-            })
-        }
-    }
+/// A validator feed that plays another competition than this miner's file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the validator plays competition {validator}, this miner's competition file is {ours}")]
+pub struct OtherCompetition {
+    pub validator: Digest,
+    pub ours: Digest,
 }
 
-/// The finished entry of `digest` submitted by `hotkey` in an `/api/state` document, if any.
-pub fn verdict_from_feed(state: &Value, digest: &Digest, hotkey: &str) -> Option<ValidatorVerdict> {
-    let wanted = digest.to_string();
-    let entry = state.get("history")?.as_array()?.iter().find(|e| {
-        e.get("digest").and_then(Value::as_str) == Some(wanted.as_str())
-            && e.get("hotkey").and_then(Value::as_str) == Some(hotkey)
-    })?;
-    let s = |k: &str| entry.get(k).and_then(Value::as_str).map(str::to_string);
-    Some(ValidatorVerdict {
-        outcome: s("result").unwrap_or_else(|| "unknown".into()),
-        code: s("code"),
-        message: s("message").or_else(|| s("explain")),
-        mu_hat: entry.get("mu_hat").and_then(Value::as_f64),
-        n: entry.get("n").and_then(Value::as_u64),
+/// The king in the validator's `/api/state` (the genesis king before the game has started).
+pub fn king_from_feed(
+    competition: &Competition,
+    state: &StateFeed,
+) -> std::result::Result<KingRef, OtherCompetition> {
+    if let Some(sha) = state.competition_sha256 {
+        if sha != competition.sha256() {
+            return Err(OtherCompetition {
+                validator: sha,
+                ours: competition.sha256(),
+            });
+        }
+    }
+    let Some(k) = &state.king else {
+        return Ok(KingRef::genesis(competition));
+    };
+    let location = k.location.clone().or_else(|| {
+        (k.digest == competition.genesis_king)
+            .then(|| competition.genesis_location.clone())
+            .flatten()
+    });
+    Ok(KingRef {
+        digest: k.digest,
+        location,
+        source: KingSource::Feed,
+        reign: Some(k.reign),
     })
 }
 
-/// A blocking client for the validator's `/api/state`.
+/// The validator's answer to `digest` from `hotkey` in its `/api/state`, if it has one.
+pub fn verdict_from_feed(
+    state: &StateFeed,
+    digest: &Digest,
+    hotkey: &str,
+) -> Option<ValidatorVerdict> {
+    let f = state.finished(digest, hotkey)?;
+    let (code, message) = match &f.result {
+        ResultView::Rejected { code, message, .. } => {
+            (Some(code.code().to_string()), Some(message.clone()))
+        }
+        ResultView::Superseded { explain, .. } => (None, Some(explain.clone())),
+        ResultView::Crowned { .. } | ResultView::KeptKing { .. } => (None, None),
+    };
+    let verdict = f.result.verdict();
+    Some(ValidatorVerdict {
+        outcome: f.result.name().to_string(),
+        code,
+        message,
+        mu_hat: verdict.map(|v| v.mu_hat),
+        n: verdict.map(|v| v.n),
+    })
+}
+
+/// The one blocking client of the validator's `/api/state`, for the miner and the devnet: it
+/// reads the feed into the type the validator writes it from ([`StateFeed`]).
 pub struct FeedClient {
     base: String,
     client: reqwest::Client,
@@ -199,7 +203,8 @@ pub struct FeedClient {
 }
 
 impl FeedClient {
-    pub fn new(base: &str) -> Result<Self> {
+    /// A client of the validator serving at `base`, each request given at most `timeout`.
+    pub fn new(base: &str, timeout: Duration) -> Result<Self> {
         let feed_err = |m: String| MinerError::Feed {
             url: base.to_string(),
             message: m,
@@ -209,7 +214,7 @@ impl FeedClient {
             .build()
             .map_err(|e| feed_err(format!("starting the HTTP runtime: {e}")))?;
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .build()
             .map_err(|e| feed_err(format!("building the HTTP client: {e}")))?;
         Ok(Self {
@@ -224,8 +229,9 @@ impl FeedClient {
         &self.base
     }
 
-    /// GET `/api/state` as JSON, logging (once per outage) when it fails and when it is back.
-    pub fn state(&self) -> Result<Value> {
+    /// `GET /api/state`, logging (once per outage) when it fails and when it is back: for a
+    /// miner, which follows the chain meanwhile.
+    pub fn state(&self) -> Result<StateFeed> {
         use std::sync::atomic::Ordering;
         let result = self.fetch_state();
         let was_failing = self.failing.swap(result.is_err(), Ordering::SeqCst);
@@ -237,7 +243,8 @@ impl FeedClient {
         result
     }
 
-    fn fetch_state(&self) -> Result<Value> {
+    /// `GET /api/state`, without logging.
+    pub fn fetch_state(&self) -> Result<StateFeed> {
         let url = format!("{}/api/state", self.base);
         let err = |m: String| MinerError::Feed {
             url: url.clone(),
@@ -253,9 +260,9 @@ impl FeedClient {
             if !resp.status().is_success() {
                 return Err(err(format!("HTTP {}", resp.status())));
             }
-            resp.json::<Value>()
+            resp.json::<StateFeed>()
                 .await
-                .map_err(|e| err(format!("not JSON: {e}")))
+                .map_err(|e| err(format!("not the validator's state feed: {e}")))
         })
     }
 }
@@ -320,9 +327,9 @@ impl Follower {
         if let Some(feed) = &self.feed {
             // A failure is announced by FeedClient::state; the chain answers instead.
             if let Ok(state) = feed.state() {
-                return king_from_feed(&self.competition, &state).map_err(|m| MinerError::Feed {
+                return king_from_feed(&self.competition, &state).map_err(|e| MinerError::Feed {
                     url: feed.base().to_string(),
-                    message: m,
+                    message: e.to_string(),
                 });
             }
         }
@@ -352,7 +359,6 @@ impl Follower {
 mod tests {
     use super::*;
     use koth_chain::{BlockRef, Keypair, Neuron};
-    use serde_json::json;
 
     fn competition() -> Competition {
         let text = format!(
@@ -463,40 +469,106 @@ interval_blocks = 10
         assert_eq!(king_from_chain(&c, &[w], &mg, &early), KingRef::genesis(&c));
     }
 
+    /// A feed as the validator writes it, from a state the core built: `5Me`'s checkpoint
+    /// crowned as reign 1, `5Other`'s copy of it refused.
+    fn feed_with_a_crown(c: &Competition, d: Digest) -> StateFeed {
+        use koth_hill::{apply, Effect, Event, Reveal as Revealed, Rules, ValidatorState};
+        let mut state = ValidatorState::new();
+        let mut rules = Rules::from_competition(c);
+        rules.start_block = 0;
+        let mut step = |e: Event| apply(&mut state, &e).unwrap();
+        step(Event::Started { rules });
+        let reveal = |hotkey: &str, commit: u64| Revealed {
+            hotkey: hotkey.into(),
+            uid: Some(1),
+            payload: format!("v4|file:///x|{d}|{hotkey}"),
+            commit_block: commit,
+            reveal_block: commit + 1,
+            block_hash: format!("0x{commit}"),
+        };
+        let mut fx = step(Event::Revealed {
+            block: 2,
+            reveals: vec![reveal("5Me", 1)],
+        });
+        loop {
+            match fx
+                .iter()
+                .find(|e| !matches!(e, Effect::Answer { .. }))
+                .cloned()
+            {
+                Some(Effect::RunGate { entry, gate, .. }) => {
+                    step(Event::GateStarted { entry, gate });
+                    fx = step(Event::GatePassed { entry, gate });
+                }
+                Some(Effect::StartDuel {
+                    entry, king, seed, ..
+                }) => {
+                    step(Event::DuelStarted { entry, king, seed });
+                    fx = step(Event::DuelFinished {
+                        entry,
+                        verdict: koth_hill::VerdictSummary {
+                            accepted: true,
+                            n: 64,
+                            mu_hat: 0.5,
+                            lower: 0.1,
+                            upper: 0.9,
+                            verdict_digest: Digest::of(b"v"),
+                            verdict_path: "/v.json".into(),
+                        },
+                    });
+                }
+                Some(Effect::Crown {
+                    entry,
+                    digest,
+                    hotkey,
+                    reign,
+                }) => {
+                    fx = step(Event::Crowned {
+                        entry,
+                        digest,
+                        hotkey,
+                        reign,
+                        block: 3,
+                        block_hash: "0xc".into(),
+                    });
+                }
+                _ => break,
+            }
+        }
+        step(Event::Revealed {
+            block: 5,
+            reveals: vec![reveal("5Other", 4)],
+        });
+        // The feed travels as JSON: read it back as a client does.
+        let json = serde_json::to_string(&koth_hill::feed::api_state(&state)).unwrap();
+        serde_json::from_str(&json).unwrap()
+    }
+
     #[test]
     fn the_feed_names_the_king_and_the_verdict() {
         let c = competition();
         let d = Digest::of(b"challenger");
-        let state = json!({
-            "competition_sha256": c.sha256().to_string(),
-            "king": {"digest": d.to_string(), "location": "file:///x", "reign": 3},
-            "history": [
-                {"digest": d.to_string(), "hotkey": "5Other", "result": "rejected", "code": "digest_owned", "message": "copy"},
-                {"digest": d.to_string(), "hotkey": "5Me", "result": "crowned", "mu_hat": 0.5, "n": 64},
-            ],
-        });
+        let state = feed_with_a_crown(&c, d);
         let k = king_from_feed(&c, &state).unwrap();
         assert_eq!(
             (k.digest, k.reign, k.source),
-            (d, Some(3), KingSource::Feed)
+            (d, Some(1), KingSource::Feed)
         );
+        assert_eq!(k.location.as_deref(), Some("file:///x"));
         let v = verdict_from_feed(&state, &d, "5Me").unwrap();
         assert!(v.crowned());
         assert_eq!((v.mu_hat, v.n), (Some(0.5), Some(64)));
         let other = verdict_from_feed(&state, &d, "5Other").unwrap();
+        assert_eq!(other.outcome, "rejected");
         assert_eq!(other.code.as_deref(), Some("digest_owned"));
         assert!(verdict_from_feed(&state, &Digest::of(b"nope"), "5Me").is_none());
         // Not started yet: the genesis king, with the competition's location.
-        let fresh = json!({"competition_sha256": null, "king": null, "history": []});
+        let fresh = koth_hill::feed::api_state(&koth_hill::ValidatorState::new());
         assert_eq!(king_from_feed(&c, &fresh).unwrap(), KingRef::genesis(&c));
         // Another competition's feed is refused, naming both.
-        let wrong = json!({"competition_sha256": Digest::of(b"x").to_string(), "king": null});
-        let e = king_from_feed(&c, &wrong).unwrap_err();
+        let mut wrong = fresh.clone();
+        wrong.competition_sha256 = Some(Digest::of(b"x"));
+        let e = king_from_feed(&c, &wrong).unwrap_err().to_string();
         assert!(e.contains(&c.sha256().to_string()), "{e}");
-        // A malformed king is an error naming the field.
-        let bad = json!({"king": {"digest": "sha256:zz"}});
-        assert!(king_from_feed(&c, &bad)
-            .unwrap_err()
-            .contains("king.digest"));
     }
 }

@@ -11,9 +11,9 @@
 use std::path::Path;
 
 use koth_core::competition::Competition;
-use koth_core::verdict::{Decision, DuelModel, EffectFloor, RuleSpec, ScoringSetup, Verdict};
+use koth_core::verdict::{Decision, DuelModel, EffectFloor, RuleSpec, Verdict};
 use koth_core::Digest;
-use koth_duel::duel::{run_duel, DuelSetup};
+use koth_duel::duel::{run_duel, DuelSetup, Progress, ProgressFn, Scoring};
 use koth_duel::score::ModelScorer;
 use koth_model::Model;
 use serde::Serialize;
@@ -81,40 +81,34 @@ pub fn judge(
     let mut king_scorer = ModelScorer::new(load("king", king.1)?);
     let mut chal_scorer = ModelScorer::new(load("challenger", challenger.1)?);
     let n_max = setup.data.holdout().len() as u64;
-    let (rule, effect_floor) = rule_for(setup.competition, n_max);
-    let duel_setup = DuelSetup {
-        competition_sha256: Some(setup.competition.sha256()),
-        king: DuelModel {
+    let duel_setup = DuelSetup::from_competition(
+        setup.competition,
+        n_max,
+        DuelModel {
             digest: *king.0,
             path: Some(king.1.display().to_string()),
         },
-        challenger: DuelModel {
+        DuelModel {
             digest: *challenger.0,
             path: Some(challenger.1.display().to_string()),
         },
-        seed_material: holdout_seed_material(setup.seed),
-        seq_len: setup.competition.data.seq_len,
-        rule,
-        effect_floor,
-        batch_size: setup.competition.duel.batch_size.max(1),
-        scoring: ScoringSetup {
-            dtype: setup.dtype.to_string(),
-            device: setup.device.to_string(),
-            batch_size: setup.competition.duel.batch_size.max(1),
-            path: ModelScorer::PATH.into(),
+        holdout_seed_material(setup.seed),
+        Scoring {
+            device: setup.device,
+            dtype: setup.dtype,
         },
-        bundle_path: None,
-    };
+        None,
+    );
     let verdict = run_duel(
         setup.data.dataset(),
         &duel_setup,
         &mut king_scorer,
         &mut chal_scorer,
         None,
-        &mut |p| {
+        &mut ProgressFn(|p: &Progress| {
             progress(p.bounds.n, p.king_mean_loss, p.challenger_mean_loss);
             true
-        },
+        }),
     )
     .map_err(|e| MinerError::Duel(e.to_string()))?;
     let o = &verdict.outcome;

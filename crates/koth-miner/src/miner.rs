@@ -205,7 +205,7 @@ impl Miner {
         )?;
         check_tokenizer(&config, &competition, &data)?;
         let feed = match &config.feed {
-            Some(url) => Some(FeedClient::new(url)?),
+            Some(url) => Some(FeedClient::new(url, Duration::from_secs(10))?),
             None => None,
         };
         let follower = Follower::new(

@@ -14,6 +14,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{ModelError, Result};
 
+pub mod hybrid;
+pub use hybrid::{HybridConfig, LinearAttentionConfig, MixerKind};
+
 /// The model families koth implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -21,6 +24,11 @@ pub enum Family {
     Qwen2,
     Qwen3,
     Qwen3Moe,
+    /// Qwen3.5 hybrid (gated DeltaNet + gated attention), dense FFN: `qwen3_5_text`, or the
+    /// `qwen3_5` multimodal wrapper's text model. See [`hybrid`].
+    Qwen35,
+    /// Qwen3.5 hybrid with sparse MoE FFN: `qwen3_5_moe_text` or the `qwen3_5_moe` wrapper.
+    Qwen35Moe,
 }
 
 impl Family {
@@ -31,6 +39,8 @@ impl Family {
             Family::Qwen2 => "qwen2",
             Family::Qwen3 => "qwen3",
             Family::Qwen3Moe => "qwen3_moe",
+            Family::Qwen35 => "qwen3_5",
+            Family::Qwen35Moe => "qwen3_5_moe",
         }
     }
 
@@ -89,6 +99,8 @@ pub struct ModelConfig {
     pub moe: Option<MoeConfig>,
     /// Standard deviation of the normal initialisation of fresh weights.
     pub initializer_range: f64,
+    /// The Qwen3.5 hybrid families' layer layout and DeltaNet shapes; `None` for the others.
+    pub hybrid: Option<HybridConfig>,
     pub raw: Map<String, Value>,
 }
 
@@ -194,11 +206,16 @@ impl ModelConfig {
             Some(v) => return Err(f.err("model_type", format!("must be a string, found {v}"))),
             None => return Err(f.err("model_type", "is required")),
         };
+        if hybrid::family_of(model_type).is_some() {
+            let model_type = model_type.to_owned();
+            return hybrid::parse(raw, source, &model_type);
+        }
         let family = Family::from_model_type(model_type).ok_or_else(|| {
             f.err(
                 "model_type",
                 format!(
-                    "`{model_type}` is not supported (supported: llama, qwen2, qwen3, qwen3_moe)"
+                    "`{model_type}` is not supported (supported: llama, qwen2, qwen3, qwen3_moe, \
+                     qwen3_5, qwen3_5_text, qwen3_5_moe, qwen3_5_moe_text)"
                 ),
             )
         })?;
@@ -238,7 +255,9 @@ impl ModelConfig {
                 }
             },
             // transformers' Qwen3Config defaults head_dim to 128, not hidden/heads: require it.
-            Family::Qwen3 | Family::Qwen3Moe => f.required_size("head_dim")?,
+            Family::Qwen3 | Family::Qwen3Moe | Family::Qwen35 | Family::Qwen35Moe => {
+                f.required_size("head_dim")?
+            }
         };
         if !head_dim.is_multiple_of(2) {
             return Err(f.err(
@@ -338,6 +357,7 @@ impl ModelConfig {
             qk_norm,
             moe,
             initializer_range,
+            hybrid: None,
             raw,
         })
     }
@@ -489,6 +509,27 @@ pub enum TensorKind {
     Norm,
     /// Bias: zeros, not decayed.
     Bias,
+    /// Zero-centred RMSNorm gain (Qwen3.5 scales by `1 + w`): zeros, not decayed.
+    CenteredNorm,
+    /// Gated DeltaNet `A_log`: `ln(uniform(0.01, 16))` as transformers initialises it, not
+    /// decayed.
+    LogDecayRate,
+}
+
+impl TensorKind {
+    /// What the network adds to the stored value before using it: 1 for a zero-centred RMSNorm
+    /// gain (Qwen3.5 computes with `1 + w`), 0 for everything else. A check on the scale of a
+    /// tensor (the validator's weights gate compares RMS ratios against the king's) should look
+    /// at `stored + offset`, the gain that acts: a zero-centred gain near 0 moving to 0.05 is a
+    /// 5 % change of the network, not a 10x one.
+    pub fn effective_offset(self) -> f64 {
+        match self {
+            TensorKind::CenteredNorm => 1.0,
+            TensorKind::Matrix | TensorKind::Norm | TensorKind::Bias | TensorKind::LogDecayRate => {
+                0.0
+            }
+        }
+    }
 }
 
 /// One tensor a checkpoint of this config must hold.
@@ -504,6 +545,9 @@ impl ModelConfig {
     /// order (embeddings, layers in order, final norm, head). This is the single source of truth
     /// for loading (exact tensor set), initialising and saving.
     pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        if let Some(h) = &self.hybrid {
+            return hybrid::tensor_specs(self, h);
+        }
         let h = self.hidden_size;
         let hd = self.head_dim;
         let q_out = self.num_attention_heads * hd;

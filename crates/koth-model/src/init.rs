@@ -4,9 +4,10 @@
 //! tensor name), so a tensor's values depend only on (seed, name, shape), never on the order in
 //! which tensors are made. Normals come from a hand-written Box–Muller transform using the
 //! pure-Rust `libm` functions, so the bits are the same on every platform. Matrices are normal
-//! with std `initializer_range` (transformers' `_init_weights`), RMSNorm gains are one and
-//! biases zero. Values are made in f32 on the CPU and then moved to the requested device and
-//! dtype.
+//! with std `initializer_range` (transformers' `_init_weights`), RMSNorm gains are one (zero for
+//! Qwen3.5's zero-centred `1 + w` norms), biases zero, and a gated DeltaNet's `A_log` is
+//! `ln(uniform(0.01, 16))` from its own stream. Values are made in f32 on the CPU and then moved
+//! to the requested device and dtype.
 
 use std::collections::HashMap;
 
@@ -69,7 +70,15 @@ pub fn init_tensors(
                     .collect()
             }
             TensorKind::Norm => vec![1.0; n],
-            TensorKind::Bias => vec![0.0; n],
+            TensorKind::Bias | TensorKind::CenteredNorm => vec![0.0; n],
+            TensorKind::LogDecayRate => {
+                // transformers: A = uniform(0.01, 16), stored as ln(A) (lower bound away from 0
+                // so that ln(A) stays finite).
+                let mut rng = tensor_rng(seed, &spec.name);
+                (0..n)
+                    .map(|_| libm::log(0.01 + (16.0 - 0.01) * unit(&mut rng)) as f32)
+                    .collect()
+            }
         };
         let t = Tensor::from_vec(values, spec.shape.as_slice(), &Device::Cpu)?
             .to_dtype(dtype)?

@@ -1,6 +1,8 @@
 //! The transformer language model koth scores and trains.
 //!
-//! - [`ModelConfig`]: a validated Hugging Face `config.json` (llama, qwen2, qwen3, qwen3_moe).
+//! - [`ModelConfig`]: a validated Hugging Face `config.json` (llama, qwen2, qwen3, qwen3_moe, and
+//!   the Qwen3.5 hybrids qwen3_5 / qwen3_5_moe: gated DeltaNet + gated attention, see
+//!   [`deltanet`]).
 //! - [`Model`]: load / init / save in Hugging Face layout; [`Model::nll`] scores token ids
 //!   (per-token next-token NLL in f32, logits never materialised for the whole batch);
 //!   [`Model::loss_and_grads`] differentiates the mean NLL.
@@ -11,6 +13,7 @@
 //! gradient; [`OpPath::Composite`] uses differentiable ops and is what training runs on.
 
 pub mod config;
+pub mod deltanet;
 pub mod device;
 pub mod error;
 pub mod init;
@@ -20,7 +23,10 @@ pub mod ops;
 pub mod optim;
 pub mod weights;
 
-pub use config::{Family, ModelConfig, MoeConfig, TensorKind, TensorSpec};
+pub use config::{
+    Family, HybridConfig, LinearAttentionConfig, MixerKind, ModelConfig, MoeConfig, TensorKind,
+    TensorSpec,
+};
 pub use device::{parse_device, parse_dtype};
 pub use error::{ModelError, Result};
 pub use model::{inspect, Model, ModelInfo, ScoreOptions, TokenIds};

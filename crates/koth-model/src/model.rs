@@ -15,6 +15,8 @@ use crate::error::{ModelError, Result};
 use crate::ops::{causal_mask, rms_norm, softmax_last, OpPath, Rope};
 use crate::weights::{CheckpointFiles, DEFAULT_SHARD_LIMIT_BYTES};
 
+mod hybrid;
+
 /// A batch of token ids, `rows` sequences of `cols` tokens, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenIds {
@@ -200,6 +202,8 @@ pub struct Model {
     norm: Tensor,
     /// `None` when the head is tied to the embeddings.
     lm_head: Option<Tensor>,
+    /// The Qwen3.5 hybrid families' layers (then `layers` is empty); see `model/hybrid.rs`.
+    hybrid: Option<hybrid::HybridStack>,
 }
 
 /// Takes tensors out of a name → tensor map, failing with the tensor's name.
@@ -235,6 +239,9 @@ impl Model {
     /// Build a model from exactly the tensors `config.tensor_specs()` names (shapes checked).
     /// All tensors must already have one dtype and live on one device.
     pub fn from_tensors(config: ModelConfig, mut tensors: HashMap<String, Tensor>) -> Result<Self> {
+        if config.hybrid.is_some() {
+            return hybrid::from_tensors(config, tensors);
+        }
         let specs = config.tensor_specs();
         let mut problems = Vec::new();
         for s in &specs {
@@ -330,6 +337,7 @@ impl Model {
             layers,
             norm,
             lm_head,
+            hybrid: None,
         })
     }
 
@@ -373,6 +381,9 @@ impl Model {
 
     /// Every parameter under its Hugging Face name, in `config.tensor_specs()` order.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        if let Some(stack) = &self.hybrid {
+            return stack.named_tensors();
+        }
         let mut out = Vec::new();
         let mut push = |n: String, t: &Tensor| out.push((n, t.clone()));
         push("model.embed_tokens.weight".into(), &self.embed);
@@ -461,6 +472,9 @@ impl Model {
 
     /// The final hidden states [B, T, hidden] (after the last RMSNorm).
     fn hidden_states(&self, ids: &Tensor, path: OpPath) -> Result<Tensor> {
+        if let Some(stack) = &self.hybrid {
+            return self.hybrid_hidden_states(stack, ids, path);
+        }
         let c = &self.config;
         let (b, t) = ids.dims2()?;
         let mut x =

@@ -1,12 +1,12 @@
 //! Safetensors checkpoints: strict parsing, exact tensor sets, loading and saving in Hugging
 //! Face layout (`model.safetensors`, or `model.safetensors.index.json` + numbered shards).
 //!
-//! Headers are parsed here rather than by the `safetensors` crate so that every refusal names
-//! the file and the tensor at fault (the crate reports e.g. a byte-count mismatch without the
-//! tensor's name). Checks: the 8-byte header length lies inside the file; the header is a JSON
-//! object of tensors with a known dtype, a shape and `data_offsets`; dtype × shape equals the
-//! byte span; spans are contiguous, non-overlapping and cover the data exactly to the end of the
-//! file. Writing uses the `safetensors` crate, the reference writer.
+//! Headers are parsed by [`koth_core::safetensors`], the one parser the validator's tensor gate
+//! uses too, rather than by the `safetensors` crate, so that every refusal names the file and the
+//! tensor at fault and the loader accepts exactly what the gate accepts (the rules are listed
+//! there: bounded header, no duplicate keys, known dtypes, dtype × shape = byte span, spans that
+//! tile the data section to the end of the file). Writing uses the `safetensors` crate, the
+//! reference writer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -17,6 +17,8 @@ use half::{bf16, f16};
 use safetensors::Dtype as StDtype;
 use serde_json::Value;
 
+use koth_core::safetensors as safetensors_header;
+
 use crate::config::{ModelConfig, TensorSpec};
 use crate::error::{ModelError, Result};
 
@@ -26,8 +28,6 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// Hugging Face's default shard size ("5GB").
 pub const DEFAULT_SHARD_LIMIT_BYTES: u64 = 5_000_000_000;
-/// Larger headers are refused (the safetensors crate's own limit).
-const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// One tensor as a safetensors header describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,144 +50,47 @@ pub struct FileHeader {
     pub entries: Vec<TensorEntry>,
 }
 
-/// Parse a safetensors header. `bytes` holds at least the first `8 + n` bytes of the file and
-/// `file_len` is the length of the whole file.
+/// Parse a safetensors header with the workspace's one parser
+/// ([`koth_core::safetensors::parse_header`], the rules the validator's tensor gate applies).
+/// `bytes` holds at least the first `8 + n` bytes of the file and `file_len` is the length of
+/// the whole file.
 fn parse_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<FileHeader> {
-    let err = |tensor: Option<&str>, reason: String| ModelError::safetensors(path, tensor, reason);
-    let len_bytes: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| {
-            err(
-                None,
-                format!("file is {file_len} bytes, too short for the 8-byte header length"),
-            )
-        })?;
-    let n = u64::from_le_bytes(len_bytes);
-    if n > MAX_HEADER_BYTES {
-        return Err(err(
-            None,
-            format!("header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit"),
-        ));
-    }
-    if 8 + n > file_len {
-        return Err(err(
-            None,
-            format!("header length {n} points past the end of the file ({file_len} bytes)"),
-        ));
-    }
-    let data_start = 8 + n as usize;
-    let header_bytes = bytes
-        .get(8..data_start)
-        .ok_or_else(|| err(None, "header is truncated".into()))?;
-    let text = std::str::from_utf8(header_bytes)
-        .map_err(|e| err(None, format!("header is not UTF-8: {e}")))?;
-    let Value::Object(map) = serde_json::from_str::<Value>(text)
-        .map_err(|e| err(None, format!("header is not valid JSON: {e}")))?
-    else {
-        return Err(err(None, "header is not a JSON object".into()));
-    };
-
-    let mut entries = Vec::with_capacity(map.len());
-    for (name, info) in &map {
-        if name == "__metadata__" {
-            continue;
-        }
-        let t = Some(name.as_str());
-        let dtype_value = info
-            .get("dtype")
-            .ok_or_else(|| err(t, "has no `dtype`".into()))?;
-        let dtype: StDtype = serde_json::from_value(dtype_value.clone())
-            .map_err(|_| err(t, format!("unknown dtype {dtype_value}")))?;
-        let shape = info
-            .get("shape")
-            .and_then(Value::as_array)
-            .ok_or_else(|| err(t, "has no `shape` list".into()))?
-            .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-            .collect::<Option<Vec<usize>>>()
-            .ok_or_else(|| err(t, format!("shape {} is not a list of sizes", info["shape"])))?;
-        let offsets = info
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .filter(|a| a.len() == 2)
-            .and_then(|a| {
-                let s = usize::try_from(a[0].as_u64()?).ok()?;
-                let e = usize::try_from(a[1].as_u64()?).ok()?;
-                Some((s, e))
-            })
-            .ok_or_else(|| err(t, "`data_offsets` is not a pair of byte offsets".into()))?;
-        let (start, end) = offsets;
-        if end < start {
-            return Err(err(
-                t,
-                format!("data_offsets [{start}, {end}] end before they start"),
-            ));
-        }
-        let byte_len = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .and_then(|n| n.checked_mul(dtype.bitsize()))
-            .map(|bits| bits.div_ceil(8))
-            .ok_or_else(|| err(t, format!("shape {shape:?} overflows")))?;
-        if byte_len != end - start {
-            return Err(err(
-                t,
-                format!(
-                    "dtype {dtype:?} with shape {shape:?} needs {byte_len} bytes but data_offsets [{start}, {end}] span {}",
-                    end - start
-                ),
-            ));
-        }
-        entries.push(TensorEntry {
-            name: name.clone(),
-            dtype,
-            shape,
-            start,
-            end,
-        });
-    }
-
-    // The spans must tile the data section: no gaps (hidden bytes), no overlaps (aliasing).
-    let mut by_offset: Vec<&TensorEntry> = entries.iter().collect();
-    by_offset.sort_by_key(|e| (e.start, e.end));
-    let mut cursor = 0usize;
-    let mut previous: Option<&str> = None;
-    for e in &by_offset {
-        if e.start != cursor {
-            let what = if e.start < cursor {
-                "overlaps"
-            } else {
-                "leaves a gap after"
+    let err = |reason: String| ModelError::safetensors(path, None, reason);
+    let header =
+        safetensors_header::parse_header(bytes, file_len).map_err(|e| err(e.to_string()))?;
+    let data_start = usize::try_from(header.data_start).map_err(|_| {
+        err(format!(
+            "data starts at byte {}, past this platform's address space",
+            header.data_start
+        ))
+    })?;
+    let entries = header
+        .entries
+        .into_iter()
+        .map(|e| {
+            let too_big = || {
+                ModelError::safetensors(
+                    path,
+                    Some(&e.name),
+                    "shape or offsets exceed this platform's address space",
+                )
             };
-            return Err(err(
-                Some(&e.name),
-                format!(
-                    "data_offsets start at {} which {what} {} (ends at {cursor})",
-                    e.start,
-                    previous
-                        .map(|p| format!("tensor `{p}`"))
-                        .unwrap_or("the data start".into())
-                ),
-            ));
-        }
-        cursor = e.end;
-        previous = Some(&e.name);
-    }
-    let expected_len = data_start as u64 + cursor as u64;
-    if expected_len != file_len {
-        return Err(err(
-            None,
-            format!(
-                "file is {file_len} bytes but its header describes {expected_len} ({})",
-                if file_len < expected_len {
-                    "truncated"
-                } else {
-                    "trailing bytes"
-                }
-            ),
-        ));
-    }
+            let shape = e
+                .shape
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| too_big()))
+                .collect::<Result<Vec<usize>>>()?;
+            let start = usize::try_from(e.begin).map_err(|_| too_big())?;
+            let end = usize::try_from(e.end).map_err(|_| too_big())?;
+            Ok(TensorEntry {
+                dtype: st_dtype(e.dtype),
+                name: e.name,
+                shape,
+                start,
+                end,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(FileHeader {
         path: path.to_owned(),
         data_start,
@@ -195,23 +98,42 @@ fn parse_header(path: &Path, bytes: &[u8], file_len: u64) -> Result<FileHeader> 
     })
 }
 
-/// Read and validate only the header of a safetensors file (cheap: no tensor data is read).
+/// The `safetensors` crate's name for a dtype the header parser accepted.
+fn st_dtype(d: safetensors_header::Dtype) -> StDtype {
+    use safetensors_header::Dtype as D;
+    match d {
+        D::Bool => StDtype::BOOL,
+        D::U8 => StDtype::U8,
+        D::I8 => StDtype::I8,
+        D::F8E4M3 => StDtype::F8_E4M3,
+        D::F8E5M2 => StDtype::F8_E5M2,
+        D::I16 => StDtype::I16,
+        D::U16 => StDtype::U16,
+        D::F16 => StDtype::F16,
+        D::BF16 => StDtype::BF16,
+        D::I32 => StDtype::I32,
+        D::U32 => StDtype::U32,
+        D::F32 => StDtype::F32,
+        D::F64 => StDtype::F64,
+        D::I64 => StDtype::I64,
+    }
+}
+
+/// Read and validate only the header of a safetensors file (cheap: no tensor data is read, and
+/// never more than the header-size cap).
 pub fn read_header(path: &Path) -> Result<FileHeader> {
-    let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
     let file_len = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
-    let mut len_bytes = [0u8; 8];
-    if file_len < 8 {
-        return parse_header(path, &[], file_len);
-    }
-    file.read_exact(&mut len_bytes)
+    let mut prefix = Vec::with_capacity(8);
+    (&file)
+        .take(8)
+        .read_to_end(&mut prefix)
         .map_err(|e| ModelError::io(path, e))?;
-    let n = u64::from_le_bytes(len_bytes);
-    if n > MAX_HEADER_BYTES || 8 + n > file_len {
-        return parse_header(path, &len_bytes, file_len);
-    }
-    let mut bytes = vec![0u8; 8 + n as usize];
-    bytes[..8].copy_from_slice(&len_bytes);
-    file.read_exact(&mut bytes[8..])
+    let want = safetensors_header::header_read_len(&prefix, file_len);
+    let mut bytes = prefix;
+    (&file)
+        .take(want.saturating_sub(bytes.len() as u64))
+        .read_to_end(&mut bytes)
         .map_err(|e| ModelError::io(path, e))?;
     parse_header(path, &bytes, file_len)
 }

@@ -12,7 +12,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -20,6 +19,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use koth_core::checkpoint::FileEntry;
+use koth_core::fsutil::{write_atomic, write_atomic_with, TEMP_PREFIX};
 use koth_core::{Digest, Sha256Writer};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjPath;
@@ -374,7 +374,7 @@ impl Backend {
         for dir in ["blobs/sha256", "manifests/sha256"] {
             let dir = l.root.join(dir);
             for (name, _, modified) in local_list(&dir)? {
-                if name.starts_with(".tmp.") && modified < cutoff {
+                if name.starts_with(TEMP_PREFIX) && modified < cutoff {
                     let path = dir.join(&name);
                     if !dry_run {
                         std::fs::remove_file(&path).map_err(|e| {
@@ -482,21 +482,6 @@ impl RemoteBackend {
     }
 }
 
-/// A unique temporary name beside `target`, starting with `.tmp.` so listings skip it.
-fn temp_path_beside(target: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    target.with_file_name(format!(".tmp.{name}.{}.{n}.{nanos}", std::process::id()))
-}
-
 fn create_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
@@ -507,39 +492,14 @@ fn create_parent(path: &Path) -> Result<()> {
 
 /// fsync a directory so a rename inside it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    koth_core::fsutil::sync_dir(dir)
         .map_err(|e| StoreError::io(format!("syncing directory {}", dir.display()), e))
 }
 
-/// Write `bytes` to `path` atomically: a temporary beside it, fsync, rename, fsync the directory.
+/// Write `bytes` to `path` with [`koth_core::fsutil::write_atomic`], creating the parent first.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     create_parent(path)?;
-    let tmp = temp_path_beside(path);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| StoreError::io(format!("creating {}", tmp.display()), e))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| StoreError::io(format!("writing {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            StoreError::io(
-                format!("renaming {} to {}", tmp.display(), path.display()),
-                e,
-            )
-        })
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
+    Ok(write_atomic(path, bytes)?)
 }
 
 /// Copy `src` into the local store as blob `entry.sha256`, hashing while copying.
@@ -559,14 +519,13 @@ fn local_put_blob(root: &Path, src: &Path, entry: &FileEntry) -> Result<Upload> 
         tracing::warn!(blob = %target.display(), "stored blob is corrupt; replacing it");
     }
     create_parent(&target)?;
-    let tmp = temp_path_beside(&target);
-    let result = (|| {
+    write_atomic_with(&target, |tmp: &Path| {
         let mut input =
             File::open(src).map_err(|e| StoreError::io(format!("opening {}", src.display()), e))?;
         let mut out = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&tmp)
+            .open(tmp)
             .map_err(|e| StoreError::io(format!("creating {}", tmp.display()), e))?;
         let mut hasher = Sha256Writer::new();
         let mut buf = vec![0u8; IO_CHUNK];
@@ -591,22 +550,8 @@ fn local_put_blob(root: &Path, src: &Path, entry: &FileEntry) -> Result<Upload> 
                 actual,
             });
         }
-        out.sync_all()
-            .map_err(|e| StoreError::io(format!("syncing {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, &target).map_err(|e| {
-            StoreError::io(
-                format!("renaming {} to {}", tmp.display(), target.display()),
-                e,
-            )
-        })
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
-    if let Some(parent) = target.parent() {
-        sync_dir(parent)?;
-    }
+        Ok(())
+    })?;
     Ok(Upload::Sent)
 }
 

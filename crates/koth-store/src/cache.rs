@@ -14,8 +14,10 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
+use koth_core::clock::{Clock, SystemClock};
 use koth_core::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -45,17 +47,25 @@ pub struct CacheEntry {
 pub struct CheckpointCache {
     root: PathBuf,
     budget_bytes: u64,
+    /// Orders entries by last use; tests pass a manual clock instead of sleeping.
+    clock: Arc<dyn Clock>,
 }
 
 impl CheckpointCache {
     /// Open (creating if needed) a cache at `root` that keeps at most `budget_bytes` of
     /// unpinned checkpoints.
     pub fn open(root: &Path, budget_bytes: u64) -> Result<Self> {
+        Self::open_with_clock(root, budget_bytes, Arc::new(SystemClock))
+    }
+
+    /// [`CheckpointCache::open`] with the clock that stamps each use.
+    pub fn open_with_clock(root: &Path, budget_bytes: u64, clock: Arc<dyn Clock>) -> Result<Self> {
         std::fs::create_dir_all(root)
             .map_err(|e| StoreError::io(format!("creating cache {}", root.display()), e))?;
         Ok(Self {
             root: root.to_path_buf(),
             budget_bytes,
+            clock,
         })
     }
 
@@ -117,7 +127,7 @@ impl CheckpointCache {
 
     /// Record a use of `digest` now.
     pub fn touch(&self, digest: &Digest) -> Result<()> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.update_state(|s| {
             s.last_used_ms.insert(*digest, now);
         })
@@ -246,13 +256,6 @@ impl CheckpointCache {
         })?;
         Ok(file)
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn mtime_ms(path: &Path) -> u64 {

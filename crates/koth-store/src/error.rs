@@ -79,10 +79,13 @@ pub enum StoreError {
     Cache { path: PathBuf, reason: String },
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A durable local write (manifest, blob, cache state) failed; names the file and the step.
+    #[error(transparent)]
+    Write(#[from] koth_core::fsutil::WriteError),
 }
 
 impl StoreError {
-    /// The gate code (DESIGN §5) when the error is the submission's own fault, or `None` when it
+    /// The gate code (PROTOCOL §5) when the error is the submission's own fault, or `None` when it
     /// is an infrastructure fault (network, disk, a dropped stream, a lock) that must be retried
     /// and never cost the miner the submission.
     pub fn reject_code(&self) -> Option<RejectCode> {
@@ -107,7 +110,8 @@ impl StoreError {
             | StoreError::Busy { .. }
             | StoreError::GcUnsafe { .. }
             | StoreError::Cache { .. }
-            | StoreError::Task(_) => None,
+            | StoreError::Task(_)
+            | StoreError::Write(_) => None,
         }
     }
 

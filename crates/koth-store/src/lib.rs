@@ -1,4 +1,4 @@
-//! koth's content-addressed checkpoint store (DESIGN §3).
+//! koth's content-addressed checkpoint store (PROTOCOL §3).
 //!
 //! A checkpoint is named by its digest: the sha256 of its canonical manifest
 //! ([`koth_core::checkpoint`]). Nothing is fetched by a name that can change: `get` starts from a

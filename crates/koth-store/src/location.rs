@@ -36,7 +36,11 @@ impl FromStr for Location {
         }
         if let Some(rest) = s.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            validate_bucket(bucket).map_err(|r| bad(&r))?;
+            if !is_valid_bucket(bucket) {
+                return Err(bad(&format!(
+                    "bucket name {bucket:?} must be 3 to 63 characters of a-z 0-9 . -"
+                )));
+            }
             let prefix = prefix.trim_matches('/');
             if prefix
                 .split('/')
@@ -58,16 +62,12 @@ impl FromStr for Location {
     }
 }
 
-fn validate_bucket(bucket: &str) -> Result<(), String> {
-    let ok_chars = bucket
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    if !(3..=63).contains(&bucket.len()) || !ok_chars {
-        return Err(format!(
-            "bucket name {bucket:?} must be 3 to 63 characters of a-z 0-9 . -"
-        ));
-    }
-    Ok(())
+/// S3's bucket naming rule, as far as koth relies on it: 3 to 63 characters of a-z 0-9 . -
+fn is_valid_bucket(bucket: &str) -> bool {
+    (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 impl fmt::Display for Location {

@@ -4,10 +4,12 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{assert_same_tree, local_location, make_checkpoint};
 use koth_core::checkpoint::{CheckpointManifest, FileEntry, FileRefusal};
+use koth_core::clock::{Clock, ManualClock, SystemClock};
 use koth_core::Digest;
 use koth_store::{
     manifest_of_dir, BlockingStore, CheckpointCache, GcOptions, GetOptions, S3Options, StoreError,
@@ -540,21 +542,28 @@ fn cache_evicts_least_recently_used_and_never_the_pinned_king() {
         .total_size()
         .unwrap();
     // Room for two checkpoints.
-    let cache = CheckpointCache::open(&tmp.path().join("cache"), 2 * one + one / 2).unwrap();
+    // Uses are ordered by an injected clock, advanced between fetches instead of sleeping.
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let cache = CheckpointCache::open_with_clock(
+        &tmp.path().join("cache"),
+        2 * one + one / 2,
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
     let opts = GetOptions::default();
 
     let king = digests[0];
     cache.fetch(&store, &king, &opts).unwrap();
     cache.pin(&king).unwrap();
-    std::thread::sleep(Duration::from_millis(5));
+    clock.advance(1);
     cache.fetch(&store, &digests[1], &opts).unwrap();
-    std::thread::sleep(Duration::from_millis(5));
+    clock.advance(1);
     // The king is the least recently used, but pinned: digests[1] goes instead.
     cache.fetch(&store, &digests[2], &opts).unwrap();
     assert!(cache.contains(&king));
     assert!(!cache.contains(&digests[1]));
     assert!(cache.contains(&digests[2]));
-    std::thread::sleep(Duration::from_millis(5));
+    clock.advance(1);
     cache.fetch(&store, &digests[3], &opts).unwrap();
     assert!(cache.contains(&king));
     assert!(!cache.contains(&digests[2]));
@@ -566,7 +575,7 @@ fn cache_evicts_least_recently_used_and_never_the_pinned_king() {
 
     // Unpinned, the old king is evicted like any other entry.
     cache.unpin(&king).unwrap();
-    std::thread::sleep(Duration::from_millis(5));
+    clock.advance(1);
     cache.fetch(&store, &digests[1], &opts).unwrap();
     assert!(!cache.contains(&king));
 

@@ -59,7 +59,7 @@ pub struct ValidatorConfig {
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
     /// File holding the validator secret that windows of the bundle's private (holdout)
-    /// sources mix in (DESIGN §6). Its exact bytes are the secret, as for
+    /// sources mix in (PROTOCOL §6). Its exact bytes are the secret, as for
     /// `koth data commit-root --secret-file`. Required when the competition's bundle has a
     /// private source; checked against the competition's committed holdout root.
     #[serde(default)]

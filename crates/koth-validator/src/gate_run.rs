@@ -17,7 +17,6 @@ use koth_core::RejectCode;
 
 use crate::gates::{
     parse_safetensors_header, tensor_index, GateError, TensorEntry, TensorInfo, TensorStats,
-    MAX_HEADER_BYTES,
 };
 
 fn undecidable(m: String) -> GateError {
@@ -83,13 +82,13 @@ pub fn parse_headers(dir: &Path) -> Result<Vec<ParsedFile>, GateError> {
         } else {
             0
         };
-        // Read what the header claims, but never past the file or the header limit: the pure
-        // parser then refuses an out-of-bounds length with a precise message.
-        let want = header_len
-            .min(MAX_HEADER_BYTES)
-            .min(file_len.saturating_sub(8));
+        // Read what the header claims only when the one parser accepts that length: a length
+        // past the file or the cap is refused from the 8 bytes alone, before anything is sized
+        // by it.
+        let want = koth_core::safetensors::header_read_len(&len8[..got], file_len)
+            .saturating_sub(got as u64);
         let mut head = len8[..got].to_vec();
-        if got == 8 && want > 0 {
+        if want > 0 {
             let mut rest = vec![0u8; want as usize];
             let n = read_up_to(&mut f, &mut rest).map_err(io)?;
             head.extend_from_slice(&rest[..n]);
@@ -126,10 +125,34 @@ pub fn index_of(files: &[ParsedFile]) -> Result<BTreeMap<String, TensorInfo>, Ga
     )
 }
 
+/// What the network adds to each stored tensor before using it, by name, from the checkpoint's
+/// config.json and koth-model's tensor kinds: 1 for Qwen3.5's zero-centred RMSNorm gains (the
+/// network scales by `1 + w`), nothing for every other tensor. A config koth-model does not
+/// accept gives no offsets (the statistics are then of the stored values, as for every
+/// non-hybrid family); the model load that follows refuses such a checkpoint anyway.
+fn effective_offsets(files: &[ParsedFile]) -> BTreeMap<String, f64> {
+    let Some(dir) = files.first().and_then(|f| f.path.parent()) else {
+        return BTreeMap::new();
+    };
+    match koth_model::ModelConfig::from_file(&dir.join("config.json")) {
+        Ok(config) => config
+            .tensor_specs()
+            .into_iter()
+            .filter(|s| s.kind.effective_offset() != 0.0)
+            .map(|s| (s.name, s.kind.effective_offset()))
+            .collect(),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
 /// Per-tensor statistics (count of NaN/Inf, RMS of the finite values) in f64, streamed from
-/// disk in bounded chunks.
+/// disk in bounded chunks. The RMS is of the value that acts in the network: for a zero-centred
+/// gain (Qwen3.5's `1 + w` RMSNorms) that is `1 + w`, so the weights gate compares gains — a
+/// gain of 1.004 trained to 1.04 is a small change, not the tenfold jump its stored deviation
+/// makes, while a reparameterised gain of 1e-3 still shows as a thousandfold one.
 pub fn tensor_stats(files: &[ParsedFile]) -> Result<Vec<TensorStats>, GateError> {
     const CHUNK: usize = 1 << 20;
+    let offsets = effective_offsets(files);
     let mut out = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     for file in files {
@@ -151,6 +174,7 @@ pub fn tensor_stats(files: &[ParsedFile]) -> Result<Vec<TensorStats>, GateError>
             f.seek(SeekFrom::Start(file.data_start + e.begin))
                 .map_err(io)?;
             let mut remaining = e.end - e.begin;
+            let offset = offsets.get(&e.name).copied().unwrap_or(0.0);
             let (mut sum_sq, mut count, mut non_finite) = (0.0f64, 0u64, 0u64);
             let step = CHUNK - CHUNK % width;
             while remaining > 0 {
@@ -158,7 +182,7 @@ pub fn tensor_stats(files: &[ParsedFile]) -> Result<Vec<TensorStats>, GateError>
                 let chunk = &mut buf[..take];
                 f.read_exact(chunk).map_err(io)?;
                 for x in chunk.chunks_exact(width) {
-                    let v = decode(&e.info.dtype, x);
+                    let v = decode(&e.info.dtype, x) + offset;
                     if v.is_finite() {
                         sum_sq += v * v;
                         count += 1;
@@ -528,23 +552,10 @@ impl OptionalGates {
         };
         let bytes = serde_json::to_vec(&record)
             .map_err(|e| undecidable(format!("encoding a fingerprint: {e}")))?;
-        write_file_durably(&self.record_path(digest), &bytes)
+        koth_core::fsutil::write_atomic(&self.record_path(digest), &bytes)
             .map_err(|e| undecidable(format!("storing a fingerprint: {e}")))?;
         Ok(fingerprint)
     }
-}
-
-fn write_file_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// The fingerprint of `model` on `probes`: every scoring row's NLL at its probe position, in
@@ -621,4 +632,61 @@ pub fn probe_gradients(
         f64::from(loss),
         &norms,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn golden(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/hf-golden")
+            .join(name)
+    }
+
+    fn rms(values: &[f32], offset: f64) -> f64 {
+        let sum: f64 = values.iter().map(|&v| (v as f64 + offset).powi(2)).sum();
+        (sum / values.len() as f64).sqrt()
+    }
+
+    /// Qwen3.5's zero-centred gains are measured as the `1 + w` that acts; every other tensor
+    /// (and every tensor of the other families) as stored.
+    #[test]
+    fn statistics_measure_the_gain_that_acts() {
+        for (name, centred) in [
+            ("qwen35-tiny", "model.layers.3.self_attn.q_norm.weight"),
+            ("llama-tiny", ""),
+        ] {
+            // The checkpoint alone (the golden folder also holds expected and gradient files).
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path();
+            for file in ["config.json", "model.safetensors"] {
+                std::fs::copy(golden(name).join(file), dir.join(file)).unwrap();
+            }
+            let stats = tensor_stats(&parse_headers(dir).unwrap()).unwrap();
+            let tensors =
+                koth_model::weights::read_safetensors(&dir.join("model.safetensors")).unwrap();
+            assert_eq!(stats.len(), tensors.len());
+            for st in &stats {
+                let values: Vec<f32> = tensors[&st.name].flatten_all().unwrap().to_vec1().unwrap();
+                let is_centred = name == "qwen35-tiny"
+                    && (st.name.ends_with("layernorm.weight")
+                        || st.name.ends_with("q_norm.weight")
+                        || st.name.ends_with("k_norm.weight")
+                        || st.name == "model.norm.weight");
+                let want = rms(&values, if is_centred { 1.0 } else { 0.0 });
+                assert!(
+                    (st.rms - want).abs() <= 1e-9 * want.max(1.0),
+                    "{name} `{}`: rms {} vs {want}",
+                    st.name,
+                    st.rms
+                );
+                assert_eq!(st.non_finite, 0);
+            }
+            if !centred.is_empty() {
+                let st = stats.iter().find(|s| s.name == centred).unwrap();
+                assert!((0.8..1.2).contains(&st.rms), "{centred}: {}", st.rms);
+            }
+        }
+    }
 }

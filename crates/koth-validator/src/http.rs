@@ -75,7 +75,7 @@ pub fn api_router(hub: SharedFeed) -> Router {
         .with_state(hub)
 }
 
-async fn api_state(State(hub): State<SharedFeed>) -> Json<serde_json::Value> {
+async fn api_state(State(hub): State<SharedFeed>) -> Json<crate::feed::StateFeed> {
     Json(crate::feed::api_state(&hub.snapshot()))
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use koth_core::competition::Competition;
 use koth_core::Digest;
 
-use crate::core::{apply, check, ApplyError};
+use crate::core::{step, ApplyError};
 use crate::event::{Effect, Event, Rules};
 use crate::log::{EventLog, LogError};
 use crate::state::ValidatorState;
@@ -83,20 +83,17 @@ impl Journal {
         Ok((journal, effects))
     }
 
-    /// Check `event` against the state, append it durably, then apply it. A refused event is
-    /// not logged and changes nothing.
+    /// Work out the state after `event`, append the event durably, then adopt that state. A
+    /// refused event is not logged and changes nothing.
     pub fn record(&mut self, event: Event) -> Result<Vec<Effect>, JournalError> {
-        check(&self.state, &event).map_err(|source| JournalError::Refused {
-            kind: event.kind(),
-            source,
-        })?;
+        let (next, effects) =
+            step(&self.state, &event).map_err(|source| JournalError::Refused {
+                kind: event.kind(),
+                source,
+            })?;
         self.log.append(&event)?;
-        // `check` passed, so `apply` cannot refuse; if it ever did, the state is untouched and
-        // the next start-up's replay reports the offending event.
-        apply(&mut self.state, &event).map_err(|source| JournalError::Refused {
-            kind: event.kind(),
-            source,
-        })
+        self.state = next;
+        Ok(effects)
     }
 
     pub fn state(&self) -> &ValidatorState {

@@ -1,29 +1,26 @@
-//! koth's validator.
+//! koth's validator: the shell around the hill's rules.
 //!
-//! A pure core and a shell (DESIGN §10). This crate holds the core: [`apply`] maps the current
-//! [`ValidatorState`] and one [`Event`] to the [`Effect`]s the shell must carry out, with no I/O,
-//! clock or randomness, so every rule is testable without a network and replaying the
-//! append-only [`EventLog`] rebuilds the state exactly. Around it: the pure gate checks that
-//! need no network ([`gates`]), the reward policy ([`rules`]), and the JSON feeds ([`feed`]).
+//! The rules themselves are the pure core in koth-hill ([`apply`]: state + event → effects, no
+//! I/O); this crate holds everything with I/O around it: the append-only [`EventLog`] the state
+//! is rebuilt from, the [`Journal`] (check → append → apply), the [`shell`] that polls the chain
+//! and carries out effects (gates over fetched files, duels, crowns, weights), the HTTP feeds,
+//! and the remote eval worker.
 
 pub mod config;
-pub mod core;
 pub mod devkit;
 pub mod duel_run;
-pub mod event;
-pub mod feed;
-pub mod fingerprint;
 pub mod gate_run;
-pub mod gates;
 pub mod http;
 pub mod journal;
 pub mod log;
-pub mod rules;
+pub mod reader;
 pub mod shell;
-pub mod state;
 pub mod worker;
 
-pub use crate::core::{apply, check, ApplyError};
+// The pure core lives in koth-hill; these paths keep `koth_validator::event` etc. working for
+// the shell's modules and the crate's users.
+pub use koth_hill::{core, event, feed, fingerprint, gates, reward, state};
+
 pub use config::{ConfigError, ResolvedConfig, ValidatorConfig, WorkerSpec};
 pub use event::{
     Effect, EntryId, Event, Gate, Outcome, Reveal, Rules, SeedMaterial, VerdictSummary, Weight,
@@ -31,6 +28,8 @@ pub use event::{
 };
 pub use http::{api_router, FeedHub, SharedFeed};
 pub use journal::{Journal, JournalError};
+pub use koth_hill::core::{apply, check, ApplyError};
 pub use log::{EventLog, LogError};
+pub use reader::{ChainSource, ValidatorReader};
 pub use shell::{run_validator, Shell, ShellError};
 pub use state::ValidatorState;

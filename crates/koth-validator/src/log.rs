@@ -3,7 +3,7 @@
 //! - WAL journal and `synchronous=FULL`: when [`EventLog::append`] returns, the event survives a
 //!   power cut or a SIGKILL.
 //! - `application_id` and `user_version` mark the file as a koth log of this schema; a foreign,
-//!   damaged or newer file is a clear error, never re-initialised (DESIGN §9: a validator that
+//!   damaged or newer file is a clear error, never re-initialised (PROTOCOL §9: a validator that
 //!   re-seeded on a read error once overwrote its history).
 //! - Triggers refuse `UPDATE` and `DELETE`, and any insert that is not exactly the next sequence
 //!   number; replay also checks the sequence has no gap.
@@ -94,13 +94,8 @@ pub enum LogError {
     },
 }
 
-/// One row of the log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedEvent {
-    pub seq: i64,
-    pub at_unix_ms: i64,
-    pub event: Event,
-}
+/// One row of the log (the type lives with the events, in koth-hill).
+pub use koth_hill::event::LoggedEvent;
 
 /// A writable event log. Holds the log's lock for as long as it lives.
 pub struct EventLog {

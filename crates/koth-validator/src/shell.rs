@@ -19,13 +19,16 @@ use koth_data::Dataset;
 use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, StoreError};
 
 use crate::config::{ResolvedConfig, WorkerSpec};
-use crate::duel_run::{run_duel, summary_of, DuelFailure, DuelSetup};
+use crate::duel_run::{run_duel, summary_of, DuelFailure, DuelRunError, DuelSetup};
 use crate::event::{clip_text, Effect, EntryId, Event, Gate, Reveal, SeedMaterial, Weight};
 use crate::gate_run;
 use crate::gates::{self, GateError, TensorInfo, TensorStats, DEFAULT_MAX_SCALE_RATIO};
 use crate::http::{FeedHub, SharedFeed};
 use crate::journal::{Journal, JournalError};
 use crate::log::LoggedEvent;
+use koth_core::verdict::BoundsAfterBatch;
+use koth_duel::duel::{DuelError, DuelSink, Progress, Stop};
+use std::ops::ControlFlow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
@@ -336,9 +339,16 @@ impl Shell {
                 challenger,
                 location,
                 king,
+                king_location,
             } => {
                 self.record(Event::GateStarted { entry, gate })?;
-                let verdict = self.run_gate(gate, &challenger, &location, &king);
+                let verdict = self.run_gate(
+                    gate,
+                    &challenger,
+                    &location,
+                    &king,
+                    king_location.as_deref(),
+                );
                 let event = match verdict {
                     GateVerdict::Pass => Event::GatePassed { entry, gate },
                     GateVerdict::Fail(code, message) => Event::GateFailed {
@@ -360,10 +370,11 @@ impl Shell {
             Effect::StartDuel {
                 entry,
                 challenger,
+                location,
                 king,
+                king_location,
                 seed,
-                ..
-            } => self.duel(entry, challenger, king, seed),
+            } => self.duel(entry, (challenger, location), (king, king_location), seed),
             Effect::Crown {
                 entry,
                 digest,
@@ -378,25 +389,17 @@ impl Shell {
         }
     }
 
-    /// The king's directory in the cache, fetched (from its reign's location, or the
-    /// competition's genesis location) if needed.
-    fn king_dir(&mut self, king: &Digest) -> Result<PathBuf, String> {
+    /// The king's directory in the cache, fetched from `location` (which the core's effect
+    /// carries) if needed.
+    fn king_dir(&mut self, king: &Digest, location: Option<&str>) -> Result<PathBuf, String> {
         if let Some(k) = &self.king {
             if &k.digest == king && k.dir.is_dir() {
                 return Ok(k.dir.clone());
             }
         }
-        let location = self
-            .journal
-            .state()
-            .reigns
-            .iter()
-            .rev()
-            .find(|r| &r.digest == king)
-            .and_then(|r| r.location.clone())
-            .or_else(|| self.cfg.competition.genesis_location.clone())
-            .ok_or_else(|| format!("no location is known for the king {king}"))?;
-        let store = open_store(&location, &self.cfg.s3).map_err(|e| e.to_string())?;
+        let location =
+            location.ok_or_else(|| format!("no location is known for the king {king}"))?;
+        let store = open_store(location, &self.cfg.s3).map_err(|e| e.to_string())?;
         let dir = self
             .cache
             .fetch(
@@ -429,8 +432,9 @@ impl Shell {
         challenger: &Digest,
         location: &str,
         king: &Digest,
+        king_location: Option<&str>,
     ) -> GateVerdict {
-        if let Err(e) = self.king_dir(king) {
+        if let Err(e) = self.king_dir(king, king_location) {
             return GateVerdict::Infra(e);
         }
         let chal_dir = self.cache.path_of(challenger);
@@ -551,8 +555,8 @@ impl Shell {
     fn duel(
         &mut self,
         entry: EntryId,
-        challenger: Digest,
-        king: Digest,
+        (challenger, challenger_location): (Digest, String),
+        (king, king_location): (Digest, Option<String>),
         seed: SeedMaterial,
     ) -> Result<(), ShellError> {
         self.record(Event::DuelStarted {
@@ -560,7 +564,7 @@ impl Shell {
             king,
             seed: seed.clone(),
         })?;
-        let king_dir = match self.king_dir(&king) {
+        let king_dir = match self.king_dir(&king, king_location.as_deref()) {
             Ok(d) => d,
             Err(reason) => {
                 return self.record(Event::InfraFault {
@@ -577,7 +581,23 @@ impl Shell {
             }
             WorkerSpec::Remote { url, token } => {
                 let (url, token) = (url.clone(), token.clone());
-                self.duel_remote(entry, &url, &token, &king, &challenger, &seed)
+                match king_location {
+                    // The worker fetches both models itself: it needs to know where the king is.
+                    None => Ok(Err(DuelFailure::Infra(format!(
+                        "no location is known for the king {king}; a remote worker cannot fetch it"
+                    )))),
+                    Some(king_location) => {
+                        let request = crate::worker::DuelRequest {
+                            competition_sha256: self.cfg.competition.sha256(),
+                            king,
+                            king_location,
+                            challenger,
+                            challenger_location,
+                            seed: seed.clone(),
+                        };
+                        self.duel_remote(entry, &url, &token, &request)
+                    }
+                }
             }
         };
         match result {
@@ -608,10 +628,10 @@ impl Shell {
                     .cfg
                     .verdict_dir()
                     .join(format!("{}-{entry}.json", challenger.hex()));
-                if let Err(e) = write_durably(&path, &bytes) {
+                if let Err(e) = koth_core::fsutil::write_atomic(&path, &bytes) {
                     return self.record(Event::InfraFault {
                         entry,
-                        reason: clip_text(&format!("writing {}: {e}", path.display())),
+                        reason: clip_text(&e.to_string()),
                     });
                 }
                 let summary = summary_of(&verdict, digest, path.display().to_string());
@@ -651,10 +671,7 @@ impl Shell {
         let bundle_path = self.cfg.bundle_path.clone();
         let device = self.cfg.device.clone();
         let dtype = self.cfg.dtype.clone();
-        let deadline = Instant::now() + self.cfg.duel_timeout;
         let holdout_secret = self.cfg.holdout_secret.as_ref().map(|h| h.bytes().to_vec());
-        let stop = self.stop.clone();
-        let mut log_error = None;
         let result = {
             let setup = DuelSetup {
                 competition: &competition,
@@ -662,36 +679,24 @@ impl Shell {
                 bundle_path: &bundle_path,
                 device: &device,
                 dtype: &dtype,
-                deadline: Some(deadline),
                 holdout_secret: holdout_secret.as_deref(),
             };
-            let mut progress = |b: &koth_core::verdict::BoundsAfterBatch| {
-                let event = Event::DuelProgress {
-                    entry,
-                    n: b.n,
-                    mu_hat: finite(b.mu_hat),
-                    lower: finite(b.lower.unwrap_or(b.mu_hat)),
-                    upper: finite(b.upper.unwrap_or(b.mu_hat)),
-                };
-                if let Err(e) = self.record(event) {
-                    log_error = Some(e);
-                    return false;
-                }
-                !stop.load(Ordering::SeqCst)
-            };
+            let mut sink = DuelProgressSink::new(self, entry);
             run_duel(
                 &setup,
                 (king, king_dir),
                 (challenger, chal_dir),
                 seed,
-                &mut progress,
+                &mut sink,
             )
         };
         self.dataset = Some(dataset);
-        if let Some(e) = log_error {
-            return Err(e);
+        match result {
+            Ok(verdict) => Ok(Ok(verdict)),
+            // Logging the progress failed: that is the shell's own error, not the duel's.
+            Err(DuelRunError::Duel(DuelError::Sink(e))) => Err(e),
+            Err(e) => Ok(Err(DuelFailure::from(e))),
         }
-        Ok(result.map_err(DuelFailure::from))
     }
 
     fn duel_remote(
@@ -699,51 +704,19 @@ impl Shell {
         entry: EntryId,
         url: &str,
         token: &str,
-        king: &Digest,
-        challenger: &Digest,
-        seed: &SeedMaterial,
+        request: &crate::worker::DuelRequest,
     ) -> Result<Result<koth_core::verdict::Verdict, DuelFailure>, ShellError> {
-        let king_location = self
-            .journal
-            .state()
-            .reigns
-            .iter()
-            .rev()
-            .find(|r| &r.digest == king)
-            .and_then(|r| r.location.clone())
-            .or_else(|| self.cfg.competition.genesis_location.clone())
-            .unwrap_or_default();
-        let chal_location = self
-            .journal
-            .state()
-            .entries
-            .get(&entry)
-            .map(|e| e.location.clone())
-            .unwrap_or_default();
-        let request = crate::worker::DuelRequest {
-            competition_sha256: self.cfg.competition.sha256(),
-            king: *king,
-            king_location,
-            challenger: *challenger,
-            challenger_location: chal_location,
-            seed: seed.clone(),
-        };
         let timeout = self.cfg.duel_timeout;
         let mut log_error = None;
-        let stop = self.stop.clone();
-        let result = crate::worker::remote_duel(url, token, &request, timeout, &mut |b| {
-            let event = Event::DuelProgress {
-                entry,
-                n: b.n,
-                mu_hat: finite(b.mu_hat),
-                lower: finite(b.lower.unwrap_or(b.mu_hat)),
-                upper: finite(b.upper.unwrap_or(b.mu_hat)),
-            };
-            if let Err(e) = self.record(event) {
+        let mut sink = DuelProgressSink::new(self, entry);
+        let result = crate::worker::remote_duel(url, token, request, timeout, &mut |b| match sink
+            .report(b)
+        {
+            Ok(flow) => flow.is_continue(),
+            Err(e) => {
                 log_error = Some(e);
-                return false;
+                false
             }
-            !stop.load(Ordering::SeqCst)
         });
         if let Some(e) = log_error {
             return Err(e);
@@ -752,7 +725,7 @@ impl Shell {
         // digests, seed, competition) or one whose decision does not follow from its own
         // window losses is our fault, never logged as the miner's verdict.
         Ok(result.and_then(|verdict| {
-            crate::worker::check_worker_verdict(&request, &self.cfg.competition, &verdict)
+            crate::worker::check_worker_verdict(request, &self.cfg.competition, &verdict)
                 .map(|()| verdict)
                 .map_err(|e| {
                     DuelFailure::Infra(format!(
@@ -837,6 +810,64 @@ impl Shell {
     }
 }
 
+/// The shell's view of a running duel (in process, or on a remote worker): every batch's bounds
+/// are logged and published before the next batch runs; a stop request ends the duel, and so
+/// does its deadline (`duel_timeout` from the start).
+struct DuelProgressSink<'s> {
+    shell: &'s mut Shell,
+    entry: EntryId,
+    deadline: Instant,
+}
+
+impl<'s> DuelProgressSink<'s> {
+    fn new(shell: &'s mut Shell, entry: EntryId) -> Self {
+        let deadline = Instant::now() + shell.cfg.duel_timeout;
+        DuelProgressSink {
+            shell,
+            entry,
+            deadline,
+        }
+    }
+
+    /// Log the bounds after one batch; then go on unless the shell is stopping.
+    fn report(&mut self, bounds: &BoundsAfterBatch) -> Result<ControlFlow<Stop>, ShellError> {
+        self.shell.record(progress_event(self.entry, bounds))?;
+        Ok(if self.shell.stop.load(Ordering::SeqCst) {
+            ControlFlow::Break(Stop::Cancelled)
+        } else {
+            ControlFlow::Continue(())
+        })
+    }
+}
+
+impl DuelSink for DuelProgressSink<'_> {
+    type Error = ShellError;
+
+    fn before_batch(&mut self, _batch: u64) -> Result<ControlFlow<Stop>, ShellError> {
+        Ok(if Instant::now() > self.deadline {
+            ControlFlow::Break(Stop::DeadlinePassed)
+        } else {
+            ControlFlow::Continue(())
+        })
+    }
+
+    fn on_batch(&mut self, progress: &Progress) -> Result<ControlFlow<Stop>, ShellError> {
+        self.report(&progress.bounds)
+    }
+}
+
+/// The `duel_progress` event for the bounds after one batch. A bound the rule has not computed
+/// yet stays `None`.
+fn progress_event(entry: EntryId, b: &BoundsAfterBatch) -> Event {
+    Event::DuelProgress {
+        entry,
+        n: b.n,
+        mu_hat: finite(b.mu_hat),
+        lower: b.lower.map(finite),
+        upper: b.upper.map(finite),
+    }
+}
+
 fn finite(x: f64) -> f64 {
     if x.is_finite() {
         x
@@ -872,16 +903,6 @@ fn classify_store_error(e: StoreError, location: &str) -> GateVerdict {
         // A stream cut short, a network or disk error, a busy cache: ours, retried.
         _ => GateVerdict::Infra(format!("fetching from {location}: {msg}")),
     }
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// `koth validator run`: start-up checks, the HTTP feeds on `cfg.listen`, then the loop until

@@ -38,6 +38,7 @@ use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, S3Options
 
 use crate::duel_run::{run_duel, DuelFailure, DuelSetup};
 use crate::event::SeedMaterial;
+use koth_duel::duel::{Progress, ProgressFn};
 
 /// One duel to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +90,80 @@ pub enum WorkerError {
     Cache { path: PathBuf, message: String },
     #[error("the token is empty: give a secret bearer token")]
     EmptyToken,
+    #[error("the worker's async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("--listen {listen}: {source}")]
+    Listen {
+        listen: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Why a duel on a remote worker gave no answer: always our side (the worker, the network, a
+/// timeout), never the miner's.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("worker client: {0}")]
+    Client(String),
+    #[error("worker {url} timed out")]
+    TimedOut { url: String },
+    #[error("worker {url} unreachable: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("worker {url} answered {status}: {body}")]
+    Refused {
+        url: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error("worker {url}: the duel took longer than {timeout:?}")]
+    TooLong { url: String, timeout: Duration },
+    #[error("worker {url}: connection lost: {source}")]
+    ConnectionLost {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("worker {url}: stream ended without a verdict")]
+    StreamEnded { url: String },
+    #[error("worker {url}: bad line: {source}")]
+    BadLine {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("duel on worker {url} cancelled")]
+    Cancelled { url: String },
+    #[error("worker {url}: {message}")]
+    Failed { url: String, message: String },
+}
+
+/// What a remote worker answered: a verdict, or the challenger's own failure.
+enum RemoteAnswer {
+    Verdict(Box<Verdict>),
+    /// The sentence the miner reads.
+    ChallengerFault(String),
+}
+
+/// A worker's verdict that does not answer the request it was sent for.
+#[derive(Debug, thiserror::Error)]
+pub enum VerdictMismatch {
+    #[error("{what}: asked for {asked}, the verdict has {got}")]
+    Field {
+        what: &'static str,
+        asked: String,
+        got: String,
+    },
+    #[error(transparent)]
+    Invalid(#[from] koth_duel::duel::InvalidVerdict),
+    #[error("re-deciding the recorded windows: {0}")]
+    Redecide(#[from] koth_duel::rule::DecideError),
 }
 
 /// The worker's router (bearer token required on every route).
@@ -258,11 +333,12 @@ fn run_request(
     let cfg = &st.cfg;
     let cache = CheckpointCache::open(&cfg.cache_dir, cfg.cache_budget_bytes)
         .map_err(|e| infra(format!("cache: {e}")))?;
-    let fetch = |digest: &Digest, location: &str| -> Result<PathBuf, String> {
+    let fetch = |digest: &Digest, location: &str| -> Result<PathBuf, DuelFailure> {
         let loc: Location = location
             .parse()
-            .map_err(|e| format!("location {location:?}: {e}"))?;
-        let store = BlockingStore::open(&loc, &cfg.s3).map_err(|e| format!("{location}: {e}"))?;
+            .map_err(|e| infra(format!("location {location:?}: {e}")))?;
+        let store =
+            BlockingStore::open(&loc, &cfg.s3).map_err(|e| infra(format!("{location}: {e}")))?;
         cache
             .fetch(
                 &store,
@@ -272,11 +348,11 @@ fn run_request(
                     max_bytes_per_sec: None,
                 },
             )
-            .map_err(|e| format!("fetching {digest} from {location}: {e}"))
+            .map_err(|e| infra(format!("fetching {digest} from {location}: {e}")))
     };
-    let king_dir = fetch(&req.king, &req.king_location).map_err(infra)?;
+    let king_dir = fetch(&req.king, &req.king_location)?;
     let _ = cache.pin(&req.king);
-    let chal_dir = fetch(&req.challenger, &req.challenger_location).map_err(infra)?;
+    let chal_dir = fetch(&req.challenger, &req.challenger_location)?;
     let ds_guard = st
         .dataset
         .lock()
@@ -290,21 +366,20 @@ fn run_request(
         bundle_path: &cfg.bundle_path,
         device: &cfg.device,
         dtype: &cfg.dtype,
-        deadline: None,
         // The worker holds no validator secret: validator.toml refuses a remote worker for a
         // bundle with private sources.
         holdout_secret: None,
     };
-    let mut progress = |b: &BoundsAfterBatch| {
+    let mut sink = ProgressFn(|p: &Progress| {
         // A closed channel means the client went away: stop.
-        tx.blocking_send(WorkerLine::Progress(*b)).is_ok() && !cancel.load(Ordering::SeqCst)
-    };
+        tx.blocking_send(WorkerLine::Progress(p.bounds)).is_ok() && !cancel.load(Ordering::SeqCst)
+    });
     run_duel(
         &setup,
         (&req.king, &king_dir),
         (&req.challenger, &chal_dir),
         &req.seed,
-        &mut progress,
+        &mut sink,
     )
     .map_err(DuelFailure::from)
 }
@@ -322,30 +397,30 @@ pub fn remote_duel(
     progress: &mut dyn FnMut(&BoundsAfterBatch) -> bool,
 ) -> Result<Verdict, DuelFailure> {
     match remote_duel_lines(url, token, request, timeout, progress) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(m)) => Err(DuelFailure::Challenger(m)),
-        Err(e) => Err(DuelFailure::Infra(e)),
+        Ok(RemoteAnswer::Verdict(v)) => Ok(*v),
+        Ok(RemoteAnswer::ChallengerFault(m)) => Err(DuelFailure::Challenger(m)),
+        Err(e) => Err(DuelFailure::Infra(e.to_string())),
     }
 }
 
-/// Ok(Ok(verdict)), Ok(Err(the challenger's fault)), Err(infra reason).
 fn remote_duel_lines(
     url: &str,
     token: &str,
     request: &DuelRequest,
     timeout: Duration,
     progress: &mut dyn FnMut(&BoundsAfterBatch) -> bool,
-) -> Result<Result<Verdict, String>, String> {
+) -> Result<RemoteAnswer, RemoteError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("worker client runtime: {e}"))?;
+        .map_err(|e| RemoteError::Client(format!("runtime: {e}")))?;
+    let url_of = || url.to_string();
     let deadline = Instant::now() + timeout;
     rt.block_on(async {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| format!("worker client: {e}"))?;
+            .map_err(|e| RemoteError::Client(e.to_string()))?;
         let endpoint = format!("{url}/duel");
         let resp = tokio::time::timeout_at(
             deadline.into(),
@@ -356,23 +431,38 @@ fn remote_duel_lines(
                 .send(),
         )
         .await
-        .map_err(|_| format!("worker {url} timed out"))?
-        .map_err(|e| format!("worker {url} unreachable: {e}"))?;
+        .map_err(|_| RemoteError::TimedOut { url: url_of() })?
+        .map_err(|source| RemoteError::Unreachable {
+            url: url_of(),
+            source,
+        })?;
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
-            return Err(format!("worker {url} answered {status}: {}", text.trim()));
+            return Err(RemoteError::Refused {
+                url: url_of(),
+                status,
+                body: text.trim().to_string(),
+            });
         }
         let mut body = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         loop {
             let next = tokio::time::timeout_at(deadline.into(), body.next())
                 .await
-                .map_err(|_| format!("worker {url}: the duel took longer than {timeout:?}"));
+                .map_err(|_| RemoteError::TooLong {
+                    url: url_of(),
+                    timeout,
+                });
             let chunk = match next {
                 Ok(Some(Ok(c))) => c,
-                Ok(Some(Err(e))) => return Err(format!("worker {url}: connection lost: {e}")),
-                Ok(None) => return Err(format!("worker {url}: stream ended without a verdict")),
+                Ok(Some(Err(source))) => {
+                    return Err(RemoteError::ConnectionLost {
+                        url: url_of(),
+                        source,
+                    })
+                }
+                Ok(None) => return Err(RemoteError::StreamEnded { url: url_of() }),
                 Err(e) => {
                     cancel_remote(&client, url, token).await;
                     return Err(e);
@@ -381,18 +471,26 @@ fn remote_duel_lines(
             buf.extend_from_slice(&chunk);
             while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
-                let parsed: WorkerLine = serde_json::from_slice(&line)
-                    .map_err(|e| format!("worker {url}: bad line: {e}"))?;
+                let parsed: WorkerLine =
+                    serde_json::from_slice(&line).map_err(|source| RemoteError::BadLine {
+                        url: url_of(),
+                        source,
+                    })?;
                 match parsed {
                     WorkerLine::Progress(b) => {
                         if !progress(&b) {
                             cancel_remote(&client, url, token).await;
-                            return Err(format!("duel on worker {url} cancelled"));
+                            return Err(RemoteError::Cancelled { url: url_of() });
                         }
                     }
-                    WorkerLine::Verdict(v) => return Ok(Ok(*v)),
-                    WorkerLine::ChallengerFault(m) => return Ok(Err(m)),
-                    WorkerLine::Error(e) => return Err(format!("worker {url}: {e}")),
+                    WorkerLine::Verdict(v) => return Ok(RemoteAnswer::Verdict(v)),
+                    WorkerLine::ChallengerFault(m) => return Ok(RemoteAnswer::ChallengerFault(m)),
+                    WorkerLine::Error(message) => {
+                        return Err(RemoteError::Failed {
+                            url: url_of(),
+                            message,
+                        })
+                    }
                 }
             }
         }
@@ -411,14 +509,20 @@ pub fn check_worker_verdict(
     request: &DuelRequest,
     competition: &Competition,
     v: &Verdict,
-) -> Result<(), String> {
-    fn same<T: PartialEq + std::fmt::Debug>(what: &str, asked: T, got: T) -> Result<(), String> {
+) -> Result<(), VerdictMismatch> {
+    fn same<T: PartialEq + std::fmt::Debug>(
+        what: &'static str,
+        asked: T,
+        got: T,
+    ) -> Result<(), VerdictMismatch> {
         if asked == got {
             Ok(())
         } else {
-            Err(format!(
-                "{what}: asked for {asked:?}, the verdict has {got:?}"
-            ))
+            Err(VerdictMismatch::Field {
+                what,
+                asked: format!("{asked:?}"),
+                got: format!("{got:?}"),
+            })
         }
     }
     same(
@@ -473,8 +577,7 @@ pub fn check_worker_verdict(
         Some(&king),
         competition.duel.batch_size.max(1) as usize,
         boot_seed,
-    )
-    .map_err(|e| format!("re-deciding the recorded windows: {e}"))?;
+    )?;
     same(
         "decision over the recorded windows",
         report.decision,
@@ -493,23 +596,23 @@ async fn cancel_remote(client: &reqwest::Client, url: &str, token: &str) {
 }
 
 /// `koth duel serve`: serve until SIGINT/SIGTERM.
-pub fn serve(listen: std::net::SocketAddr, cfg: WorkerConfig) -> Result<(), String> {
-    let router = worker_router(cfg).map_err(|e| e.to_string())?;
+pub fn serve(listen: std::net::SocketAddr, cfg: WorkerConfig) -> Result<(), WorkerError> {
+    let router = worker_router(cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| format!("runtime: {e}"))?;
+        .map_err(WorkerError::Runtime)?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| format!("--listen {listen}: {e}"))?;
+            .map_err(|source| WorkerError::Listen { listen, source })?;
         tracing::info!(%listen, "eval worker serving");
         axum::serve(listener, router)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await
-            .map_err(|e| format!("serving: {e}"))
+            .map_err(WorkerError::Serve)
     })
 }

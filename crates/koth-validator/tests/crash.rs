@@ -165,8 +165,8 @@ fn next_event(state: &ValidatorState, rng: &mut ChaCha20Rng, chaos: bool) -> Opt
                     entry,
                     n: n + 32,
                     mu_hat: 0.01,
-                    lower: -0.01,
-                    upper: 0.03,
+                    lower: Some(-0.01),
+                    upper: Some(0.03),
                 }
             } else {
                 Event::DuelFinished {

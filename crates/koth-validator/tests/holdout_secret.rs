@@ -214,7 +214,7 @@ fn duels_on_a_private_holdout_use_the_secret_and_the_verdict_records_it() {
             &mut koth_duel::score::ModelScorer::new(load(&parsed.king.path)),
             &mut koth_duel::score::ModelScorer::new(load(&parsed.challenger.path)),
             secret,
-            &mut |_| true,
+            &mut koth_duel::duel::ProgressFn(|_: &koth_duel::duel::Progress| true),
         )
     };
     let again = replay(Some(SECRET.as_bytes())).unwrap();

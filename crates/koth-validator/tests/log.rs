@@ -76,8 +76,8 @@ fn scripted_run(log: &mut EventLog) -> ValidatorState {
                         n: 64,
                         // Values that need every bit of an f64 to round-trip.
                         mu_hat: 0.1 + 0.2,
-                        lower: -1.0 / 3.0,
-                        upper: std::f64::consts::PI / 1e7,
+                        lower: Some(-1.0 / 3.0),
+                        upper: Some(std::f64::consts::PI / 1e7),
                     },
                 );
                 feed(

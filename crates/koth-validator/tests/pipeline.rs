@@ -50,8 +50,8 @@ fn duel(h: &mut Harness, start: &Effect, accepted: bool) -> Vec<Effect> {
         entry,
         n: 32,
         mu_hat: 0.01,
-        lower: -0.5,
-        upper: 0.5,
+        lower: Some(-0.5),
+        upper: Some(0.5),
     });
     h.feed(Event::DuelFinished {
         entry,

@@ -301,8 +301,8 @@ impl Sim {
                 entry: *entry,
                 n: *n,
                 mu_hat: f64::NAN,
-                lower: 0.0,
-                upper: 1.0,
+                lower: Some(0.0),
+                upper: Some(1.0),
             });
         }
         if let Some(Work::Gate {
@@ -427,8 +427,8 @@ impl Sim {
                         entry,
                         n,
                         mu_hat: mu,
-                        lower: mu - 0.01,
-                        upper: mu + 0.01,
+                        lower: Some(mu - 0.01),
+                        upper: Some(mu + 0.01),
                     });
                 } else {
                     self.work = None;

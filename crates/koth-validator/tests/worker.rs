@@ -126,33 +126,48 @@ fn worker_serves_one_authenticated_cancellable_duel_at_a_time() {
     // with the field named.
     check_worker_verdict(&request(better), &competition, &verdict).unwrap();
     let other_request = request(same);
-    let e = check_worker_verdict(&other_request, &competition, &verdict).unwrap_err();
+    let e = check_worker_verdict(&other_request, &competition, &verdict)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("challenger digest"), "{e}");
     let mut reseeded = request(better);
     reseeded.seed.hotkey = "5Other".into();
-    let e = check_worker_verdict(&reseeded, &competition, &verdict).unwrap_err();
+    let e = check_worker_verdict(&reseeded, &competition, &verdict)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("seed material"), "{e}");
     let mut other_game = verdict.clone();
     other_game.competition_sha256 = Some(koth_core::Digest::of(b"another competition"));
-    let e = check_worker_verdict(&request(better), &competition, &other_game).unwrap_err();
+    let e = check_worker_verdict(&request(better), &competition, &other_game)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("competition sha256"), "{e}");
     let mut flipped = verdict.clone();
     flipped.outcome.decision =
         koth_core::verdict::Decision::KeepKing(koth_core::verdict::KeepReason::NMax);
-    let e = check_worker_verdict(&request(better), &competition, &flipped).unwrap_err();
+    let e = check_worker_verdict(&request(better), &competition, &flipped)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("decision"), "{e}");
     let mut tampered = verdict.clone();
     tampered.windows.challenger[0] -= 0.5;
     assert!(check_worker_verdict(&request(better), &competition, &tampered).is_err());
 
     // One at a time: while a long duel runs, another is 409; DELETE cancels it.
+    // The long duel's first progress report says it is running: wait for that, not a fixed time.
+    let (running_tx, running_rx) = std::sync::mpsc::channel();
     let long = {
         let (url, token, req) = (url.clone(), token.clone(), request(same));
         std::thread::spawn(move || {
-            remote_duel(&url, &token, &req, Duration::from_secs(120), &mut |_| true)
+            remote_duel(&url, &token, &req, Duration::from_secs(120), &mut |_| {
+                let _ = running_tx.send(());
+                true
+            })
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    running_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the long duel reports progress");
     rt.block_on(async {
         let c = reqwest::Client::new();
         let mut busy = false;

@@ -135,8 +135,8 @@ fn main() {
                         entry,
                         n: 64 * b,
                         mu_hat: 0.01,
-                        lower: 0.01 - 0.1 / b as f64,
-                        upper: 0.01 + 0.1 / b as f64,
+                        lower: Some(0.01 - 0.1 / b as f64),
+                        upper: Some(0.01 + 0.1 / b as f64),
                     });
                 }
                 if last {

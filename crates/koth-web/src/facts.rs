@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use koth_core::Digest;
-use koth_validator::event::{EntryId, Event, VerdictSummary};
-use koth_validator::log::LoggedEvent;
+use koth_hill::event::{EntryId, Event, VerdictSummary};
+use koth_hill::LoggedEvent;
 
 /// Most batches kept for one duel's trace (n_max / batch size is far below this in any sane
 /// competition; the cap only bounds memory).
@@ -93,13 +93,11 @@ impl LogFacts {
             } => {
                 if let Some(d) = self.duel.as_mut().filter(|d| d.entry == *entry) {
                     if d.points.len() < MAX_TRACE_POINTS {
-                        // The shell reports a bound the rule has not computed yet as μ̂ itself.
-                        let computed = !(lower == mu_hat && upper == mu_hat);
                         d.points.push(TracePoint {
                             n: *n,
                             mu_hat: *mu_hat,
-                            lower: computed.then_some(*lower),
-                            upper: computed.then_some(*upper),
+                            lower: *lower,
+                            upper: *upper,
                             at_unix_ms: at,
                         });
                     }
@@ -172,7 +170,7 @@ mod tests {
             Event::DuelStarted {
                 entry: 3,
                 king,
-                seed: koth_validator::SeedMaterial {
+                seed: koth_hill::SeedMaterial {
                     competition_sha256: Digest::of(b"c"),
                     reveal_block_hash: "h".into(),
                     hotkey: "k".into(),
@@ -182,23 +180,23 @@ mod tests {
                 entry: 3,
                 n: 64,
                 mu_hat: 0.2,
-                lower: 0.2,
-                upper: 0.2,
+                lower: None,
+                upper: None,
             },
             Event::DuelProgress {
                 entry: 3,
                 n: 128,
                 mu_hat: 0.2,
-                lower: 0.1,
-                upper: 0.3,
+                lower: Some(0.1),
+                upper: Some(0.3),
             },
             // Progress of another entry does not belong to this trace.
             Event::DuelProgress {
                 entry: 9,
                 n: 1,
                 mu_hat: 9.0,
-                lower: 9.0,
-                upper: 9.0,
+                lower: Some(9.0),
+                upper: Some(9.0),
             },
             Event::DuelFinished {
                 entry: 3,
@@ -239,7 +237,7 @@ mod tests {
             Event::DuelStarted {
                 entry: 1,
                 king: Digest::of(b"k"),
-                seed: koth_validator::SeedMaterial {
+                seed: koth_hill::SeedMaterial {
                     competition_sha256: Digest::of(b"c"),
                     reveal_block_hash: "h".into(),
                     hotkey: "k".into(),

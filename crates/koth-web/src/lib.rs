@@ -20,4 +20,4 @@ pub mod svg;
 pub mod verdicts;
 
 pub use render::{EmissionRow, EmissionView, PageData};
-pub use server::{parse_hotkey, router, ChainSource, WebConfig, CONTENT_SECURITY_POLICY};
+pub use server::{router, WebConfig, CONTENT_SECURITY_POLICY};

@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 
 use koth_core::competition::{Competition, Delta, DuelTest, RewardPolicy};
 use koth_core::Digest;
-use koth_validator::event::{Gate, Outcome};
-use koth_validator::rules::reward_shares;
-use koth_validator::state::{
+use koth_hill::event::{Gate, Outcome};
+use koth_hill::reward::reward_shares;
+use koth_hill::state::{
     Entry, Finished, GateRecord, GateResult, Phase, QueueClass, Reign, ValidatorState,
 };
 
@@ -22,13 +22,7 @@ use crate::html::{duration_ms, esc, num, short_digest, short_key, signed, url_se
 use crate::svg::{self, Chart, HLine, Series};
 use crate::verdicts::VerdictFacts;
 
-/// Accrued emission of one registered hotkey, as the chain reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EmissionRow {
-    pub uid: u16,
-    pub hotkey: String,
-    pub rao: u64,
-}
+pub use koth_hill::reader::EmissionRow;
 
 /// The chain's emission as far as the dashboard could read it.
 #[derive(Debug, Clone, PartialEq)]
@@ -523,8 +517,8 @@ fn duel_section(d: &PageData) -> String {
                 digest = digest_cell(&e.digest),
                 king = digest_cell(king),
                 mu = signed(progress.as_ref().map(|p| p.mu_hat), 5),
-                lo = signed(progress.as_ref().map(|p| p.lower), 5),
-                hi = signed(progress.as_ref().map(|p| p.upper), 5),
+                lo = signed(progress.as_ref().and_then(|p| p.lower), 5),
+                hi = signed(progress.as_ref().and_then(|p| p.upper), 5),
                 delta_words = esc(&delta_words),
             );
         }

@@ -1,13 +1,13 @@
 //! The dashboard's HTTP side: an `axum::Router` that the validator merges next to its feeds.
 //!
-//! Handlers read the validator's published state snapshot, fold new events from the event log
-//! into [`LogFacts`], read the verdict records the pages show (checked against their digests,
-//! cached once read), read the chain's accrued emission (cached for a few seconds) and hand all
-//! of it to the pure renderers in [`crate::render`]. All file and chain I/O runs on the blocking
-//! pool. Every page carries a Content-Security-Policy that allows this origin only.
+//! Handlers read the validator through a [`HillReader`]: its published state snapshot, new events
+//! from its log (folded into [`LogFacts`]) and the chain's accrued emission (cached for a few
+//! seconds); they read the verdict records the pages show (checked against their digests, cached
+//! once read) and hand all of it to the pure renderers in [`crate::render`]. All file and chain
+//! I/O runs on the blocking pool. Every page carries a Content-Security-Policy that allows this
+//! origin only.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,13 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use koth_chain::{AccountId, Chain, EmbeddedChain};
 use koth_core::competition::Competition;
 use koth_core::Digest;
-use koth_validator::SharedFeed;
+use koth_hill::reader::HillReader;
 
 use crate::facts::LogFacts;
-use crate::render::{self, EmissionRow, EmissionView, PageData};
+use crate::render::{self, EmissionView, PageData};
 use crate::verdicts::{read_verdict, VerdictFacts};
 
 /// The stylesheet and the script, compiled in: the dashboard fetches nothing from elsewhere.
@@ -39,47 +38,19 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 const EMISSION_TTL: Duration = Duration::from_secs(3);
 /// Events read from the log per query while catching up.
 const LOG_PAGE: usize = 5_000;
-/// Longest path segment accepted as a hotkey (an SS58 address is 47–48 characters).
-const MAX_HOTKEY_CHARS: usize = 64;
-
-/// Where the dashboard reads accrued emission from.
-#[derive(Clone)]
-pub enum ChainSource {
-    /// Not shown.
-    None,
-    /// An embedded chain file, opened read-side on first use (and again after a failure).
-    Path(PathBuf),
-    /// A chain handle the caller already holds.
-    Handle(Arc<dyn Chain>),
-}
-
-/// What the dashboard needs besides the validator's feed.
+/// What the dashboard shows: one validator's game.
 #[derive(Clone)]
 pub struct WebConfig {
     pub competition: Competition,
-    /// The validator's event log (`<work_dir>/validator.db`), read-only.
-    pub log_path: PathBuf,
-    pub chain: ChainSource,
-}
-
-impl WebConfig {
-    /// The dashboard of the validator configured by `cfg`.
-    pub fn from_validator(cfg: &koth_validator::ResolvedConfig) -> Self {
-        WebConfig {
-            competition: cfg.competition.clone(),
-            log_path: cfg.log_path(),
-            chain: ChainSource::Path(cfg.chain_path.clone()),
-        }
-    }
+    /// The validator's state, log and chain (koth-validator's `ValidatorReader`).
+    pub reader: Arc<dyn HillReader>,
 }
 
 struct Dashboard {
-    feed: SharedFeed,
     cfg: WebConfig,
     facts: Mutex<LogFacts>,
     /// Verdict records read successfully (they never change: a record is named by its digest).
     verdicts: Mutex<BTreeMap<Digest, VerdictFacts>>,
-    chain: Mutex<Option<Arc<dyn Chain>>>,
     emission: Mutex<Option<(Instant, EmissionView)>>,
 }
 
@@ -95,19 +66,13 @@ fn now_ms() -> i64 {
 }
 
 /// The dashboard's routes: `/`, `/hotkey/{ss58}`, `/static/{koth.css,koth.js,favicon.svg}`, and an
-/// HTML 404 for anything else. Merge it with `koth_validator::api_router` (which serves the
+/// HTML 404 for anything else. Merge it with the validator's feed router (which serves the
 /// feeds the pages link to and the script subscribes to).
-pub fn router(feed: SharedFeed, cfg: WebConfig) -> Router {
-    let chain = match &cfg.chain {
-        ChainSource::Handle(c) => Some(c.clone()),
-        _ => None,
-    };
+pub fn router(cfg: WebConfig) -> Router {
     let dash = Arc::new(Dashboard {
-        feed,
         cfg,
         facts: Mutex::new(LogFacts::default()),
         verdicts: Mutex::new(BTreeMap::new()),
-        chain: Mutex::new(chain),
         emission: Mutex::new(None),
     });
     Router::new()
@@ -204,26 +169,13 @@ async fn hotkey(
             ),
         );
     };
-    match parse_hotkey(&key) {
+    match dash.cfg.reader.canonical_hotkey(&key) {
         Ok(canonical) => render_page(dash, PageKind::Hotkey(canonical), wants_partial(&uri)).await,
-        Err(message) => html(
+        Err(e) => html(
             StatusCode::BAD_REQUEST,
-            render::error_page("Bad address", &message),
+            render::error_page("Bad address", &e.to_string()),
         ),
     }
-}
-
-/// A hotkey from the address bar: an SS58 address, in its canonical spelling.
-pub fn parse_hotkey(text: &str) -> Result<String, String> {
-    let n = text.chars().count();
-    if n == 0 || n > MAX_HOTKEY_CHARS {
-        return Err(format!(
-            "A hotkey is an SS58 address of at most {MAX_HOTKEY_CHARS} characters; this one has {n}."
-        ));
-    }
-    AccountId::from_ss58(text)
-        .map(|a| a.to_ss58())
-        .map_err(|e| format!("{text:?} is not an SS58 address: {e}"))
 }
 
 async fn render_page(dash: Arc<Dashboard>, kind: PageKind, partial: bool) -> Response {
@@ -246,15 +198,8 @@ async fn render_page(dash: Arc<Dashboard>, kind: PageKind, partial: bool) -> Res
 impl Dashboard {
     /// Fold the events logged since the last request into the facts.
     fn refresh_facts(&self, facts: &mut LogFacts) {
-        let log = match koth_validator::log::open_read_only(&self.cfg.log_path) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!("dashboard: reading the event log: {e}");
-                return;
-            }
-        };
         loop {
-            match log.read_from(facts.last_seq + 1, LOG_PAGE) {
+            match self.cfg.reader.events_from(facts.last_seq + 1, LOG_PAGE) {
                 Ok(events) => {
                     for e in &events {
                         facts.fold(e);
@@ -264,7 +209,7 @@ impl Dashboard {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!("dashboard: reading the event log: {e}");
+                    tracing::warn!("dashboard: {e}");
                     return;
                 }
             }
@@ -309,36 +254,15 @@ impl Dashboard {
     }
 
     fn read_emission(&self) -> EmissionView {
-        let mut handle = lock(&self.chain);
-        if handle.is_none() {
-            match &self.cfg.chain {
-                ChainSource::None => return EmissionView::NotConfigured,
-                ChainSource::Handle(c) => *handle = Some(c.clone()),
-                ChainSource::Path(p) => match EmbeddedChain::open(p) {
-                    Ok(c) => *handle = Some(Arc::new(c)),
-                    Err(e) => return EmissionView::Unavailable(e.to_string()),
-                },
-            }
-        }
-        let Some(chain) = handle.as_ref() else {
-            return EmissionView::NotConfigured;
-        };
-        match chain.emission() {
-            Ok(rows) => EmissionView::Rows(
-                rows.into_iter()
-                    .map(|r| EmissionRow {
-                        uid: r.uid,
-                        hotkey: r.hotkey.to_ss58(),
-                        rao: r.rao,
-                    })
-                    .collect(),
-            ),
-            Err(e) => EmissionView::Unavailable(e.to_string()),
+        match self.cfg.reader.emission() {
+            Ok(None) => EmissionView::NotConfigured,
+            Ok(Some(rows)) => EmissionView::Rows(rows),
+            Err(e) => EmissionView::Unavailable(e.detail),
         }
     }
 
     fn render(&self, kind: &PageKind, partial: bool) -> (StatusCode, String) {
-        let state = self.feed.snapshot();
+        let state = self.cfg.reader.state();
         let mut facts = lock(&self.facts);
         self.refresh_facts(&mut facts);
         let verdicts = self.verdict_facts(&render::needed_verdicts(&state, &facts));

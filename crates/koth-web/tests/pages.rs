@@ -17,7 +17,8 @@ use koth_validator::devkit::key;
 use koth_validator::{
     apply, Effect, Event, EventLog, FeedHub, Gate, Reveal, Rules, ValidatorState, VerdictSummary,
 };
-use koth_web::{router, ChainSource, WebConfig, CONTENT_SECURITY_POLICY};
+use koth_validator::{ChainSource, ValidatorReader};
+use koth_web::{router, WebConfig, CONTENT_SECURITY_POLICY};
 
 const GENESIS: &str = "genesis-king";
 
@@ -231,8 +232,8 @@ fn game() -> Game {
                         entry,
                         n: 64 * b,
                         mu_hat: mu,
-                        lower: mu - 0.2 / b as f64,
-                        upper: mu + 0.2 / b as f64,
+                        lower: Some(mu - 0.2 / b as f64),
+                        upper: Some(mu + 0.2 / b as f64),
                     });
                 }
                 if who == dave {
@@ -334,14 +335,14 @@ fn game() -> Game {
 
 fn app(g: &Game) -> axum::Router {
     let feed = FeedHub::new(g.state.clone(), g.log_path.clone());
-    router(
-        feed,
-        WebConfig {
-            competition: competition(),
-            log_path: g.log_path.clone(),
-            chain: ChainSource::Handle(g.chain.clone()),
-        },
-    )
+    router(WebConfig {
+        competition: competition(),
+        reader: Arc::new(ValidatorReader::new(
+            feed,
+            g.log_path.clone(),
+            ChainSource::Handle(g.chain.clone()),
+        )),
+    })
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String, axum::http::HeaderMap) {
@@ -546,14 +547,14 @@ async fn an_unstarted_validator_and_no_chain_render_cleanly() {
     let log_path = dir.path().join("validator.db");
     drop(EventLog::create(&log_path).unwrap());
     let feed = FeedHub::new(ValidatorState::new(), log_path.clone());
-    let app = router(
-        feed,
-        WebConfig {
-            competition: competition(),
+    let app = router(WebConfig {
+        competition: competition(),
+        reader: Arc::new(ValidatorReader::new(
+            feed,
             log_path,
-            chain: ChainSource::Path(dir.path().join("missing-chain.db")),
-        },
-    );
+            ChainSource::Path(dir.path().join("missing-chain.db")),
+        )),
+    });
     let (status, page, _) = get(&app, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("has not started a game yet"));

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
+
+use koth_chain::{Chain, EmbeddedChain, ManualClock};
 
 fn koth(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_koth"))
@@ -32,6 +33,19 @@ fn fails(args: &[&str]) -> String {
 
 fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(args)).unwrap()
+}
+
+/// Seal `blocks` more blocks on the chain at `path` without waiting for their time: a handle
+/// whose clock is at the end of block `head + blocks` reads the chain, and reading seals every
+/// block whose time has come (sealing is lazy and a head is never lowered, so the CLI processes
+/// then see those blocks).
+fn advance_chain(path: &Path, blocks: u64) {
+    let now = EmbeddedChain::open(path).unwrap();
+    let head = now.block().unwrap().number;
+    let p = now.params();
+    let ahead = ManualClock::new(p.genesis_time_ms + (head + blocks) * p.block_time_ms);
+    let chain = EmbeddedChain::open_with_clock(path, Box::new(ahead)).unwrap();
+    assert_eq!(chain.block().unwrap().number, head + blocks);
 }
 
 fn s(p: &Path) -> &str {
@@ -165,8 +179,8 @@ fn keys_and_chain_commands_end_to_end() {
         "0=0.75,1=0.25",
     ]);
 
-    // The commit is included in block b and revealed at b + 2, at most 300 ms after the
-    // commit returned (100 ms blocks); the wait below is longer than that whatever the load.
+    // The commit is included in block b and revealed at b + 2; `advance_chain` seals three
+    // blocks ahead instead of waiting for them.
     // Hiding is shown on a second chain whose reveal delay (1000 blocks = 100 s) no test
     // machine can outlast.
     let slow_path = dir.path().join("slow.db");
@@ -215,7 +229,7 @@ fn keys_and_chain_commands_end_to_end() {
         0,
         "revealed too early: {hidden}"
     );
-    std::thread::sleep(Duration::from_millis(450));
+    advance_chain(&chain_path, 3);
     let reveals = json(&["chain", "reveals", "--chain", chain, "--json"]);
     assert_eq!(reveals[0]["payload"], "v4|hf:org/model|sha256:00|me");
     assert_eq!(reveals[0]["hotkey"].as_str().unwrap(), miner_ss58);
@@ -262,7 +276,7 @@ fn keys_and_chain_commands_end_to_end() {
     for mut c in children {
         assert!(c.wait().unwrap().success());
     }
-    std::thread::sleep(Duration::from_millis(450));
+    advance_chain(&chain_path, 3);
     let all = json(&["chain", "reveals", "--all", "--chain", chain, "--json"]);
     assert_eq!(all.as_array().unwrap().len(), 1 + 4 * 5);
     let verified = json(&["chain", "verify", "--chain", chain, "--json"]);

@@ -119,8 +119,11 @@ fn wait_for(log: &Path, what: &str, secs: u64, ok: impl Fn(&ValidatorState) -> b
             let s = state_of(log);
             panic!(
                 "timed out waiting for {what}; the validator's state: {}",
-                s.map(|s| koth_validator::feed::api_state(&s).to_string())
-                    .unwrap_or_else(|| "(unreadable)".into())
+                s.map(
+                    |s| serde_json::to_string(&koth_validator::feed::api_state(&s))
+                        .unwrap_or_default()
+                )
+                .unwrap_or_else(|| "(unreadable)".into())
             );
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -162,12 +162,12 @@ fn two_miners_train_from_the_genesis_king_and_the_better_one_is_crowned() {
     assert_ne!(good_digest, weak_digest);
 
     // The validator's feed ends with the better challenger as king.
-    let client = FeedClient::new(&feed).unwrap();
+    let client = FeedClient::new(&feed, Duration::from_secs(10)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let state = loop {
         if let Ok(state) = client.state() {
-            let finished = state["history"].as_array().map_or(0, Vec::len);
-            if state["king"]["digest"] == good_digest.to_string().as_str() && finished == 2 {
+            let king = state.king.as_ref().map(|k| k.digest);
+            if king == Some(good_digest) && state.history.len() == 2 {
                 break state;
             }
         }
@@ -180,8 +180,8 @@ fn two_miners_train_from_the_genesis_king_and_the_better_one_is_crowned() {
     validator.kill().unwrap();
     validator.wait().unwrap();
     assert_eq!(
-        state["king"]["hotkey"],
-        net.miners[0].1.account().to_ss58().as_str()
+        state.king.and_then(|k| k.hotkey),
+        Some(net.miners[0].1.account().to_ss58())
     );
 
     // Both challengers beat the king on the held-out source; the better one beats the weaker.

@@ -6,7 +6,14 @@ use std::process::{Command, Output};
 
 use koth_core::npy::{NpyArray, NpyData};
 
-const FAMILIES: [&str; 4] = ["llama-tiny", "qwen2-tiny", "qwen3-tiny", "qwen3moe-tiny"];
+const FAMILIES: [&str; 6] = [
+    "llama-tiny",
+    "qwen2-tiny",
+    "qwen3-tiny",
+    "qwen3moe-tiny",
+    "qwen35-tiny",
+    "qwen35moe-tiny",
+];
 
 fn golden_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -373,10 +373,9 @@ fn run_sample(a: SampleArgs) -> Result<()> {
     let sample = ds
         .sample(&seed, secret.as_deref(), a.n, a.seq_len)
         .with_context(|| format!("sampling {}", a.bundle.display()))?;
-    // Stream the windows into the array file in batches.
-    let tmp = a.out.with_extension("partial");
-    {
-        let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    // Stream the windows into the array file in batches, published durably and atomically.
+    koth_core::fsutil::write_atomic_with(&a.out, |tmp: &Path| -> Result<()> {
+        let f = File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let mut w = BufWriter::new(f);
         w.write_all(&encode_header(
             NpyDtype::U32,
@@ -390,12 +389,10 @@ fn run_sample(a: SampleArgs) -> Result<()> {
             }
             w.write_all(&bytes)?;
         }
-        w.into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, &a.out).with_context(|| format!("writing --out {}", a.out.display()))?;
+        w.flush()
+            .with_context(|| format!("writing {}", tmp.display()))
+    })
+    .with_context(|| format!("writing --out {}", a.out.display()))?;
     if let Some(path) = &a.windows_out {
         let names: Vec<&str> = ds
             .bundle()

@@ -40,6 +40,10 @@ pub enum DevnetCommand {
 pub enum FamilyArg {
     Llama,
     Qwen3,
+    /// The Qwen3.5 hybrid: gated DeltaNet layers with a gated attention layer every 4th (and
+    /// last) layer; config.json `model_type` `qwen3_5_text`.
+    #[value(name = "qwen3_5")]
+    Qwen35,
 }
 
 #[derive(Args)]
@@ -181,6 +185,7 @@ fn run_devnet(a: RunArgs) -> Result<()> {
             family: match a.family {
                 FamilyArg::Llama => "llama".into(),
                 FamilyArg::Qwen3 => "qwen3".into(),
+                FamilyArg::Qwen35 => "qwen3_5_text".into(),
             },
             hidden_size: a.hidden,
             intermediate_size: a.hidden * 3,

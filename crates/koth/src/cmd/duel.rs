@@ -11,7 +11,9 @@ use koth_core::npy::NpyArray;
 use koth_core::verdict::{Decision, DuelModel, EffectFloor, RuleSpec, ScoringSetup, Verdict};
 use koth_core::Digest;
 use koth_data::Dataset;
-use koth_duel::duel::{check_verdict, compare, run_duel, setup_of, DuelSetup, Progress};
+use koth_duel::duel::{
+    check_verdict, compare, run_duel, setup_of, DuelSetup, Progress, ProgressFn,
+};
 use koth_duel::rule::{bootstrap_seed, decide};
 use koth_duel::score::ModelScorer;
 use koth_duel::simulate::{self, Distribution, PresetParams};
@@ -355,7 +357,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         &mut ModelScorer::new(king),
         &mut ModelScorer::new(challenger),
         secret.as_deref(),
-        &mut print_progress,
+        &mut ProgressFn(print_progress),
     )
     .context("running the duel")?;
     let mut json = serde_json::to_vec_pretty(&verdict).context("encoding the verdict")?;
@@ -448,7 +450,7 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         &mut ModelScorer::new(king),
         &mut ModelScorer::new(challenger),
         secret.as_deref(),
-        &mut print_progress,
+        &mut ProgressFn(print_progress),
     )
     .context("re-running the duel")?;
     let differences = compare(&recorded, &again);

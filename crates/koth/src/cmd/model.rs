@@ -176,20 +176,11 @@ fn load(model: &Path, device: &str, dtype: &str) -> Result<Model> {
     Model::load(model, dtype, &device).with_context(|| format!("--model {}", model.display()))
 }
 
-/// Write `write` into a sibling temporary file and rename it over `out`, so a failure never
-/// leaves a half-written output.
+/// Write `out` through `write` with [`koth_core::fsutil::write_atomic_with`]: a failure never
+/// leaves a half-written output, and a finished one is fsynced with its directory.
 fn write_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = out
-        .file_name()
-        .with_context(|| format!("--out {}: not a file path", out.display()))?;
-    let tmp = out.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    let result = write(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, out).with_context(|| format!("--out {}", out.display()))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    koth_core::fsutil::write_atomic_with(out, write)
+        .with_context(|| format!("--out {}", out.display()))
 }
 
 /// `--path`: `auto` is the model's own choice for the operation at hand.

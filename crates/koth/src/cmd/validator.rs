@@ -36,9 +36,17 @@ pub fn run(cmd: ValidatorCommand) -> Result<()> {
         ValidatorCommand::Run { config } => {
             let cfg = koth_validator::ValidatorConfig::load(&config)?;
             // The dashboard (koth-web) is served next to the feeds, on the same listener.
-            let web = koth_web::WebConfig::from_validator(&cfg);
-            koth_validator::shell::run_validator_with(cfg, move |feed| koth_web::router(feed, web))
-                .with_context(|| format!("validator ({})", config.display()))?;
+            let reader_cfg = cfg.clone();
+            koth_validator::shell::run_validator_with(cfg, move |feed| {
+                koth_web::router(koth_web::WebConfig {
+                    competition: reader_cfg.competition.clone(),
+                    reader: std::sync::Arc::new(koth_validator::ValidatorReader::of_validator(
+                        &reader_cfg,
+                        feed,
+                    )),
+                })
+            })
+            .with_context(|| format!("validator ({})", config.display()))?;
             Ok(())
         }
         ValidatorCommand::Status { log, config, json } => {

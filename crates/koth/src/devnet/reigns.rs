@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use anyhow::Context;
 use koth_core::Digest;
 use koth_data::Dataset;
 use koth_model::{DType, Device, Model, TokenIds};
@@ -135,27 +136,27 @@ pub fn score_kings(
     seq_len: u32,
     n: u64,
     kings_dir: &Path,
-) -> Result<usize, String> {
+) -> anyhow::Result<usize> {
     let dataset = Dataset::open(holdout_bundle)
-        .map_err(|e| format!("opening {}: {e}", holdout_bundle.display()))?;
+        .with_context(|| format!("opening {}", holdout_bundle.display()))?;
     let sample = dataset
         .sample(SCORE_SEED, Some(secret), n, seq_len)
-        .map_err(|e| format!("drawing the scoring windows: {e}"))?;
+        .context("drawing the scoring windows")?;
     let windows = sample.windows.len();
     let batches: Vec<Vec<u32>> = sample
         .windows
         .chunks(32)
         .map(|c| dataset.read_windows(c))
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("reading the scoring windows: {e}"))?;
-    std::fs::create_dir_all(kings_dir).map_err(|e| format!("{}: {e}", kings_dir.display()))?;
+        .context("reading the scoring windows")?;
+    std::fs::create_dir_all(kings_dir).with_context(|| kings_dir.display().to_string())?;
     for row in rows.iter_mut() {
         let location = row.location.as_deref().unwrap_or(genesis_location);
         let loc: Location = location
             .parse()
-            .map_err(|e| format!("reign {} location {location:?}: {e}", row.reign))?;
+            .with_context(|| format!("reign {} location {location:?}", row.reign))?;
         let store = BlockingStore::open(&loc, &S3Options::default())
-            .map_err(|e| format!("opening {location}: {e}"))?;
+            .with_context(|| format!("opening {location}"))?;
         let dir = kings_dir.join(row.digest.hex());
         store
             .get(
@@ -166,23 +167,23 @@ pub fn score_kings(
                     max_bytes_per_sec: None,
                 },
             )
-            .map_err(|e| format!("fetching king {} from {location}: {e}", row.digest))?;
+            .with_context(|| format!("fetching king {} from {location}", row.digest))?;
         let model = Model::load(&dir, DType::F32, &Device::Cpu)
-            .map_err(|e| format!("loading king {}: {e}", row.digest))?;
+            .with_context(|| format!("loading king {}", row.digest))?;
         let mut sum = 0.0f64;
         let mut count = 0usize;
         for tokens in &batches {
             let rows_in_batch = tokens.len() / seq_len as usize;
             let ids = TokenIds::new(tokens.clone(), rows_in_batch, seq_len as usize)
-                .map_err(|e| e.to_string())?;
+                .context("shaping the scoring windows")?;
             let losses = model
                 .sequence_losses(&ids)
-                .map_err(|e| format!("scoring king {}: {e}", row.digest))?;
+                .with_context(|| format!("scoring king {}", row.digest))?;
             sum += losses.iter().map(|l| f64::from(*l)).sum::<f64>();
             count += losses.len();
         }
         if count == 0 {
-            return Err("no scoring windows".into());
+            anyhow::bail!("no scoring windows");
         }
         row.heldout_loss = Some(sum / count as f64);
     }

@@ -11,9 +11,10 @@ use anyhow::{bail, Context, Result};
 use super::corpus::{self, BuildOptions, Corpus};
 use super::reigns;
 use super::schedule::{self, TrainBase};
-use super::status::{self, FeedClient};
+use super::status;
 use super::supervise::{self, ChildSpec, Supervised};
 use super::workspace::{self, DuelSpec, ModelShape, NetworkSpec, Workspace};
+use koth_miner::follow::FeedClient;
 
 /// Everything a run needs (the CLI fills it).
 #[derive(Debug, Clone)]
@@ -122,8 +123,8 @@ pub fn run(opts: &DevnetOptions) -> Result<DevnetReport> {
         threads: opts.threads,
     };
     let feed_base = format!("http://127.0.0.1:{}", opts.port);
-    let feed = FeedClient::new(feed_base.clone()).map_err(anyhow::Error::msg)?;
-    if feed.state().is_some() {
+    let feed = FeedClient::new(&feed_base, Duration::from_secs(3))?;
+    if feed.fetch_state().is_ok() {
         bail!(
             "something already answers on port {} ({feed_base}/api/state): another devnet or \
              validator? Stop it or pass --port",
@@ -206,7 +207,7 @@ pub fn run(opts: &DevnetOptions) -> Result<DevnetReport> {
         }
         if Instant::now() >= next_summary {
             next_summary = Instant::now() + opts.summary_every;
-            let state = feed.state();
+            let state = feed.fetch_state().ok();
             let progress: Vec<_> = miners
                 .iter_mut()
                 .enumerate()
@@ -256,7 +257,6 @@ pub fn run(opts: &DevnetOptions) -> Result<DevnetReport> {
         opts.score_windows,
         &ws.root.join("kings"),
     )
-    .map_err(anyhow::Error::msg)
     .context("scoring the kings")?;
     let table = reigns::format_table(&rows, scored);
     let decreasing = reigns::strictly_decreasing(&rows);
@@ -299,7 +299,7 @@ fn wait_for_validator(validator: &mut Supervised, feed: &FeedClient) -> Result<(
                 supervise::tail(&validator.log, 20)
             );
         }
-        if feed.state().is_some() {
+        if feed.fetch_state().is_ok() {
             return Ok(());
         }
         if supervise::stop_requested() {

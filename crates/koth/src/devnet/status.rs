@@ -1,11 +1,12 @@
 //! The live summary: one line every few seconds, from the validator's `/api/state` and each
-//! miner's `attempts.jsonl`. Formatting is pure (tested on recorded shapes); fetching is a
-//! small HTTP client on a current-thread runtime.
+//! miner's `attempts.jsonl`. Formatting is pure; the feed is read by the miner's feed client
+//! (`koth_miner::follow::FeedClient`) into the type the validator writes it from.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use koth_validator::feed::{PhaseView, StateFeed};
 use serde_json::Value;
 
 /// What one miner has done so far, from its `attempts.jsonl`.
@@ -57,49 +58,48 @@ fn short_elapsed(d: Duration) -> String {
 /// One summary line from `/api/state` (`None`: not reachable yet) and the miners.
 pub fn summary_line(
     elapsed: Duration,
-    state: Option<&Value>,
+    state: Option<&StateFeed>,
     names: &BTreeMap<String, String>,
     miners: &[(String, MinerProgress, bool)],
 ) -> String {
     let mut parts = vec![format!("[{}]", short_elapsed(elapsed))];
+    let name_of = |h: &str| names.get(h).cloned().unwrap_or_else(|| h.to_string());
     match state {
         None => parts.push("validator: not answering yet".into()),
         Some(s) => {
-            parts.push(format!("block {}", s["block"].as_u64().unwrap_or(0)));
-            let king = &s["king"];
-            let holder = king["hotkey"].as_str().map_or_else(
-                || "genesis".to_string(),
-                |h| names.get(h).cloned().unwrap_or_else(|| h.to_string()),
-            );
+            parts.push(format!("block {}", s.block));
+            let holder = s
+                .king
+                .as_ref()
+                .and_then(|k| k.hotkey.as_deref())
+                .map_or_else(|| "genesis".to_string(), name_of);
             parts.push(format!(
                 "king r{} ({holder})",
-                king["reign"].as_u64().unwrap_or(0)
+                s.king.as_ref().map_or(0, |k| k.reign)
             ));
-            parts.push(format!(
-                "queue {}",
-                s["queue"].as_array().map_or(0, Vec::len)
-            ));
-            let cur = &s["current"];
-            let now = match cur["phase"].as_str() {
-                Some("duel") => {
-                    let who = cur["hotkey"]
-                        .as_str()
-                        .and_then(|h| names.get(h).cloned())
+            parts.push(format!("queue {}", s.queue.len()));
+            let now = match s.current.as_ref().map(|c| (c, &c.phase)) {
+                Some((c, PhaseView::Duel { progress, .. })) => {
+                    let who = names
+                        .get(&c.entry.hotkey)
+                        .cloned()
                         .unwrap_or_else(|| "?".into());
-                    match cur["progress"].as_object() {
+                    let bound =
+                        |b: Option<f64>| b.map_or_else(|| "…".to_string(), |b| format!("{b:+.4}"));
+                    match progress {
                         Some(p) => format!(
-                            "duel {who}: n {} μ̂ {:+.4} [{:+.4}, {:+.4}]",
-                            p.get("n").and_then(Value::as_u64).unwrap_or(0),
-                            p.get("mu_hat").and_then(Value::as_f64).unwrap_or(0.0),
-                            p.get("lower").and_then(Value::as_f64).unwrap_or(0.0),
-                            p.get("upper").and_then(Value::as_f64).unwrap_or(0.0),
+                            "duel {who}: n {} μ̂ {:+.4} [{}, {}]",
+                            p.n,
+                            p.mu_hat,
+                            bound(p.lower),
+                            bound(p.upper),
                         ),
                         None => format!("duel {who}: loading"),
                     }
                 }
-                Some("gate") => format!("gate {}", cur["gate"].as_str().unwrap_or("?")),
-                Some("crowning") => "crowning".into(),
-                _ => "idle".into(),
+                Some((_, PhaseView::Gate { gate, .. })) => format!("gate {}", gate.name()),
+                Some((_, PhaseView::Crowning { .. })) => "crowning".into(),
+                None => "idle".into(),
             };
             parts.push(now);
         }
@@ -126,46 +126,12 @@ pub fn summary_line(
     parts.join(" · ").replace(" · |", " |")
 }
 
-/// A small client of the validator's feeds.
-pub struct FeedClient {
-    runtime: tokio::runtime::Runtime,
-    client: reqwest::Client,
-    base: String,
-}
-
-impl FeedClient {
-    pub fn new(base: String) -> Result<Self, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("HTTP runtime: {e}"))?;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(Self {
-            runtime,
-            client,
-            base,
-        })
-    }
-
-    /// `GET /api/state`, or `None` when the validator does not answer.
-    pub fn state(&self) -> Option<Value> {
-        let url = format!("{}/api/state", self.base);
-        self.runtime.block_on(async {
-            let resp = self.client.get(&url).send().await.ok()?;
-            if !resp.status().is_success() {
-                return None;
-            }
-            resp.json::<Value>().await.ok()
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use koth_core::Digest;
+    use koth_validator::feed::api_state;
+    use koth_validator::ValidatorState;
 
     #[test]
     fn attempts_are_counted_and_the_last_outcome_named() {
@@ -192,13 +158,29 @@ mod tests {
     #[test]
     fn a_summary_line_shows_the_king_the_queue_the_duel_and_the_miners() {
         let names: BTreeMap<String, String> = [("5Hot".to_string(), "miner-2".to_string())].into();
-        let state = serde_json::json!({
-            "block": 42,
-            "king": {"reign": 3, "hotkey": "5Hot"},
-            "queue": [{}, {}],
-            "current": {"phase": "duel", "hotkey": "5Hot",
-                        "progress": {"n": 64, "mu_hat": 0.125, "lower": 0.05, "upper": 0.2}},
-        });
+        let entry = |hotkey: &str, n: u8| {
+            serde_json::json!({"entry": n, "hotkey": hotkey, "uid": n, "digest": Digest::of(&[n]),
+                               "location": "file:///s", "commit_block": 1, "reveal_block": 2,
+                               "retries": 0})
+        };
+        let mut state = serde_json::to_value(api_state(&ValidatorState::new())).unwrap();
+        state["block"] = 42.into();
+        state["king"] = serde_json::json!({"reign": 3, "digest": Digest::of(b"k"),
+            "hotkey": "5Hot", "uid": 1, "location": null, "entry": 1, "block": 40,
+            "block_hash": null});
+        let mut queued = entry("5A", 2);
+        queued["position"] = 1.into();
+        queued["class"] = "normal".into();
+        state["queue"] = serde_json::json!([queued.clone(), queued]);
+        let mut current = entry("5Hot", 3);
+        current["gates"] = serde_json::json!([]);
+        current["phase"] = "duel".into();
+        current["king"] = serde_json::to_value(Digest::of(b"k")).unwrap();
+        current["running"] = true.into();
+        current["progress"] =
+            serde_json::json!({"n": 64, "mu_hat": 0.125, "lower": 0.05, "upper": 0.2});
+        state["current"] = current;
+        let state: StateFeed = serde_json::from_value(state).unwrap();
         let miners = vec![
             (
                 "miner-1".to_string(),
@@ -224,7 +206,11 @@ mod tests {
         ] {
             assert!(line.contains(want), "{want:?} missing in {line}");
         }
-        let idle = serde_json::json!({"block": 1, "king": {"reign": 0, "hotkey": null}, "queue": [], "current": null});
+        let mut idle = serde_json::to_value(api_state(&ValidatorState::new())).unwrap();
+        idle["block"] = 1.into();
+        idle["king"] = serde_json::json!({"reign": 0, "digest": Digest::of(b"g"), "hotkey": null,
+            "uid": null, "location": null, "entry": null, "block": 0, "block_hash": null});
+        let idle: StateFeed = serde_json::from_value(idle).unwrap();
         let line = summary_line(Duration::ZERO, Some(&idle), &names, &[]);
         assert!(
             line.contains("king r0 (genesis)") && line.contains("idle"),

@@ -54,7 +54,7 @@ pub enum WorkspaceError {
 /// The model's structure (the vocabulary comes from the corpus).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelShape {
-    /// `llama` or `qwen3`.
+    /// The config's `model_type`: `llama`, `qwen3`, or `qwen3_5_text` (the Qwen3.5 hybrid).
     pub family: String,
     pub hidden_size: u32,
     pub intermediate_size: u32,
@@ -173,6 +173,49 @@ pub fn model_config_json(shape: &ModelShape, vocab: u32, seq_len: u32) -> serde_
     if shape.family == "qwen3" {
         v["attention_bias"] = serde_json::json!(false);
     }
+    if shape.family == "qwen3_5_text" {
+        // Qwen3.5's layout at devnet size: a gated attention layer every 4th layer and always
+        // last (so even a 2-layer king has both mixers), gated DeltaNet elsewhere with value
+        // heads of 32 dims, twice as many as its key heads; attention rotates a quarter of each
+        // head, as Qwen3.5 does (64 of 256).
+        let layers = shape.layers as usize;
+        let layer_types: Vec<&str> = (0..layers)
+            .map(|i| {
+                if (i + 1) % 4 == 0 || i + 1 == layers {
+                    "full_attention"
+                } else {
+                    "linear_attention"
+                }
+            })
+            .collect();
+        let value_heads = shape.heads.max(1);
+        let key_heads = if value_heads.is_multiple_of(2) {
+            value_heads / 2
+        } else {
+            value_heads
+        };
+        let o = v.as_object_mut().expect("a JSON object");
+        o.remove("rope_theta");
+        o.insert("attention_bias".into(), serde_json::json!(false));
+        o.insert("layer_types".into(), serde_json::json!(layer_types));
+        o.insert(
+            "linear_num_value_heads".into(),
+            serde_json::json!(value_heads),
+        );
+        o.insert("linear_num_key_heads".into(), serde_json::json!(key_heads));
+        o.insert("linear_key_head_dim".into(), serde_json::json!(32));
+        o.insert("linear_value_head_dim".into(), serde_json::json!(32));
+        o.insert("linear_conv_kernel_dim".into(), serde_json::json!(4));
+        o.insert("partial_rotary_factor".into(), serde_json::json!(0.25));
+        o.insert(
+            "rope_parameters".into(),
+            serde_json::json!({
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "partial_rotary_factor": 0.25
+            }),
+        );
+    }
     v
 }
 
@@ -191,6 +234,21 @@ pub fn locked_keys(config: &serde_json::Value) -> Vec<String> {
         "tie_word_embeddings",
         "head_dim",
         "attention_bias",
+        // The Qwen3.5 hybrid's structure.
+        "layer_types",
+        "full_attention_interval",
+        "linear_num_value_heads",
+        "linear_num_key_heads",
+        "linear_key_head_dim",
+        "linear_value_head_dim",
+        "linear_conv_kernel_dim",
+        "partial_rotary_factor",
+        "rope_parameters",
+        "attn_output_gate",
+        "num_experts",
+        "num_experts_per_tok",
+        "moe_intermediate_size",
+        "shared_expert_intermediate_size",
     ]
     .iter()
     .filter(|k| config.get(**k).is_some())
@@ -777,6 +835,51 @@ mod tests {
         };
         koth_model::ModelConfig::from_json(&model_config_json(&q, 1024, 128).to_string(), "q")
             .unwrap();
+    }
+
+    #[test]
+    fn the_qwen35_genesis_config_is_a_hybrid_with_both_mixers_and_locks_its_structure() {
+        let s = spec();
+        for layers in [1u32, 2, 4, 6] {
+            let shape = ModelShape {
+                family: "qwen3_5_text".into(),
+                layers,
+                ..s.model.clone()
+            };
+            let json = model_config_json(&shape, 1024, 128);
+            let c = koth_model::ModelConfig::from_json(&json.to_string(), "q35").unwrap();
+            assert_eq!(c.family, koth_model::Family::Qwen35);
+            let h = c.hybrid.as_ref().unwrap();
+            assert_eq!(
+                h.layer_types.last(),
+                Some(&koth_model::MixerKind::FullAttention),
+                "{layers} layers: the last layer is gated attention"
+            );
+            if layers > 1 {
+                assert!(h
+                    .layer_types
+                    .contains(&koth_model::MixerKind::LinearAttention));
+            }
+            assert_eq!(h.rotary_dim, 8);
+            let locked = locked_keys(&json);
+            for k in [
+                "layer_types",
+                "linear_num_value_heads",
+                "partial_rotary_factor",
+            ] {
+                assert!(locked.iter().any(|x| x == k), "{k} is locked");
+            }
+            let text = competition_toml(
+                &s,
+                &Digest::of(b"king"),
+                "file:///ws/store",
+                5,
+                &shape.family,
+                &locked,
+            );
+            let comp = koth_core::competition::Competition::from_toml_str(&text).unwrap();
+            assert_eq!(comp.architecture.family, "qwen3_5_text");
+        }
     }
 
     #[test]

@@ -101,8 +101,9 @@ pub enum Phase {
 pub struct DuelBounds {
     pub n: u64,
     pub mu_hat: f64,
-    pub lower: f64,
-    pub upper: f64,
+    /// `None` until the rule has computed the bound.
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
 }
 
 /// One holder of the crown. Reign 0 is the genesis king.
@@ -243,14 +244,6 @@ impl ValidatorState {
     pub fn active_entry(&self) -> Option<(&Entry, &Phase)> {
         let a = self.active.as_ref()?;
         Some((self.entries.get(&a.entry)?, &a.phase))
-    }
-
-    /// The weights the reward policy gives now.
-    pub fn expected_weights(&self) -> Vec<Weight> {
-        match &self.rules {
-            Some(r) => crate::rules::reward_weights(&r.reward, &self.reigns),
-            None => Vec::new(),
-        }
     }
 
     /// Whether the queue is paused after an infrastructure fault at the current block.

@@ -20,7 +20,19 @@ pub const MAX_TEXT_BYTES: usize = 4096;
 /// `text` cut to at most [`MAX_TEXT_BYTES`] at a character boundary, for the shell to put into
 /// a gate message or fault reason (longer text makes the event refused).
 pub fn clip_text(text: &str) -> String {
-    crate::core::truncate(text, MAX_TEXT_BYTES).to_string()
+    truncate(text, MAX_TEXT_BYTES).to_string()
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Most blocks the queue pauses after an infrastructure fault (the pause doubles per retry).
@@ -79,7 +91,7 @@ pub struct Reveal {
     pub block_hash: String,
 }
 
-/// The checks between intake and the duel, cheapest first (DESIGN §5).
+/// The checks between intake and the duel, cheapest first (PROTOCOL §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gate {
@@ -150,7 +162,7 @@ impl Gate {
     }
 }
 
-/// Everything a duel's sample seed is derived from (DESIGN §6).
+/// Everything a duel's sample seed is derived from (PROTOCOL §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedMaterial {
@@ -229,12 +241,15 @@ pub enum Event {
         king: Digest,
         seed: SeedMaterial,
     },
+    /// The running duel's statistics after a batch: windows scored, μ̂, and the confidence
+    /// bounds the rule has computed so far (`None` until it has: the first batches, or a rule
+    /// that reports no bounds before it decides).
     DuelProgress {
         entry: EntryId,
         n: u64,
         mu_hat: f64,
-        lower: f64,
-        upper: f64,
+        lower: Option<f64>,
+        upper: Option<f64>,
     },
     DuelFinished {
         entry: EntryId,
@@ -264,6 +279,15 @@ pub enum Event {
         block: u64,
         weights: Vec<Weight>,
     },
+}
+
+/// One row of the validator's event log: its sequence number (from 1, gapless), when it was
+/// appended, and the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    pub seq: i64,
+    pub at_unix_ms: i64,
+    pub event: Event,
 }
 
 impl Event {
@@ -318,15 +342,23 @@ pub enum Effect {
         entry: EntryId,
         gate: Gate,
         challenger: Digest,
+        /// Where the challenger is stored (from its commitment).
         location: String,
         king: Digest,
+        /// Where the king is stored (its reign's location; the competition's genesis location
+        /// for the genesis king). `None`: nowhere is known, so the king can be used only if it
+        /// is already cached.
+        king_location: Option<String>,
     },
     /// Duel the entry against the king (append `DuelStarted` first).
     StartDuel {
         entry: EntryId,
         challenger: Digest,
+        /// Where the challenger is stored (from its commitment).
         location: String,
         king: Digest,
+        /// Where the king is stored, as for [`Effect::RunGate`].
+        king_location: Option<String>,
         seed: SeedMaterial,
     },
     /// Make the entry king (pin its checkpoint, read the chain head), then append `Crowned`.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use koth_core::competition::RewardPolicy;
 
 use crate::event::Weight;
-use crate::state::Reign;
+use crate::state::{Reign, ValidatorState};
 
 /// Weights per hotkey under `policy`, given every reign so far (genesis first, the king last).
 ///
@@ -37,6 +37,16 @@ pub fn reward_weights(policy: &RewardPolicy, reigns: &[Reign]) -> Vec<Weight> {
             weight: w / total,
         })
         .collect()
+}
+
+impl ValidatorState {
+    /// The weights the reward policy gives now (empty before `started`).
+    pub fn expected_weights(&self) -> Vec<Weight> {
+        match &self.rules {
+            Some(r) => reward_weights(&r.reward, &self.reigns),
+            None => Vec::new(),
+        }
+    }
 }
 
 /// One reign's part in the current reward, before normalisation: why a hotkey is paid.

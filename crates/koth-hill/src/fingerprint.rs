@@ -1,4 +1,4 @@
-//! Gate 5's trainability probe and gate 6's behavioural fingerprint (DESIGN §5), as pure
+//! Gate 5's trainability probe and gate 6's behavioural fingerprint (PROTOCOL §5), as pure
 //! functions: the secret probe set, the fingerprint record and its digest, the Jensen–Shannon
 //! distance, and the two verdicts. Running the models is the shell's (`gate_run`).
 //!
@@ -468,7 +468,7 @@ pub fn check_trainability(
             "trainability probe: one backward step gives NaN/Inf gradients for {} tensors \
              (first: {:?})",
             challenger.non_finite.len(),
-            crate::core::truncate(&challenger.non_finite[0], 120)
+            crate::event::truncate(&challenger.non_finite[0], 120)
         )));
     }
     let ratio = challenger.global_norm / king.global_norm;
@@ -476,7 +476,7 @@ pub fn check_trainability(
         let largest = challenger
             .largest
             .as_ref()
-            .map(|(n, v)| format!("; largest: {:?} at {v:.3e}", crate::core::truncate(n, 120)))
+            .map(|(n, v)| format!("; largest: {:?} at {v:.3e}", crate::event::truncate(n, 120)))
             .unwrap_or_default();
         return Err(refuse(format!(
             "trainability probe: the gradient norm on the probe tokens is {:.3e}, {ratio:.2}× \

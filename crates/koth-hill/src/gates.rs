@@ -6,7 +6,7 @@
 //! [`GateError::Undecidable`] when our side lacks what the check needs — the king's config
 //! misses a locked key, a statistic was not computed. The shell reports an undecidable gate as
 //! an infrastructure fault: the entry goes back to the head of the queue. Nothing here ever
-//! answers "nothing to compare, pass" (DESIGN §9).
+//! answers "nothing to compare, pass" (PROTOCOL §9).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use koth_core::checkpoint::file_policy;
-use koth_core::competition::{ArchitectureLock, SAFETENSORS_DTYPES};
+use koth_core::competition::ArchitectureLock;
 use koth_core::RejectCode;
 
-use crate::core::truncate;
+use crate::event::truncate;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GateError {
@@ -327,164 +327,42 @@ pub struct TensorEntry {
     pub end: u64,
 }
 
-/// Largest safetensors header accepted (the reference implementation's own limit).
-pub const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
-
-fn dtype_bytes(dtype: &str) -> Option<u64> {
-    Some(match dtype {
-        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
-        "I16" | "U16" | "F16" | "BF16" => 2,
-        "I32" | "U32" | "F32" => 4,
-        "I64" | "F64" => 8,
-        _ => return None,
-    })
-}
+/// Largest safetensors header accepted: the one header parser's limit.
+pub use koth_core::safetensors::MAX_HEADER_BYTES;
 
 /// Parse the header of a safetensors file `file` (named in messages) of `file_len` bytes, given
-/// at least its first `8 + header length` bytes in `head`. Every bound is checked: the header
-/// fits the file, dtypes are known, each tensor's byte range matches its shape, and the ranges
-/// tile the data section exactly (no overlap, no gap, nothing after).
+/// at least its first `8 + header length` bytes in `head`, with the workspace's one header parser
+/// ([`koth_core::safetensors::parse_header`], which the model loader uses too, so the gate and
+/// the loader accept exactly the same files). Every bound is checked there: the header fits the
+/// file and the size cap, no key twice, known dtypes, each tensor's byte range matches its
+/// shape, and the ranges tile the data section exactly. A bad header is the checkpoint's
+/// `tensors_mismatch`; fewer bytes than the header needs is the reader's fault (undecidable).
 pub fn parse_safetensors_header(
     file: &str,
     head: &[u8],
     file_len: u64,
 ) -> Result<Vec<TensorEntry>, GateError> {
-    let bad = |what: String| {
-        GateError::refused(
-            RejectCode::TensorsMismatch,
-            format!("{}: {what}", truncate(file, VALUE_IN_MESSAGE)),
-        )
-    };
-    let Some(len_bytes) = head.get(..8) else {
-        return Err(bad("shorter than the 8-byte header length".into()));
-    };
-    let mut le = [0u8; 8];
-    le.copy_from_slice(len_bytes);
-    let header_len = u64::from_le_bytes(le);
-    if header_len > MAX_HEADER_BYTES {
-        return Err(bad(format!(
-            "header length {header_len} exceeds the limit of {MAX_HEADER_BYTES} bytes"
-        )));
-    }
-    let data_start = 8 + header_len;
-    if data_start > file_len {
-        return Err(bad(format!(
-            "header length {header_len} runs past the end of the {file_len}-byte file"
-        )));
-    }
-    let Some(header) = usize::try_from(data_start)
-        .ok()
-        .and_then(|end| head.get(8..end))
-    else {
-        return Err(GateError::Undecidable(format!(
-            "{file}: only {} header bytes were read, {data_start} are needed",
-            head.len()
-        )));
-    };
-    let data_len = file_len - data_start;
-    let json: Value = serde_json::from_slice(header)
-        .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
-    let Some(obj) = json.as_object() else {
-        return Err(bad("header is not a JSON object".into()));
-    };
-    let mut entries = Vec::with_capacity(obj.len());
-    for (name, spec) in obj {
-        if name == "__metadata__" {
-            let ok = spec
-                .as_object()
-                .is_some_and(|m| m.values().all(Value::is_string));
-            if !ok {
-                return Err(bad("__metadata__ must map strings to strings".into()));
-            }
-            continue;
+    let header = koth_core::safetensors::parse_header(head, file_len).map_err(|e| {
+        let message = format!("{}: {e}", truncate(file, VALUE_IN_MESSAGE));
+        if e.is_incomplete_read() {
+            GateError::Undecidable(message)
+        } else {
+            GateError::refused(RejectCode::TensorsMismatch, message)
         }
-        let tname = truncate(name, VALUE_IN_MESSAGE);
-        let Some(spec) = spec.as_object() else {
-            return Err(bad(format!("tensor {tname:?} is not an object")));
-        };
-        if let Some(k) = spec
-            .keys()
-            .find(|k| !["dtype", "shape", "data_offsets"].contains(&k.as_str()))
-        {
-            return Err(bad(format!("tensor {tname:?} has unknown field {k:?}")));
-        }
-        let dtype = spec.get("dtype").and_then(Value::as_str).unwrap_or("");
-        let Some(width) = dtype_bytes(dtype) else {
-            return Err(bad(format!(
-                "tensor {tname:?} has dtype {:?}; known: {SAFETENSORS_DTYPES:?}",
-                truncate(dtype, VALUE_IN_MESSAGE)
-            )));
-        };
-        let shape: Option<Vec<u64>> = spec
-            .get("shape")
-            .and_then(Value::as_array)
-            .and_then(|a| a.iter().map(Value::as_u64).collect());
-        let Some(shape) = shape else {
-            return Err(bad(format!(
-                "tensor {tname:?} has no shape of non-negative integers"
-            )));
-        };
-        let offsets: Option<Vec<u64>> = spec
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .and_then(|a| a.iter().map(Value::as_u64).collect());
-        let (begin, end) = match offsets.as_deref() {
-            Some([b, e]) => (*b, *e),
-            _ => {
-                return Err(bad(format!(
-                    "tensor {tname:?} has no data_offsets [begin, end]"
-                )))
-            }
-        };
-        if begin > end || end > data_len {
-            return Err(bad(format!(
-                "tensor {tname:?} data_offsets [{begin}, {end}] outside the {data_len}-byte data section"
-            )));
-        }
-        let bytes = shape
-            .iter()
-            .try_fold(width, |acc, d| acc.checked_mul(*d))
-            .ok_or_else(|| bad(format!("tensor {tname:?} shape {shape:?} overflows")))?;
-        if end - begin != bytes {
-            return Err(bad(format!(
-                "tensor {tname:?} ({dtype}, shape {shape:?}) needs {bytes} bytes, its data_offsets span {}",
-                end - begin
-            )));
-        }
-        entries.push(TensorEntry {
-            name: name.clone(),
+    })?;
+    Ok(header
+        .entries
+        .into_iter()
+        .map(|e| TensorEntry {
             info: TensorInfo {
-                dtype: dtype.to_string(),
-                shape,
+                dtype: e.dtype.name().to_string(),
+                shape: e.shape,
             },
-            begin,
-            end,
-        });
-    }
-    let mut by_offset: Vec<&TensorEntry> = entries.iter().collect();
-    by_offset.sort_by_key(|e| (e.begin, e.end));
-    let mut cursor = 0u64;
-    for e in by_offset {
-        if e.begin != cursor {
-            let what = if e.begin < cursor {
-                "overlaps"
-            } else {
-                "leaves a gap before"
-            };
-            return Err(bad(format!(
-                "tensor {:?} at byte {} {what} the previous tensor (ending at {cursor})",
-                truncate(&e.name, VALUE_IN_MESSAGE),
-                e.begin
-            )));
-        }
-        cursor = e.end;
-    }
-    if cursor != data_len {
-        return Err(bad(format!(
-            "tensors cover {cursor} bytes of the {data_len}-byte data section"
-        )));
-    }
-    Ok(entries)
+            name: e.name,
+            begin: e.begin,
+            end: e.end,
+        })
+        .collect())
 }
 
 /// Merge the tensors of all files of a checkpoint into one name → info map; a name in two files
@@ -930,6 +808,18 @@ mod tests {
                 .and_then(|e| e.code()),
             Some(RejectCode::TensorsMismatch)
         );
+        // A tensor named twice (a JSON reader keeping the last would see other weights).
+        let twice = br#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#;
+        let mut head = (twice.len() as u64).to_le_bytes().to_vec();
+        head.extend_from_slice(twice);
+        let len = head.len() as u64 + 1;
+        let e = parse_safetensors_header("x", &head, len).unwrap_err();
+        assert_eq!(e.code(), Some(RejectCode::TensorsMismatch));
+        assert!(e.to_string().contains("twice"), "{e}");
+        // Fewer bytes read than the header needs is ours to retry, not the checkpoint's fault.
+        let (head, len) = header_bytes(&good_header(), 28);
+        let e = parse_safetensors_header("x", &head[..20], len).unwrap_err();
+        assert_eq!(e.code(), None, "{e}");
     }
 
     fn index(entries: &[(&str, &str, &[u64])]) -> BTreeMap<String, TensorInfo> {

@@ -1,16 +1,19 @@
 //! The pure core: `apply(state, event) -> effects`. No I/O, no clock, no randomness.
 //!
-//! Every rule of intake, queueing, gating, crowning and weights lives here and nowhere else. An
-//! event that does not fit the state (a gate result for an entry that is not being gated, a
-//! second crown, a block that goes backwards) is refused with an [`ApplyError`] and leaves the
-//! state untouched: the shell checks with [`check`] before it appends, so the log only ever
-//! holds events that applied, and replaying it cannot fail unless the file was damaged.
+//! Every rule of intake, queueing, gating, crowning and weights lives here and nowhere else, and
+//! each event has one handler below (`on_tick`, `on_gate_passed`, …) that holds all of its
+//! rules: first what the event must satisfy, then what it changes. An event that does not fit
+//! the state (a gate result for an entry that is not being gated, a second crown, a block that
+//! goes backwards) is refused with an [`ApplyError`] and leaves the state untouched: a handler
+//! works on a copy that replaces the state only when it returns `Ok`. The shell checks with
+//! [`check`] before it appends, so the log only ever holds events that applied, and replaying it
+//! cannot fail unless the file was damaged.
 
 use koth_core::{CommitmentPayload, Digest, RejectCode};
 
 use crate::event::{
-    Effect, EntryId, Event, Gate, Outcome, Reveal, Rules, SeedMaterial, VerdictSummary,
-    MAX_BACKOFF_BLOCKS, MAX_TEXT_BYTES,
+    truncate, Effect, EntryId, Event, Gate, Outcome, Reveal, Rules, SeedMaterial, VerdictSummary,
+    Weight, MAX_BACKOFF_BLOCKS, MAX_TEXT_BYTES,
 };
 use crate::state::{
     Active, DigestRecord, DuelBounds, Entry, Finished, GateRecord, GateResult, Phase, QueueClass,
@@ -61,174 +64,77 @@ pub enum ApplyError {
 
 /// Apply one event. On `Err` the state is unchanged.
 pub fn apply(state: &mut ValidatorState, event: &Event) -> Result<Vec<Effect>, ApplyError> {
-    check(state, event)?;
-    let rules = match (&state.rules, event) {
-        (None, Event::Started { rules }) => {
-            start(state, rules);
-            return Ok(Vec::new());
-        }
-        (Some(r), _) => r.clone(),
-        (None, _) => return Err(ApplyError::NotStarted(event.kind())),
+    let (next, effects) = step(state, event)?;
+    *state = next;
+    Ok(effects)
+}
+
+/// Whether `event` would apply to `state`, without changing it. The shell calls this before it
+/// appends an event to the log (a stale progress report from a cancelled duel, a duplicate crown
+/// or a wrong gate is refused here and never logged). It runs the same handler as [`apply`], so
+/// the two cannot disagree.
+pub fn check(state: &ValidatorState, event: &Event) -> Result<(), ApplyError> {
+    step(state, event).map(drop)
+}
+
+/// The state after `event` and the effects it causes, leaving `state` as it is: what [`apply`]
+/// and [`check`] are made of, and what a journal uses to append an event between deciding it
+/// applies and adopting the new state.
+pub fn step(
+    state: &ValidatorState,
+    event: &Event,
+) -> Result<(ValidatorState, Vec<Effect>), ApplyError> {
+    let mut next = state.clone();
+    let effects = handle(&mut next, event)?;
+    Ok((next, effects))
+}
+
+/// Dispatch to the event's handler. A handler may leave `state` half-changed when it fails:
+/// only [`step`] calls this, on a copy it drops on `Err`.
+fn handle(state: &mut ValidatorState, event: &Event) -> Result<Vec<Effect>, ApplyError> {
+    let Some(rules) = state.rules.clone() else {
+        return match event {
+            Event::Started { rules } => on_started(state, rules),
+            other => Err(ApplyError::NotStarted(other.kind())),
+        };
     };
-    let effects = match event {
-        Event::Started { .. } => return Err(ApplyError::AlreadyStarted),
-        Event::Recovered => recover(state, &rules)?,
-        Event::Tick { block } => {
-            state.block = *block;
-            let mut effects = weights_if_due(state);
-            effects.extend(resume(state)?);
-            effects
-        }
-        Event::Revealed { block, reveals } => {
-            state.block = *block;
-            let mut effects = Vec::new();
-            let mut ordered: Vec<&Reveal> = reveals.iter().collect();
-            // The chain's order within one poll is not trusted: reveal block, commit block,
-            // hotkey, payload decide (DESIGN §4).
-            ordered.sort_by(|a, b| {
-                (a.reveal_block, a.commit_block, &a.hotkey, &a.payload).cmp(&(
-                    b.reveal_block,
-                    b.commit_block,
-                    &b.hotkey,
-                    &b.payload,
-                ))
-            });
-            for reveal in ordered {
-                effects.extend(intake(state, &rules, reveal));
-            }
-            effects.extend(resume(state)?);
-            effects
-        }
-        Event::GateStarted { .. } => {
-            if let Some(Active {
-                phase: Phase::Gate { started, .. },
-                ..
-            }) = &mut state.active
-            {
-                *started = true;
-            }
-            Vec::new()
-        }
-        Event::GatePassed { entry, gate } => {
-            record_gate(state, *entry, *gate, GateResult::Passed)?;
-            let next = gate_index(*gate) + 1;
-            vec![next_step(state, &rules, next)?]
-        }
+    match event {
+        Event::Started { .. } => Err(ApplyError::AlreadyStarted),
+        Event::Recovered => on_recovered(state, &rules),
+        Event::Tick { block } => on_tick(state, *block),
+        Event::Revealed { block, reveals } => on_revealed(state, &rules, *block, reveals),
+        Event::GateStarted { entry, gate } => on_gate_started(state, *entry, *gate),
+        Event::GatePassed { entry, gate } => on_gate_passed(state, &rules, *entry, *gate),
         Event::GateFailed {
             entry,
             gate,
             code,
             message,
-        } => {
-            record_gate(state, *entry, *gate, GateResult::Failed)?;
-            end_active(
-                state,
-                Outcome::Rejected {
-                    code: *code,
-                    gate: Some(*gate),
-                    message: message.clone(),
-                },
-            )?
-        }
-        Event::InfraFault { .. } => {
-            state.counters.infra_faults += 1;
-            let crowning = matches!(
-                state.active,
-                Some(Active {
-                    phase: Phase::Crowning { .. },
-                    ..
-                })
-            );
-            if crowning {
-                // The verdict is final; only carrying out the crown failed. Try again after
-                // the pause.
-                if let Some(Active {
-                    phase: Phase::Crowning { requested, .. },
-                    ..
-                }) = &mut state.active
-                {
-                    *requested = false;
-                }
-                pause(state, 1);
-                resume(state)?
-            } else {
-                let mut effects = requeue_active(state, &rules, true)?;
-                effects.extend(resume(state)?);
-                effects
-            }
-        }
-        Event::DuelStarted { .. } => {
-            state.counters.duels_started += 1;
-            if let Some(Active {
-                phase: Phase::Duel { running, .. },
-                ..
-            }) = &mut state.active
-            {
-                *running = true;
-            }
-            Vec::new()
-        }
+        } => on_gate_failed(state, *entry, *gate, *code, message),
+        Event::InfraFault { entry, reason } => on_infra_fault(state, &rules, *entry, reason),
+        Event::DuelStarted { entry, king, seed } => on_duel_started(state, *entry, king, seed),
         Event::DuelProgress {
+            entry,
             n,
             mu_hat,
             lower,
             upper,
-            ..
-        } => {
-            if let Some(Active {
-                phase: Phase::Duel { progress, .. },
-                ..
-            }) = &mut state.active
-            {
-                *progress = Some(DuelBounds {
-                    n: *n,
-                    mu_hat: *mu_hat,
-                    lower: *lower,
-                    upper: *upper,
-                });
-            }
-            Vec::new()
-        }
-        Event::DuelFinished { entry, verdict } => {
-            state.counters.duels_finished += 1;
-            mark_dueled(state, *entry)?;
-            if verdict.accepted {
-                let reign = state.king().map_or(0, |k| k.number) + 1;
-                if let Some(active) = &mut state.active {
-                    active.phase = Phase::Crowning {
-                        verdict: verdict.clone(),
-                        reign,
-                        requested: false,
-                    };
-                }
-                resume(state)?
-            } else {
-                end_active(
-                    state,
-                    Outcome::Dueled {
-                        verdict: verdict.clone(),
-                        crowned: None,
-                    },
-                )?
-            }
-        }
+        } => on_duel_progress(
+            state,
+            *entry,
+            DuelBounds {
+                n: *n,
+                mu_hat: *mu_hat,
+                lower: *lower,
+                upper: *upper,
+            },
+        ),
+        Event::DuelFinished { entry, verdict } => on_duel_finished(state, *entry, verdict),
         Event::DuelRefused {
             entry,
             code,
             message,
-        } => {
-            // The checkpoint itself failed in the duel: the same bytes would fail again, so the
-            // digest is final exactly as after a verdict.
-            mark_dueled(state, *entry)?;
-            end_active(
-                state,
-                Outcome::Rejected {
-                    code: *code,
-                    gate: Some(Gate::Duel),
-                    message: message.clone(),
-                },
-            )?
-        }
+        } => on_duel_refused(state, *entry, *code, message),
         Event::Crowned {
             entry,
             digest,
@@ -236,48 +142,353 @@ pub fn apply(state: &mut ValidatorState, event: &Event) -> Result<Vec<Effect>, A
             reign,
             block,
             block_hash,
-        } => {
-            let (verdict, location, uid) = match (&state.active, state.entries.get(entry)) {
-                (
-                    Some(Active {
-                        phase: Phase::Crowning { verdict, .. },
-                        ..
-                    }),
-                    Some(e),
-                ) => (verdict.clone(), e.location.clone(), e.uid),
-                _ => return Err(ApplyError::Internal("crowning entry missing")),
-            };
-            state.reigns.push(Reign {
-                number: *reign,
-                digest: *digest,
-                hotkey: Some(hotkey.clone()),
-                uid: Some(uid),
-                entry: Some(*entry),
-                location: Some(location),
-                block: *block,
-                block_hash: Some(block_hash.clone()),
-            });
-            state.block = state.block.max(*block);
-            state.counters.crowns += 1;
-            state.weights.dirty = true;
-            let mut effects = weights_if_due(state);
-            effects.extend(end_active(
-                state,
-                Outcome::Dueled {
-                    verdict,
-                    crowned: Some(*reign),
-                },
-            )?);
-            effects
-        }
-        Event::WeightsSet { block, weights } => {
-            state.weights.last_set_block = Some(*block);
-            state.weights.dirty = *weights != state.expected_weights();
-            state.weights.last = weights.clone();
-            Vec::new()
-        }
-    };
+        } => on_crowned(state, *entry, digest, hotkey, *reign, *block, block_hash),
+        Event::WeightsSet { block, weights } => on_weights_set(state, *block, weights),
+    }
+}
+
+/// `started`: the game and its rules; the genesis king reigns.
+fn on_started(state: &mut ValidatorState, rules: &Rules) -> Result<Vec<Effect>, ApplyError> {
+    check_rules(rules)?;
+    start(state, rules);
+    Ok(Vec::new())
+}
+
+/// `recovered`: whatever was in flight was interrupted by us.
+fn on_recovered(state: &mut ValidatorState, rules: &Rules) -> Result<Vec<Effect>, ApplyError> {
+    state.counters.recoveries += 1;
+    let mut effects = Vec::new();
+    match &mut state.active {
+        Some(Active {
+            phase: Phase::Crowning { requested, .. },
+            ..
+        }) => *requested = false,
+        Some(_) => effects.extend(requeue_active(state, rules, false)?),
+        None => {}
+    }
+    if state.weights.dirty {
+        effects.extend(weights_if_due(state));
+    }
+    effects.extend(resume(state)?);
     Ok(effects)
+}
+
+/// `tick`: the chain head advanced; weights when due, and the queue goes on after a pause.
+fn on_tick(state: &mut ValidatorState, block: u64) -> Result<Vec<Effect>, ApplyError> {
+    check_block(state, block)?;
+    state.block = block;
+    let mut effects = weights_if_due(state);
+    effects.extend(resume(state)?);
+    Ok(effects)
+}
+
+/// `revealed`: intake of each new commitment, in an order the chain cannot influence.
+fn on_revealed(
+    state: &mut ValidatorState,
+    rules: &Rules,
+    block: u64,
+    reveals: &[Reveal],
+) -> Result<Vec<Effect>, ApplyError> {
+    check_block(state, block)?;
+    for r in reveals {
+        check_text("reveal.hotkey", &r.hotkey)?;
+        check_text("reveal.payload", &r.payload)?;
+        check_text("reveal.block_hash", &r.block_hash)?;
+        if r.reveal_block < r.commit_block {
+            return Err(ApplyError::Mismatch {
+                field: "reveal.reveal_block",
+                expected: format!(">= commit_block {}", r.commit_block),
+                got: r.reveal_block.to_string(),
+            });
+        }
+    }
+    state.block = block;
+    let mut effects = Vec::new();
+    let mut ordered: Vec<&Reveal> = reveals.iter().collect();
+    // The chain's order within one poll is not trusted: reveal block, commit block, hotkey,
+    // payload decide (docs/PROTOCOL.md).
+    ordered.sort_by(|a, b| {
+        (a.reveal_block, a.commit_block, &a.hotkey, &a.payload).cmp(&(
+            b.reveal_block,
+            b.commit_block,
+            &b.hotkey,
+            &b.payload,
+        ))
+    });
+    for reveal in ordered {
+        effects.extend(intake(state, rules, reveal));
+    }
+    effects.extend(resume(state)?);
+    Ok(effects)
+}
+
+/// `gate_started`: the requested gate is running.
+fn on_gate_started(
+    state: &mut ValidatorState,
+    entry: EntryId,
+    gate: Gate,
+) -> Result<Vec<Effect>, ApplyError> {
+    let kind = "gate_started";
+    match active_phase_mut(state, kind, entry)? {
+        Phase::Gate {
+            gate: g,
+            started: started @ false,
+        } if *g == gate => *started = true,
+        p => return Err(wrong_phase(kind, entry, p)),
+    }
+    Ok(Vec::new())
+}
+
+/// `gate_passed`: on to the next enabled gate, or the duel.
+fn on_gate_passed(
+    state: &mut ValidatorState,
+    rules: &Rules,
+    entry: EntryId,
+    gate: Gate,
+) -> Result<Vec<Effect>, ApplyError> {
+    check_gate_running(state, "gate_passed", entry, gate)?;
+    record_gate(state, entry, gate, GateResult::Passed)?;
+    Ok(vec![next_step(state, rules, gate_index(gate) + 1)?])
+}
+
+/// `gate_failed`: the submission is refused with one of the gate's own codes.
+fn on_gate_failed(
+    state: &mut ValidatorState,
+    entry: EntryId,
+    gate: Gate,
+    code: RejectCode,
+    message: &str,
+) -> Result<Vec<Effect>, ApplyError> {
+    check_gate_running(state, "gate_failed", entry, gate)?;
+    check_code(gate, code)?;
+    check_text("gate_failed.message", message)?;
+    record_gate(state, entry, gate, GateResult::Failed)?;
+    end_active(
+        state,
+        Outcome::Rejected {
+            code,
+            gate: Some(gate),
+            message: message.to_string(),
+        },
+    )
+}
+
+/// `infra_fault`: our fault, never the submission's. The entry goes back to the head of the
+/// queue (a crown whose verdict is final is retried instead), and the queue pauses.
+fn on_infra_fault(
+    state: &mut ValidatorState,
+    rules: &Rules,
+    entry: EntryId,
+    reason: &str,
+) -> Result<Vec<Effect>, ApplyError> {
+    active_phase(state, "infra_fault", entry)?;
+    check_text("infra_fault.reason", reason)?;
+    state.counters.infra_faults += 1;
+    if let Some(Active {
+        phase: Phase::Crowning { requested, .. },
+        ..
+    }) = &mut state.active
+    {
+        // The verdict is final; only carrying out the crown failed. Try again after the pause.
+        *requested = false;
+        pause(state, 1);
+        return resume(state);
+    }
+    let mut effects = requeue_active(state, rules, true)?;
+    effects.extend(resume(state)?);
+    Ok(effects)
+}
+
+/// `duel_started`: the requested duel runs, against the king and with the seed it was asked for.
+fn on_duel_started(
+    state: &mut ValidatorState,
+    entry: EntryId,
+    king: &Digest,
+    seed: &SeedMaterial,
+) -> Result<Vec<Effect>, ApplyError> {
+    let kind = "duel_started";
+    match active_phase_mut(state, kind, entry)? {
+        Phase::Duel {
+            king: k,
+            seed: s,
+            running: running @ false,
+            ..
+        } => {
+            expect_eq("duel_started.king", k, king)?;
+            expect_eq("duel_started.seed", s, seed)?;
+            *running = true;
+        }
+        p => return Err(wrong_phase(kind, entry, p)),
+    }
+    state.counters.duels_started += 1;
+    Ok(Vec::new())
+}
+
+/// `duel_progress`: the running duel's bounds after a batch; `n` never goes back.
+fn on_duel_progress(
+    state: &mut ValidatorState,
+    entry: EntryId,
+    bounds: DuelBounds,
+) -> Result<Vec<Effect>, ApplyError> {
+    let kind = "duel_progress";
+    check_finite("duel_progress.mu_hat", bounds.mu_hat)?;
+    if let Some(lower) = bounds.lower {
+        check_finite("duel_progress.lower", lower)?;
+    }
+    if let Some(upper) = bounds.upper {
+        check_finite("duel_progress.upper", upper)?;
+    }
+    match active_phase_mut(state, kind, entry)? {
+        Phase::Duel {
+            running: true,
+            progress,
+            ..
+        } => {
+            if let Some(p) = progress {
+                if bounds.n < p.n {
+                    return Err(ApplyError::Mismatch {
+                        field: "duel_progress.n",
+                        expected: format!(">= {}", p.n),
+                        got: bounds.n.to_string(),
+                    });
+                }
+            }
+            *progress = Some(bounds);
+        }
+        p => return Err(wrong_phase(kind, entry, p)),
+    }
+    Ok(Vec::new())
+}
+
+/// `duel_finished`: the digest is final; an accepted challenger is to be crowned, a refused one
+/// is answered.
+fn on_duel_finished(
+    state: &mut ValidatorState,
+    entry: EntryId,
+    verdict: &VerdictSummary,
+) -> Result<Vec<Effect>, ApplyError> {
+    check_duel_running(state, "duel_finished", entry)?;
+    check_verdict(verdict)?;
+    state.counters.duels_finished += 1;
+    mark_dueled(state, entry)?;
+    if !verdict.accepted {
+        return end_active(
+            state,
+            Outcome::Dueled {
+                verdict: verdict.clone(),
+                crowned: None,
+            },
+        );
+    }
+    let reign = state.king().map_or(0, |k| k.number) + 1;
+    set_phase(
+        &mut state.active,
+        Phase::Crowning {
+            verdict: verdict.clone(),
+            reign,
+            requested: false,
+        },
+    );
+    resume(state)
+}
+
+/// `duel_refused`: the challenger itself failed in the duel. The same bytes would fail again, so
+/// the digest is final exactly as after a verdict.
+fn on_duel_refused(
+    state: &mut ValidatorState,
+    entry: EntryId,
+    code: RejectCode,
+    message: &str,
+) -> Result<Vec<Effect>, ApplyError> {
+    check_duel_running(state, "duel_refused", entry)?;
+    check_code(Gate::Duel, code)?;
+    check_text("duel_refused.message", message)?;
+    mark_dueled(state, entry)?;
+    end_active(
+        state,
+        Outcome::Rejected {
+            code,
+            gate: Some(Gate::Duel),
+            message: message.to_string(),
+        },
+    )
+}
+
+/// `crowned`: the shell carried out the crown the core asked for; a new reign starts and the
+/// new king gets paid.
+fn on_crowned(
+    state: &mut ValidatorState,
+    entry: EntryId,
+    digest: &Digest,
+    hotkey: &str,
+    reign: u64,
+    block: u64,
+    block_hash: &str,
+) -> Result<Vec<Effect>, ApplyError> {
+    let kind = "crowned";
+    let verdict = match active_phase(state, kind, entry)? {
+        Phase::Crowning {
+            reign: r, verdict, ..
+        } => {
+            expect_eq("crowned.reign", r, &reign)?;
+            verdict.clone()
+        }
+        p => return Err(wrong_phase(kind, entry, p)),
+    };
+    let e = state
+        .entries
+        .get(&entry)
+        .ok_or(ApplyError::Internal("active entry missing"))?;
+    expect_eq("crowned.digest", &e.digest, digest)?;
+    expect_eq("crowned.hotkey", &e.hotkey.as_str(), &hotkey)?;
+    check_text("crowned.block_hash", block_hash)?;
+    let (location, uid) = (e.location.clone(), e.uid);
+    state.reigns.push(Reign {
+        number: reign,
+        digest: *digest,
+        hotkey: Some(hotkey.to_string()),
+        uid: Some(uid),
+        entry: Some(entry),
+        location: Some(location),
+        block,
+        block_hash: Some(block_hash.to_string()),
+    });
+    state.block = state.block.max(block);
+    state.counters.crowns += 1;
+    state.weights.dirty = true;
+    let mut effects = weights_if_due(state);
+    effects.extend(end_active(
+        state,
+        Outcome::Dueled {
+            verdict,
+            crowned: Some(reign),
+        },
+    )?);
+    Ok(effects)
+}
+
+/// `weights_set`: the chain accepted these weights; they are still owed if they are not the
+/// ones the reward policy gives now.
+fn on_weights_set(
+    state: &mut ValidatorState,
+    block: u64,
+    weights: &[Weight],
+) -> Result<Vec<Effect>, ApplyError> {
+    for w in weights {
+        check_text("weights_set.hotkey", &w.hotkey)?;
+        check_finite("weights_set.weight", w.weight)?;
+        if w.weight < 0.0 {
+            return Err(ApplyError::Mismatch {
+                field: "weights_set.weight",
+                expected: ">= 0".into(),
+                got: w.weight.to_string(),
+            });
+        }
+    }
+    state.weights.last_set_block = Some(block);
+    state.weights.dirty = weights != state.expected_weights().as_slice();
+    state.weights.last = weights.to_vec();
+    Ok(Vec::new())
 }
 
 /// A gate (or the duel) may refuse only with its own codes.
@@ -295,152 +506,6 @@ fn check_code(gate: Gate, code: RejectCode) -> Result<(), ApplyError> {
             .collect::<Vec<_>>()
             .join(", "),
     })
-}
-
-/// Whether `event` would apply to `state`, without changing it. The shell calls this before it
-/// appends an event to the log (a stale progress report from a cancelled duel, a duplicate crown
-/// or a wrong gate is refused here and never logged).
-pub fn check(state: &ValidatorState, event: &Event) -> Result<(), ApplyError> {
-    let Some(rules) = &state.rules else {
-        return match event {
-            Event::Started { rules } => check_rules(rules),
-            other => Err(ApplyError::NotStarted(other.kind())),
-        };
-    };
-    let kind = event.kind();
-    match event {
-        Event::Started { .. } => Err(ApplyError::AlreadyStarted),
-        Event::Recovered => Ok(()),
-        Event::Tick { block } => check_block(state, *block),
-        Event::Revealed { block, reveals } => {
-            check_block(state, *block)?;
-            for r in reveals {
-                check_text("reveal.hotkey", &r.hotkey)?;
-                check_text("reveal.payload", &r.payload)?;
-                check_text("reveal.block_hash", &r.block_hash)?;
-                if r.reveal_block < r.commit_block {
-                    return Err(ApplyError::Mismatch {
-                        field: "reveal.reveal_block",
-                        expected: format!(">= commit_block {}", r.commit_block),
-                        got: r.reveal_block.to_string(),
-                    });
-                }
-            }
-            Ok(())
-        }
-        Event::GateStarted { entry, gate } => match active_phase(state, kind, *entry)? {
-            Phase::Gate {
-                gate: g,
-                started: false,
-            } if g == gate => Ok(()),
-            p => Err(wrong_phase(kind, *entry, p)),
-        },
-        Event::GatePassed { entry, gate } => check_gate_running(state, kind, *entry, *gate),
-        Event::GateFailed {
-            entry,
-            gate,
-            code,
-            message,
-        } => {
-            check_gate_running(state, kind, *entry, *gate)?;
-            check_code(*gate, *code)?;
-            check_text("gate_failed.message", message)
-        }
-        Event::InfraFault { entry, reason } => {
-            active_phase(state, kind, *entry)?;
-            check_text("infra_fault.reason", reason)
-        }
-        Event::DuelStarted { entry, king, seed } => match active_phase(state, kind, *entry)? {
-            Phase::Duel {
-                king: k,
-                seed: s,
-                running: false,
-                ..
-            } => {
-                expect_eq("duel_started.king", k, king)?;
-                expect_eq("duel_started.seed", s, seed)
-            }
-            p => Err(wrong_phase(kind, *entry, p)),
-        },
-        Event::DuelProgress {
-            entry,
-            n,
-            mu_hat,
-            lower,
-            upper,
-        } => match active_phase(state, kind, *entry)? {
-            Phase::Duel {
-                running: true,
-                progress,
-                ..
-            } => {
-                check_finite("duel_progress.mu_hat", *mu_hat)?;
-                check_finite("duel_progress.lower", *lower)?;
-                check_finite("duel_progress.upper", *upper)?;
-                if let Some(p) = progress {
-                    if *n < p.n {
-                        return Err(ApplyError::Mismatch {
-                            field: "duel_progress.n",
-                            expected: format!(">= {}", p.n),
-                            got: n.to_string(),
-                        });
-                    }
-                }
-                Ok(())
-            }
-            p => Err(wrong_phase(kind, *entry, p)),
-        },
-        Event::DuelFinished { entry, verdict } => match active_phase(state, kind, *entry)? {
-            Phase::Duel { running: true, .. } => check_verdict(verdict),
-            p => Err(wrong_phase(kind, *entry, p)),
-        },
-        Event::DuelRefused {
-            entry,
-            code,
-            message,
-        } => match active_phase(state, kind, *entry)? {
-            Phase::Duel { running: true, .. } => {
-                check_code(Gate::Duel, *code)?;
-                check_text("duel_refused.message", message)
-            }
-            p => Err(wrong_phase(kind, *entry, p)),
-        },
-        Event::Crowned {
-            entry,
-            digest,
-            hotkey,
-            reign,
-            block_hash,
-            ..
-        } => match active_phase(state, kind, *entry)? {
-            Phase::Crowning { reign: r, .. } => {
-                let e = state
-                    .entries
-                    .get(entry)
-                    .ok_or(ApplyError::Internal("active entry missing"))?;
-                expect_eq("crowned.digest", &e.digest, digest)?;
-                expect_eq("crowned.hotkey", &e.hotkey, hotkey)?;
-                expect_eq("crowned.reign", r, reign)?;
-                check_text("crowned.block_hash", block_hash)
-            }
-            p => Err(wrong_phase(kind, *entry, p)),
-        },
-        Event::WeightsSet { weights, .. } => {
-            for w in weights {
-                check_text("weights_set.hotkey", &w.hotkey)?;
-                check_finite("weights_set.weight", w.weight)?;
-                if w.weight < 0.0 {
-                    return Err(ApplyError::Mismatch {
-                        field: "weights_set.weight",
-                        expected: ">= 0".into(),
-                        got: w.weight.to_string(),
-                    });
-                }
-            }
-            let _ = rules;
-            Ok(())
-        }
-    }
 }
 
 fn check_rules(rules: &Rules) -> Result<(), ApplyError> {
@@ -491,7 +556,7 @@ fn check_finite(field: &'static str, x: f64) -> Result<(), ApplyError> {
     }
 }
 
-/// Record that `entry`'s digest has had its duel: it is never dueled again (DESIGN §4).
+/// Record that `entry`'s digest has had its duel: it is never dueled again (PROTOCOL §4).
 fn mark_dueled(state: &mut ValidatorState, entry: u64) -> Result<(), ApplyError> {
     let digest = state
         .entries
@@ -542,6 +607,33 @@ fn active_phase<'a>(
             entry,
             active: other.as_ref().map(|a| a.entry),
         }),
+    }
+}
+
+fn active_phase_mut<'a>(
+    state: &'a mut ValidatorState,
+    event: &'static str,
+    entry: EntryId,
+) -> Result<&'a mut Phase, ApplyError> {
+    let active = state.active.as_ref().map(|a| a.entry);
+    match &mut state.active {
+        Some(a) if a.entry == entry => Ok(&mut a.phase),
+        _ => Err(ApplyError::NotActive {
+            event,
+            entry,
+            active,
+        }),
+    }
+}
+
+fn check_duel_running(
+    state: &ValidatorState,
+    event: &'static str,
+    entry: EntryId,
+) -> Result<(), ApplyError> {
+    match active_phase(state, event, entry)? {
+        Phase::Duel { running: true, .. } => Ok(()),
+        p => Err(wrong_phase(event, entry, p)),
     }
 }
 
@@ -611,25 +703,6 @@ fn start(state: &mut ValidatorState, rules: &Rules) {
             live: None,
         },
     );
-}
-
-/// At start-up: whatever was in flight was interrupted by us.
-fn recover(state: &mut ValidatorState, rules: &Rules) -> Result<Vec<Effect>, ApplyError> {
-    state.counters.recoveries += 1;
-    let mut effects = Vec::new();
-    match &mut state.active {
-        Some(Active {
-            phase: Phase::Crowning { requested, .. },
-            ..
-        }) => *requested = false,
-        Some(_) => effects.extend(requeue_active(state, rules, false)?),
-        None => {}
-    }
-    if state.weights.dirty {
-        effects.extend(weights_if_due(state));
-    }
-    effects.extend(resume(state)?);
-    Ok(effects)
 }
 
 fn pause(state: &mut ValidatorState, retries: u32) {
@@ -760,9 +833,9 @@ fn next_step(state: &mut ValidatorState, rules: &Rules, from: usize) -> Result<E
         .as_ref()
         .map(|a| a.entry)
         .ok_or(ApplyError::Internal("no active entry"))?;
-    let king = state
+    let (king, king_location) = state
         .king()
-        .map(|k| k.digest)
+        .map(|k| (k.digest, k.location.clone()))
         .ok_or(ApplyError::Internal("no king"))?;
     let entry = state
         .entries
@@ -776,6 +849,7 @@ fn next_step(state: &mut ValidatorState, rules: &Rules, from: usize) -> Result<E
                 challenger: entry.digest,
                 location: entry.location.clone(),
                 king,
+                king_location: king_location.clone(),
             };
             set_phase(
                 &mut state.active,
@@ -801,6 +875,7 @@ fn next_step(state: &mut ValidatorState, rules: &Rules, from: usize) -> Result<E
         challenger: entry.digest,
         location: entry.location.clone(),
         king,
+        king_location,
         seed: seed.clone(),
     };
     set_phase(
@@ -935,7 +1010,7 @@ fn weights_if_due(state: &ValidatorState) -> Vec<Effect> {
     vec![Effect::SetWeights { weights }]
 }
 
-/// Intake of one revealed commitment (DESIGN §4 and gate 1 of §5).
+/// Intake of one revealed commitment (PROTOCOL §4 and gate 1 of §5).
 fn intake(state: &mut ValidatorState, rules: &Rules, reveal: &Reveal) -> Vec<Effect> {
     if !state.needs_intake(reveal) {
         state.counters.reveals_ignored += 1;
@@ -1115,16 +1190,4 @@ fn reject_at_intake(
         finished_block: state.block,
     };
     record_finished(state, finished)
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

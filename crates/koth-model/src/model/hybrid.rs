@@ -1,0 +1,462 @@
+//! The Qwen3.5 hybrid decoder (`qwen3_5`, `qwen3_5_moe`): layers whose token mixer is either a
+//! gated DeltaNet or gated softmax attention, zero-centred RMSNorms (`1 + w`), and a dense or
+//! sparse (routed experts + sigmoid-gated shared expert) FFN. It follows transformers'
+//! `modeling_qwen3_5.py` / `modeling_qwen3_5_moe.py` operation for operation, including where
+//! each step is computed in f32 and rounded back.
+//!
+//! It lives under `model` so that [`Model`] can hold it without another public type: the
+//! embeddings, final norm and head stay in [`Model`]'s own fields, the layers live here.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Tensor, D};
+
+use super::{moe_forward, Linear, Mlp, Model, SparseMoe, Take};
+use crate::config::{HybridConfig, MixerKind, ModelConfig};
+use crate::deltanet::{causal_conv1d_silu, chunk_gated_delta_rule, DEFAULT_CHUNK};
+use crate::error::{ModelError, Result};
+use crate::ops::{causal_mask, softmax_last, OpPath, Rope};
+
+/// Gated DeltaNet parameters (`linear_attn.*`).
+#[derive(Clone)]
+struct GatedDeltaNet {
+    in_qkv: Linear,
+    in_z: Linear,
+    in_b: Linear,
+    in_a: Linear,
+    /// [conv_dim, 1, K]
+    conv: Tensor,
+    dt_bias: Tensor,
+    a_log: Tensor,
+    /// Gated RMSNorm gain over one value head (plain `w`, not `1 + w`).
+    norm: Tensor,
+    out: Linear,
+}
+
+/// Gated attention parameters (`self_attn.*`): q_proj yields query and output gate.
+#[derive(Clone)]
+struct GatedAttention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Tensor,
+    k_norm: Tensor,
+}
+
+#[derive(Clone)]
+enum Mixer {
+    Linear(GatedDeltaNet),
+    Full(GatedAttention),
+}
+
+#[derive(Clone)]
+enum HybridFeedForward {
+    Dense(Mlp),
+    /// Routed experts plus a shared expert scaled by `sigmoid(shared_gate x)`.
+    Sparse {
+        routed: SparseMoe,
+        shared: Mlp,
+        shared_gate: Tensor,
+    },
+}
+
+#[derive(Clone)]
+struct HybridLayer {
+    input_norm: Tensor,
+    mixer: Mixer,
+    post_norm: Tensor,
+    ff: HybridFeedForward,
+}
+
+/// The layers of a hybrid model, and every parameter in `tensor_specs()` order.
+#[derive(Clone)]
+pub(super) struct HybridStack {
+    layers: Vec<HybridLayer>,
+    named: Vec<(String, Tensor)>,
+}
+
+impl HybridStack {
+    pub(super) fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.named.clone()
+    }
+}
+
+fn hybrid_of(config: &ModelConfig) -> Result<&HybridConfig> {
+    config
+        .hybrid
+        .as_ref()
+        .ok_or_else(|| ModelError::Invalid(format!("{} is not a hybrid family", config.family)))
+}
+
+/// [`Model::from_tensors`] for the hybrid families: exactly the tensors of `tensor_specs()`,
+/// with their shapes, one dtype and one device.
+pub(super) fn from_tensors(
+    config: ModelConfig,
+    mut tensors: HashMap<String, Tensor>,
+) -> Result<Model> {
+    let h = hybrid_of(&config)?.clone();
+    let specs = config.tensor_specs();
+    let mut problems = Vec::new();
+    for s in &specs {
+        match tensors.get(&s.name) {
+            None => problems.push(format!("missing tensor `{}`", s.name)),
+            Some(t) if t.dims() != s.shape.as_slice() => problems.push(format!(
+                "tensor `{}` has shape {:?}, expected {:?}",
+                s.name,
+                t.dims(),
+                s.shape
+            )),
+            Some(_) => {}
+        }
+    }
+    let known: std::collections::HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let mut extra: Vec<&String> = tensors
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .collect();
+    extra.sort();
+    problems.extend(extra.iter().map(|k| format!("unexpected tensor `{k}`")));
+    if !problems.is_empty() {
+        return Err(ModelError::Invalid(format!(
+            "tensors do not match the config: {}",
+            problems.join("; ")
+        )));
+    }
+    let root = h.prefix.clone();
+    let embed_name = format!("{root}.embed_tokens.weight");
+    let embed_ref = tensors
+        .get(&embed_name)
+        .ok_or_else(|| ModelError::Invalid(format!("missing tensor `{embed_name}`")))?;
+    let dtype = embed_ref.dtype();
+    let device = embed_ref.device().clone();
+    if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+        return Err(ModelError::Invalid(format!(
+            "model dtype {dtype:?} is not supported (f32, bf16, f16)"
+        )));
+    }
+    for (name, t) in &tensors {
+        if t.dtype() != dtype || !t.device().same_device(&device) {
+            return Err(ModelError::Invalid(format!(
+                "tensor `{name}` is {:?} on {:?}, the embeddings {dtype:?} on {device:?}",
+                t.dtype(),
+                t.device()
+            )));
+        }
+    }
+    let named: Vec<(String, Tensor)> = specs
+        .iter()
+        .map(|s| (s.name.clone(), tensors[&s.name].clone()))
+        .collect();
+
+    let mut take = Take { map: &mut tensors };
+    let embed = take.get(&embed_name)?;
+    let mut layers = Vec::with_capacity(h.layer_types.len());
+    for (i, kind) in h.layer_types.iter().enumerate() {
+        let p = format!("{root}.layers.{i}");
+        let mixer = match kind {
+            MixerKind::LinearAttention => {
+                let a = format!("{p}.linear_attn");
+                Mixer::Linear(GatedDeltaNet {
+                    in_qkv: take.linear(&format!("{a}.in_proj_qkv"), false)?,
+                    in_z: take.linear(&format!("{a}.in_proj_z"), false)?,
+                    in_b: take.linear(&format!("{a}.in_proj_b"), false)?,
+                    in_a: take.linear(&format!("{a}.in_proj_a"), false)?,
+                    conv: take.get(&format!("{a}.conv1d.weight"))?,
+                    dt_bias: take.get(&format!("{a}.dt_bias"))?,
+                    a_log: take.get(&format!("{a}.A_log"))?,
+                    norm: take.get(&format!("{a}.norm.weight"))?,
+                    out: take.linear(&format!("{a}.out_proj"), false)?,
+                })
+            }
+            MixerKind::FullAttention => {
+                let a = format!("{p}.self_attn");
+                Mixer::Full(GatedAttention {
+                    q: take.linear(&format!("{a}.q_proj"), config.qkv_bias)?,
+                    k: take.linear(&format!("{a}.k_proj"), config.qkv_bias)?,
+                    v: take.linear(&format!("{a}.v_proj"), config.qkv_bias)?,
+                    o: take.linear(&format!("{a}.o_proj"), config.o_bias)?,
+                    q_norm: take.get(&format!("{a}.q_norm.weight"))?,
+                    k_norm: take.get(&format!("{a}.k_norm.weight"))?,
+                })
+            }
+        };
+        let ff = match &config.moe {
+            Some(m) => HybridFeedForward::Sparse {
+                routed: SparseMoe {
+                    router: take.get(&format!("{p}.mlp.gate.weight"))?,
+                    experts: (0..m.num_experts)
+                        .map(|e| take.mlp(&format!("{p}.mlp.experts.{e}"), false))
+                        .collect::<Result<_>>()?,
+                    top_k: m.num_experts_per_tok,
+                    norm_topk_prob: m.norm_topk_prob,
+                },
+                shared: take.mlp(&format!("{p}.mlp.shared_expert"), false)?,
+                shared_gate: take.get(&format!("{p}.mlp.shared_expert_gate.weight"))?,
+            },
+            None => HybridFeedForward::Dense(take.mlp(&format!("{p}.mlp"), false)?),
+        };
+        layers.push(HybridLayer {
+            input_norm: take.get(&format!("{p}.input_layernorm.weight"))?,
+            mixer,
+            post_norm: take.get(&format!("{p}.post_attention_layernorm.weight"))?,
+            ff,
+        });
+    }
+    let norm = take.get(&format!("{root}.norm.weight"))?;
+    let lm_head = take.opt("lm_head.weight", !config.tie_word_embeddings)?;
+    Ok(Model {
+        config,
+        dtype,
+        device,
+        embed,
+        layers: Vec::new(),
+        norm,
+        lm_head,
+        hybrid: Some(HybridStack { layers, named }),
+    })
+}
+
+/// Qwen3.5's RMSNorm: normalise in f32, scale by `1 + w` in f32, round once to the input dtype.
+fn centered_rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x32 = x.to_dtype(DType::F32)?;
+    let gain = (weight.to_dtype(DType::F32)? + 1.0)?;
+    let y = match path {
+        OpPath::Fused => candle_nn::ops::rms_norm(&x32.contiguous()?, &gain, eps as f32)?,
+        OpPath::Composite => {
+            let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?
+                .sqrt()?
+                .recip()?;
+            x32.broadcast_mul(&inv)?.broadcast_mul(&gain)?
+        }
+    };
+    Ok(y.to_dtype(dtype)?)
+}
+
+/// transformers' `Qwen3_5RMSNormGated`: normalise in f32, round to the input dtype, scale by
+/// `w`, multiply by `silu(z)` in f32, round once more.
+fn gated_rms_norm(x: &Tensor, z: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x32 = x.to_dtype(DType::F32)?;
+    let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?
+        .sqrt()?
+        .recip()?;
+    let normed = x32
+        .broadcast_mul(&inv)?
+        .to_dtype(dtype)?
+        .broadcast_mul(weight)?;
+    let gate = z.to_dtype(DType::F32)?.silu()?;
+    Ok((normed.to_dtype(DType::F32)? * gate)?.to_dtype(dtype)?)
+}
+
+/// Sigmoid computed in f32 and rounded once to the input dtype, as torch does for bf16/f16 (and
+/// candle's CUDA kernel); candle's CPU kernel would evaluate `1 / (1 + exp(-x))` in half
+/// arithmetic, rounding after every operation.
+fn sigmoid_rounded_once(x: &Tensor) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        return Ok(candle_nn::ops::sigmoid(x)?);
+    }
+    Ok(candle_nn::ops::sigmoid(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?)
+}
+
+/// `log(1 + exp(x))` without overflow: `max(x, 0) + log(1 + exp(-|x|))`.
+fn softplus(x: &Tensor) -> Result<Tensor> {
+    Ok((x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
+}
+
+impl Model {
+    /// Final hidden states [B, T, hidden] of a hybrid model.
+    pub(super) fn hybrid_hidden_states(
+        &self,
+        stack: &HybridStack,
+        ids: &Tensor,
+        path: OpPath,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let h = hybrid_of(c)?;
+        let (b, t) = ids.dims2()?;
+        let mut x =
+            self.embed
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, t, c.hidden_size))?;
+        // Text tokens carry one position on every multimodal-RoPE axis, so the rotation is
+        // plain RoPE over the first `rotary_dim` dims of each head.
+        let rope = Rope::new(c.rope_theta, h.rotary_dim, t, self.dtype, &self.device)?;
+        let mask = causal_mask(t, &self.device)?;
+        let eps = c.rms_norm_eps;
+        for layer in &stack.layers {
+            let normed = centered_rms_norm(&x, &layer.input_norm, eps, path)?;
+            let mixed = match &layer.mixer {
+                Mixer::Linear(net) => self.gated_delta_net(net, &normed)?,
+                Mixer::Full(attn) => self.gated_attention(attn, &normed, &rope, &mask, path)?,
+            };
+            x = (x + mixed)?;
+            let normed = centered_rms_norm(&x, &layer.post_norm, eps, path)?;
+            let flat = normed.reshape((b * t, c.hidden_size))?;
+            let y = match &layer.ff {
+                HybridFeedForward::Dense(mlp) => mlp.forward(&flat)?,
+                HybridFeedForward::Sparse {
+                    routed,
+                    shared,
+                    shared_gate,
+                } => {
+                    let routed_out = moe_forward(routed, &flat, path)?;
+                    let gate = sigmoid_rounded_once(&flat.matmul(&shared_gate.t()?)?)?;
+                    let shared_out = shared.forward(&flat)?.broadcast_mul(&gate)?;
+                    (routed_out + shared_out)?
+                }
+            };
+            x = (x + y.reshape((b, t, c.hidden_size))?)?;
+        }
+        centered_rms_norm(&x, &self.norm, eps, path)
+    }
+
+    /// transformers' `Qwen3_5GatedDeltaNet.forward` without a cache.
+    fn gated_delta_net(&self, net: &GatedDeltaNet, x: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let l = &hybrid_of(c)?.linear;
+        let (b, t, hidden) = x.dims3()?;
+        let flat = x.reshape((b * t, hidden))?;
+        let mixed = net.in_qkv.forward(&flat)?.reshape((b, t, l.conv_dim()))?;
+        let z = net.in_z.forward(&flat)?; // [B*T, value_dim]
+        let beta_in = net
+            .in_b
+            .forward(&flat)?
+            .reshape((b, t, l.num_value_heads))?;
+        let a_in = net
+            .in_a
+            .forward(&flat)?
+            .reshape((b, t, l.num_value_heads))?;
+
+        let mixed = causal_conv1d_silu(&mixed, &net.conv)?;
+        let kd = l.key_dim();
+        let q = mixed
+            .narrow(2, 0, kd)?
+            .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
+        let k = mixed
+            .narrow(2, kd, kd)?
+            .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
+        let v = mixed.narrow(2, 2 * kd, l.value_dim())?.reshape((
+            b,
+            t,
+            l.num_value_heads,
+            l.value_head_dim,
+        ))?;
+
+        let beta = sigmoid_rounded_once(&beta_in)?;
+        // g = -exp(A_log) * softplus(a + dt_bias), in f32 (transformers upcasts here so that a
+        // half-precision A cannot overflow).
+        let a_rate = net.a_log.to_dtype(DType::F32)?.exp()?;
+        let g = softplus(
+            &a_in
+                .to_dtype(DType::F32)?
+                .broadcast_add(&net.dt_bias.to_dtype(DType::F32)?)?,
+        )?
+        .broadcast_mul(&a_rate)?
+        .neg()?;
+
+        // Each key head serves num_value_heads / num_key_heads consecutive value heads
+        // (repeat_interleave).
+        let rep = l.num_value_heads / l.num_key_heads;
+        let expand = |x: Tensor| -> Result<Tensor> {
+            if rep == 1 {
+                return Ok(x);
+            }
+            Ok(x.unsqueeze(3)?
+                .broadcast_as((b, t, l.num_key_heads, rep, l.key_head_dim))?
+                .reshape((b, t, l.num_value_heads, l.key_head_dim))?)
+        };
+        let (q, k) = (expand(q)?, expand(k)?);
+
+        let core = chunk_gated_delta_rule(&q, &k, &v, &g, &beta, DEFAULT_CHUNK)?
+            .to_dtype(self.dtype)?
+            .reshape((b * t * l.num_value_heads, l.value_head_dim))?;
+        let z = z.reshape((b * t * l.num_value_heads, l.value_head_dim))?;
+        let normed = gated_rms_norm(&core, &z, &net.norm, c.rms_norm_eps)?
+            .reshape((b * t, l.value_dim()))?;
+        Ok(net.out.forward(&normed)?.reshape((b, t, hidden))?)
+    }
+
+    /// transformers' `Qwen3_5Attention.forward` (eager) without a cache.
+    fn gated_attention(
+        &self,
+        attn: &GatedAttention,
+        x: &Tensor,
+        rope: &Rope,
+        mask: &Tensor,
+        path: OpPath,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let rot = hybrid_of(c)?.rotary_dim;
+        let (b, t, hidden) = x.dims3()?;
+        let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let flat = x.reshape((b * t, hidden))?;
+        // q_proj yields [query | gate] per head.
+        let qg = attn.q.forward(&flat)?.reshape((b, t, nh, 2 * hd))?;
+        let q = qg.narrow(3, 0, hd)?;
+        let gate = qg.narrow(3, hd, hd)?.reshape((b * t, nh * hd))?;
+        let k = attn.k.forward(&flat)?.reshape((b, t, nkv, hd))?;
+        let v = attn.v.forward(&flat)?.reshape((b, t, nkv, hd))?;
+        let q = centered_rms_norm(&q, &attn.q_norm, c.rms_norm_eps, path)?;
+        let k = centered_rms_norm(&k, &attn.k_norm, c.rms_norm_eps, path)?;
+        let partial_rope = |x: Tensor| -> Result<Tensor> {
+            let x = x.transpose(1, 2)?.contiguous()?; // [B, heads, T, hd]
+            if rot == hd {
+                return rope.apply(&x, path);
+            }
+            let rotated = rope.apply(&x.narrow(3, 0, rot)?.contiguous()?, path)?;
+            Ok(Tensor::cat(&[&rotated, &x.narrow(3, rot, hd - rot)?], 3)?)
+        };
+        let q = partial_rope(q)?;
+        let k = partial_rope(k)?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let rep = nh / nkv;
+        let (k, v) = if rep == 1 {
+            (k, v)
+        } else {
+            let expand = |x: Tensor| -> Result<Tensor> {
+                Ok(x.unsqueeze(2)?
+                    .broadcast_as((b, nkv, rep, t, hd))?
+                    .reshape((b, nh, t, hd))?)
+            };
+            (expand(k)?, expand(v)?)
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+        let probs = softmax_last(&scores, path)?.to_dtype(self.dtype)?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b * t, nh * hd))?;
+        let gated = (out * sigmoid_rounded_once(&gate)?)?;
+        Ok(attn.o.forward(&gated)?.reshape((b, t, hidden))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn half_precision_sigmoid_is_the_f32_result_rounded_once() {
+        let xs: Vec<f32> = (0..512).map(|i| (i as f32 - 256.0) * 0.0391).collect();
+        let x32 = Tensor::from_vec(xs, 512, &Device::Cpu).unwrap();
+        for dtype in [DType::BF16, DType::F16] {
+            let x = x32.to_dtype(dtype).unwrap();
+            let as_f32 =
+                |t: Tensor| -> Vec<f32> { t.to_dtype(DType::F32).unwrap().to_vec1().unwrap() };
+            let got = as_f32(sigmoid_rounded_once(&x).unwrap());
+            let exact = candle_nn::ops::sigmoid(&x.to_dtype(DType::F32).unwrap()).unwrap();
+            let want = as_f32(exact.to_dtype(dtype).unwrap());
+            assert_eq!(got, want, "{dtype:?}");
+            let native = as_f32(candle_nn::ops::sigmoid(&x).unwrap());
+            assert_ne!(
+                native, want,
+                "{dtype:?}: the native kernel already rounds once"
+            );
+        }
+    }
+}
