@@ -224,7 +224,7 @@ fn centered_rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Res
     let gain = (weight.to_dtype(DType::F32)? + 1.0)?;
     let y = match path {
         OpPath::Fused => candle_nn::ops::rms_norm(&x32.contiguous()?, &gain, eps as f32)?,
-        OpPath::Composite => {
+        OpPath::Composite | OpPath::Kernels => {
             let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?
                 .sqrt()?
                 .recip()?;
@@ -273,6 +273,14 @@ impl Model {
         ids: &Tensor,
         path: OpPath,
     ) -> Result<Tensor> {
+        // The hybrid's blocks have no koth-kernels implementation yet: on the kernel path they run
+        // candle's fused ops when scoring and the composites when training (the head's
+        // cross-entropy still takes the kernel).
+        let path = match path {
+            OpPath::Kernels if self.embed.track_op() => OpPath::Composite,
+            OpPath::Kernels => OpPath::Fused,
+            other => other,
+        };
         let c = &self.config;
         let h = hybrid_of(c)?;
         let (b, t) = ids.dims2()?;
@@ -295,7 +303,7 @@ impl Model {
             let normed = centered_rms_norm(&x, &layer.post_norm, eps, path)?;
             let flat = normed.reshape((b * t, c.hidden_size))?;
             let y = match &layer.ff {
-                HybridFeedForward::Dense(mlp) => mlp.forward(&flat)?,
+                HybridFeedForward::Dense(mlp) => mlp.forward(&flat, path)?,
                 HybridFeedForward::Sparse {
                     routed,
                     shared,
@@ -303,7 +311,7 @@ impl Model {
                 } => {
                     let routed_out = moe_forward(routed, &flat, path)?;
                     let gate = sigmoid_rounded_once(&flat.matmul(&shared_gate.t()?)?)?;
-                    let shared_out = shared.forward(&flat)?.broadcast_mul(&gate)?;
+                    let shared_out = shared.forward(&flat, path)?.broadcast_mul(&gate)?;
                     (routed_out + shared_out)?
                 }
             };
