@@ -14,17 +14,25 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/kernels.cu");
     println!("cargo:rerun-if-changed=csrc/sdpa.cpp");
     println!("cargo:rerun-if-changed=build.rs");
-    for var in ["NVCC", "CUDA_HOME", "KOTH_CUDNN_INCLUDE", "KOTH_CUDNN_FE_INCLUDE", "CUDA_COMPUTE_CAP"] {
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "KOTH_CUDNN_INCLUDE",
+        "KOTH_CUDNN_FE_INCLUDE",
+        "CUDA_COMPUTE_CAP",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
     let cuda_home = env::var("CUDA_HOME").ok().map(PathBuf::from);
-    let nvcc = env::var("NVCC").map(PathBuf::from).unwrap_or_else(|_| match &cuda_home {
-        Some(h) => h.join("bin/nvcc"),
-        None => PathBuf::from("nvcc"),
-    });
+    let nvcc = env::var("NVCC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| match &cuda_home {
+            Some(h) => h.join("bin/nvcc"),
+            None => PathBuf::from("nvcc"),
+        });
     let need = |var: &str| -> PathBuf {
         match env::var(var) {
             Ok(v) => PathBuf::from(v),
@@ -43,7 +51,9 @@ fn main() {
     }
 
     let run = |cmd: &mut Command, what: &str| {
-        let status = cmd.status().unwrap_or_else(|e| panic!("koth-kernels: cannot run {what}: {e}"));
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("koth-kernels: cannot run {what}: {e}"));
         assert!(status.success(), "koth-kernels: {what} failed ({status})");
     };
     let kernels_o = out.join("kernels.o");
@@ -59,9 +69,15 @@ fn main() {
     let sdpa_o = out.join("sdpa.o");
     let cxx = env::var("CXX").unwrap_or_else(|_| "c++".into());
     let mut cc = Command::new(cxx);
-    cc.args(["-std=c++17", "-O2", "-fPIC", "-DNV_CUDNN_FRONTEND_USE_DYNAMIC_LOADING", "-w"])
-        .arg(format!("-I{}", fe_inc.display()))
-        .arg(format!("-I{}", cudnn_inc.display()));
+    cc.args([
+        "-std=c++17",
+        "-O2",
+        "-fPIC",
+        "-DNV_CUDNN_FRONTEND_USE_DYNAMIC_LOADING",
+        "-w",
+    ])
+    .arg(format!("-I{}", fe_inc.display()))
+    .arg(format!("-I{}", cudnn_inc.display()));
     for inc in &cuda_inc {
         cc.arg(format!("-I{}", inc.display()));
     }
@@ -71,7 +87,11 @@ fn main() {
     let lib = out.join("libkoth_kernels.a");
     let _ = std::fs::remove_file(&lib);
     run(
-        Command::new("ar").arg("crs").arg(&lib).arg(&kernels_o).arg(&sdpa_o),
+        Command::new("ar")
+            .arg("crs")
+            .arg(&lib)
+            .arg(&kernels_o)
+            .arg(&sdpa_o),
         "ar",
     );
     println!("cargo:rustc-link-search=native={}", out.display());

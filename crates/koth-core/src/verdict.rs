@@ -189,6 +189,45 @@ pub struct SourceScore {
     pub mean_diff: f64,
 }
 
+/// A reign pool: windows drawn once (from the crowning block's hash) and scored once by the
+/// king, in whole batches. A pooled duel scores only the challenger, on whole pool batches chosen
+/// by its own seed, and takes the king's losses from the pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KingPoolRecord {
+    /// Seed material of the pool's sample (the crowning block's hash, for a validator).
+    pub seed_material: String,
+    /// Digest of the pool's ordered windows (the sampler's digest).
+    pub sample_digest: Digest,
+    /// Windows in the pool (a whole number of batches).
+    pub windows: u64,
+    /// Windows per pool batch: every pool batch is scored, by both sides, as one batch.
+    pub batch_size: u32,
+    /// [`king_pool_digest`]: the pool's identity, its king and every king loss in it.
+    pub digest: Digest,
+    /// The pool batches this duel used, in order (drawn by the duel's own seed).
+    pub batch_order: Vec<u32>,
+}
+
+/// The identity of a reign pool: its sample, batch size, king and every king loss in pool order.
+pub fn king_pool_digest(
+    sample_digest: &Digest,
+    batch_size: u32,
+    king: &Digest,
+    king_losses: &[f32],
+) -> Digest {
+    let mut w = crate::Sha256Writer::new();
+    w.update(b"koth-king-pool/1\n");
+    w.update(sample_digest.to_string().as_bytes());
+    w.update(b"\n");
+    w.update(&batch_size.to_le_bytes());
+    w.update(king.to_string().as_bytes());
+    w.update(b"\n");
+    for k in king_losses {
+        w.update(&k.to_le_bytes());
+    }
+    w.finish()
+}
+
 /// The raw per-window losses (nats/token, f32 as scored), in scoring order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowLosses {
@@ -243,6 +282,10 @@ pub struct Verdict {
     pub bounds: Vec<BoundsAfterBatch>,
     pub per_source: Vec<SourceScore>,
     pub windows: WindowLosses,
+    /// When the king's losses came from a reign pool (king-loss reuse) rather than from scoring
+    /// the king in this duel: which pool, and which of its batches this duel used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub king_pool: Option<KingPoolRecord>,
     /// `koth-duel` version and build that produced the record.
     pub code_version: String,
     pub wall_time_s: f64,

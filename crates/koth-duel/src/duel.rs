@@ -15,12 +15,14 @@ use std::time::Instant;
 
 use koth_core::competition::Competition;
 use koth_core::verdict::{
-    window_losses_digest, BoundsAfterBatch, Decision, DuelModel, EffectFloor, Outcome, RuleSpec,
-    SampleRecord, ScoringSetup, ShardHash, SourceScore, Verdict, WindowLosses, VERDICT_FORMAT,
+    window_losses_digest, BoundsAfterBatch, Decision, DuelModel, EffectFloor, KingPoolRecord,
+    Outcome, RuleSpec, SampleRecord, ScoringSetup, ShardHash, SourceScore, Verdict, WindowLosses,
+    VERDICT_FORMAT,
 };
 use koth_core::Digest;
 use koth_data::Dataset;
 
+use crate::pool::KingPool;
 use crate::rule::{self, FloorError, RuleTest};
 use crate::score::{ModelScorer, ScoreError, WindowScorer};
 use crate::stats::StatsError;
@@ -269,6 +271,48 @@ pub fn run_duel<S: DuelSink>(
     validator_secret: Option<&[u8]>,
     sink: &mut S,
 ) -> Result<Verdict, DuelError<S::Error>> {
+    drive(
+        dataset,
+        setup,
+        KingSide::Live(king),
+        challenger,
+        validator_secret,
+        sink,
+    )
+}
+
+/// Run a duel against a reign pool (king-loss reuse): only the challenger is scored, on whole
+/// pool batches drawn by the duel's own seed; the king's losses are the pool's. Each pool batch
+/// is scored by the challenger exactly as the king's was (same windows, same order, same batch
+/// size), so a window's king loss is what scoring the king now would give: no kernel has to be
+/// batch-invariant. The verdict records the pool ([`KingPoolRecord`]).
+pub fn run_duel_pooled<S: DuelSink>(
+    dataset: &Dataset,
+    setup: &DuelSetup,
+    pool: &KingPool,
+    challenger: &mut dyn WindowScorer,
+    sink: &mut S,
+) -> Result<Verdict, DuelError<S::Error>> {
+    pool.check_fits(setup).map_err(DuelError::Setup)?;
+    drive(dataset, setup, KingSide::Pool(pool), challenger, None, sink)
+}
+
+/// Where a duel's king losses come from.
+enum KingSide<'a> {
+    /// Scored in this duel, batch by batch.
+    Live(&'a mut dyn WindowScorer),
+    /// Scored once per reign, in whole batches ([`KingPool`]).
+    Pool(&'a KingPool),
+}
+
+fn drive<S: DuelSink>(
+    dataset: &Dataset,
+    setup: &DuelSetup,
+    mut king: KingSide<'_>,
+    challenger: &mut dyn WindowScorer,
+    validator_secret: Option<&[u8]>,
+    sink: &mut S,
+) -> Result<Verdict, DuelError<S::Error>> {
     let started = Instant::now();
     if setup.batch_size == 0 {
         return Err(DuelError::Setup("batch size must be at least 1".into()));
@@ -283,12 +327,31 @@ pub fn run_duel<S: DuelSink>(
     let bootstrap_seed = rule::bootstrap_seed(&setup.seed_material);
     let mut test = RuleTest::new(&setup.rule, threshold, bootstrap_seed)?;
     let n_max = setup.rule.n_max();
-    let sample = dataset.sample(
-        setup.seed_material.as_bytes(),
-        validator_secret,
-        n_max,
-        setup.seq_len,
-    )?;
+    // The windows, in scoring order: a fresh sample, or the pool's batches in the duel's order.
+    let (sample_digest, batch_order) = match &king {
+        KingSide::Live(_) => (None, Vec::new()),
+        KingSide::Pool(pool) => (
+            Some(pool.sample_digest),
+            pool.batch_order(&setup.seed_material, n_max),
+        ),
+    };
+    let sample = match &king {
+        KingSide::Live(_) => dataset.sample(
+            setup.seed_material.as_bytes(),
+            validator_secret,
+            n_max,
+            setup.seq_len,
+        )?,
+        KingSide::Pool(pool) => koth_data::Sample {
+            windows: batch_order
+                .iter()
+                .flat_map(|&b| pool.batch_windows(b).iter().cloned())
+                .collect(),
+            per_source: Vec::new(),
+            digest: koth_data::SampleDigest(pool.sample_digest),
+        },
+    };
+    let sample_digest = sample_digest.unwrap_or(sample.digest.0);
     let seq_len = setup.seq_len as usize;
 
     let mut king_losses: Vec<f32> = Vec::new();
@@ -308,22 +371,39 @@ pub fn run_duel<S: DuelSink>(
             });
         }
         let take = (setup.batch_size as u64).min(test.remaining()) as usize;
-        let windows = sample.windows.get(used..used + take).ok_or_else(|| {
+        // A pooled duel scores its challenger on the whole pool batch (the layout the king was
+        // scored in) and uses the first `take` windows of it.
+        let scored = match &king {
+            KingSide::Live(_) => take,
+            KingSide::Pool(_) => setup.batch_size as usize,
+        };
+        let windows = sample.windows.get(used..used + scored).ok_or_else(|| {
             DuelError::Setup("the sample has fewer windows than the rule needs".into())
         })?;
         let tokens = dataset.read_windows(windows)?;
-        let k = king
-            .score(&tokens, take, seq_len)
-            .map_err(|source| DuelError::Score {
-                side: Side::King,
-                source,
-            })?;
-        let c = challenger
-            .score(&tokens, take, seq_len)
+        let k = match &mut king {
+            KingSide::Live(scorer) => {
+                scorer
+                    .score(&tokens, take, seq_len)
+                    .map_err(|source| DuelError::Score {
+                        side: Side::King,
+                        source,
+                    })?
+            }
+            KingSide::Pool(pool) => {
+                pool.batch_losses(batch_order[batch_no as usize])[..take].to_vec()
+            }
+        };
+        let mut c = challenger
+            .score(&tokens, scored, seq_len)
             .map_err(|source| DuelError::Score {
                 side: Side::Challenger,
                 source,
             })?;
+        if c.len() == scored {
+            c.truncate(take);
+        }
+        let windows = &windows[..take];
         check_losses(used, take, &k, &c)?;
         let tested: Vec<f64> = k
             .iter()
@@ -410,7 +490,7 @@ pub fn run_duel<S: DuelSink>(
         challenger: setup.challenger.clone(),
         sample: SampleRecord {
             seed_material: setup.seed_material.clone(),
-            sample_digest: sample.digest.0,
+            sample_digest,
             bundle_sha256: dataset.bundle_sha256(),
             bundle_path: setup.bundle_path.clone(),
             seq_len: setup.seq_len,
@@ -429,6 +509,17 @@ pub fn run_duel<S: DuelSink>(
             source: sources,
             sources: source_names,
             digest,
+        },
+        king_pool: match &king {
+            KingSide::Live(_) => None,
+            KingSide::Pool(pool) => Some(KingPoolRecord {
+                seed_material: pool.seed_material.clone(),
+                sample_digest: pool.sample_digest,
+                windows: pool.windows.len() as u64,
+                batch_size: pool.batch_size,
+                digest: pool.digest,
+                batch_order: batch_order[..batch_no as usize].to_vec(),
+            }),
         },
         code_version: crate::CODE_VERSION.into(),
         wall_time_s: started.elapsed().as_secs_f64(),
@@ -551,6 +642,12 @@ pub fn compare(recorded: &Verdict, again: &Verdict) -> Vec<String> {
     }
     if rw.source != aw.source {
         out.push("window sources differ".into());
+    }
+    if recorded.king_pool != again.king_pool {
+        out.push(format!(
+            "king pool: recorded {:?}, replayed {:?}",
+            recorded.king_pool, again.king_pool
+        ));
     }
     let bits = |x: Option<f64>| x.map(f64::to_bits);
     if recorded.bounds.len() != again.bounds.len() {

@@ -11,6 +11,7 @@
 //!   streams windows from a bundle into the rule and writes the [`verdict::Verdict`], and replay.
 
 pub mod duel;
+pub mod pool;
 pub mod rule;
 pub mod score;
 pub mod simulate;

@@ -174,9 +174,10 @@ fn launched(op: &str, code: c_int) -> Result<()> {
         -1 => Err(msg(format!("{op}: unsupported dtype"))),
         -2 => Err(msg(format!("{op}: unsupported head dimension"))),
         // SAFETY: a static string from the CUDA runtime.
-        c => Err(msg(format!("{op}: CUDA error {c}: {}", c_str(unsafe {
-            ffi::koth_cuda_error_string(c)
-        })))),
+        c => Err(msg(format!(
+            "{op}: CUDA error {c}: {}",
+            c_str(unsafe { ffi::koth_cuda_error_string(c) })
+        ))),
     }
 }
 
@@ -185,7 +186,10 @@ fn sdpa_checked(op: &str, code: c_int) -> Result<()> {
         return Ok(());
     }
     // SAFETY: the message buffer is owned by the C side and valid until its next failure.
-    Err(msg(format!("{op}: {}", c_str(unsafe { ffi::koth_sdpa_last_error() }))))
+    Err(msg(format!(
+        "{op}: {}",
+        c_str(unsafe { ffi::koth_sdpa_last_error() })
+    )))
 }
 
 fn dtype_code(dtype: DType) -> Result<c_int> {
@@ -226,7 +230,9 @@ fn tensor_addr(t: &Tensor) -> Result<(u64, CudaDevice)> {
 fn stream_of(dev: &CudaDevice) -> Result<*mut c_void> {
     let ordinal = dev.cuda_stream().context().ordinal();
     // SAFETY: plain runtime call.
-    launched("cudaSetDevice", unsafe { ffi::koth_use_device(ordinal as c_int) })?;
+    launched("cudaSetDevice", unsafe {
+        ffi::koth_use_device(ordinal as c_int)
+    })?;
     Ok(dev.cuda_stream().cu_stream() as *mut c_void)
 }
 
@@ -387,7 +393,10 @@ impl CustomOp3 for Attention {
             )
         };
         sdpa_checked("attention (training forward)", code)?;
-        *self.stats.lock().map_err(|_| msg("attention stats lock poisoned"))? = Some(stats);
+        *self
+            .stats
+            .lock()
+            .map_err(|_| msg("attention stats lock poisoned"))? = Some(stats);
         Ok((out, ql.shape().clone()))
     }
 
@@ -649,7 +658,11 @@ impl CustomOp2 for RmsNorm {
         w: &CudaStorage,
         wl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let cols = *xl.shape().dims().last().ok_or_else(|| msg("rms_norm of a scalar"))?;
+        let cols = *xl
+            .shape()
+            .dims()
+            .last()
+            .ok_or_else(|| msg("rms_norm of a scalar"))?;
         let rows = xl.shape().elem_count() / cols.max(1);
         let dev = x.device.clone();
         let stream = stream_of(&dev)?;
@@ -672,7 +685,10 @@ impl CustomOp2 for RmsNorm {
             )
         };
         launched("rms_norm", code)?;
-        *self.rstd.lock().map_err(|_| msg("rms_norm lock poisoned"))? = Some(rstd);
+        *self
+            .rstd
+            .lock()
+            .map_err(|_| msg("rms_norm lock poisoned"))? = Some(rstd);
         Ok((out, xl.shape().clone()))
     }
     fn bwd(
@@ -684,7 +700,10 @@ impl CustomOp2 for RmsNorm {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (x, w, grad) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
         let (rows, cols) = rows_cols(&x, &w)?;
-        let guard = self.rstd.lock().map_err(|_| msg("rms_norm lock poisoned"))?;
+        let guard = self
+            .rstd
+            .lock()
+            .map_err(|_| msg("rms_norm lock poisoned"))?;
         let rstd = guard
             .as_ref()
             .ok_or_else(|| msg("rms_norm backward before its forward"))?;
@@ -853,7 +872,9 @@ impl CustomOp1 for Rope {
     }
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         // A rotation's transpose is the rotation by the opposite angle.
-        Ok(Some(rope_launch(grad, None, &self.cos, &self.sin, 0.0, -1.0)?))
+        Ok(Some(rope_launch(
+            grad, None, &self.cos, &self.sin, 0.0, -1.0,
+        )?))
     }
 }
 

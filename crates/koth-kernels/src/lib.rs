@@ -43,9 +43,7 @@ pub fn not_compiled() -> candle_core::Error {
 /// Whether the kernels can run on `t`: a CUDA tensor of a dtype they take, in a build that has
 /// them.
 pub fn usable(t: &Tensor) -> bool {
-    COMPILED
-        && t.device().is_cuda()
-        && matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16)
+    COMPILED && t.device().is_cuda() && matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16)
 }
 
 /// Whether the fused attention can run on `t`: cuDNN's SDPA takes half precision only.

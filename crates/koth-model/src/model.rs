@@ -613,7 +613,12 @@ impl Model {
         let hidden = self.hidden_states(&ids_t, path)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         if path == OpPath::Kernels {
-            return crate::loss::chunked_nll_kernels(&hidden, &ids_t, head, opts.logits_chunk_bytes);
+            return crate::loss::chunked_nll_kernels(
+                &hidden,
+                &ids_t,
+                head,
+                opts.logits_chunk_bytes,
+            );
         }
         crate::loss::chunked_nll(&hidden, &ids_t, head, opts.logits_chunk_bytes)
     }

@@ -61,9 +61,9 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<T
             let normed = candle_nn::ops::rms_norm(&x32, &unit, eps as f32)?.to_dtype(x.dtype())?;
             Ok(normed.broadcast_mul(weight)?)
         }
-        OpPath::Kernels if x.track_op() || weight.track_op() => Ok(
-            koth_kernels::rms_norm_trainable(x, weight, eps as f32)?,
-        ),
+        OpPath::Kernels if x.track_op() || weight.track_op() => {
+            Ok(koth_kernels::rms_norm_trainable(x, weight, eps as f32)?)
+        }
         OpPath::Kernels => Ok(koth_kernels::rms_norm(x, weight, eps as f32)?),
         OpPath::Composite => {
             let dtype = x.dtype();

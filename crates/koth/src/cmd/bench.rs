@@ -75,6 +75,11 @@ pub struct ScoreArgs {
     /// Rows per lm_head chunk in the PyTorch reference (`--torch`).
     #[arg(long, default_value_t = 512)]
     torch_chunk: usize,
+    /// King-loss reuse (a pooled duel): the king is scored once before timing and each timed
+    /// iteration scores only the challenger; reports challenger tokens/s, the rate at which a
+    /// pooled duel consumes windows. `--torch` still measures PyTorch's paired scoring.
+    #[arg(long)]
+    reuse_king: bool,
 }
 
 #[derive(Serialize)]
@@ -282,9 +287,14 @@ fn score(a: ScoreArgs) -> Result<()> {
     };
     let path = super::model::parse_path(&c.path, king.scoring_path())?;
     reset_peak(&device)?;
+    let scored: Vec<&Model> = if a.reuse_king {
+        vec![&challenger]
+    } else {
+        vec![&king, &challenger]
+    };
     let times = timed(c, &device, |i| {
         let ids = &batches[i % batches.len()];
-        for m in [&king, &challenger] {
+        for m in scored.iter().copied() {
             // Per-window means, as a duel uses them; reading them back also waits for the GPU.
             let nll = m.nll_with(ids, path, opts)?;
             let _means: Vec<f32> = nll
@@ -296,6 +306,7 @@ fn score(a: ScoreArgs) -> Result<()> {
         Ok(())
     })?;
     let peak = read_peak(&device)?;
+    drop(scored);
     drop((king, challenger));
     let torch = if c.torch {
         let mut args = torch_args(c);
@@ -304,7 +315,12 @@ fn score(a: ScoreArgs) -> Result<()> {
     } else {
         None
     };
-    report(c, "paired-score", &config, path, &times, peak, torch)
+    let bench = if a.reuse_king {
+        "challenger-score"
+    } else {
+        "paired-score"
+    };
+    report(c, bench, &config, path, &times, peak, torch)
 }
 
 fn train(a: CommonArgs) -> Result<()> {

@@ -12,8 +12,9 @@ use koth_core::verdict::{Decision, DuelModel, EffectFloor, RuleSpec, ScoringSetu
 use koth_core::Digest;
 use koth_data::Dataset;
 use koth_duel::duel::{
-    check_verdict, compare, run_duel, setup_of, DuelSetup, Progress, ProgressFn,
+    check_verdict, compare, run_duel, run_duel_pooled, setup_of, DuelSetup, Progress, ProgressFn,
 };
+use koth_duel::pool::KingPool;
 use koth_duel::rule::{bootstrap_seed, decide};
 use koth_duel::score::ModelScorer;
 use koth_duel::simulate::{self, Distribution, PresetParams};
@@ -147,6 +148,14 @@ pub struct RunArgs {
     /// Where to write the verdict JSON (must not exist).
     #[arg(long)]
     out: PathBuf,
+    /// King-loss reuse: first score the king once on a reign pool of this many batches (of
+    /// --batch-size windows, drawn from --king-pool-seed), then score only the challenger, on
+    /// whole pool batches drawn by --seed-material. The verdict records the pool.
+    #[arg(long, requires = "king_pool_seed")]
+    king_pool_batches: Option<u32>,
+    /// Seed material of the reign pool (a validator uses the crowning block's hash).
+    #[arg(long, requires = "king_pool_batches")]
+    king_pool_seed: Option<String>,
 }
 
 #[derive(Args)]
@@ -351,15 +360,44 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         },
         bundle_path: Some(a.bundle.display().to_string()),
     };
-    let verdict = run_duel(
-        &dataset,
-        &setup,
-        &mut ModelScorer::new(king),
-        &mut ModelScorer::new(challenger),
-        secret.as_deref(),
-        &mut ProgressFn(print_progress),
-    )
-    .context("running the duel")?;
+    let verdict = match (a.king_pool_batches, &a.king_pool_seed) {
+        (Some(batches), Some(pool_seed)) => {
+            let pool = KingPool::score(
+                &dataset,
+                pool_seed,
+                secret.as_deref(),
+                king_digest,
+                &mut ModelScorer::new(king),
+                batches,
+                a.batch_size,
+                a.seq_len,
+            )
+            .context("scoring the king on the reign pool")?;
+            eprintln!(
+                "king pool: {} windows in {} batches, digest {}",
+                pool.windows.len(),
+                pool.batches(),
+                pool.digest
+            );
+            run_duel_pooled(
+                &dataset,
+                &setup,
+                &pool,
+                &mut ModelScorer::new(challenger),
+                &mut ProgressFn(print_progress),
+            )
+            .context("running the duel on the king pool")?
+        }
+        _ => run_duel(
+            &dataset,
+            &setup,
+            &mut ModelScorer::new(king),
+            &mut ModelScorer::new(challenger),
+            secret.as_deref(),
+            &mut ProgressFn(print_progress),
+        )
+        .context("running the duel")?,
+    };
     let mut json = serde_json::to_vec_pretty(&verdict).context("encoding the verdict")?;
     json.push(b'\n');
     write_new(&a.out, &json)?;
@@ -444,15 +482,43 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
     let secret = read_secret(&a.validator_secret_file)?;
     let mut setup = setup_of(&recorded);
     setup.scoring.device = device;
-    let again = run_duel(
-        &dataset,
-        &setup,
-        &mut ModelScorer::new(king),
-        &mut ModelScorer::new(challenger),
-        secret.as_deref(),
-        &mut ProgressFn(print_progress),
-    )
-    .context("re-running the duel")?;
+    let again = match &recorded.king_pool {
+        // A pooled verdict: rebuild the pool (the king scored again on every pool batch), check
+        // it is the recorded one, then re-run the challenger's side on it.
+        Some(record) => {
+            let batches = u32::try_from(record.windows / u64::from(record.batch_size.max(1)))
+                .context("the verdict's king pool is too large")?;
+            let pool = KingPool::score(
+                &dataset,
+                &record.seed_material,
+                secret.as_deref(),
+                recorded.king.digest,
+                &mut ModelScorer::new(king),
+                batches,
+                record.batch_size,
+                recorded.sample.seq_len,
+            )
+            .context("rebuilding the king pool")?;
+            pool.matches(record).context("the king pool")?;
+            run_duel_pooled(
+                &dataset,
+                &setup,
+                &pool,
+                &mut ModelScorer::new(challenger),
+                &mut ProgressFn(print_progress),
+            )
+            .context("re-running the duel on the king pool")?
+        }
+        None => run_duel(
+            &dataset,
+            &setup,
+            &mut ModelScorer::new(king),
+            &mut ModelScorer::new(challenger),
+            secret.as_deref(),
+            &mut ProgressFn(print_progress),
+        )
+        .context("re-running the duel")?,
+    };
     let differences = compare(&recorded, &again);
     if differences.is_empty() {
         println!(
