@@ -2,7 +2,8 @@
 # On the GPU host: is a verdict computed twice on the GPU bit-identical, and does `koth duel
 # replay` reproduce it there? King and challenger are two seeded random models of the Qwen3-0.6B
 # layer shape (8 layers, the devnet's 4096-token vocabulary, bf16), dueled on the devnet-mini
-# holdout with the sequential rule, through the default CUDA scoring path (koth's kernels).
+# holdout with the sequential rule, through the default CUDA scoring path (koth's kernels); then
+# the same with king-loss reuse (a reign pool of 8 batches, only the challenger scored per duel).
 #
 #   scripts/bench/gpu_duel_determinism.sh KOTH OUTDIR
 set -euo pipefail
@@ -29,3 +30,19 @@ else
   exit 1
 fi
 "$koth" duel replay "$work/verdict-1.json" && echo '{"check":"koth duel replay on the GPU","reproduced":true}'
+
+for run in 1 2; do
+  "$koth" duel run --king "$work/king" --challenger "$work/challenger" \
+    --bundle fixtures/devnet-mini/holdout-bundle.json --seed-material gpu-determinism \
+    --king-pool-batches 8 --king-pool-seed crowning-block \
+    --seq-len 512 --n-max 64 --min-n 16 --batch-size 16 --relative-delta 0.001 \
+    --device cuda --dtype bf16 --out "$work/pooled-$run.json" >/dev/null
+done
+cp "$work/pooled-1.json" "$out/determinism-pooled-verdict.json"
+if [ "$(strip "$work/pooled-1.json")" = "$(strip "$work/pooled-2.json")" ]; then
+  echo '{"check":"pooled verdict twice on the GPU","identical":true}'
+else
+  echo '{"check":"pooled verdict twice on the GPU","identical":false}'
+  exit 1
+fi
+"$koth" duel replay "$work/pooled-1.json" && echo '{"check":"koth duel replay of the pooled verdict on the GPU (pool rebuilt, digest checked)","reproduced":true}'
