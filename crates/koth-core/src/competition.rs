@@ -36,24 +36,34 @@ pub struct Competition {
     sha256: Digest,
 }
 
-/// The file as written; becomes a [`Competition`] once validated and hashed.
-#[derive(Deserialize)]
+/// The file as written; becomes a [`Competition`] once validated and hashed. Tools that write a
+/// competition file fill one in and write [`CompetitionFile::to_toml`]: the file is the
+/// serialisation of this type, never a text template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CompetitionFile {
-    name: String,
-    netuid: u16,
-    genesis_king: Digest,
+pub struct CompetitionFile {
+    pub name: String,
+    pub netuid: u16,
+    pub genesis_king: Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis_location: Option<String>,
+    pub start_block: u64,
+    pub architecture: ArchitectureLock,
+    pub data: DataSpec,
+    pub duel: DuelRule,
+    pub intake: IntakeRules,
     #[serde(default)]
-    genesis_location: Option<String>,
-    start_block: u64,
-    architecture: ArchitectureLock,
-    data: DataSpec,
-    duel: DuelRule,
-    intake: IntakeRules,
-    #[serde(default)]
-    gates: GateSwitches,
-    reward: RewardPolicy,
-    weights: WeightsSchedule,
+    pub gates: GateSwitches,
+    pub reward: RewardPolicy,
+    pub weights: WeightsSchedule,
+}
+
+impl CompetitionFile {
+    /// The file's text. Parse it with [`Competition::from_toml_str`] to validate it; its sha256
+    /// is the hash of exactly these bytes.
+    pub fn to_toml(&self) -> Result<String, CompetitionError> {
+        toml::to_string(self).map_err(CompetitionError::Encode)
+    }
 }
 
 /// What a challenger's `config.json` must share with the king's.
@@ -236,6 +246,8 @@ pub enum CompetitionError {
     Toml(#[from] toml::de::Error),
     #[error("competition file: key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    #[error("writing a competition file: {0}")]
+    Encode(#[source] toml::ser::Error),
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> CompetitionError {
@@ -286,6 +298,24 @@ impl Competition {
     /// sha256 of the exact file bytes this was parsed from.
     pub fn sha256(&self) -> Digest {
         self.sha256
+    }
+
+    /// The file's contents, to write a competition like this one (with changes).
+    pub fn to_file(&self) -> CompetitionFile {
+        CompetitionFile {
+            name: self.name.clone(),
+            netuid: self.netuid,
+            genesis_king: self.genesis_king,
+            genesis_location: self.genesis_location.clone(),
+            start_block: self.start_block,
+            architecture: self.architecture.clone(),
+            data: self.data.clone(),
+            duel: self.duel.clone(),
+            intake: self.intake.clone(),
+            gates: self.gates.clone(),
+            reward: self.reward.clone(),
+            weights: self.weights.clone(),
+        }
     }
 
     fn validate(&self) -> Result<(), CompetitionError> {
@@ -522,6 +552,15 @@ shares = [0.6, 0.3, 0.1]
 [weights]
 interval_blocks = 100
 "#;
+
+    #[test]
+    fn a_written_competition_file_parses_back_to_the_same_game() {
+        let c = Competition::from_toml_str(EXAMPLE).unwrap();
+        let text = c.to_file().to_toml().unwrap();
+        let again = Competition::from_toml_str(&text).unwrap();
+        assert_eq!(again.to_file(), c.to_file(), "{text}");
+        assert_eq!(again.sha256(), Digest::of(text.as_bytes()));
+    }
 
     #[test]
     fn example_parses_and_hashes_exact_bytes() {

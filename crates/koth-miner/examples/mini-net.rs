@@ -39,7 +39,13 @@ fn main() -> Result<(), String> {
             ..MiniOptions::default()
         },
     )?;
-    let v = net.write_validator_config(&format!("127.0.0.1:{port}"))?;
+    let v = koth_validator::devkit::write_validator_config(
+        &net.root,
+        "validator",
+        &format!("127.0.0.1:{port}"),
+        &net.store_url,
+        100,
+    )?;
     println!("validator config: {}", v.display());
     let feed = format!("http://127.0.0.1:{port}");
     for i in 0..miners {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::schedule::Schedule;
 
@@ -22,9 +22,9 @@ pub enum ConfigError {
 }
 
 /// The file as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MinerFile {
+pub struct MinerFile<Train = TrainSection> {
     pub competition: String,
     pub work_dir: String,
     /// How often the king (feed or chain) and the verdict are polled, in milliseconds.
@@ -33,30 +33,40 @@ pub struct MinerFile {
     pub chain: ChainSection,
     pub key: KeySection,
     pub store: StoreSection,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validator: Option<ValidatorSection>,
     pub data: DataSection,
-    pub train: TrainSection,
+    /// `[train]` (a tool that writes deliberately malformed files for the reader's tests may
+    /// put a raw table here).
+    pub train: Train,
 }
 
 fn default_poll_ms() -> u64 {
     2000
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl<Train: Serialize> MinerFile<Train> {
+    /// `miner.toml` as text: the serialisation of this value (what [`MinerConfig::from_toml_str`]
+    /// reads back).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainSection {
     pub path: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySection {
     pub keystore: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     /// `file:///abs/path`, `s3://bucket/prefix`, or a plain directory path (relative to the
@@ -64,7 +74,7 @@ pub struct StoreSection {
     pub location: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidatorSection {
     /// Base URL of the validator's HTTP feeds, e.g. `http://127.0.0.1:8080`.
@@ -78,7 +88,7 @@ fn default_verdict_timeout() -> u64 {
     1800
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
     pub bundle: String,
@@ -86,7 +96,7 @@ pub struct DataSection {
     pub seed: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
     pub device: String,

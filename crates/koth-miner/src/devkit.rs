@@ -2,15 +2,24 @@
 //! devnet-mini corpus (`fixtures/devnet-mini`, Shakespeare tokenized with a 4096-token BPE), an
 //! embedded chain with a validator holding a permit and registered miner hotkeys, a store with
 //! a genesis king (a freshly initialised 2-layer llama, vocab 4096, hidden 64), a competition
-//! file whose duel data is the held-out source, a `validator.toml`, and `miner.toml` files.
+//! file whose duel data is the held-out source, and `miner.toml` files (a `validator.toml` for it
+//! is `koth_validator::devkit::write_validator_config`).
 //! Everything is real; only small.
 
 use std::path::{Path, PathBuf};
 
 use koth_chain::{Chain, EmbeddedChain, InitParams, Keypair, Keystore};
+use koth_core::competition::{
+    ArchitectureLock, CompetitionFile, DataSpec, Delta, DuelRule, DuelTest, GateSwitches,
+    HoldoutPolicy, IntakeRules, RewardPolicy, WeightsSchedule,
+};
 use koth_core::Digest;
 use koth_model::{DType, Device, Model, ModelConfig};
 use koth_store::{BlockingStore, Location, S3Options};
+
+use crate::config::{
+    ChainSection, DataSection, KeySection, MinerFile, StoreSection, ValidatorSection,
+};
 
 /// Sizes of the mini network.
 #[derive(Debug, Clone)]
@@ -159,48 +168,67 @@ pub fn mini_network(root: &Path, opts: &MiniOptions) -> Result<MiniNet, String> 
     let bundle_sha = koth_data::Bundle::read(&holdout_bundle)
         .map_err(err("holdout bundle"))?
         .sha256();
-    let competition = format!(
-        r#"name = "koth-devnet-mini"
-netuid = 7
-genesis_king = "{king}"
-genesis_location = "{store_url}"
-start_block = 0
-
-[architecture]
-family = "llama"
-locked_keys = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size", "rope_theta", "rms_norm_eps", "max_position_embeddings", "tie_word_embeddings", "head_dim"]
-free_keys = ["transformers_version", "torch_dtype", "_name_or_path", "use_cache"]
-allowed_dtypes = ["F32", "BF16"]
-
-[data]
-bundle = "data/holdout-bundle.json"
-bundle_sha256 = "{bundle_sha}"
-seq_len = {seq_len}
-
-[duel]
-test = "sequential"
-alpha = 0.01
-delta = {{ absolute = {delta} }}
-n_max = {n_max}
-batch_size = {batch}
-
-[intake]
-reveal_delay_blocks = {delay}
-size_cap_bytes = 67108864
-max_infra_retries = 50
-
-[reward]
-policy = "winner_take_all"
-
-[weights]
-interval_blocks = 100
-"#,
-        seq_len = opts.seq_len,
-        delta = opts.delta_nats,
-        n_max = opts.n_max,
-        batch = opts.duel_batch,
-        delay = opts.reveal_delay,
-    );
+    let competition = CompetitionFile {
+        name: "koth-devnet-mini".into(),
+        netuid: 7,
+        genesis_king: king,
+        genesis_location: Some(store_url.clone()),
+        start_block: 0,
+        architecture: ArchitectureLock {
+            family: "llama".into(),
+            locked_keys: [
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "vocab_size",
+                "rope_theta",
+                "rms_norm_eps",
+                "max_position_embeddings",
+                "tie_word_embeddings",
+                "head_dim",
+            ]
+            .map(String::from)
+            .to_vec(),
+            free_keys: [
+                "transformers_version",
+                "torch_dtype",
+                "_name_or_path",
+                "use_cache",
+            ]
+            .map(String::from)
+            .to_vec(),
+            allowed_dtypes: vec!["F32".into(), "BF16".into()],
+        },
+        data: DataSpec {
+            bundle: "data/holdout-bundle.json".into(),
+            bundle_sha256: bundle_sha,
+            seq_len: opts.seq_len,
+            holdout: HoldoutPolicy::None,
+        },
+        duel: DuelRule {
+            test: DuelTest::Sequential,
+            alpha: 0.01,
+            delta: Delta::Absolute(opts.delta_nats),
+            n_max: opts.n_max,
+            batch_size: opts.duel_batch,
+            bootstrap_resamples: None,
+        },
+        intake: IntakeRules {
+            reveal_delay_blocks: opts.reveal_delay,
+            size_cap_bytes: 64 << 20,
+            max_infra_retries: 50,
+            history_len: 256,
+        },
+        gates: GateSwitches::default(),
+        reward: RewardPolicy::WinnerTakeAll,
+        weights: WeightsSchedule {
+            interval_blocks: 100,
+        },
+    }
+    .to_toml()
+    .map_err(err("competition.toml"))?;
     let competition_path = root.join("competition.toml");
     std::fs::write(&competition_path, competition).map_err(err("competition.toml"))?;
     Ok(MiniNet {
@@ -220,37 +248,6 @@ interval_blocks = 100
 }
 
 impl MiniNet {
-    /// Write `validator.toml` listening on `listen` (e.g. `127.0.0.1:38123`); its path.
-    pub fn write_validator_config(&self, listen: &str) -> Result<PathBuf, String> {
-        let text = format!(
-            r#"competition = "competition.toml"
-work_dir = "validator"
-listen = "{listen}"
-poll_interval_ms = 100
-
-[chain]
-path = "chain.db"
-
-[key]
-keystore = "keys"
-name = "validator"
-
-[store]
-allowed_locations = ["{store}"]
-
-[eval]
-worker = "in-process"
-timeout_s = 600
-device = "cpu"
-dtype = "f32"
-"#,
-            store = self.store_url
-        );
-        let path = self.root.join("validator.toml");
-        std::fs::write(&path, text).map_err(err("validator.toml"))?;
-        Ok(path)
-    }
-
     /// Write `<name>.toml` for miner `index` (0-based) with the given `[train]` body and
     /// optional feed; its path.
     pub fn write_miner_config(
@@ -265,36 +262,35 @@ dtype = "f32"
             .miners
             .get(index)
             .ok_or_else(|| format!("no miner {index}"))?;
-        let validator = match feed {
-            Some(url) => format!("[validator]\nfeed = \"{url}\"\nverdict_timeout_s = 300\n"),
-            None => "[validator]\nverdict_timeout_s = 300\n".into(),
-        };
-        let text = format!(
-            r#"competition = "competition.toml"
-work_dir = "{name}"
-poll_interval_ms = 200
-
-[chain]
-path = "chain.db"
-
-[key]
-keystore = "keys"
-name = "{name}"
-
-[store]
-location = "{store}"
-
-{validator}
-[data]
-bundle = "data/train-bundle.json"
-holdout_windows = {holdout_windows}
-seed = {seed}
-
-[train]
-{train}
-"#,
-            store = self.store_url,
-        );
+        // The `[train]` body is taken as a raw table: the reader's tests pass malformed ones.
+        let train: toml::Table = toml::from_str(train).map_err(err("the [train] body"))?;
+        let text = MinerFile {
+            competition: "competition.toml".into(),
+            work_dir: name.clone(),
+            poll_interval_ms: 200,
+            chain: ChainSection {
+                path: "chain.db".into(),
+            },
+            key: KeySection {
+                keystore: "keys".into(),
+                name: name.clone(),
+            },
+            store: StoreSection {
+                location: self.store_url.clone(),
+            },
+            validator: Some(ValidatorSection {
+                feed: feed.map(str::to_string),
+                verdict_timeout_s: 300,
+            }),
+            data: DataSection {
+                bundle: "data/train-bundle.json".into(),
+                holdout_windows,
+                seed,
+            },
+            train,
+        }
+        .to_toml()
+        .map_err(err("miner.toml"))?;
         let path = self.root.join(format!("{name}.toml"));
         std::fs::write(&path, text).map_err(err("miner.toml"))?;
         Ok(path)

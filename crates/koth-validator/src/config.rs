@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use koth_core::competition::Competition;
 
@@ -33,7 +33,7 @@ pub enum ConfigError {
 }
 
 /// The file as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidatorConfig {
     /// Path of the competition file (relative paths are relative to the config file).
@@ -55,14 +55,14 @@ pub struct ValidatorConfig {
     pub data: DataSection,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
     /// File holding the validator secret that windows of the bundle's private (holdout)
     /// sources mix in (PROTOCOL §6). Its exact bytes are the secret, as for
     /// `koth data commit-root --secret-file`. Required when the competition's bundle has a
     /// private source; checked against the competition's committed holdout root.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holdout_secret_file: Option<PathBuf>,
 }
 
@@ -100,14 +100,14 @@ impl std::fmt::Debug for HoldoutSecret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainSection {
     /// The embedded chain's SQLite file.
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySection {
     /// Keystore directory (`koth keys`).
@@ -116,7 +116,7 @@ pub struct KeySection {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     /// Prefixes a submission's location must start with to be fetched at all (for example
@@ -127,25 +127,25 @@ pub struct StoreSection {
     pub cache_budget_bytes: u64,
     /// S3-compatible endpoint, e.g. `http://127.0.0.1:8333`; credentials come from the usual
     /// `AWS_*` environment variables.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_region: Option<String>,
     #[serde(default)]
     pub s3_allow_http: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSection {
     /// `"in-process"` (default) or the URL of a `koth duel serve` worker.
     #[serde(default = "default_worker")]
     pub worker: String,
     /// Bearer token of the remote worker (required with a URL). Prefer `token_env`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// Name of an environment variable holding the worker token.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
     /// A duel that takes longer than this is abandoned as our fault (infra fault), seconds.
     #[serde(default = "default_timeout_s")]
@@ -247,6 +247,45 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 }
 
 impl ValidatorConfig {
+    /// The configuration of a validator that plays `competition` (path relative to the file)
+    /// with its state under `work_dir`, the embedded chain at `chain`, the hotkey `key_name` of
+    /// `keystore`, fetching only from `allowed_locations`; everything else at its default (in
+    /// process duels on the CPU in f32).
+    pub fn new(
+        competition: PathBuf,
+        work_dir: PathBuf,
+        chain: PathBuf,
+        (keystore, key_name): (PathBuf, String),
+        allowed_locations: Vec<String>,
+    ) -> Self {
+        ValidatorConfig {
+            competition,
+            work_dir,
+            listen: default_listen(),
+            poll_interval_ms: default_poll_ms(),
+            chain: ChainSection { path: chain },
+            key: KeySection {
+                keystore,
+                name: key_name,
+            },
+            store: StoreSection {
+                allowed_locations,
+                cache_budget_bytes: default_cache_budget(),
+                s3_endpoint: None,
+                s3_region: None,
+                s3_allow_http: false,
+            },
+            eval: EvalSection::default(),
+            data: DataSection::default(),
+        }
+    }
+
+    /// `validator.toml` as text: the serialisation of this value (what [`Self::from_toml_str`]
+    /// reads back).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),

@@ -8,12 +8,18 @@ use std::path::{Path, PathBuf};
 
 use koth_chain::{Chain, EmbeddedChain, InitParams, Keypair, Keystore};
 use koth_core::checkpoint::{CheckpointManifest, FileEntry};
+use koth_core::competition::{
+    ArchitectureLock, CompetitionFile, DataSpec, Delta, DuelRule, DuelTest, GateSwitches,
+    HoldoutPolicy, IntakeRules, RewardPolicy, WeightsSchedule,
+};
 use koth_core::npy::{encode_header, NpyDtype};
 use koth_core::Digest;
 use koth_data::bundle::{Bundle, SourceSpec};
 use koth_data::TokenizerIdentity;
 use koth_model::{AdamWConfig, DType, Device, Model, ModelConfig, TokenIds, Trainer};
 use koth_store::{BlockingStore, Location, S3Options};
+
+use crate::config::ValidatorConfig;
 
 /// Vocabulary of the tiny models.
 pub const VOCAB: u32 = 64;
@@ -262,7 +268,7 @@ pub fn tiny_network(root: &Path, opts: &TinyOptions) -> Result<TinyNet, String> 
     ]
     .iter()
     .filter(|k| king_config.get(**k).is_some())
-    .map(|k| format!("{k:?}"))
+    .map(|k| k.to_string())
     .collect();
     // Data.
     let data_dir = root.join("data/synthetic");
@@ -301,86 +307,66 @@ pub fn tiny_network(root: &Path, opts: &TinyOptions) -> Result<TinyNet, String> 
         .write_new(&bundle_path)
         .map_err(err("bundle write"))?;
     // Competition.
-    let competition = format!(
-        r#"name = "koth-tiny"
-netuid = 7
-genesis_king = "{king}"
-genesis_location = "{store_url}"
-start_block = 0
-
-[architecture]
-family = "llama"
-locked_keys = [{locked}]
-free_keys = ["transformers_version", "torch_dtype", "_name_or_path", "use_cache"]
-allowed_dtypes = ["F32", "BF16"]
-
-[data]
-bundle = "data/bundle.json"
-bundle_sha256 = "{bundle_sha}"
-seq_len = {seq_len}
-
-[duel]
-test = "sequential"
-alpha = 0.01
-delta = {{ absolute = 0.0 }}
-n_max = {n_max}
-batch_size = {batch}
-
-[intake]
-reveal_delay_blocks = {delay}
-size_cap_bytes = {cap}
-max_infra_retries = 50
-
-[gates]
-near_copy = {near_copy}
-trainability_probe = {trainability_probe}
-
-[reward]
-policy = "winner_take_all"
-
-[weights]
-interval_blocks = 100
-"#,
-        near_copy = opts.near_copy,
-        trainability_probe = opts.trainability_probe,
-        bundle_sha = bundle.sha256(),
-        locked = locked.join(", "),
-        seq_len = opts.seq_len,
-        n_max = opts.n_max,
-        batch = opts.batch_size,
-        delay = opts.reveal_delay,
-        cap = opts.size_cap_bytes,
-    );
+    let competition = CompetitionFile {
+        name: "koth-tiny".into(),
+        netuid: 7,
+        genesis_king: king,
+        genesis_location: Some(store_url.clone()),
+        start_block: 0,
+        architecture: ArchitectureLock {
+            family: "llama".into(),
+            locked_keys: locked,
+            free_keys: [
+                "transformers_version",
+                "torch_dtype",
+                "_name_or_path",
+                "use_cache",
+            ]
+            .map(String::from)
+            .to_vec(),
+            allowed_dtypes: vec!["F32".into(), "BF16".into()],
+        },
+        data: DataSpec {
+            bundle: "data/bundle.json".into(),
+            bundle_sha256: bundle.sha256(),
+            seq_len: opts.seq_len,
+            holdout: HoldoutPolicy::None,
+        },
+        duel: DuelRule {
+            test: DuelTest::Sequential,
+            alpha: 0.01,
+            delta: Delta::Absolute(0.0),
+            n_max: opts.n_max,
+            batch_size: opts.batch_size,
+            bootstrap_resamples: None,
+        },
+        intake: IntakeRules {
+            reveal_delay_blocks: opts.reveal_delay,
+            size_cap_bytes: opts.size_cap_bytes,
+            max_infra_retries: 50,
+            history_len: 256,
+        },
+        gates: GateSwitches {
+            near_copy: opts.near_copy,
+            trainability_probe: opts.trainability_probe,
+            ..GateSwitches::default()
+        },
+        reward: RewardPolicy::WinnerTakeAll,
+        weights: WeightsSchedule {
+            interval_blocks: 100,
+        },
+    };
     let competition_path = root.join("competition.toml");
-    std::fs::write(&competition_path, competition).map_err(err("competition"))?;
+    let text = competition.to_toml().map_err(err("competition"))?;
+    std::fs::write(&competition_path, text).map_err(err("competition"))?;
     let work_dir = root.join("work");
-    let config = format!(
-        r#"competition = "competition.toml"
-work_dir = "work"
-listen = "{listen}"
-poll_interval_ms = {poll}
-
-[chain]
-path = "chain.db"
-
-[key]
-keystore = "keys"
-name = "validator"
-
-[store]
-allowed_locations = ["{store_url}"]
-
-[eval]
-worker = "in-process"
-timeout_s = 600
-device = "cpu"
-dtype = "f32"
-"#,
-        listen = opts.listen,
-        poll = opts.poll_interval_ms,
-    );
-    let config_path = root.join("validator.toml");
-    std::fs::write(&config_path, config).map_err(err("validator.toml"))?;
+    let config_path = write_validator_config(
+        &root,
+        "work",
+        &opts.listen,
+        &store_url,
+        opts.poll_interval_ms,
+    )?;
     Ok(TinyNet {
         root,
         chain_path,
@@ -396,6 +382,33 @@ dtype = "f32"
         king_dir,
         king,
     })
+}
+
+/// Write `<root>/validator.toml` for a network laid out as [`tiny_network`] lays it out
+/// (`competition.toml`, `chain.db`, the key `validator` in `keys/`, a local store at
+/// `store_url`): the validator keeps its state in `work_dir`, listens on `listen`, polls every
+/// `poll_interval_ms` and runs duels in process on the CPU. Returns the file's path.
+pub fn write_validator_config(
+    root: &Path,
+    work_dir: &str,
+    listen: &str,
+    store_url: &str,
+    poll_interval_ms: u64,
+) -> Result<PathBuf, String> {
+    let mut config = ValidatorConfig::new(
+        "competition.toml".into(),
+        work_dir.into(),
+        "chain.db".into(),
+        ("keys".into(), "validator".into()),
+        vec![store_url.to_string()],
+    );
+    config.listen = listen.to_string();
+    config.poll_interval_ms = poll_interval_ms;
+    config.eval.timeout_s = 600;
+    let path = root.join("validator.toml");
+    let text = config.to_toml().map_err(err("validator.toml"))?;
+    std::fs::write(&path, text).map_err(err("validator.toml"))?;
+    Ok(path)
 }
 
 /// `v4|<location>|<digest>|<hotkey>`.

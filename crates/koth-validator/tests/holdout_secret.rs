@@ -39,21 +39,15 @@ fn private_network(root: &Path) -> (TinyNet, Digest) {
     std::fs::write(&secret_path, SECRET).unwrap();
     let ds = Dataset::open(&private_bundle).unwrap();
     let committed = koth_data::holdout::commit_root(&ds, SECRET.as_bytes()).unwrap();
-    let competition = std::fs::read_to_string(&net.competition_path).unwrap();
-    let old_sha = Bundle::read(&net.bundle_path).unwrap().sha256();
-    let competition = competition
-        .replace(
-            "bundle = \"data/bundle.json\"",
-            "bundle = \"data/private-bundle.json\"",
-        )
-        .replace(&old_sha.to_string(), &bundle.sha256().to_string())
-        .replace(
-            &format!("seq_len = {}\n", opts.seq_len),
-            &format!(
-                "seq_len = {}\nholdout = {{ policy = \"private\", root = \"{committed}\" }}\n",
-                opts.seq_len
-            ),
-        );
+    // The same game on the bundle with the private source, its holdout root committed.
+    let text = std::fs::read_to_string(&net.competition_path).unwrap();
+    let mut file = koth_core::competition::Competition::from_toml_str(&text)
+        .unwrap()
+        .to_file();
+    file.data.bundle = "data/private-bundle.json".into();
+    file.data.bundle_sha256 = bundle.sha256();
+    file.data.holdout = koth_core::competition::HoldoutPolicy::Private { root: committed };
+    let competition = file.to_toml().unwrap();
     assert!(competition.contains("policy = \"private\""));
     std::fs::write(&net.competition_path, competition).unwrap();
     (net, committed)

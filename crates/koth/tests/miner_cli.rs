@@ -90,9 +90,14 @@ fn two_miners_train_from_the_genesis_king_and_the_better_one_is_crowned() {
     let net = mini_network(tmp.path(), &MiniOptions::default()).unwrap();
     let port = free_port();
     let feed = format!("http://127.0.0.1:{port}");
-    let validator_toml = net
-        .write_validator_config(&format!("127.0.0.1:{port}"))
-        .unwrap();
+    let validator_toml = koth_validator::devkit::write_validator_config(
+        &net.root,
+        "validator",
+        &format!("127.0.0.1:{port}"),
+        &net.store_url,
+        100,
+    )
+    .unwrap();
     let train = |lr: &str, min_lr: &str| TRAIN.replace("{lr}", lr).replace("{min_lr}", min_lr);
     let good = net
         .write_miner_config(0, Some(&feed), 64, 11, &train("3e-3", "3e-4"))
@@ -279,17 +284,13 @@ fn the_local_rule_is_the_validators_rule() {
     let tmp = tempfile::tempdir().unwrap();
     let net = mini_network(tmp.path(), &MiniOptions::default()).unwrap();
     let text = std::fs::read_to_string(&net.competition_path).unwrap();
-    let variants = [
-        text.clone(),
-        text.replace(
-            "test = \"sequential\"",
-            "test = \"bootstrap\"\nbootstrap_resamples = 500",
-        )
-        .replace(
-            "delta = { absolute = 0.01 }",
-            "delta = { relative = 0.001 }",
-        ),
-    ];
+    let mut bootstrap = koth_core::competition::Competition::from_toml_str(&text)
+        .unwrap()
+        .to_file();
+    bootstrap.duel.test = koth_core::competition::DuelTest::Bootstrap;
+    bootstrap.duel.bootstrap_resamples = Some(500);
+    bootstrap.duel.delta = koth_core::competition::Delta::Relative(0.001);
+    let variants = [text.clone(), bootstrap.to_toml().unwrap()];
     for t in variants {
         let c = koth_core::competition::Competition::from_toml_str(&t).unwrap();
         let n_max = u64::from(c.duel.n_max);
