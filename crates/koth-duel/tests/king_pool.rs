@@ -1,7 +1,7 @@
 //! King-loss reuse: the king is scored once on a reign pool, each duel scores only the
 //! challenger on whole pool batches. Real tiny models on a synthetic bundle, on the CPU.
 
-use koth_core::verdict::{Decision, DuelModel, EffectFloor, RuleSpec, ScoringSetup, Verdict};
+use koth_core::verdict::{Decision, DuelModel, EffectFloor, ScoringSetup, Verdict};
 use koth_core::Digest;
 use koth_data::Dataset;
 
