@@ -7,8 +7,9 @@
 #   scripts/bench/gpu-run.sh [check|score|train|all]     (default all)
 #
 # `check`: the golden set on CUDA against the CPU, the kernels' gradients against the
-# composites', and a verdict twice on the GPU plus its replay. `score`: paired scoring, Qwen3-0.6B
-# shape at B=8 T=2048 and B=2 T=8192, and the Qwen3-1.7B shape. `train`: training steps at B=1,
+# composites', and a verdict twice on the GPU plus its replay (plain and pooled). `score`: paired
+# scoring, Qwen3-0.6B shape at B=8 T=2048 (also challenger-only, as a pooled duel scores) and
+# B=2 T=8192, and the Qwen3-1.7B shape. `train`: training steps at B=1,
 # 4 and 8 (T=2048). Each phase fits in one 10-minute call.
 set -uo pipefail
 phase=${1:-all}
@@ -45,8 +46,10 @@ bench() { record "$1" /tmp/koth bench "${@:2}" --device cuda --dtype bf16 --torc
 if [ "$phase" = score ] || [ "$phase" = all ]; then
   echo "== paired scoring (king + challenger), koth beside PyTorch eager, bf16"
   bench score score --config fixtures/bench/qwen3-0.6b.json --batch 8 --seq 2048 --iters 5 --warmup 2
+  echo "== king-loss reuse: only the challenger scored per batch (a pooled duel), beside PyTorch's paired scoring"
+  bench score score --config fixtures/bench/qwen3-0.6b.json --batch 8 --seq 2048 --iters 5 --warmup 2 --reuse-king
   bench score score --config fixtures/bench/qwen3-0.6b.json --batch 2 --seq 8192 --iters 5 --warmup 2
-  bench score score --config fixtures/bench/qwen3-1.7b.json --batch 8 --seq 2048 --iters 5 --warmup 2
+  bench score score --config fixtures/bench/qwen3-1.7b.json --batch 8 --seq 2048 --iters 3 --warmup 1
 fi
 
 if [ "$phase" = train ] || [ "$phase" = all ]; then
