@@ -20,10 +20,12 @@ pub enum RejectCode {
     TensorsMismatch,
     WeightsInvalid,
     NearCopy,
+    /// Not a gate's verdict: our side failed on the entry too many times (see PROTOCOL §5).
+    InfraExhausted,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 10] = [
+    pub const ALL: [RejectCode; 11] = [
         RejectCode::PayloadMalformed,
         RejectCode::HotkeyUnregistered,
         RejectCode::DigestOwned,
@@ -34,6 +36,7 @@ impl RejectCode {
         RejectCode::TensorsMismatch,
         RejectCode::WeightsInvalid,
         RejectCode::NearCopy,
+        RejectCode::InfraExhausted,
     ];
 
     /// The stable machine-readable code, e.g. `config_mismatch`.
@@ -49,6 +52,7 @@ impl RejectCode {
             RejectCode::TensorsMismatch => "tensors_mismatch",
             RejectCode::WeightsInvalid => "weights_invalid",
             RejectCode::NearCopy => "near_copy",
+            RejectCode::InfraExhausted => "infra_exhausted",
         }
     }
 
@@ -82,6 +86,9 @@ impl RejectCode {
             }
             RejectCode::NearCopy => {
                 "The model behaves almost exactly like an earlier submission or king."
+            }
+            RejectCode::InfraExhausted => {
+                "The validator's own side (its disk, worker or a trusted store) failed on this entry too many times; nothing was found wrong with the checkpoint, and it may be committed again."
             }
         }
     }

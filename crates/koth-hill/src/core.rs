@@ -713,9 +713,33 @@ fn pause(state: &mut ValidatorState, retries: u32) {
     state.paused_until = Some(state.block.saturating_add(backoff));
 }
 
+/// Interruptions (infrastructure faults and restarts) after which an entry is answered with
+/// `infra_exhausted` instead of being tried again: `max_infra_retries` at the head of the queue,
+/// then as many again behind everyone else. With the pause of 1, 2, 4, … up to
+/// [`MAX_BACKOFF_BLOCKS`] blocks after each fault, one entry can pause the queue for at most
+/// [`max_pause_blocks`] blocks in all (223 with the default of 5).
+pub fn infra_attempts_limit(max_infra_retries: u32) -> u32 {
+    max_infra_retries.saturating_mul(2)
+}
+
+/// The most blocks one entry can hold the queue paused through its infrastructure faults before
+/// it is answered `infra_exhausted`.
+pub fn max_pause_blocks(max_infra_retries: u32) -> u64 {
+    // The fault that exhausts the entry pauses the queue too (it may be our outage).
+    (1..=infra_attempts_limit(max_infra_retries).saturating_add(1))
+        .map(|r| {
+            1u64.checked_shl(r - 1)
+                .unwrap_or(MAX_BACKOFF_BLOCKS)
+                .min(MAX_BACKOFF_BLOCKS)
+        })
+        .sum()
+}
+
 /// Put the active entry back in the queue: at the head, or at the back once it has been
-/// interrupted more than `max_infra_retries` times. Never consumes it — unless the same hotkey
-/// revealed a newer commitment meanwhile, which then replaces it as it would any queued entry.
+/// interrupted more than `max_infra_retries` times. After [`infra_attempts_limit`] interruptions
+/// it is answered `infra_exhausted` (not the miner's verdict: nothing was found wrong with the
+/// checkpoint; it may be committed again), so no entry can keep the queue pausing forever. The
+/// same hotkey's newer commitment, revealed meanwhile, replaces it as it would any queued entry.
 fn requeue_active(
     state: &mut ValidatorState,
     rules: &Rules,
@@ -742,6 +766,24 @@ fn requeue_active(
         )?);
         state.slots.insert(hotkey, newer);
         enqueue(state, newer, QueueClass::Normal)?;
+    } else if retries > infra_attempts_limit(rules.max_infra_retries) {
+        let gate = match &active.phase {
+            Phase::Gate { gate, .. } => Some(*gate),
+            Phase::Duel { .. } => Some(Gate::Duel),
+            Phase::Crowning { .. } => None,
+        };
+        effects.push(finish(
+            state,
+            active.entry,
+            Outcome::Rejected {
+                code: RejectCode::InfraExhausted,
+                gate,
+                message: format!(
+                    "interrupted by our side {retries} times (the limit is {}); not a verdict on the checkpoint",
+                    infra_attempts_limit(rules.max_infra_retries)
+                ),
+            },
+        )?);
     } else {
         let class = if retries > rules.max_infra_retries {
             QueueClass::Demoted

@@ -17,6 +17,10 @@ use crate::error::{ModelError, Result};
 pub mod hybrid;
 pub use hybrid::{HybridConfig, LinearAttentionConfig, MixerKind};
 
+/// Largest config.json read (a real one is a few KiB): checked on the file's size before a
+/// byte is read, so a stranger's config can never be a memory attack.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// The model families koth implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -177,7 +181,12 @@ impl<'a> Fields<'a> {
 impl ModelConfig {
     /// Read and validate a config.json file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+        let bytes = crate::weights::read_capped(path, MAX_CONFIG_BYTES)?;
+        let text = String::from_utf8(bytes).map_err(|e| ModelError::Config {
+            source_name: path.display().to_string(),
+            field: "(document)".into(),
+            reason: format!("is not UTF-8: {e}"),
+        })?;
         Self::from_json(&text, &path.display().to_string())
     }
 
@@ -220,11 +229,15 @@ impl ModelConfig {
             )
         })?;
 
-        let vocab_size = f.required_size("vocab_size")?;
-        let hidden_size = f.required_size("hidden_size")?;
-        let intermediate_size = f.required_size("intermediate_size")?;
-        let num_hidden_layers = f.required_size("num_hidden_layers")?;
-        let num_attention_heads = f.required_size("num_attention_heads")?;
+        // Every size is capped before anything is sized by it (a stranger's config.json with
+        // `num_hidden_layers: 1000000000000` is an error here, not an allocation).
+        use hybrid::{capped, required_capped, MAX_HEADS, MAX_HEAD_DIM, MAX_LAYERS, MAX_VOCAB};
+        use hybrid::{MAX_EXPERTS, MAX_PARAMETERS, MAX_WIDTH};
+        let vocab_size = required_capped(&f, "vocab_size", MAX_VOCAB)?;
+        let hidden_size = required_capped(&f, "hidden_size", MAX_WIDTH)?;
+        let intermediate_size = required_capped(&f, "intermediate_size", MAX_WIDTH)?;
+        let num_hidden_layers = required_capped(&f, "num_hidden_layers", MAX_LAYERS)?;
+        let num_attention_heads = required_capped(&f, "num_attention_heads", MAX_HEADS)?;
         let num_key_value_heads = match family {
             // LlamaConfig defaults the kv heads to the attention heads; Qwen2Config's default is
             // a fixed 32, so for the qwen families the key must be given.
@@ -233,6 +246,8 @@ impl ModelConfig {
                 .unwrap_or(num_attention_heads),
             _ => f.required_size("num_key_value_heads")?,
         };
+        let num_key_value_heads =
+            capped(&f, "num_key_value_heads", num_key_value_heads, MAX_HEADS)?;
         if !num_attention_heads.is_multiple_of(num_key_value_heads) {
             return Err(f.err(
                 "num_key_value_heads",
@@ -259,6 +274,7 @@ impl ModelConfig {
                 f.required_size("head_dim")?
             }
         };
+        let head_dim = capped(&f, "head_dim", head_dim, MAX_HEAD_DIM)?;
         if !head_dim.is_multiple_of(2) {
             return Err(f.err(
                 "head_dim",
@@ -338,6 +354,36 @@ impl ModelConfig {
                 }
             },
         };
+
+        if let Some(m) = &moe {
+            capped(&f, "num_experts", m.num_experts, MAX_EXPERTS)?;
+            capped(
+                &f,
+                "moe_intermediate_size",
+                m.moe_intermediate_size,
+                MAX_WIDTH,
+            )?;
+        }
+        let params = {
+            let w = |x: usize| x as u128;
+            let hidden = w(hidden_size);
+            let (q, kv) = (
+                w(num_attention_heads) * w(head_dim),
+                w(num_key_value_heads) * w(head_dim),
+            );
+            let ff = match &moe {
+                Some(m) => w(m.num_experts.max(1)) * 3 * hidden * w(m.moe_intermediate_size),
+                None => 3 * hidden * w(intermediate_size),
+            };
+            w(num_hidden_layers) * (hidden * (2 * q + 2 * kv) + ff + 2 * hidden)
+                + 2 * w(vocab_size) * hidden
+        };
+        if params > MAX_PARAMETERS {
+            return Err(f.err(
+                "(sizes)",
+                format!("{params} parameters exceed koth's cap of {MAX_PARAMETERS}"),
+            ));
+        }
 
         Ok(ModelConfig {
             family,

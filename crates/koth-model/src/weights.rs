@@ -29,6 +29,73 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// Hugging Face's default shard size ("5GB").
 pub const DEFAULT_SHARD_LIMIT_BYTES: u64 = 5_000_000_000;
 
+/// Largest `model.safetensors.index.json` read (a real one is tens of KiB): checked on the
+/// file's size before a byte is read.
+pub const MAX_INDEX_BYTES: u64 = 1 << 20;
+
+/// What [`read_capped`] found wrong with a file of a checkpoint.
+#[derive(Debug)]
+pub enum CappedReadError {
+    /// The file does not exist.
+    Missing,
+    /// Not a regular file (a directory, a FIFO, a device, a symlink).
+    NotRegular,
+    /// Longer than the cap (its length in bytes).
+    TooLarge(u64),
+    /// An I/O error reading it (ours: the disk, permissions of our own cache).
+    Io(std::io::Error),
+}
+
+/// Read a small file of a checkpoint whole, refusing it before a byte is read when it is not a
+/// regular file or is over `cap` bytes; at most `cap` bytes are read even if the file grows
+/// meanwhile. (The files read here are in a directory the caller wrote after verifying every
+/// byte, so no symlink or FIFO is expected; the stranger-facing opens, in the store, also
+/// refuse to follow symlinks and never block.)
+pub fn read_capped_file(path: &Path, cap: u64) -> std::result::Result<Vec<u8>, CappedReadError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => return Err(CappedReadError::NotRegular),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CappedReadError::Missing),
+        Err(e) => return Err(CappedReadError::Io(e)),
+    }
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CappedReadError::Missing),
+        Err(e) => return Err(CappedReadError::Io(e)),
+    };
+    let meta = file.metadata().map_err(CappedReadError::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(CappedReadError::NotRegular);
+    }
+    if meta.len() > cap {
+        return Err(CappedReadError::TooLarge(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(CappedReadError::Io)?;
+    if bytes.len() as u64 > cap {
+        return Err(CappedReadError::TooLarge(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// [`read_capped_file`] for a JSON document of a checkpoint (config.json): every refusal is a
+/// [`ModelError::Config`] (the checkpoint's fault); only an I/O error is [`ModelError::Io`].
+pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let refuse = |reason: String| ModelError::Config {
+        source_name: path.display().to_string(),
+        field: "(document)".into(),
+        reason,
+    };
+    read_capped_file(path, cap).map_err(|e| match e {
+        CappedReadError::Missing => refuse("is missing".into()),
+        CappedReadError::NotRegular => refuse("is not a regular file".into()),
+        CappedReadError::TooLarge(n) => refuse(format!("is {n} bytes, over the cap of {cap}")),
+        CappedReadError::Io(e) => ModelError::io(path, e),
+    })
+}
+
 /// One tensor as a safetensors header describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorEntry {
@@ -173,9 +240,19 @@ impl CheckpointFiles {
     fn open_sharded(dir: &Path, index: &Path) -> Result<Self> {
         let err =
             |tensor: Option<&str>, reason: String| ModelError::safetensors(index, tensor, reason);
-        let text = std::fs::read_to_string(index).map_err(|e| ModelError::io(index, e))?;
-        let value: Value =
-            serde_json::from_str(&text).map_err(|e| err(None, format!("not valid JSON: {e}")))?;
+        // Everything wrong with the index is the checkpoint's fault, never an I/O error of ours:
+        // too large, not a regular file, not UTF-8, not JSON.
+        let bytes = read_capped_file(index, MAX_INDEX_BYTES).map_err(|e| match e {
+            CappedReadError::Io(e) => ModelError::io(index, e),
+            CappedReadError::Missing => err(None, "is missing".into()),
+            CappedReadError::NotRegular => err(None, "is not a regular file".into()),
+            CappedReadError::TooLarge(n) => err(
+                None,
+                format!("is {n} bytes, over the cap of {MAX_INDEX_BYTES}"),
+            ),
+        })?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| err(None, format!("not valid UTF-8 JSON: {e}")))?;
         let weight_map = value
             .get("weight_map")
             .and_then(Value::as_object)
@@ -203,6 +280,27 @@ impl CheckpointFiles {
                 .insert(tensor.clone());
         }
         let mut headers = Vec::with_capacity(shards.len());
+        // Every shard the index names must be a file of the checkpoint (checked for all before
+        // any is read, so the sentence names the missing one).
+        for (file, mapped) in &shards {
+            let shard = dir.join(file);
+            match std::fs::symlink_metadata(&shard) {
+                Ok(m) if m.file_type().is_file() => {}
+                Ok(_) => {
+                    return Err(err(
+                        mapped.iter().next().map(String::as_str),
+                        format!("is mapped to `{file}`, which is not a regular file"),
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(err(
+                        mapped.iter().next().map(String::as_str),
+                        format!("is mapped to `{file}`, which is not in the checkpoint"),
+                    ))
+                }
+                Err(e) => return Err(ModelError::io(&shard, e)),
+            }
+        }
         for (file, mapped) in &shards {
             let header = read_header(&dir.join(file))?;
             let present: BTreeSet<String> = header.entries.iter().map(|e| e.name.clone()).collect();

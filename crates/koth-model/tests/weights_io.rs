@@ -239,6 +239,116 @@ fn bad_index_is_refused() {
     );
 }
 
+/// Load `dir` and return the error, which must be the checkpoint's own (config, safetensors or
+/// tensor set), never an I/O error that a validator would count as its own fault.
+fn checkpoint_fault(dir: &Path) -> String {
+    match Model::load(dir, DType::F32, &Device::Cpu) {
+        Ok(_) => panic!("{} loaded but should not", dir.display()),
+        Err(
+            e @ (ModelError::Config { .. }
+            | ModelError::Safetensors { .. }
+            | ModelError::TensorSet { .. }),
+        ) => e.to_string(),
+        Err(e) => panic!("not attributed to the checkpoint: {e:?}"),
+    }
+}
+
+fn sharded_copy() -> tempfile::TempDir {
+    let model = Model::load(&golden_dir("llama-tiny"), DType::F32, &Device::Cpu).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    model.save_with_shard_limit(tmp.path(), 200_000).unwrap();
+    tmp
+}
+
+#[test]
+fn an_index_naming_a_missing_shard_is_the_checkpoints_fault() {
+    let tmp = sharded_copy();
+    let index = tmp.path().join("model.safetensors.index.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    v["weight_map"]["model.norm.weight"] = "model-00009-of-00009.safetensors".into();
+    std::fs::write(&index, v.to_string()).unwrap();
+    let e = checkpoint_fault(tmp.path());
+    assert!(
+        e.contains("model-00009-of-00009.safetensors") && e.contains("not in the checkpoint"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_non_utf8_or_oversized_or_odd_typed_index_is_the_checkpoints_fault() {
+    let tmp = sharded_copy();
+    let index = tmp.path().join("model.safetensors.index.json");
+    std::fs::write(&index, b"{\"weight_map\": {\"\xff\xfe\": 1}}").unwrap();
+    let e = checkpoint_fault(tmp.path());
+    assert!(e.contains("not valid UTF-8 JSON"), "{e}");
+    // Over the 1 MiB cap: refused from its size, before it is read.
+    let mut big = b"{\"weight_map\": {}, \"pad\": \"".to_vec();
+    big.resize(koth_model::weights::MAX_INDEX_BYTES as usize + 10, b'a');
+    big.extend_from_slice(b"\"}");
+    std::fs::write(&index, &big).unwrap();
+    let e = checkpoint_fault(tmp.path());
+    assert!(e.contains("over the cap"), "{e}");
+    // A directory where the index should be.
+    std::fs::remove_file(&index).unwrap();
+    std::fs::create_dir(&index).unwrap();
+    let e = checkpoint_fault(tmp.path());
+    assert!(e.contains("not a regular file"), "{e}");
+}
+
+#[test]
+fn an_oversized_or_missing_config_is_the_checkpoints_fault() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_checkpoint(&golden_dir("qwen3-tiny"), tmp.path());
+    let p = tmp.path().join("config.json");
+    let mut big = std::fs::read(&p).unwrap();
+    big.truncate(big.len() - 2);
+    big.extend_from_slice(b", \"pad\": \"");
+    big.resize(koth_model::MAX_CONFIG_BYTES as usize + 1, b' ');
+    big.extend_from_slice(b"\"}");
+    std::fs::write(&p, &big).unwrap();
+    let e = checkpoint_fault(tmp.path());
+    assert!(
+        e.contains("config.json") && e.contains("over the cap"),
+        "{e}"
+    );
+    std::fs::remove_file(&p).unwrap();
+    let e = checkpoint_fault(tmp.path());
+    assert!(e.contains("config.json") && e.contains("missing"), "{e}");
+}
+
+#[test]
+fn config_dimensions_are_capped_before_anything_is_allocated() {
+    let base: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden_dir("qwen3-tiny").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    for (field, value) in [
+        ("num_hidden_layers", 1_000_000_000_000u64),
+        ("vocab_size", 1 << 40),
+        ("hidden_size", 1 << 30),
+        ("intermediate_size", 1 << 30),
+        ("num_attention_heads", 1 << 20),
+        ("head_dim", 1 << 20),
+    ] {
+        let mut v = base.clone();
+        v[field] = value.into();
+        let e = ModelConfig::from_json(&v.to_string(), "config.json")
+            .expect_err(field)
+            .to_string();
+        assert!(e.contains(field) && e.contains("cap"), "{field}: {e}");
+    }
+    // Each size under its cap, the product over the parameter cap.
+    let mut v = base.clone();
+    v["num_hidden_layers"] = 1024.into();
+    v["hidden_size"] = (1 << 17).into();
+    v["intermediate_size"] = (1 << 18).into();
+    let e = ModelConfig::from_json(&v.to_string(), "config.json")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("parameters exceed"), "{e}");
+}
+
 #[test]
 fn bad_config_is_refused_naming_the_field() {
     let tmp = tempfile::tempdir().unwrap();

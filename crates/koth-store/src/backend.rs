@@ -128,6 +128,11 @@ impl Backend {
         }
     }
 
+    /// Whether this is a local directory (where a short read is never a dropped connection).
+    pub(crate) fn is_local(&self) -> bool {
+        matches!(self, Backend::Local(_))
+    }
+
     pub(crate) fn describe(&self) -> String {
         match self {
             Backend::Local(l) => format!("file://{}", l.root.display()),
@@ -166,11 +171,13 @@ impl Backend {
         match self {
             Backend::Local(l) => {
                 let path = l.root.join(manifest_key(digest));
-                let file = match File::open(&path) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
+                let Some((file, len)) = l.open_regular(&manifest_key(digest))? else {
+                    return Ok(None);
                 };
+                // Refused from its size before a byte is read.
+                if len > MAX_MANIFEST_BYTES {
+                    return Err(too_large());
+                }
                 let mut bytes = Vec::new();
                 file.take(MAX_MANIFEST_BYTES + 1)
                     .read_to_end(&mut bytes)
@@ -185,9 +192,7 @@ impl Backend {
                 let result = match r.store.get(&key).await {
                     Ok(res) => res,
                     Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                    Err(e) => {
-                        return Err(StoreError::backend(format!("GET {}/{key}", r.bucket), e))
-                    }
+                    Err(e) => return Err(r.get_error(&key, e)),
                 };
                 if result.meta.size > MAX_MANIFEST_BYTES {
                     return Err(too_large());
@@ -251,17 +256,21 @@ impl Backend {
         }
     }
 
-    /// The blob's bytes from `offset` to its end (however long the store says that is: the
-    /// caller enforces the manifest's size on what arrives), or `None` if it is not stored.
+    /// The blob's stored size and its bytes from `offset` to its end (however long the store
+    /// says that is: the caller enforces the manifest's size on what arrives), or `None` if it
+    /// is not stored.
     pub(crate) async fn read_blob_from(
         &self,
         sha: &Digest,
         offset: u64,
-    ) -> Result<Option<ByteStream>> {
+    ) -> Result<Option<(u64, ByteStream)>> {
         match self {
             Backend::Local(l) => {
                 let path = l.root.join(blob_key(sha));
-                local_read_stream(path, offset)
+                let Some((file, len)) = l.open_regular(&blob_key(sha))? else {
+                    return Ok(None);
+                };
+                local_read_stream(file, path, offset).map(|s| Some((len, s)))
             }
             Backend::Remote(r) => {
                 let key = r.key(&blob_key(sha));
@@ -272,17 +281,17 @@ impl Backend {
                 let result = match r.store.get_opts(&key, opts).await {
                     Ok(res) => res,
                     Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                    Err(e) => {
-                        return Err(StoreError::backend(format!("GET {}/{key}", r.bucket), e))
-                    }
+                    Err(e) => return Err(r.get_error(&key, e)),
                 };
+                let size = result.meta.size;
                 let context = format!("reading {}/{key}", r.bucket);
-                Ok(Some(
+                Ok(Some((
+                    size,
                     result
                         .into_stream()
                         .map_err(move |e| StoreError::backend(context.clone(), e))
                         .boxed(),
-                ))
+                )))
             }
         }
     }
@@ -389,7 +398,87 @@ impl Backend {
     }
 }
 
+impl LocalBackend {
+    /// Open `key` (a path under the store's root) for reading, as a regular file inside the
+    /// root, or `None` when it does not exist. A stranger controls what is at that name, so:
+    /// no symlink is followed anywhere on the way (`openat2` with `RESOLVE_BENEATH |
+    /// RESOLVE_NO_SYMLINKS`; on kernels without it, `O_NOFOLLOW` on the last component), the
+    /// open never blocks (`O_NONBLOCK`: a FIFO does not wait for a writer), and the type is
+    /// checked on the open descriptor (`fstat`) before a byte is read: a FIFO, device,
+    /// directory or symlink is [`StoreError::NotRegularFile`]. Returns the file and its size.
+    fn open_regular(&self, key: &str) -> Result<Option<(File, u64)>> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        use rustix::io::Errno;
+        let location = format!("file://{}", self.root.display());
+        let not_regular = || StoreError::NotRegularFile {
+            key: key.to_string(),
+            location: location.clone(),
+        };
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let opened = rustix::fs::open(
+            &self.root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|root| {
+            match rustix::fs::openat2(
+                &root,
+                key,
+                flags,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Err(Errno::NOSYS) => rustix::fs::open(self.root.join(key), flags, Mode::empty()),
+                other => other,
+            }
+        });
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            // A symlink on the way (ELOOP), a name resolving outside the root (EXDEV), a file
+            // where a directory of the layout should be (ENOTDIR).
+            Err(Errno::LOOP | Errno::XDEV | Errno::NOTDIR) => return Err(not_regular()),
+            Err(e @ (Errno::ACCESS | Errno::PERM)) => {
+                return Err(StoreError::Unreadable {
+                    key: key.to_string(),
+                    location,
+                    reason: std::io::Error::from(e).to_string(),
+                })
+            }
+            Err(e) => {
+                return Err(StoreError::io(
+                    format!("opening {}", self.root.join(key).display()),
+                    std::io::Error::from(e),
+                ))
+            }
+        };
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::io(format!("reading {}", self.root.join(key).display()), e))?;
+        if !meta.file_type().is_file() {
+            return Err(not_regular());
+        }
+        Ok(Some((file, meta.len())))
+    }
+}
+
 impl RemoteBackend {
+    /// A failed GET: a refusal to give us the object (403, 401) is the location's, so the
+    /// submitter's; anything else (network, 5xx) is ours and retried.
+    fn get_error(&self, key: &ObjPath, e: object_store::Error) -> StoreError {
+        match e {
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => StoreError::Unreadable {
+                key: key.to_string(),
+                location: self.bucket.clone(),
+                reason: e.to_string(),
+            },
+            e => StoreError::backend(format!("GET {}/{key}", self.bucket), e),
+        }
+    }
+
     fn key(&self, rel: &str) -> ObjPath {
         if self.prefix.is_empty() {
             ObjPath::from(rel)
@@ -555,13 +644,8 @@ fn local_put_blob(root: &Path, src: &Path, entry: &FileEntry) -> Result<Upload> 
     Ok(Upload::Sent)
 }
 
-/// Stream a local blob from `offset` in `IO_CHUNK` pieces, read on a blocking thread.
-fn local_read_stream(path: PathBuf, offset: u64) -> Result<Option<ByteStream>> {
-    let mut file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
-    };
+/// Stream an opened local blob from `offset` in `IO_CHUNK` pieces, read on a blocking thread.
+fn local_read_stream(mut file: File, path: PathBuf, offset: u64) -> Result<ByteStream> {
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| StoreError::io(format!("seeking {}", path.display()), e))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(4);
@@ -581,12 +665,10 @@ fn local_read_stream(path: PathBuf, offset: u64) -> Result<Option<ByteStream>> {
             return;
         }
     });
-    Ok(Some(
-        futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })
-        .boxed(),
-    ))
+    Ok(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed())
 }
 
 fn local_list(dir: &Path) -> Result<Vec<(String, u64, SystemTime)>> {

@@ -146,7 +146,20 @@ impl CheckpointCache {
         let _lock = self.lock()?;
         let mut state = self.read_state()?;
         let entries = self.entries_locked(&state)?;
-        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+        let partial = self.partial_downloads()?;
+        let mut total: u64 = entries.iter().map(|e| e.bytes).sum::<u64>()
+            + partial.iter().map(|(_, bytes, _)| bytes).sum::<u64>();
+        // What failed downloads left behind counts against the budget and goes first, oldest
+        // first — unless a get is still writing it (its lock is held).
+        for (path, bytes, _) in &partial {
+            if total <= self.budget_bytes {
+                break;
+            }
+            if remove_unless_locked(path)? {
+                tracing::info!(dir = %path.display(), bytes, "removed a partial download");
+                total = total.saturating_sub(*bytes);
+            }
+        }
         let mut evicted = Vec::new();
         for entry in &entries {
             if total <= self.budget_bytes {
@@ -173,6 +186,37 @@ impl CheckpointCache {
             self.write_state(&state)?;
         }
         Ok(evicted)
+    }
+
+    /// Bytes held by partial downloads (staging directories of gets that failed or are still
+    /// running), which the budget counts.
+    pub fn partial_bytes(&self) -> Result<u64> {
+        let _lock = self.lock()?;
+        Ok(self.partial_downloads()?.iter().map(|(_, b, _)| b).sum())
+    }
+
+    /// Staging directories (`.<hex>.koth-partial-…`) with their size and age, oldest first.
+    fn partial_downloads(&self) -> Result<Vec<(PathBuf, u64, u64)>> {
+        let mut out = Vec::new();
+        let dir = std::fs::read_dir(&self.root)
+            .map_err(|e| StoreError::io(format!("listing cache {}", self.root.display()), e))?;
+        for item in dir {
+            let item = item
+                .map_err(|e| StoreError::io(format!("listing cache {}", self.root.display()), e))?;
+            let is_partial = item
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with('.') && n.contains(".koth-partial-"));
+            let path = item.path();
+            // symlink_metadata: a cache entry is never a symlink; never walk out of the cache.
+            let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            if is_partial && is_dir {
+                let bytes = dir_size(&path)?;
+                out.push((path.clone(), bytes, mtime_ms(&path)));
+            }
+        }
+        out.sort_by_key(|(path, _, mtime)| (*mtime, path.clone()));
+        Ok(out)
     }
 
     fn entries_locked(&self, state: &CacheState) -> Result<Vec<CacheEntry>> {
@@ -256,6 +300,39 @@ impl CheckpointCache {
         })?;
         Ok(file)
     }
+}
+
+/// Remove a staging directory unless a get holds its lock (it is still downloading). Returns
+/// whether it was removed.
+fn remove_unless_locked(dir: &Path) -> Result<bool> {
+    let lock_path = dir.join(".lock");
+    match OpenOptions::new().write(true).open(&lock_path) {
+        Ok(file) => {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
+                Err(e) => {
+                    return Err(StoreError::io(
+                        format!("locking {}", lock_path.display()),
+                        std::io::Error::from(e),
+                    ))
+                }
+            }
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| StoreError::io(format!("removing {}", dir.display()), e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| StoreError::io(format!("removing {}", dir.display()), e))?;
+        }
+        Err(e) => {
+            return Err(StoreError::io(
+                format!("opening {}", lock_path.display()),
+                e,
+            ))
+        }
+    }
+    Ok(true)
 }
 
 fn mtime_ms(path: &Path) -> u64 {

@@ -43,6 +43,30 @@ pub enum StoreError {
         sha256: Digest,
         location: String,
     },
+    /// An object of the store that is there but is not a regular file: a symlink, a directory,
+    /// a FIFO or a device (refused from its type, never opened for reading or waited on), or a
+    /// name that resolves outside the store's root.
+    #[error("{key} in {location} is not a regular file inside the store (a symlink, directory, FIFO or device); refused")]
+    NotRegularFile { key: String, location: String },
+    /// An object the store holds but refuses to give us (permissions on a file store, 403 or
+    /// 401 on a bucket): the submitter chose a location we cannot read.
+    #[error("{key} in {location} cannot be read: {reason}")]
+    Unreadable {
+        key: String,
+        location: String,
+        reason: String,
+    },
+    /// The stored blob's own size (from the file's metadata, or the object's size on a bucket)
+    /// is not the manifest's: the upload is wrong, whatever the network does.
+    #[error(
+        "file {path:?}: its blob in {location} is {actual} bytes, the manifest says {expected}"
+    )]
+    BlobWrongSize {
+        path: String,
+        expected: u64,
+        actual: u64,
+        location: String,
+    },
     #[error("file {path:?}: the store sent more than the {expected} bytes the manifest says; download aborted")]
     BlobTooLong { path: String, expected: u64 },
     #[error("file {path:?}: the store's stream ended after {received} of {expected} bytes")]
@@ -98,8 +122,12 @@ impl StoreError {
             | StoreError::ManifestTooLarge { .. }
             | StoreError::BlobMissing { .. }
             | StoreError::BlobTooLong { .. }
+            | StoreError::BlobWrongSize { .. }
+            | StoreError::NotRegularFile { .. }
+            | StoreError::Unreadable { .. }
             | StoreError::BlobMismatch { .. } => Some(RejectCode::ManifestUnreachable),
-            // A short stream may be a dropped connection: the next get resumes it.
+            // A short stream from a blob whose stored size is right may be a dropped connection:
+            // the next get resumes it. (A local blob that reads short is `BlobWrongSize`.)
             StoreError::BlobTruncated { .. }
             | StoreError::BadLocation { .. }
             | StoreError::Io { .. }

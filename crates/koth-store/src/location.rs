@@ -62,6 +62,35 @@ impl FromStr for Location {
     }
 }
 
+impl Location {
+    /// Whether this location is `scope` or lies under it, compared parsed: the same scheme, the
+    /// same bucket, and `scope`'s path segments a prefix of this one's, segment by segment. So
+    /// `file:///ws/store` contains `file:///ws/store/miner1` but not `file:///ws/store-evil`,
+    /// and `s3://bucket/net` does not contain `s3://bucket/network` or `s3://bucket-evil/net`.
+    pub fn is_within(&self, scope: &Location) -> bool {
+        match (self, scope) {
+            // Path::starts_with compares whole components (`..` is refused by the parser).
+            (Location::Local(path), Location::Local(root)) => path.starts_with(root),
+            (
+                Location::S3 { bucket, prefix },
+                Location::S3 {
+                    bucket: scope_bucket,
+                    prefix: scope_prefix,
+                },
+            ) => {
+                bucket == scope_bucket && {
+                    let mut have = prefix.split('/').filter(|c| !c.is_empty());
+                    scope_prefix
+                        .split('/')
+                        .filter(|c| !c.is_empty())
+                        .all(|want| have.next() == Some(want))
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 /// S3's bucket naming rule, as far as koth relies on it: 3 to 63 characters of a-z 0-9 . -
 fn is_valid_bucket(bucket: &str) -> bool {
     (3..=63).contains(&bucket.len())
@@ -147,6 +176,36 @@ mod tests {
         assert_eq!(s.to_string(), "s3://my-bucket/some/prefix");
         let b: Location = "s3://bucket".parse().unwrap();
         assert_eq!(b.to_string(), "s3://bucket");
+    }
+
+    #[test]
+    fn containment_is_by_scheme_bucket_and_whole_path_segments() {
+        let l = |s: &str| s.parse::<Location>().unwrap();
+        let inside = [
+            ("file:///ws/store", "file:///ws/store"),
+            ("file:///ws/store/miner1", "file:///ws/store"),
+            ("file:///ws/store/", "file:///ws/store"),
+            ("file:///ws/store//a", "file:///ws/store/"),
+            ("file:///anything", "file:///"),
+            ("s3://bucket/net/m1", "s3://bucket/net"),
+            ("s3://bucket/net", "s3://bucket/"),
+            ("s3://bucket", "s3://bucket"),
+        ];
+        for (loc, scope) in inside {
+            assert!(l(loc).is_within(&l(scope)), "{loc} within {scope}");
+        }
+        let outside = [
+            ("file:///ws/store-evil", "file:///ws/store"),
+            ("file:///ws/storex/a", "file:///ws/store"),
+            ("file:///ws", "file:///ws/store"),
+            ("s3://bucket/network", "s3://bucket/net"),
+            ("s3://bucket-evil/net", "s3://bucket/net"),
+            ("s3://bucket/net", "file:///bucket/net"),
+            ("file:///bucket/net", "s3://bucket/net"),
+        ];
+        for (loc, scope) in outside {
+            assert!(!l(loc).is_within(&l(scope)), "{loc} not within {scope}");
+        }
     }
 
     #[test]

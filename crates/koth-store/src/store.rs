@@ -267,7 +267,7 @@ impl Store {
     pub async fn get(&self, digest: &Digest, out: &Path, opts: &GetOptions) -> Result<GetReport> {
         let manifest = self.fetch_manifest(digest, opts.max_total_bytes).await?;
         let total_bytes = manifest.total_size().unwrap_or(0);
-        let mut report = GetReport {
+        let report = GetReport {
             digest: *digest,
             out: out.to_path_buf(),
             files: manifest.files().len(),
@@ -283,14 +283,44 @@ impl Store {
                     .await
                     .map_err(|e| StoreError::Task(e.to_string()))??;
             if present {
-                report.already_present = true;
-                return Ok(report);
+                return Ok(GetReport {
+                    already_present: true,
+                    ..report
+                });
             }
         }
         let staging = staging_dir(out, digest)?;
         std::fs::create_dir_all(&staging)
             .map_err(|e| StoreError::io(format!("creating {}", staging.display()), e))?;
-        let _lock = lock_dir(&staging)?;
+        let lock = lock_dir(&staging)?;
+        let result = self
+            .download_into(&manifest, digest, out, &staging, opts, report)
+            .await;
+        if let Err(e) = &result {
+            // The submission's own fault (a blob missing, of the wrong size or hash, refused):
+            // a rerun would fail the same way, so nothing is kept. Ours (a dropped stream, our
+            // disk): the .part files stay for the rerun to resume, and the cache counts them.
+            if e.reject_code().is_some() {
+                drop(lock);
+                if let Err(rm) = std::fs::remove_dir_all(&staging) {
+                    tracing::warn!(dir = %staging.display(), "removing a failed download: {rm}");
+                }
+            }
+        }
+        result
+    }
+
+    /// Download every file of `manifest` into `staging`, then publish it as `out`.
+    async fn download_into(
+        &self,
+        manifest: &CheckpointManifest,
+        digest: &Digest,
+        out: &Path,
+        staging: &Path,
+        opts: &GetOptions,
+        mut report: GetReport,
+    ) -> Result<GetReport> {
+        let staging = staging.to_path_buf();
 
         let limiter = opts.max_bytes_per_sec.map(RateLimiter::new).map(Arc::new);
         let results: Vec<Result<(u64, u64)>> = futures::stream::iter(manifest.files().to_vec())
@@ -568,11 +598,7 @@ async fn download_file(
     }
     if hasher.len() != entry.size {
         // Keep the .part: a rerun resumes from here.
-        return Err(StoreError::BlobTruncated {
-            path: entry.path.clone(),
-            expected: entry.size,
-            received: hasher.len(),
-        });
+        return Err(short_blob(backend, entry, hasher.len()));
     }
     let actual = hasher.finish();
     if actual != entry.sha256 {
@@ -678,19 +704,50 @@ fn publish_staging(
     Ok(())
 }
 
+/// The blob's bytes from `offset`, once its stored size (the file's metadata, or the object's
+/// size on a bucket) is the manifest's: a blob stored shorter or longer is the upload's fault
+/// ([`StoreError::BlobWrongSize`]), refused before a byte is read.
 async fn open_blob(
     backend: &Backend,
     entry: &FileEntry,
     offset: u64,
 ) -> Result<crate::backend::ByteStream> {
-    backend
+    let (size, stream) = backend
         .read_blob_from(&entry.sha256, offset)
         .await?
         .ok_or_else(|| StoreError::BlobMissing {
             path: entry.path.clone(),
             sha256: entry.sha256,
             location: backend.describe(),
-        })
+        })?;
+    if size != entry.size {
+        return Err(StoreError::BlobWrongSize {
+            path: entry.path.clone(),
+            expected: entry.size,
+            actual: size,
+            location: backend.describe(),
+        });
+    }
+    Ok(stream)
+}
+
+/// A blob that ended before the manifest's size: from a file store that is the upload's fault
+/// (the file shrank under us); from a bucket it may be a dropped connection, retried.
+fn short_blob(backend: &Backend, entry: &FileEntry, received: u64) -> StoreError {
+    if backend.is_local() {
+        StoreError::BlobWrongSize {
+            path: entry.path.clone(),
+            expected: entry.size,
+            actual: received,
+            location: backend.describe(),
+        }
+    } else {
+        StoreError::BlobTruncated {
+            path: entry.path.clone(),
+            expected: entry.size,
+            received,
+        }
+    }
 }
 
 async fn verify_blob(backend: &Backend, entry: &FileEntry) -> Result<()> {
@@ -707,11 +764,7 @@ async fn verify_blob(backend: &Backend, entry: &FileEntry) -> Result<()> {
         hasher.update(&chunk);
     }
     if hasher.len() != entry.size {
-        return Err(StoreError::BlobTruncated {
-            path: entry.path.clone(),
-            expected: entry.size,
-            received: hasher.len(),
-        });
+        return Err(short_blob(backend, entry, hasher.len()));
     }
     let actual = hasher.finish();
     if actual != entry.sha256 {

@@ -309,7 +309,8 @@ fn size_cap_is_enforced_from_the_manifest_and_while_streaming() {
         "nothing may be staged"
     );
 
-    // While streaming: the stored blob is longer than the manifest says.
+    // The stored blob is longer than the manifest says: refused from its size (the upload's
+    // fault), before a byte is read.
     let entry = manifest_of_dir(&src, 2)
         .unwrap()
         .files()
@@ -325,15 +326,20 @@ fn size_cap_is_enforced_from_the_manifest_and_while_streaming() {
         .get(&put.digest, &out, &GetOptions::default())
         .unwrap_err();
     match &err {
-        StoreError::BlobTooLong { path, expected } => {
+        StoreError::BlobWrongSize {
+            path,
+            expected,
+            actual,
+            ..
+        } => {
             assert_eq!(path, &entry.path);
-            assert_eq!(*expected, entry.size);
+            assert_eq!((*expected, *actual), (entry.size, entry.size + 4096));
         }
-        other => panic!("expected BlobTooLong, got {other}"),
+        other => panic!("expected BlobWrongSize, got {other}"),
     }
     assert!(!out.exists());
     let err = store.verify(&put.digest, u64::MAX).unwrap_err();
-    assert!(matches!(err, StoreError::BlobTooLong { .. }), "{err}");
+    assert!(matches!(err, StoreError::BlobWrongSize { .. }), "{err}");
 }
 
 #[test]
@@ -357,26 +363,37 @@ fn interrupted_get_resumes_from_part_files() {
     let blob = blob_path(&root, &big.sha256);
     let original = std::fs::read(&blob).unwrap();
 
-    // The store's stream ends early (a dropped connection, a half-written object): the get
-    // fails, keeps what it received, and shows nothing as complete.
+    // A blob stored shorter than its manifest says is the upload's fault, refused from the
+    // file's size before a byte is read (a file store never drops a connection).
     std::fs::write(&blob, &original[..700_000]).unwrap();
     let err = store
         .get(&digest, &out, &GetOptions::default())
         .unwrap_err();
     match &err {
-        StoreError::BlobTruncated {
+        StoreError::BlobWrongSize {
             path,
             expected,
-            received,
+            actual,
+            ..
         } => {
             assert_eq!(path, &big.path);
-            assert_eq!((*expected, *received), (big.size, 700_000));
+            assert_eq!((*expected, *actual), (big.size, 700_000));
         }
-        other => panic!("expected BlobTruncated, got {other}"),
+        other => panic!("expected BlobWrongSize, got {other}"),
     }
+    assert!(err.reject_code().is_some(), "the submitter's fault: {err}");
     assert!(!out.exists());
 
-    // The store heals; the rerun resumes from the 700,000 bytes already received.
+    // An interrupted get (killed after 700,000 bytes of the big file) left its staging
+    // directory; the store heals and the rerun resumes from what was received.
+    let staging = out.with_file_name(format!(".out.koth-partial-{}", &digest.hex()[..16]));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(
+        staging.join(format!("{}.part", big.path)),
+        &original[..700_000],
+    )
+    .unwrap();
     std::fs::write(&blob, &original).unwrap();
     let got = store.get(&digest, &out, &GetOptions::default()).unwrap();
     let small_total: u64 = manifest
@@ -385,8 +402,8 @@ fn interrupted_get_resumes_from_part_files() {
         .filter(|f| f.path != big.path)
         .map(|f| f.size)
         .sum();
-    assert_eq!(got.resumed_bytes, 700_000 + small_total, "{got:?}");
-    assert_eq!(got.downloaded_bytes, big.size - 700_000);
+    assert_eq!(got.resumed_bytes, 700_000, "{got:?}");
+    assert_eq!(got.downloaded_bytes, big.size - 700_000 + small_total);
     assert_same_tree(&src, &out);
 }
 
@@ -593,4 +610,164 @@ fn cache_evicts_least_recently_used_and_never_the_pinned_king() {
         .unwrap()
         .iter()
         .all(|e| e.digest != digests[2]));
+}
+
+/// Run `f` on another thread and fail the test if it has not returned within `secs` (a store
+/// open that blocks on a FIFO would otherwise hang the test runner).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("the store blocked instead of refusing")
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_fifo_symlink_or_directory_in_the_store_is_refused_at_once_as_the_submitters_fault() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, root) = (tmp.path().join("src"), tmp.path().join("store"));
+    make_checkpoint(&src, 31, 10_000);
+    let digest = open(&root).put(&src).unwrap().digest;
+    let manifest = manifest_of_dir(&src, 2).unwrap();
+    let victim = manifest.files()[0].clone();
+    let blob = blob_path(&root, &victim.sha256);
+    let original = std::fs::read(&blob).unwrap();
+    let get = |root: &Path, out: &Path| {
+        let (root, out) = (root.to_path_buf(), out.to_path_buf());
+        within(20, move || {
+            open(&root)
+                .get(&digest, &out, &GetOptions::default())
+                .unwrap_err()
+        })
+    };
+    let refused = |err: &StoreError, what: &str| {
+        assert!(
+            matches!(err, StoreError::NotRegularFile { .. }),
+            "{what}: {err}"
+        );
+        assert!(err.reject_code().is_some(), "{what}: {err}");
+    };
+
+    // A FIFO where a blob should be: never opened for reading, never waited on.
+    std::fs::remove_file(&blob).unwrap();
+    mkfifo(&blob);
+    refused(&get(&root, &tmp.path().join("o1")), "fifo blob");
+    // A symlink to the right bytes outside the store: not followed.
+    std::fs::remove_file(&blob).unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::write(&outside, &original).unwrap();
+    std::os::unix::fs::symlink(&outside, &blob).unwrap();
+    refused(&get(&root, &tmp.path().join("o2")), "symlinked blob");
+    // A directory.
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::create_dir(&blob).unwrap();
+    refused(&get(&root, &tmp.path().join("o3")), "directory blob");
+    std::fs::remove_dir(&blob).unwrap();
+    std::fs::write(&blob, &original).unwrap();
+
+    // A symlinked directory of the layout: the open never leaves the store's root.
+    let blobs = root.join("blobs/sha256");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::rename(&blobs, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &blobs).unwrap();
+    refused(&get(&root, &tmp.path().join("o4")), "symlinked blobs dir");
+    std::fs::remove_file(&blobs).unwrap();
+    std::fs::rename(&elsewhere, &blobs).unwrap();
+
+    // A FIFO where the manifest should be.
+    let mpath = manifest_path(&root, &digest);
+    let mbytes = std::fs::read(&mpath).unwrap();
+    std::fs::remove_file(&mpath).unwrap();
+    mkfifo(&mpath);
+    let r = root.clone();
+    let err = within(20, move || {
+        open(&r).fetch_manifest(&digest, u64::MAX).unwrap_err()
+    });
+    refused(&err, "fifo manifest");
+    std::fs::remove_file(&mpath).unwrap();
+    std::fs::write(&mpath, mbytes).unwrap();
+
+    // Healed, the same checkpoint downloads.
+    let out = tmp.path().join("ok");
+    open(&root)
+        .get(&digest, &out, &GetOptions::default())
+        .unwrap();
+    assert_same_tree(&src, &out);
+}
+
+#[test]
+fn a_failed_get_leaves_no_staging_when_the_fault_is_the_submitters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, root) = (tmp.path().join("src"), tmp.path().join("store"));
+    make_checkpoint(&src, 32, 200_000);
+    let store = open(&root);
+    let digest = store.put(&src).unwrap().digest;
+    let manifest = manifest_of_dir(&src, 2).unwrap();
+    let victim = manifest.files()[1].clone();
+    std::fs::remove_file(blob_path(&root, &victim.sha256)).unwrap();
+    let out = tmp.path().join("dl").join("out");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let err = store
+        .get(&digest, &out, &GetOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BlobMissing { .. }), "{err}");
+    assert!(
+        files_in(out.parent().unwrap()).is_empty(),
+        "left behind: {:?}",
+        files_in(out.parent().unwrap())
+    );
+}
+
+#[test]
+fn the_cache_budget_counts_partial_downloads_and_removes_stale_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    let store = open(&root);
+    let src = tmp.path().join("src");
+    make_checkpoint(&src, 33, 100_000);
+    let digest = store.put(&src).unwrap().digest;
+    let one = manifest_of_dir(&src, 2).unwrap().total_size().unwrap();
+    let cache_dir = tmp.path().join("cache");
+    let cache = CheckpointCache::open(&cache_dir, 2 * one).unwrap();
+    // What an interrupted get of another checkpoint left: 3 × `one` bytes of .part files.
+    let stale = cache_dir.join(format!(
+        ".{}.koth-partial-0123456789abcdef",
+        Digest::of(b"other").hex()
+    ));
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(
+        stale.join("model.safetensors.part"),
+        vec![0u8; 3 * one as usize],
+    )
+    .unwrap();
+    assert_eq!(cache.partial_bytes().unwrap(), 3 * one);
+    // A partial download whose get is still running (its lock is held) is never removed.
+    let running = cache_dir.join(format!(
+        ".{}.koth-partial-fedcba9876543210",
+        Digest::of(b"running").hex()
+    ));
+    std::fs::create_dir_all(&running).unwrap();
+    std::fs::write(running.join("x.part"), vec![0u8; 10]).unwrap();
+    let lock = std::fs::File::create(running.join(".lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+
+    cache
+        .fetch(&store, &digest, &GetOptions::default())
+        .unwrap();
+    assert!(
+        !stale.exists(),
+        "the stale partial download was not removed"
+    );
+    assert!(running.exists(), "a running download was removed");
+    assert!(cache.contains(&digest));
+    assert_eq!(cache.partial_bytes().unwrap(), 10);
 }

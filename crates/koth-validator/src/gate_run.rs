@@ -23,24 +23,39 @@ fn undecidable(m: String) -> GateError {
     GateError::Undecidable(m)
 }
 
-/// The king's `config.json`, or undecidable.
+/// The king's `config.json`, or undecidable. Read under the same 1 MiB cap as a challenger's.
 pub fn read_king_config(dir: &Path) -> Result<Value, GateError> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| undecidable(format!("reading the king's {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
+    let bytes = koth_model::weights::read_capped_file(&path, koth_model::MAX_CONFIG_BYTES)
+        .map_err(|e| undecidable(format!("reading the king's {}: {e:?}", path.display())))?;
+    serde_json::from_slice(&bytes)
         .map_err(|e| undecidable(format!("the king's config.json does not parse: {e}")))
 }
 
-/// The challenger's `config.json`: unreadable JSON is the challenger's `config_mismatch`.
+/// The challenger's `config.json`. Everything wrong with the file itself is the challenger's
+/// `config_mismatch`: missing, not a regular file, over [`koth_model::MAX_CONFIG_BYTES`]
+/// (checked on its size before a byte is read, so a huge config is never parsed into memory),
+/// not UTF-8 JSON. Only an I/O error reading our own cache is undecidable (ours).
 pub fn read_challenger_config(dir: &Path) -> Result<Value, GateError> {
+    use koth_model::weights::CappedReadError;
     let path = dir.join("config.json");
-    let bytes = std::fs::read(&path)
-        .map_err(|e| undecidable(format!("reading the fetched {}: {e}", path.display())))?;
-    serde_json::from_slice(&bytes).map_err(|e| GateError::Refused {
+    let refuse = |message: String| GateError::Refused {
         code: RejectCode::ConfigMismatch,
-        message: format!("config.json is not valid JSON: {e}"),
-    })
+        message,
+    };
+    let cap = koth_model::MAX_CONFIG_BYTES;
+    let bytes = koth_model::weights::read_capped_file(&path, cap).map_err(|e| match e {
+        CappedReadError::Missing => refuse("the checkpoint has no config.json".into()),
+        CappedReadError::NotRegular => refuse("config.json is not a regular file".into()),
+        CappedReadError::TooLarge(n) => {
+            refuse(format!("config.json is {n} bytes, over the cap of {cap}"))
+        }
+        CappedReadError::Io(e) => {
+            undecidable(format!("reading the fetched {}: {e}", path.display()))
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| refuse(format!("config.json is not valid JSON: {e}")))
 }
 
 /// The `.safetensors` files of a fetched checkpoint, sorted by name.

@@ -123,6 +123,15 @@ impl Shell {
                     cfg.competition_path.display()
                 ))
             })?;
+        for scope in &cfg.allowed_locations {
+            if scope != "s3://" && scope != "file://" {
+                scope.parse::<Location>().map_err(|e| {
+                    setup(format!(
+                        "key `store.allowed_locations`: {scope:?} is not a location: {e}"
+                    ))
+                })?;
+            }
+        }
         let chain = EmbeddedChain::open(&cfg.chain_path).map_err(|source| ShellError::Chain {
             path: cfg.chain_path.clone(),
             source,
@@ -514,18 +523,17 @@ impl Shell {
     /// while streaming).
     fn fetch(&mut self, digest: &Digest, location: &str) -> GateVerdict {
         let unreachable = |m: String| GateVerdict::Fail(RejectCode::ManifestUnreachable, m);
-        if !self
-            .cfg
-            .allowed_locations
-            .iter()
-            .any(|p| location.starts_with(p.as_str()))
-        {
+        let parsed: Location = match location.parse() {
+            Ok(l) => l,
+            Err(e) => return unreachable(e.to_string()),
+        };
+        if !location_allowed(&parsed, &self.cfg.allowed_locations) {
             return unreachable(format!(
                 "location {location:?} is not one this validator fetches from (allowed: {:?})",
                 self.cfg.allowed_locations
             ));
         }
-        let store = match open_store(location, &self.cfg.s3) {
+        let store = match BlockingStore::open(&parsed, &self.cfg.s3) {
             Ok(s) => s,
             Err(e @ StoreError::BadLocation { .. }) => return unreachable(e.to_string()),
             Err(e) => return GateVerdict::Infra(format!("opening store {location}: {e}")),
@@ -883,25 +891,38 @@ fn open_store(location: &str, s3: &koth_store::S3Options) -> Result<BlockingStor
     BlockingStore::open(&loc, s3)
 }
 
-/// The miner's fault (nothing there, wrong digest, refused files, too large) or ours.
+/// Whether `location` lies inside one of the validator's `allowed_locations`, compared parsed
+/// (scheme, bucket, whole path segments: `file:///ws/store` does not admit
+/// `file:///ws/store-evil`). An entry that is only a scheme (`s3://`, `file://`) admits every
+/// location of that scheme; an entry that does not parse admits nothing (start-up refuses it).
+pub fn location_allowed(location: &Location, allowed: &[String]) -> bool {
+    allowed.iter().any(|scope| match scope.as_str() {
+        "s3://" => matches!(location, Location::S3 { .. }),
+        "file://" => matches!(location, Location::Local(_)),
+        scope => scope
+            .parse::<Location>()
+            .is_ok_and(|scope| location.is_within(&scope)),
+    })
+}
+
+/// The miner's fault or ours, by the store's own classification ([`StoreError::reject_code`]):
+/// everything that follows from the submission's bytes or its chosen location (nothing there,
+/// a manifest or blob of the wrong hash or size, refused files, a FIFO or symlink where a file
+/// should be, a location that refuses us) is the miner's; a stream cut short while the stored
+/// size is right, a network or disk error, a busy cache are ours, retried.
 fn classify_store_error(e: StoreError, location: &str) -> GateVerdict {
     let msg = e.to_string();
-    match e {
-        StoreError::FileRefused { .. } => GateVerdict::Fail(RejectCode::FileRefused, msg),
-        StoreError::TooLarge { .. } => GateVerdict::Fail(RejectCode::TooLarge, msg),
-        StoreError::BadLocation { .. }
-        | StoreError::ManifestNotFound { .. }
-        | StoreError::ManifestMismatch { .. }
-        | StoreError::ManifestInvalid { .. }
-        | StoreError::ManifestTooLarge { .. }
-        | StoreError::BlobMissing { .. }
-        | StoreError::BlobTooLong { .. }
-        | StoreError::BlobMismatch { .. } => GateVerdict::Fail(
+    match e.reject_code() {
+        Some(RejectCode::ManifestUnreachable) => GateVerdict::Fail(
             RejectCode::ManifestUnreachable,
             format!("{msg} (location {location})"),
         ),
-        // A stream cut short, a network or disk error, a busy cache: ours, retried.
-        _ => GateVerdict::Infra(format!("fetching from {location}: {msg}")),
+        Some(code) => GateVerdict::Fail(code, msg),
+        None if matches!(e, StoreError::BadLocation { .. }) => GateVerdict::Fail(
+            RejectCode::ManifestUnreachable,
+            format!("{msg} (location {location})"),
+        ),
+        None => GateVerdict::Infra(format!("fetching from {location}: {msg}")),
     }
 }
 

@@ -376,11 +376,92 @@ fn every_reject_code_reaches_an_answer() {
             effect = command(&fx).unwrap();
         }
     }
+    // `infra_exhausted` is no gate's code: the core answers it to an entry our side kept failing.
+    commit += 1;
+    let fx = h.reveal(vec![reveal(
+        "x",
+        Some(99),
+        payload(digest(999), "x"),
+        commit,
+    )]);
+    let Some(Effect::RunGate { entry, .. }) = command(&fx) else {
+        panic!("{fx:?}")
+    };
+    let (_, outcome) = fault_until_answered(&mut h, entry);
+    reached.insert(rejected_code(&outcome).unwrap());
     assert_eq!(reached.len(), RejectCode::ALL.len(), "{reached:?}");
 }
 
+/// Fail `entry`'s fetch gate with an infrastructure fault (ticking through every pause) until
+/// the core answers it. Returns the faults it took and the answer.
+fn fault_until_answered(h: &mut Harness, entry: EntryId) -> (u32, Outcome) {
+    let mut faults = 0;
+    loop {
+        h.feed(Event::GateStarted {
+            entry,
+            gate: Gate::Fetch,
+        });
+        let fx = h.feed(Event::InfraFault {
+            entry,
+            reason: "our disk is full".into(),
+        });
+        faults += 1;
+        if let Some((_, outcome)) = answers(&fx).into_iter().find(|(id, _)| *id == entry) {
+            return (faults, outcome);
+        }
+        assert!(faults < 1000, "never answered");
+        let until = h.state.paused_until.expect("a fault pauses the queue");
+        let fx = h.tick(until);
+        match command(&fx) {
+            Some(Effect::RunGate { entry: e, .. }) if e == entry => {}
+            other => panic!("expected the faulting entry to run again, got {other:?}"),
+        }
+    }
+}
+
 #[test]
-fn infra_faults_requeue_at_the_head_pause_and_never_consume() {
+fn an_entry_that_keeps_faulting_is_answered_infra_exhausted_within_the_stated_bound() {
+    let r = rules();
+    let limit = koth_validator::core::infra_attempts_limit(r.max_infra_retries);
+    assert_eq!(limit, 2 * r.max_infra_retries);
+    let mut h = Harness::new(r.clone());
+    let fx = h.reveal(vec![reveal(
+        "alice",
+        Some(1),
+        payload(digest(1), "alice"),
+        101,
+    )]);
+    let Some(Effect::RunGate { entry: 0, .. }) = command(&fx) else {
+        panic!("{fx:?}")
+    };
+    let start = h.state.block;
+    let (faults, outcome) = fault_until_answered(&mut h, 0);
+    assert_eq!(faults, limit + 1);
+    let Outcome::Rejected {
+        code,
+        gate,
+        message,
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(code, RejectCode::InfraExhausted);
+    assert_eq!(gate, Some(Gate::Fetch));
+    assert!(message.contains("not a verdict"), "{message}");
+    // The queue was held paused no longer than the stated bound (the last pause included).
+    let held = h.state.paused_until.unwrap() - start;
+    assert!(
+        held <= koth_validator::core::max_pause_blocks(r.max_infra_retries),
+        "{held} blocks"
+    );
+    assert_eq!(koth_validator::core::max_pause_blocks(5), 223);
+    assert_eq!(h.state.counters.answered, 1);
+    assert!(h.state.entries.is_empty());
+    assert_eq!(h.replayed(), h.state);
+}
+
+#[test]
+fn infra_faults_requeue_at_the_head_pause_and_do_not_consume_before_the_limit() {
     let mut h = Harness::new(rules());
     let fx = h.reveal(vec![
         reveal("alice", Some(1), payload(digest(1), "alice"), 101),

@@ -123,8 +123,12 @@ impl Sim {
         }
         match event {
             Event::InfraFault { entry, .. } => {
-                // Infrastructure faults never consume: the entry stays live, unless the miner's
-                // own newer commitment superseded it.
+                // Infrastructure faults never charge the miner: the entry stays live, unless the
+                // miner's own newer commitment superseded it, or it has now been interrupted
+                // more than the bound, which answers it `infra_exhausted` (not a verdict).
+                let limit = koth_validator::core::infra_attempts_limit(
+                    self.state.rules.as_ref().unwrap().max_infra_retries,
+                );
                 let answered: Vec<&Effect> = effects
                     .iter()
                     .filter(|e| matches!(e, Effect::Answer { entry: x, .. } if x == entry))
@@ -138,6 +142,23 @@ impl Sim {
                         outcome: Outcome::Superseded { .. },
                         ..
                     }] => {}
+                    [Effect::Answer {
+                        outcome:
+                            Outcome::Rejected {
+                                code: RejectCode::InfraExhausted,
+                                ..
+                            },
+                        ..
+                    }] => {
+                        let retries = before.entries[entry].retries;
+                        assert_eq!(retries, limit, "exhausted after {retries} interruptions");
+                        // Not a verdict: the digest is free to be committed again.
+                        let d = before.entries[entry].digest;
+                        assert!(
+                            !self.tally.finished_digests.contains_key(&d),
+                            "an exhausted digest counted as dueled"
+                        );
+                    }
                     other => panic!("an infra fault charged entry {entry}: {other:?}"),
                 }
             }

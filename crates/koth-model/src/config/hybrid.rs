@@ -23,15 +23,15 @@ use super::{rope_theta, Family, Fields, ModelConfig, MoeConfig, TensorKind, Tens
 use crate::error::{ModelError, Result};
 
 /// Caps checked before any allocation: a config.json is untrusted input.
-const MAX_VOCAB: usize = 1 << 22;
-const MAX_WIDTH: usize = 1 << 18;
-const MAX_LAYERS: usize = 1024;
-const MAX_HEADS: usize = 1024;
-const MAX_HEAD_DIM: usize = 4096;
-const MAX_EXPERTS: usize = 4096;
+pub(crate) const MAX_VOCAB: usize = 1 << 22;
+pub(crate) const MAX_WIDTH: usize = 1 << 18;
+pub(crate) const MAX_LAYERS: usize = 1024;
+pub(crate) const MAX_HEADS: usize = 1024;
+pub(crate) const MAX_HEAD_DIM: usize = 4096;
+pub(crate) const MAX_EXPERTS: usize = 4096;
 const MAX_CONV_KERNEL: usize = 64;
 /// 2^38 parameters (about 275 billion).
-const MAX_PARAMETERS: u128 = 1 << 38;
+pub(crate) const MAX_PARAMETERS: u128 = 1 << 38;
 
 /// The token mixer of one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,14 +193,14 @@ fn refuse_unknown(f: &Fields<'_>, allowed: &[&[&str]]) -> Result<()> {
     }
 }
 
-fn capped(f: &Fields<'_>, field: &str, value: usize, cap: usize) -> Result<usize> {
+pub(super) fn capped(f: &Fields<'_>, field: &str, value: usize, cap: usize) -> Result<usize> {
     if value > cap {
         return Err(f.err(field, format!("{value} exceeds koth's cap of {cap}")));
     }
     Ok(value)
 }
 
-fn required_capped(f: &Fields<'_>, field: &str, cap: usize) -> Result<usize> {
+pub(super) fn required_capped(f: &Fields<'_>, field: &str, cap: usize) -> Result<usize> {
     let v = f.required_size(field)?;
     capped(f, field, v, cap)
 }
