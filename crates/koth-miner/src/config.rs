@@ -115,6 +115,13 @@ pub struct TrainSection {
     pub weight_decay: f64,
     #[serde(default)]
     pub checkpoint_every: u64,
+    /// An external trainer's command line (instead of the built-in trainer): split into words
+    /// like a POSIX shell does (quotes, backslashes) but never expanded or interpreted by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The external trainer's time limit in seconds (its process group is killed after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit_s: Option<u64>,
 }
 
 fn one() -> usize {
@@ -161,6 +168,23 @@ impl TrainSettings {
     }
 }
 
+/// The default time limit of an external trainer: a day.
+pub const DEFAULT_TRAINER_TIME_LIMIT_S: u64 = 24 * 3600;
+
+/// `[train] command`: an external trainer, run instead of the built-in one (see
+/// [`crate::external`] and docs/MINING.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainerCommand {
+    /// The command line as written.
+    pub line: String,
+    /// Its words: the program, then its arguments.
+    pub argv: Vec<String>,
+    /// Where it runs: the directory of `miner.toml`.
+    pub cwd: PathBuf,
+    /// Killed (its whole process group) after this long.
+    pub time_limit: std::time::Duration,
+}
+
 /// A validated config with every path resolved.
 #[derive(Debug, Clone)]
 pub struct MinerConfig {
@@ -180,6 +204,8 @@ pub struct MinerConfig {
     pub holdout_windows: u64,
     pub seed: u64,
     pub train: TrainSettings,
+    /// `[train] command`: an external trainer; `None` runs the built-in one.
+    pub trainer: Option<TrainerCommand>,
 }
 
 impl MinerConfig {
@@ -336,7 +362,41 @@ impl MinerConfig {
                 format!("must be in [0, 1), got {}", t.weight_decay),
             ));
         }
+        let trainer = match (&t.command, t.time_limit_s) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "train.time_limit_s",
+                    "is the limit of an external trainer; set train.command too".into(),
+                ))
+            }
+            (Some(line), limit) => {
+                let argv = shlex::split(line).ok_or_else(|| {
+                    invalid(
+                        "train.command",
+                        format!("{line:?} has an unterminated quote or a trailing backslash"),
+                    )
+                })?;
+                if argv.is_empty() {
+                    return Err(invalid(
+                        "train.command",
+                        "must name a program to run".into(),
+                    ));
+                }
+                let limit = limit.unwrap_or(DEFAULT_TRAINER_TIME_LIMIT_S);
+                if limit == 0 {
+                    return Err(invalid("train.time_limit_s", "must be at least 1".into()));
+                }
+                Some(TrainerCommand {
+                    line: line.clone(),
+                    argv,
+                    cwd: base.clone(),
+                    time_limit: std::time::Duration::from_secs(limit),
+                })
+            }
+        };
         Ok(MinerConfig {
+            trainer,
             path: path.to_path_buf(),
             competition: resolve("competition", &file.competition)?,
             work_dir: resolve("work_dir", &file.work_dir)?,
@@ -417,6 +477,31 @@ seq_len = 16
     }
 
     #[test]
+    fn an_external_trainer_is_split_into_words_and_never_shell_expanded() {
+        let text = OK.replace(
+            "seq_len = 16\n",
+            "seq_len = 16\ncommand = \"torchrun --nproc-per-node 8 'my trainer.py' $HOME *.py\"\ntime_limit_s = 60\n",
+        );
+        let c = MinerConfig::from_toml_str(&text, Path::new("/srv/net/miner.toml")).unwrap();
+        let t = c.trainer.unwrap();
+        assert_eq!(
+            t.argv,
+            [
+                "torchrun",
+                "--nproc-per-node",
+                "8",
+                "my trainer.py",
+                "$HOME",
+                "*.py"
+            ]
+        );
+        assert_eq!(t.cwd, Path::new("/srv/net"));
+        assert_eq!(t.time_limit, std::time::Duration::from_secs(60));
+        let c = MinerConfig::from_toml_str(OK, Path::new("m.toml")).unwrap();
+        assert!(c.trainer.is_none());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             (OK.replace("seed = 3", "seed = 3\nsede = 4"), "sede"),
@@ -443,6 +528,18 @@ seq_len = 16
                 "store.location",
             ),
             (OK.replace("batch_size = 4\n", ""), "batch_size"),
+            (
+                OK.replace("seq_len = 16\n", "seq_len = 16\ncommand = \"python3 'x\"\n"),
+                "train.command",
+            ),
+            (
+                OK.replace("seq_len = 16\n", "seq_len = 16\ncommand = \"  \"\n"),
+                "train.command",
+            ),
+            (
+                OK.replace("seq_len = 16\n", "seq_len = 16\ntime_limit_s = 5\n"),
+                "train.time_limit_s",
+            ),
         ];
         for (text, key) in cases {
             let e = MinerConfig::from_toml_str(&text, Path::new("m.toml"))

@@ -33,6 +33,29 @@ pub enum MinerError {
     Io { path: PathBuf, message: String },
     #[error("training: {0}")]
     Training(String),
+    /// `[train] command` failed; nothing was published.
+    #[error(
+        "trainer `{command}` {reason}; nothing was published{}",
+        quote_lines(last_lines)
+    )]
+    Trainer {
+        command: String,
+        reason: String,
+        /// Its last output lines (stdout and stderr, in order of arrival).
+        last_lines: Vec<String>,
+    },
+}
+
+fn quote_lines(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return "; it printed nothing".to_string();
+    }
+    let mut out = format!("; its last {} output lines:", lines.len());
+    for l in lines {
+        out.push_str("\n  | ");
+        out.push_str(l);
+    }
+    out
 }
 
 impl MinerError {

@@ -29,6 +29,23 @@ pub enum MinerEvent {
         tokens_per_step: u64,
     },
     Step(StepInfo),
+    /// `[train] command` starts (instead of the built-in trainer).
+    TrainerStart {
+        attempt: u64,
+        king: Digest,
+        command: String,
+        time_limit_s: u64,
+    },
+    /// One line the external trainer printed (stdout or stderr).
+    TrainerOutput {
+        line: String,
+    },
+    /// The external trainer exited 0 and wrote its checkpoint.
+    TrainerDone {
+        seconds: f64,
+    },
+    /// The validator's gates, run locally on the challenger (`koth miner check`).
+    Checked(crate::check::GateReport),
     /// Training stopped on a signal; the checkpoint resumes it.
     Interrupted {
         step: u64,

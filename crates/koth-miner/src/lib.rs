@@ -7,15 +7,19 @@
 //!   training windows that never overlap them; deterministic batches.
 //! - [`schedule`] and [`train`]: AdamW with warmup then cosine, gradient accumulation,
 //!   clipping, checkpoints that resume bit for bit.
+//! - [`external`]: `[train] command`, a miner's own trainer run in place of the built-in one.
+//! - [`check`]: the validator's gates run locally on any checkpoint directory.
 //! - [`judge`]: the validator's rule (from the competition file's `[duel]`) on held-out data.
 //! - [`miner`]: one attempt (king → train → judge → publish + commit → verdict) and the loop.
 //! - [`progress`]: a progress bar on a terminal, log or JSON lines otherwise.
 
+pub mod check;
 pub mod config;
 pub mod data;
 pub mod devkit;
 pub mod error;
 pub mod events;
+pub mod external;
 pub mod follow;
 pub mod judge;
 pub mod miner;

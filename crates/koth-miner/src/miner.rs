@@ -12,10 +12,12 @@ use koth_model::{DType, Device, Model};
 use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, S3Options};
 use serde::Serialize;
 
-use crate::config::MinerConfig;
+use crate::check::{check_gates, GateReport, GateSetup};
+use crate::config::{MinerConfig, TrainerCommand};
 use crate::data::MinerData;
 use crate::error::{MinerError, Result};
 use crate::events::{MinerEvent, Observer};
+use crate::external::{run_trainer, write_train_tokens, TrainerEnd, TrainerInputs};
 use crate::follow::{FeedClient, Follower, KingRef, ValidatorVerdict};
 use crate::judge::{judge, JudgeSetup, LocalVerdict};
 use crate::train::{train, CheckpointDir, Flow, RunKey};
@@ -32,6 +34,8 @@ pub enum AttemptStatus {
     KingChanged,
     /// Stopped by a signal; the checkpoint resumes it (not written to attempts.jsonl).
     Interrupted,
+    /// A validator gate, run locally, refused the challenger; nothing was submitted.
+    Refused,
 }
 
 /// One line of `<work_dir>/attempts.jsonl`.
@@ -46,6 +50,9 @@ pub struct AttemptRecord {
     pub local: Option<LocalVerdict>,
     pub submitted: bool,
     pub validator: Option<ValidatorVerdict>,
+    /// The validator's gates, run locally, refused the challenger with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<crate::check::Refusal>,
 }
 
 impl AttemptRecord {
@@ -67,6 +74,7 @@ impl AttemptRecord {
             local: None,
             submitted: false,
             validator: None,
+            refusal: None,
         }
     }
 }
@@ -341,6 +349,42 @@ impl Miner {
         }
     }
 
+    /// The validator's gates on `dir` against the king (`koth miner check`, and the loop before
+    /// it publishes).
+    pub fn check_gates(&self, king: (&Digest, &Path), dir: &Path) -> Result<GateReport> {
+        let setup = self.judge_setup();
+        check_gates(
+            &GateSetup {
+                competition: &self.competition,
+                probe_dir: self.config.work_dir.join("check"),
+                device: setup.device,
+                dtype: setup.dtype,
+            },
+            king,
+            dir,
+        )
+    }
+
+    /// `koth miner check`: the gates, then (when they pass) the local duel against `king`.
+    pub fn check(
+        &self,
+        king: &KingRef,
+        king_dir: &Path,
+        dir: &Path,
+        observer: &mut dyn Observer,
+    ) -> Result<(GateReport, Option<LocalVerdict>)> {
+        let report = self.check_gates((&king.digest, king_dir), dir)?;
+        observer.event(&MinerEvent::Checked(report.clone()));
+        if report.refusal.is_some() {
+            return Ok((report, None));
+        }
+        let digest = koth_store::manifest_of_dir(dir, 2)
+            .map_err(|e| MinerError::io(dir, e))?
+            .digest();
+        let local = self.judge_against(king, king_dir, &digest, dir, observer)?;
+        Ok((report, Some(local)))
+    }
+
     fn judge_against(
         &self,
         king: &KingRef,
@@ -454,6 +498,9 @@ impl Miner {
         stop: &AtomicBool,
         observer: &mut dyn Observer,
     ) -> Result<AttemptRecord> {
+        if let Some(command) = &self.config.trainer {
+            return self.attempt_external(command, force, stop, observer);
+        }
         let king = self.follower.king()?;
         let checkpoint = CheckpointDir::new(self.config.work_dir.join("train"));
         let fingerprint = self.config.train.fingerprint();
@@ -564,7 +611,218 @@ impl Miner {
             digest,
             path: chal_dir.display().to_string(),
         });
-        let mut local = self.judge_against(&king, &king_dir, &digest, &chal_dir, observer)?;
+        checkpoint.clear()?;
+        self.judge_and_submit(
+            Trained {
+                attempt,
+                king: &king,
+                king_dir: &king_dir,
+                digest,
+                dir: &chal_dir,
+                train_loss: Some(train_loss),
+                steps: result.steps_done,
+                gates_passed: false,
+            },
+            force,
+            stop,
+            observer,
+        )
+    }
+
+    /// An attempt with `[train] command`: the trainer gets the king, an empty output directory
+    /// and the training windows; its output, once it exits 0, is checked like any challenger.
+    fn attempt_external(
+        &self,
+        command: &TrainerCommand,
+        force: bool,
+        stop: &AtomicBool,
+        observer: &mut dyn Observer,
+    ) -> Result<AttemptRecord> {
+        let king = self.follower.king()?;
+        let attempt = self.next_attempt_number()?;
+        observer.event(&MinerEvent::King {
+            attempt,
+            king: king.clone(),
+        });
+        let king_dir = self.fetch_king(&king)?;
+        observer.event(&MinerEvent::Fetched {
+            digest: king.digest,
+            path: king_dir.display().to_string(),
+        });
+        let run_dir = self.config.work_dir.join("external");
+        if run_dir.exists() {
+            std::fs::remove_dir_all(&run_dir).map_err(|e| MinerError::io(&run_dir, e))?;
+        }
+        let output_dir = run_dir.join("output");
+        std::fs::create_dir_all(&output_dir).map_err(|e| MinerError::io(&output_dir, e))?;
+        let train_tokens = run_dir.join("train-tokens.u32");
+        let train_windows =
+            write_train_tokens(&self.data, &self.config.train, attempt, &train_tokens)?;
+        let inputs = TrainerInputs {
+            king_dir: king_dir.clone(),
+            king_digest: king.digest,
+            output_dir: output_dir.clone(),
+            bundle: self.config.bundle.clone(),
+            train_tokens,
+            train_windows,
+            seq_len: self.config.train.seq_len,
+            seed: self.config.seed,
+            attempt,
+            work_dir: self.config.work_dir.clone(),
+            time_limit: command.time_limit,
+            settings: self.config.train.clone(),
+        };
+        observer.event(&MinerEvent::TrainerStart {
+            attempt,
+            king: king.digest,
+            command: command.line.clone(),
+            time_limit_s: command.time_limit.as_secs(),
+        });
+        let started = Instant::now();
+        let log = self.config.work_dir.join("trainer.log");
+        let end = run_trainer(command, &inputs, &log, stop, &mut |line| {
+            observer.event(&MinerEvent::TrainerOutput {
+                line: line.to_string(),
+            })
+        })?;
+        if end == TrainerEnd::Stopped {
+            observer.event(&MinerEvent::Interrupted { step: 0 });
+            return Ok(AttemptRecord {
+                attempt,
+                status: AttemptStatus::Interrupted,
+                king: king.digest,
+                challenger: None,
+                train_loss: None,
+                steps: 0,
+                local: None,
+                submitted: false,
+                validator: None,
+                refusal: None,
+            });
+        }
+        observer.event(&MinerEvent::TrainerDone {
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        // The gates first, on the trainer's directory as it is: a file the store would not
+        // even take (a `.py`) gets the validator's answer, not a store error.
+        let report = self.check_gates((&king.digest, &king_dir), &output_dir)?;
+        observer.event(&MinerEvent::Checked(report.clone()));
+        if let Some(refusal) = report.refusal {
+            observer.event(&MinerEvent::NotSubmitted {
+                reason: format!(
+                    "the validator's gate {} would refuse it [{}]: {} (the trainer's output is \
+                     kept in {})",
+                    refusal.gate,
+                    refusal.code,
+                    refusal.message,
+                    output_dir.display()
+                ),
+            });
+            let record = AttemptRecord {
+                attempt,
+                status: AttemptStatus::Refused,
+                king: king.digest,
+                challenger: None,
+                train_loss: None,
+                steps: self.config.train.schedule.steps,
+                local: None,
+                submitted: false,
+                validator: None,
+                refusal: Some(refusal),
+            };
+            self.record(&record)?;
+            return Ok(record);
+        }
+        let (digest, chal_dir) = self.take_challenger(&output_dir)?;
+        observer.event(&MinerEvent::ChallengerSaved {
+            digest,
+            path: chal_dir.display().to_string(),
+        });
+        self.judge_and_submit(
+            Trained {
+                attempt,
+                king: &king,
+                king_dir: &king_dir,
+                digest,
+                dir: &chal_dir,
+                train_loss: None,
+                steps: self.config.train.schedule.steps,
+                gates_passed: true,
+            },
+            force,
+            stop,
+            observer,
+        )
+    }
+
+    /// Move a finished checkpoint directory to `challengers/<digest>`; its digest and place.
+    fn take_challenger(&self, from: &Path) -> Result<(Digest, PathBuf)> {
+        let root = self.config.work_dir.join("challengers");
+        std::fs::create_dir_all(&root).map_err(|e| MinerError::io(&root, e))?;
+        let manifest = koth_store::manifest_of_dir(from, 2).map_err(|e| MinerError::io(from, e))?;
+        let digest = manifest.digest();
+        let dir = root.join(digest.hex());
+        if dir.exists() {
+            std::fs::remove_dir_all(from).map_err(|e| MinerError::io(from, e))?;
+        } else {
+            std::fs::rename(from, &dir).map_err(|e| MinerError::io(&dir, e))?;
+        }
+        Ok((digest, dir))
+    }
+
+    /// The common end of an attempt, whichever trainer made the challenger: the validator's
+    /// gates, the local duel (again against a new king if it changed), then publish + commit
+    /// when the local duel crowns (or `force`), and the validator's verdict.
+    fn judge_and_submit(
+        &self,
+        trained: Trained<'_>,
+        force: bool,
+        stop: &AtomicBool,
+        observer: &mut dyn Observer,
+    ) -> Result<AttemptRecord> {
+        let Trained {
+            attempt,
+            king,
+            king_dir,
+            digest,
+            dir: chal_dir,
+            train_loss,
+            steps,
+            gates_passed,
+        } = trained;
+        let chal_dir = chal_dir.to_path_buf();
+        let mut record = AttemptRecord {
+            attempt,
+            status: AttemptStatus::NotSubmitted,
+            king: king.digest,
+            challenger: Some(digest),
+            train_loss,
+            steps,
+            local: None,
+            submitted: false,
+            validator: None,
+            refusal: None,
+        };
+        let refusal = if gates_passed {
+            None
+        } else {
+            let report = self.check_gates((&king.digest, king_dir), &chal_dir)?;
+            observer.event(&MinerEvent::Checked(report.clone()));
+            report.refusal
+        };
+        if let Some(refusal) = refusal {
+            observer.event(&MinerEvent::NotSubmitted {
+                reason: format!(
+                    "the validator's gate {} would refuse it [{}]: {}",
+                    refusal.gate, refusal.code, refusal.message
+                ),
+            });
+            record.status = AttemptStatus::Refused;
+            record.refusal = Some(refusal);
+            self.record(&record)?;
+            return Ok(record);
+        }
+        let mut local = self.judge_against(king, king_dir, &digest, &chal_dir, observer)?;
         // The king may have changed while we judged: the challenger then competes against the
         // new king, so judge it again against that one.
         let now = self.follower.king()?;
@@ -576,18 +834,7 @@ impl Miner {
             let now_dir = self.fetch_king(&now)?;
             local = self.judge_against(&now, &now_dir, &digest, &chal_dir, observer)?;
         }
-        checkpoint.clear()?;
-        let mut record = AttemptRecord {
-            attempt,
-            status: AttemptStatus::NotSubmitted,
-            king: king.digest,
-            challenger: Some(digest),
-            train_loss: Some(train_loss),
-            steps: result.steps_done,
-            local: Some(local.clone()),
-            submitted: false,
-            validator: None,
-        };
+        record.local = Some(local.clone());
         if !local.crown && !force {
             observer.event(&MinerEvent::NotSubmitted {
                 reason: format!(
@@ -627,6 +874,19 @@ impl Miner {
         }
         Ok(())
     }
+}
+
+/// A challenger on disk and how it was made.
+struct Trained<'a> {
+    attempt: u64,
+    king: &'a KingRef,
+    king_dir: &'a Path,
+    digest: Digest,
+    dir: &'a Path,
+    train_loss: Option<f32>,
+    steps: u64,
+    /// The gates already passed on this very directory (they are not run twice).
+    gates_passed: bool,
 }
 
 /// Mean of the last `n` values (the end-of-training loss, less noisy than the last step's).

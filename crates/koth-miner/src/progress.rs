@@ -118,6 +118,16 @@ pub fn describe(event: &MinerEvent) -> Option<String> {
         MinerEvent::TrainDone { steps, loss } => {
             format!("trained {steps} steps; loss {loss:.4} (mean of the last steps)")
         }
+        MinerEvent::TrainerStart {
+            command,
+            time_limit_s,
+            ..
+        } => format!("running the trainer `{command}` (time limit {time_limit_s} s)"),
+        MinerEvent::TrainerOutput { line } => format!("trainer | {line}"),
+        MinerEvent::TrainerDone { seconds } => {
+            format!("the trainer exited 0 after {seconds:.1} s")
+        }
+        MinerEvent::Checked(report) => crate::check::report_text(report),
         MinerEvent::ChallengerSaved { digest, path } => format!("challenger {digest} at {path}"),
         MinerEvent::Judging { .. } => return None,
         MinerEvent::Judged(v) => format!(

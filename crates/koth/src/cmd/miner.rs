@@ -18,7 +18,31 @@ pub enum MinerCommand {
     /// One attempt; prints the outcome (crowned / kept king / rejected with code and sentence /
     /// not submitted) and exits 0; non-zero on errors or when interrupted.
     Once(MinerArgs),
+    /// What the validator would answer for a checkpoint directory, however it was made: every
+    /// gate that runs locally (file policy, size cap, config lock against the current king,
+    /// exact tensor set, weights sanity, trainability probe when the competition runs it) with
+    /// the validator's codes and sentences, then the local duel with the competition's rule on
+    /// the held-out windows. Exits 0 when the local duel crowns, 1 on a gate refusal, 3 when
+    /// the king would be kept.
+    Check(CheckArgs),
 }
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The checkpoint directory (config.json, safetensors files, tokenizer files).
+    dir: PathBuf,
+    /// The miner's config file (competition, chain, data, device).
+    #[arg(long)]
+    config: PathBuf,
+    /// The result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `koth miner check`'s exit status when a gate refuses.
+pub const CHECK_REFUSED: u8 = 1;
+/// `koth miner check`'s exit status when the gates pass but the local duel keeps the king.
+pub const CHECK_KEPT_KING: u8 = 3;
 
 #[derive(Args)]
 pub struct MinerArgs {
@@ -50,6 +74,16 @@ fn outcome_sentence(r: &AttemptRecord) -> String {
             r.king, r.attempt
         ),
         AttemptStatus::Interrupted => format!("interrupted at step {}", r.steps),
+        AttemptStatus::Refused => match &r.refusal {
+            Some(f) => format!(
+                "not submitted: the validator would reject it [{}] at gate {}: {} ({})",
+                f.code,
+                f.gate,
+                f.message,
+                f.sentence()
+            ),
+            None => "not submitted: a gate refused it".to_string(),
+        },
         AttemptStatus::NotSubmitted => {
             let local = r
                 .local
@@ -73,8 +107,45 @@ fn outcome_sentence(r: &AttemptRecord) -> String {
     }
 }
 
+/// `koth miner check`: prints the validator's would-be answer; the exit status says it too.
+fn check(a: &CheckArgs) -> Result<()> {
+    let miner = open(&a.config)?;
+    let king = miner.follower().king()?;
+    let king_dir = miner.fetch_king(&king)?;
+    let mut renderer = Renderer::new(Display::choose(a.json));
+    let (report, local) = miner
+        .check(&king, &king_dir, &a.dir, &mut renderer)
+        .with_context(|| format!("checking {}", a.dir.display()))?;
+    drop(renderer);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "king": king.digest, "gates": report, "local": local })
+        );
+    } else {
+        println!("king {}", king.digest);
+        println!("{}", koth_miner::check::report_text(&report));
+        if let Some(l) = &local {
+            println!(
+                "local duel: {} (king {:.4}, challenger {:.4} nats, μ̂ = {:.5} over {} windows)",
+                l.verdict, l.king_nll, l.challenger_nll, l.mu_hat, l.windows
+            );
+        }
+    }
+    let code = match (&report.refusal, &local) {
+        (Some(_), _) => CHECK_REFUSED,
+        (None, Some(l)) if l.crown => 0,
+        _ => CHECK_KEPT_KING,
+    };
+    if code != 0 {
+        std::process::exit(i32::from(code));
+    }
+    Ok(())
+}
+
 pub fn run(cmd: MinerCommand) -> Result<()> {
     match cmd {
+        MinerCommand::Check(a) => check(&a),
         MinerCommand::Run(a) => {
             let miner = open(&a.config)?;
             let stop = koth_miner::stop_on_signals();

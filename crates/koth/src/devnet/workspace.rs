@@ -400,6 +400,8 @@ pub fn miner_toml(
             clip: 1.0,
             weight_decay: 0.1,
             checkpoint_every: u64::from(plan.checkpoint_every),
+            command: None,
+            time_limit_s: None,
         },
     };
     Ok(format!(
