@@ -21,11 +21,12 @@ pub mod loss;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod plan;
 pub mod weights;
 
 pub use config::{
     Family, HybridConfig, LinearAttentionConfig, MixerKind, ModelConfig, MoeConfig, TensorKind,
-    TensorSpec, MAX_CONFIG_BYTES,
+    TensorSpec,
 };
 pub use device::{parse_device, parse_dtype};
 pub use error::{ModelError, Result};

@@ -470,3 +470,64 @@ fn bad_inputs_exit_non_zero_with_a_named_error() {
     ]);
     assert!(e.contains("--device") && e.contains("tpu"), "{e}");
 }
+
+#[test]
+fn plan_places_teutonic_lxxx_on_eight_and_four_gpus_and_refuses_bad_sizes() {
+    let config =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/bench/teutonic-lxxx.json");
+    let config = s(&config);
+    let eight = ok(&[
+        "model",
+        "plan",
+        "--config",
+        config,
+        "--gpus",
+        "8",
+        "--gpu-mem",
+        "141GiB",
+    ]);
+    assert!(eight.contains("82328204288 parameters"), "{eight}");
+    assert_eq!(eight.matches(": fits").count(), 2, "{eight}");
+    assert!(
+        eight.contains("king L0-8+emb") && eight.contains("chal L27-35+head"),
+        "{eight}"
+    );
+    let four = ok(&[
+        "model",
+        "plan",
+        "--config",
+        config,
+        "--gpus",
+        "4",
+        "--gpu-mem",
+        "141GiB",
+        "--layout",
+        "disjoint",
+        "--json",
+    ]);
+    let plans: serde_json::Value = serde_json::from_str(&four).unwrap();
+    assert_eq!(plans[0]["fits"], true);
+    assert_eq!(plans[0]["stages"].as_array().unwrap().len(), 4);
+    let two = ok(&["model", "plan", "--config", config, "--gpus", "2"]);
+    assert!(two.contains("DOES NOT FIT"), "{two}");
+    let err = fails(&[
+        "model",
+        "plan",
+        "--config",
+        config,
+        "--gpus",
+        "8",
+        "--gpu-mem",
+        "lots",
+    ]);
+    assert!(err.contains("--gpu-mem") && err.contains("141GiB"), "{err}");
+    let err = fails(&[
+        "model", "plan", "--config", config, "--gpus", "8", "--layout", "zigzag",
+    ]);
+    assert!(
+        err.contains("--layout") && err.contains("interleaved"),
+        "{err}"
+    );
+    let err = fails(&["model", "plan", "--config", config, "--gpus", "0"]);
+    assert!(err.contains("at least one GPU"), "{err}");
+}

@@ -71,6 +71,40 @@ pub enum ModelCommand {
         #[arg(long, default_value = "auto")]
         path: String,
     },
+    /// Place a duel's two models (king and challenger) across the GPUs of one host by memory,
+    /// and print each GPU's stages and predicted peak (see docs/SCALE.md).
+    Plan {
+        /// config.json of the architecture.
+        #[arg(long)]
+        config: PathBuf,
+        /// GPUs on the host.
+        #[arg(long)]
+        gpus: usize,
+        /// Memory per GPU, e.g. 141GiB, 80GB, 143771MiB.
+        #[arg(long, default_value = "141GiB")]
+        gpu_mem: String,
+        /// `disjoint` (king on the first half, challenger on the second), `interleaved` (stage i
+        /// of both on GPU i), or `both`.
+        #[arg(long, default_value = "both")]
+        layout: String,
+        /// Sequences per micro-batch and tokens per sequence.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long, default_value_t = 2048)]
+        seq: usize,
+        /// Bytes per parameter: bf16 (2) or f32 (4).
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        /// MiB of logits the chunked head holds at once.
+        #[arg(long, default_value_t = 512)]
+        logits_chunk_mib: u64,
+        /// GiB per GPU taken by the runtime before any tensor.
+        #[arg(long, default_value_t = 2.0)]
+        reserve_gib: f64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Family, parameter count, bytes and dtype of a checkpoint (reads headers only, checks the
     /// tensor set against config.json).
     Info {
@@ -109,6 +143,29 @@ pub fn run(c: ModelCommand) -> Result<()> {
             path,
         } => grads(&model, &ids, &out, &device, &dtype, &path),
         ModelCommand::Info { dir, json } => info(&dir, json),
+        ModelCommand::Plan {
+            config,
+            gpus,
+            gpu_mem,
+            layout,
+            batch,
+            seq,
+            dtype,
+            logits_chunk_mib,
+            reserve_gib,
+            json,
+        } => plan(&PlanArgs {
+            config,
+            gpus,
+            gpu_mem,
+            layout,
+            batch,
+            seq,
+            dtype,
+            logits_chunk_mib,
+            reserve_gib,
+            json,
+        }),
     }
 }
 
@@ -295,6 +352,135 @@ fn info(dir: &Path, json: bool) -> Result<()> {
             println!("experts     {e}");
         }
         println!("tied        {}", i.tied_embeddings);
+    }
+    Ok(())
+}
+
+struct PlanArgs {
+    config: PathBuf,
+    gpus: usize,
+    gpu_mem: String,
+    layout: String,
+    batch: usize,
+    seq: usize,
+    dtype: String,
+    logits_chunk_mib: u64,
+    reserve_gib: f64,
+    json: bool,
+}
+
+/// `141GiB`, `80GB`, `143771MiB`, or plain bytes.
+fn parse_bytes(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("`{s}`: expected a size such as 141GiB"))?;
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        other => {
+            anyhow::bail!("`{s}`: unknown unit `{other}` (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")
+        }
+    };
+    anyhow::ensure!(
+        value.is_finite() && value > 0.0,
+        "`{s}`: the size must be positive"
+    );
+    Ok((value * scale) as u64)
+}
+
+fn plan(a: &PlanArgs) -> Result<()> {
+    use koth_model::plan::{plan, Layout, PlanRequest};
+    let config = koth_model::ModelConfig::from_file(&a.config)
+        .with_context(|| format!("--config {}", a.config.display()))?;
+    let gpu_mem_bytes = parse_bytes(&a.gpu_mem).context("--gpu-mem")?;
+    let dtype_bytes = match a.dtype.as_str() {
+        "bf16" | "f16" => 2,
+        "f32" => 4,
+        other => anyhow::bail!("--dtype `{other}` is not one of bf16, f16, f32"),
+    };
+    let layouts = match a.layout.as_str() {
+        "disjoint" => vec![Layout::Disjoint],
+        "interleaved" => vec![Layout::Interleaved],
+        "both" => vec![Layout::Disjoint, Layout::Interleaved],
+        other => anyhow::bail!("--layout `{other}` is not one of disjoint, interleaved, both"),
+    };
+    anyhow::ensure!(
+        a.reserve_gib.is_finite() && a.reserve_gib >= 0.0,
+        "--reserve-gib must be a non-negative number"
+    );
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let mut plans = Vec::new();
+    for layout in layouts {
+        let req = PlanRequest {
+            gpus: a.gpus,
+            gpu_mem_bytes,
+            dtype_bytes,
+            batch: a.batch,
+            seq: a.seq,
+            logits_chunk_bytes: a.logits_chunk_mib << 20,
+            reserve_bytes: (a.reserve_gib * (1u64 << 30) as f64) as u64,
+            layout,
+        };
+        plans.push(plan(&config, &req).with_context(|| format!("planning {layout:?}"))?);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&plans)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {} parameters ({:.1} GiB per model in {}), {} GPUs of {:.1} GiB, micro-batch {}×{}",
+        a.config.display(),
+        config.parameter_count(),
+        gib(config.parameter_count() * dtype_bytes),
+        a.dtype,
+        a.gpus,
+        gib(gpu_mem_bytes),
+        a.batch,
+        a.seq
+    );
+    for p in &plans {
+        println!(
+            "\n{:?} layout: {}",
+            p.layout,
+            if p.fits { "fits" } else { "DOES NOT FIT" }
+        );
+        println!("  gpu  stages                                        weights   activations  predicted peak");
+        for g in 0..a.gpus {
+            let on: Vec<_> = p.stages.iter().filter(|s| s.gpu == g).collect();
+            let names: Vec<String> = on
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} L{}-{}{}{}",
+                        if s.model == 0 { "king" } else { "chal" },
+                        s.layers.start,
+                        s.layers.end - 1,
+                        if s.embed { "+emb" } else { "" },
+                        if s.head { "+head" } else { "" }
+                    )
+                })
+                .collect();
+            let weights: u64 = on.iter().map(|s| s.weight_bytes).sum();
+            let acts: u64 = on.iter().map(|s| s.activation_bytes).sum();
+            println!(
+                "  {g:>3}  {:<44} {:>7.1} GiB {:>8.1} GiB {:>9.1} GiB",
+                names.join(", "),
+                gib(weights),
+                gib(acts),
+                gib(p.peak_bytes[g])
+            );
+        }
     }
     Ok(())
 }
