@@ -249,7 +249,7 @@ pub fn plan(config: &ModelConfig, req: &PlanRequest) -> Result<Plan, PlanError> 
         }
     }
     let mut peak = vec![req.reserve_bytes; req.gpus];
-    for g in 0..req.gpus {
+    for (g, peak) in peak.iter_mut().enumerate() {
         let on: Vec<&Stage> = stages.iter().filter(|st| st.gpu == g).collect();
         let weights: u64 = on.iter().map(|st| st.weight_bytes).sum();
         let activations: u64 = (0..2)
@@ -262,7 +262,7 @@ pub fn plan(config: &ModelConfig, req: &PlanRequest) -> Result<Plan, PlanError> 
             })
             .sum();
         if !on.is_empty() {
-            peak[g] += weights + activations;
+            *peak += weights + activations;
         }
     }
     let fits = peak.iter().all(|&p| p <= req.gpu_mem_bytes);
