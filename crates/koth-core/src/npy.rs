@@ -138,6 +138,12 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, NpyError> {
     }
     let shape_text = dict_value(text, "shape")?;
     let shape = parse_shape(shape_text)?;
+    // The promised byte count must be a number: `element_count` and `data_len` are then safe
+    // for every header this function returns (a shape like (2^40, 2^40) is refused here).
+    shape
+        .iter()
+        .try_fold(dtype.size(), |n, &d| n.checked_mul(d))
+        .ok_or_else(|| NpyError::Header(format!("shape {shape:?} overflows a byte count")))?;
     Ok(NpyHeader {
         dtype,
         shape,

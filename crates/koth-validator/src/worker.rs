@@ -323,6 +323,26 @@ fn tokio_stream_from<T: Send + 'static>(
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }
 
+/// Pin `king` and unpin every other checkpoint: the worker keeps the king it was last asked to
+/// duel against, and earlier kings become ordinary cache entries that the budget may evict
+/// (pinning every king ever seen would fill the disk over a long game). Failures only cost
+/// cache hits, so they are logged, not returned.
+fn pin_only_the_king(cache: &CheckpointCache, king: &Digest) {
+    if let Err(e) = cache.pin(king) {
+        tracing::warn!(%king, "pinning the king: {e}");
+    }
+    match cache.entries() {
+        Ok(entries) => {
+            for old in entries.iter().filter(|e| e.pinned && &e.digest != king) {
+                if let Err(e) = cache.unpin(&old.digest) {
+                    tracing::warn!(digest = %old.digest, "unpinning an old king: {e}");
+                }
+            }
+        }
+        Err(e) => tracing::warn!("listing the cache: {e}"),
+    }
+}
+
 fn run_request(
     st: &WorkerState,
     req: &DuelRequest,
@@ -351,7 +371,7 @@ fn run_request(
             .map_err(|e| infra(format!("fetching {digest} from {location}: {e}")))
     };
     let king_dir = fetch(&req.king, &req.king_location)?;
-    let _ = cache.pin(&req.king);
+    pin_only_the_king(&cache, &req.king);
     let chal_dir = fetch(&req.challenger, &req.challenger_location)?;
     let ds_guard = st
         .dataset
@@ -615,4 +635,34 @@ pub fn serve(listen: std::net::SocketAddr, cfg: WorkerConfig) -> Result<(), Work
             .await
             .map_err(WorkerError::Serve)
     })
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_king_unpins_the_old_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = CheckpointCache::open(tmp.path(), 0).unwrap();
+        let (old, new) = (Digest::of(b"old king"), Digest::of(b"new king"));
+        for d in [old, new] {
+            std::fs::create_dir_all(cache.path_of(&d)).unwrap();
+            std::fs::write(cache.path_of(&d).join("config.json"), b"{}").unwrap();
+        }
+        pin_only_the_king(&cache, &old);
+        pin_only_the_king(&cache, &new);
+        let pinned: Vec<Digest> = cache
+            .entries()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.pinned)
+            .map(|e| e.digest)
+            .collect();
+        assert_eq!(pinned, vec![new]);
+        // With a zero budget the old king is now evictable; the new one is not.
+        cache.evict_to_budget(None).unwrap();
+        assert!(!cache.contains(&old));
+        assert!(cache.contains(&new));
+    }
 }
