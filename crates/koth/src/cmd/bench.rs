@@ -294,7 +294,7 @@ fn score(a: ScoreArgs) -> Result<()> {
     };
     let times = timed(c, &device, |i| {
         let ids = &batches[i % batches.len()];
-        for m in scored.iter().copied() {
+        for &m in &scored {
             // Per-window means, as a duel uses them; reading them back also waits for the GPU.
             let nll = m.nll_with(ids, path, opts)?;
             let _means: Vec<f32> = nll
