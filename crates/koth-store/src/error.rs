@@ -95,6 +95,13 @@ pub enum StoreError {
         digest: Digest,
         reason: String,
     },
+    /// An operation ran past its deadline ([`crate::BlockingStore::with_deadline`]): a slow
+    /// store or network. Ours (retried), never the submission's verdict.
+    #[error("{operation}: gave up after {limit:?}")]
+    TimedOut {
+        operation: String,
+        limit: std::time::Duration,
+    },
     #[error("another process is already downloading into {path}")]
     Busy { path: PathBuf },
     #[error("gc refused: manifest {digest} could not be read ({reason}); deleting blobs without knowing all references could lose data")]
@@ -136,6 +143,7 @@ impl StoreError {
             | StoreError::BadSource { .. }
             | StoreError::OutputExists { .. }
             | StoreError::Busy { .. }
+            | StoreError::TimedOut { .. }
             | StoreError::GcUnsafe { .. }
             | StoreError::Cache { .. }
             | StoreError::Task(_)

@@ -22,6 +22,6 @@ pub use error::StoreError;
 pub use hash::{hash_file, list_checkpoint_files, manifest_of_dir};
 pub use location::{Location, S3Options};
 pub use store::{
-    BlockingStore, GcOptions, GcReport, GetOptions, GetReport, ListEntry, PutReport, Store,
-    TransferOptions, VerifyReport, DEFAULT_MAX_TOTAL_BYTES,
+    fetch_deadline, BlockingStore, GcOptions, GcReport, GetOptions, GetReport, ListEntry,
+    PutReport, Store, TransferOptions, VerifyReport, DEFAULT_MAX_TOTAL_BYTES,
 };

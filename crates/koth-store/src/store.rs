@@ -62,6 +62,14 @@ impl Default for GetOptions {
 /// Default size cap: 512 GiB, above any checkpoint this network expects.
 pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 512 << 30;
 
+/// The wall-clock limit for fetching a checkpoint of up to `size_cap` bytes from a stranger's
+/// location ([`BlockingStore::with_deadline`]): two minutes, plus the time to move the whole cap
+/// at 8 MiB/s. A store slower than that (one that trickles bytes to hold its caller, or a slow
+/// network of ours) times out as an infrastructure fault; the `.part` files stay for the retry.
+pub fn fetch_deadline(size_cap: u64) -> Duration {
+    Duration::from_secs(120 + size_cap / (8 << 20))
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PutReport {
     pub digest: Digest,
@@ -810,6 +818,8 @@ impl RateLimiter {
 pub struct BlockingStore {
     runtime: tokio::runtime::Runtime,
     store: Store,
+    /// Wall-clock limit of each operation; `None`: none.
+    deadline: Option<Duration>,
 }
 
 impl BlockingStore {
@@ -824,12 +834,45 @@ impl BlockingStore {
             let _guard = runtime.enter();
             Store::open(location, s3)?
         };
-        Ok(Self { runtime, store })
+        Ok(Self {
+            runtime,
+            store,
+            deadline: None,
+        })
     }
 
     pub fn with_transfer_options(mut self, transfer: TransferOptions) -> Self {
         self.store = self.store.with_transfer_options(transfer);
         self
+    }
+
+    /// Give every operation (`get`, `fetch_manifest`, `verify`) a wall-clock limit: past it the
+    /// operation is abandoned with [`StoreError::TimedOut`], so a store that sends bytes slowly
+    /// cannot hold its caller for ever. A `get` cut off this way keeps its `.part` files (a
+    /// rerun resumes; the cache's budget counts them).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Run `op` on the runtime, within the deadline if there is one.
+    fn within_deadline<T>(
+        &self,
+        what: &str,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match self.deadline {
+            None => self.runtime.block_on(op),
+            Some(limit) => self
+                .runtime
+                .block_on(async { tokio::time::timeout(limit, op).await })
+                .unwrap_or_else(|_| {
+                    Err(StoreError::TimedOut {
+                        operation: format!("{what} from {}", self.store.describe()),
+                        limit,
+                    })
+                }),
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -841,7 +884,10 @@ impl BlockingStore {
     }
 
     pub fn get(&self, digest: &Digest, out: &Path, opts: &GetOptions) -> Result<GetReport> {
-        self.runtime.block_on(self.store.get(digest, out, opts))
+        self.within_deadline(
+            &format!("getting {digest}"),
+            self.store.get(digest, out, opts),
+        )
     }
 
     pub fn fetch_manifest(
@@ -849,13 +895,17 @@ impl BlockingStore {
         digest: &Digest,
         max_total_bytes: u64,
     ) -> Result<CheckpointManifest> {
-        self.runtime
-            .block_on(self.store.fetch_manifest(digest, max_total_bytes))
+        self.within_deadline(
+            &format!("reading the manifest of {digest}"),
+            self.store.fetch_manifest(digest, max_total_bytes),
+        )
     }
 
     pub fn verify(&self, digest: &Digest, max_total_bytes: u64) -> Result<VerifyReport> {
-        self.runtime
-            .block_on(self.store.verify(digest, max_total_bytes))
+        self.within_deadline(
+            &format!("verifying {digest}"),
+            self.store.verify(digest, max_total_bytes),
+        )
     }
 
     pub fn list(&self) -> Result<Vec<ListEntry>> {

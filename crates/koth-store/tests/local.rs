@@ -771,3 +771,32 @@ fn the_cache_budget_counts_partial_downloads_and_removes_stale_ones() {
     assert!(cache.contains(&digest));
     assert_eq!(cache.partial_bytes().unwrap(), 10);
 }
+
+#[test]
+fn a_store_slower_than_the_deadline_times_out_and_the_rerun_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, root, out) = (
+        tmp.path().join("src"),
+        tmp.path().join("store"),
+        tmp.path().join("out"),
+    );
+    make_checkpoint(&src, 34, 300_000);
+    let digest = open(&root).put(&src).unwrap().digest;
+    // 100 KB/s for ~600 KB: far past a one-second deadline (a store that trickles bytes).
+    let slow = GetOptions {
+        max_bytes_per_sec: Some(100_000),
+        ..GetOptions::default()
+    };
+    let store = open(&root).with_deadline(Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let err = store.get(&digest, &out, &slow).unwrap_err();
+    assert!(matches!(err, StoreError::TimedOut { .. }), "{err}");
+    assert!(err.reject_code().is_none(), "a timeout is ours: {err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!out.exists());
+    // Within the deadline, the rerun completes (resuming what the slow one received).
+    let got = store.get(&digest, &out, &GetOptions::default()).unwrap();
+    assert!(got.resumed_bytes > 0, "{got:?}");
+    assert_same_tree(&src, &out);
+    assert!(koth_store::fetch_deadline(4_000_000_000) >= Duration::from_secs(120 + 476));
+}

@@ -357,8 +357,11 @@ fn run_request(
         let loc: Location = location
             .parse()
             .map_err(|e| infra(format!("location {location:?}: {e}")))?;
-        let store =
-            BlockingStore::open(&loc, &cfg.s3).map_err(|e| infra(format!("{location}: {e}")))?;
+        let store = BlockingStore::open(&loc, &cfg.s3)
+            .map_err(|e| infra(format!("{location}: {e}")))?
+            .with_deadline(koth_store::fetch_deadline(
+                cfg.competition.intake.size_cap_bytes,
+            ));
         cache
             .fetch(
                 &store,
