@@ -26,7 +26,7 @@ pub mod weights;
 
 pub use config::{
     Family, HybridConfig, LinearAttentionConfig, MixerKind, ModelConfig, MoeConfig, TensorKind,
-    TensorSpec,
+    TensorSpec, MAX_CONFIG_BYTES,
 };
 pub use device::{parse_device, parse_dtype};
 pub use error::{ModelError, Result};
