@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 
 use crate::log::LoggedEvent;
 use crate::state::ValidatorState;
@@ -27,12 +27,23 @@ use crate::state::ValidatorState;
 const SSE_BUFFER: usize = 4096;
 /// Most events replayed from the log to a reconnecting client in one go.
 const CATCH_UP_LIMIT: usize = 10_000;
+/// Most `/api/events` subscribers at once; one more is answered 503 with `Retry-After`, so
+/// subscribers cannot pile up without bound.
+pub const MAX_SSE_SUBSCRIBERS: usize = 64;
+/// Most log catch-ups (`Last-Event-ID` replays, up to [`CATCH_UP_LIMIT`] events read from disk)
+/// running at once; one more is answered 503, so reconnect storms cannot turn into disk reads
+/// without bound.
+pub const MAX_CONCURRENT_CATCH_UPS: usize = 2;
+/// Most connections one HTTP port serves at once ([`CappedListener`]); further connections wait
+/// in the kernel's backlog until one closes.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// What the shell shares with the HTTP handlers.
 pub struct FeedHub {
     state: RwLock<Arc<ValidatorState>>,
     events: broadcast::Sender<Arc<LoggedEvent>>,
     log_path: PathBuf,
+    catch_ups: Arc<Semaphore>,
 }
 
 pub type SharedFeed = Arc<FeedHub>;
@@ -44,7 +55,13 @@ impl FeedHub {
             state: RwLock::new(Arc::new(state)),
             events,
             log_path,
+            catch_ups: Arc::new(Semaphore::new(MAX_CONCURRENT_CATCH_UPS)),
         })
+    }
+
+    /// How many `/api/events` streams are open.
+    pub fn subscribers(&self) -> usize {
+        self.events.receiver_count()
     }
 
     /// Called by the shell after an event was logged and applied.
@@ -108,16 +125,47 @@ fn to_sse(logged: &LoggedEvent) -> SseEvent {
         .data(data)
 }
 
-async fn api_events(
-    State(hub): State<SharedFeed>,
-    headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    // Subscribe before catching up so nothing falls between the two.
-    let rx = hub.events.subscribe();
+/// 503 with a `Retry-After`, naming the limit that was hit.
+fn busy(what: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        what,
+    )
+        .into_response()
+}
+
+async fn api_events(State(hub): State<SharedFeed>, headers: HeaderMap) -> Response {
+    if hub.subscribers() >= MAX_SSE_SUBSCRIBERS {
+        return busy(format!(
+            "{MAX_SSE_SUBSCRIBERS} event streams are open already; retry later"
+        ));
+    }
     let last_id: Option<i64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
+    let permit = match last_id {
+        Some(_) => match hub.catch_ups.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                return busy(format!(
+                    "{MAX_CONCURRENT_CATCH_UPS} clients are catching up from the log already; retry later"
+                ))
+            }
+        },
+        None => None,
+    };
+    event_stream(hub, last_id, permit).await.into_response()
+}
+
+async fn event_stream(
+    hub: SharedFeed,
+    last_id: Option<i64>,
+    catch_up_permit: Option<OwnedSemaphorePermit>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    // Subscribe before catching up so nothing falls between the two.
+    let rx = hub.events.subscribe();
     let mut backlog = Vec::new();
     if let Some(last) = last_id {
         let path = hub.log_path.clone();
@@ -129,6 +177,7 @@ async fn api_events(
             backlog = events;
         }
     }
+    drop(catch_up_permit);
     let after = backlog.last().map(|e| e.seq).or(last_id).unwrap_or(0);
     let backlog = stream::iter(backlog.into_iter().map(|e| Ok(to_sse(&e))));
     let live = stream::unfold(rx, move |mut rx| async move {
@@ -146,4 +195,88 @@ async fn api_events(
         }
     });
     Sse::new(backlog.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// A TCP listener that serves at most `max` connections at once: `accept` waits for one of them
+/// to close first (the rest wait in the kernel's backlog), so a peer that opens connections
+/// without end cannot exhaust the process's file descriptors or memory. Use it with
+/// `axum::serve(CappedListener::new(listener, MAX_CONNECTIONS), router)`.
+pub struct CappedListener {
+    inner: tokio::net::TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl CappedListener {
+    pub fn new(inner: tokio::net::TcpListener, max: usize) -> Self {
+        CappedListener {
+            inner,
+            permits: Arc::new(Semaphore::new(max.max(1))),
+        }
+    }
+}
+
+/// A connection of a [`CappedListener`]; its slot is freed when it is dropped.
+pub struct CappedStream {
+    stream: tokio::net::TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl axum::serve::Listener for CappedListener {
+    type Io = CappedStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // The semaphore is never closed, so acquiring only waits.
+        let slot = loop {
+            if let Ok(p) = self.permits.clone().acquire_owned().await {
+                break p;
+            }
+        };
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (
+            CappedStream {
+                stream,
+                _slot: slot,
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for CappedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CappedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }

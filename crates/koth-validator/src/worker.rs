@@ -631,6 +631,7 @@ pub fn serve(listen: std::net::SocketAddr, cfg: WorkerConfig) -> Result<(), Work
             .await
             .map_err(|source| WorkerError::Listen { listen, source })?;
         tracing::info!(%listen, "eval worker serving");
+        let listener = crate::http::CappedListener::new(listener, crate::http::MAX_CONNECTIONS);
         axum::serve(listener, router)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
