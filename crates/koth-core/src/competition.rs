@@ -84,6 +84,66 @@ pub struct ArchitectureLock {
     pub allowed_dtypes: Vec<String>,
 }
 
+impl ArchitectureLock {
+    /// The structural keys koth's own networks lock: of these, the ones the king's `config.json`
+    /// (`config`) has. A locked key the king lacks would make the config gate undecidable, so
+    /// only present keys are returned.
+    pub fn structural_keys_of(config: &serde_json::Value) -> Vec<String> {
+        [
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "vocab_size",
+            "rope_theta",
+            "rms_norm_eps",
+            "max_position_embeddings",
+            "tie_word_embeddings",
+            "head_dim",
+            "attention_bias",
+            // The Qwen3.5 hybrid's structure.
+            "layer_types",
+            "full_attention_interval",
+            "linear_num_value_heads",
+            "linear_num_key_heads",
+            "linear_key_head_dim",
+            "linear_value_head_dim",
+            "linear_conv_kernel_dim",
+            "partial_rotary_factor",
+            "rope_parameters",
+            "attn_output_gate",
+            "num_experts",
+            "num_experts_per_tok",
+            "moe_intermediate_size",
+            "shared_expert_intermediate_size",
+        ]
+        .iter()
+        .filter(|k| config.get(**k).is_some())
+        .map(|k| (*k).to_string())
+        .collect()
+    }
+
+    /// A lock on `locked_keys` of a Hugging Face `config.json` of `family`, with the bookkeeping
+    /// keys transformers writes (`transformers_version`, `torch_dtype`, `_name_or_path`,
+    /// `use_cache`) free and F32 or BF16 tensors allowed: the lock koth's own networks use.
+    pub fn hf(family: &str, locked_keys: Vec<String>) -> Self {
+        ArchitectureLock {
+            family: family.to_string(),
+            locked_keys,
+            free_keys: [
+                "transformers_version",
+                "torch_dtype",
+                "_name_or_path",
+                "use_cache",
+            ]
+            .map(String::from)
+            .to_vec(),
+            allowed_dtypes: vec!["F32".into(), "BF16".into()],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
@@ -142,6 +202,21 @@ pub struct DuelRule {
     /// Bootstrap resamples; only with `test = "bootstrap"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_resamples: Option<u32>,
+}
+
+impl DuelRule {
+    /// The anytime-valid sequential test at level `alpha` with effect floor `delta`, at most
+    /// `n_max` windows, looking after every `batch_size`.
+    pub fn sequential(alpha: f64, delta: Delta, n_max: u32, batch_size: u32) -> Self {
+        DuelRule {
+            test: DuelTest::Sequential,
+            alpha,
+            delta,
+            n_max,
+            batch_size,
+            bootstrap_resamples: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -209,6 +209,8 @@ pub enum DuelError<E = Infallible> {
     Floor(#[from] FloorError),
     #[error("invalid duel setting: {0}")]
     Setup(String),
+    #[error("the duel does not fit the king pool: {0}")]
+    Pool(#[from] crate::pool::PoolMismatch),
     #[error("the duel was stopped ({stop}) after {windows} windows")]
     Stopped { stop: Stop, windows: u64 },
 }
@@ -293,7 +295,7 @@ pub fn run_duel_pooled<S: DuelSink>(
     challenger: &mut dyn WindowScorer,
     sink: &mut S,
 ) -> Result<Verdict, DuelError<S::Error>> {
-    pool.check_fits(setup).map_err(DuelError::Setup)?;
+    pool.check_fits(setup)?;
     drive(dataset, setup, KingSide::Pool(pool), challenger, None, sink)
 }
 

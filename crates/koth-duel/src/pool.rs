@@ -158,29 +158,29 @@ impl KingPool {
     }
 
     /// Why a duel `setup` cannot run on this pool, if it cannot.
-    pub fn check_fits(&self, setup: &DuelSetup) -> Result<(), String> {
+    pub fn check_fits(&self, setup: &DuelSetup) -> Result<(), PoolMismatch> {
         if setup.king.digest != self.king {
-            return Err(format!(
-                "the pool was scored by king {}, the duel's king is {}",
-                self.king, setup.king.digest
-            ));
+            return Err(PoolMismatch::King {
+                pool: self.king,
+                duel: setup.king.digest,
+            });
         }
         if setup.batch_size != self.batch_size || setup.seq_len != self.seq_len {
-            return Err(format!(
-                "the pool has batches of {} windows of {} tokens, the duel {} of {}",
-                self.batch_size, self.seq_len, setup.batch_size, setup.seq_len
-            ));
+            return Err(PoolMismatch::Layout {
+                pool: (self.batch_size, self.seq_len),
+                duel: (setup.batch_size, setup.seq_len),
+            });
         }
         let needed = setup
             .rule
             .n_max()
             .div_ceil(u64::from(self.batch_size.max(1)));
         if needed > u64::from(self.batches()) {
-            return Err(format!(
-                "the rule may use {} windows ({needed} batches), the pool has {} batches",
-                setup.rule.n_max(),
-                self.batches()
-            ));
+            return Err(PoolMismatch::TooSmall {
+                windows: setup.rule.n_max(),
+                needed,
+                batches: self.batches(),
+            });
         }
         Ok(())
     }
@@ -215,4 +215,24 @@ impl KingPool {
             Err(PoolError::Differs(differences.join("; ")))
         }
     }
+}
+
+/// Why a duel cannot run on a king pool.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolMismatch {
+    #[error("the pool was scored by king {pool}, the duel's king is {duel}")]
+    King { pool: Digest, duel: Digest },
+    #[error(
+        "the pool has batches of {} windows of {} tokens, the duel {} of {}",
+        pool.0, pool.1, duel.0, duel.1
+    )]
+    Layout { pool: (u32, u32), duel: (u32, u32) },
+    #[error(
+        "the rule may use {windows} windows ({needed} batches), the pool has {batches} batches"
+    )]
+    TooSmall {
+        windows: u64,
+        needed: u64,
+        batches: u32,
+    },
 }

@@ -191,11 +191,15 @@ fn a_pool_refuses_a_duel_it_cannot_serve() {
     let king_digest = Digest::of(b"king");
     let small = pool(&dataset, &king, king_digest, 2);
     // The rule may need 512 windows; the pool holds 64.
-    let err = small.check_fits(&setup(king_digest, "s", 512)).unwrap_err();
+    let err = small
+        .check_fits(&setup(king_digest, "s", 512))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("the pool has 2 batches"), "{err}");
     // Another king's duel.
     let err = small
         .check_fits(&setup(Digest::of(b"someone else"), "s", 64))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("scored by king"), "{err}");
 }

@@ -29,9 +29,9 @@ pub struct StateFeed {
     pub block: u64,
     /// The queue waits until this block after an infrastructure fault.
     pub paused_until: Option<u64>,
-    pub king: Option<ReignView>,
+    pub king: Option<Reign>,
     /// Every reign, newest first.
-    pub lineage: Vec<ReignView>,
+    pub lineage: Vec<Reign>,
     /// The entry being gated, dueled or crowned.
     pub current: Option<CurrentView>,
     /// In evaluation order.
@@ -50,35 +50,6 @@ impl StateFeed {
         self.history
             .iter()
             .find(|f| f.digest.as_ref() == Some(digest) && f.hotkey == hotkey)
-    }
-}
-
-/// One reign.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReignView {
-    pub reign: u64,
-    pub digest: Digest,
-    /// `None` for the genesis king.
-    pub hotkey: Option<String>,
-    pub uid: Option<u16>,
-    pub location: Option<String>,
-    pub entry: Option<EntryId>,
-    pub block: u64,
-    pub block_hash: Option<String>,
-}
-
-impl From<&Reign> for ReignView {
-    fn from(r: &Reign) -> Self {
-        ReignView {
-            reign: r.number,
-            digest: r.digest,
-            hotkey: r.hotkey.clone(),
-            uid: r.uid,
-            location: r.location.clone(),
-            entry: r.entry,
-            block: r.block,
-            block_hash: r.block_hash.clone(),
-        }
     }
 }
 
@@ -184,12 +155,12 @@ pub enum ResultView {
     Crowned {
         reign: u64,
         #[serde(flatten)]
-        verdict: VerdictView,
+        verdict: VerdictSummary,
     },
     /// Dueled; the king stays.
     KeptKing {
         #[serde(flatten)]
-        verdict: VerdictView,
+        verdict: VerdictSummary,
     },
     Superseded {
         by: EntryId,
@@ -209,36 +180,10 @@ impl ResultView {
     }
 
     /// The duel's numbers, for a dueled entry.
-    pub fn verdict(&self) -> Option<&VerdictView> {
+    pub fn verdict(&self) -> Option<&VerdictSummary> {
         match self {
             ResultView::Crowned { verdict, .. } | ResultView::KeptKing { verdict } => Some(verdict),
             _ => None,
-        }
-    }
-}
-
-/// A verdict's numbers in the feed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VerdictView {
-    pub accepted: bool,
-    pub n: u64,
-    pub mu_hat: f64,
-    pub lower: f64,
-    pub upper: f64,
-    pub verdict_digest: Digest,
-    pub verdict_path: String,
-}
-
-impl From<&VerdictSummary> for VerdictView {
-    fn from(v: &VerdictSummary) -> Self {
-        VerdictView {
-            accepted: v.accepted,
-            n: v.n,
-            mu_hat: v.mu_hat,
-            lower: v.lower,
-            upper: v.upper,
-            verdict_digest: v.verdict_digest,
-            verdict_path: v.verdict_path.clone(),
         }
     }
 }
@@ -264,13 +209,13 @@ impl From<&Outcome> for ResultView {
                 crowned: Some(reign),
             } => ResultView::Crowned {
                 reign: *reign,
-                verdict: verdict.into(),
+                verdict: verdict.clone(),
             },
             Outcome::Dueled {
                 verdict,
                 crowned: None,
             } => ResultView::KeptKing {
-                verdict: verdict.into(),
+                verdict: verdict.clone(),
             },
             Outcome::Superseded { by } => ResultView::Superseded {
                 by: *by,
@@ -425,8 +370,8 @@ pub fn api_state(state: &ValidatorState) -> StateFeed {
         competition_sha256: state.rules.as_ref().map(|r| r.competition_sha256),
         block: state.block,
         paused_until: state.paused_until.filter(|_| state.is_paused()),
-        king: state.king().map(ReignView::from),
-        lineage: state.reigns.iter().rev().map(ReignView::from).collect(),
+        king: state.king().cloned(),
+        lineage: state.reigns.iter().rev().cloned().collect(),
         current: current_view(state),
         queue,
         waiting,

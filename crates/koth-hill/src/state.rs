@@ -109,6 +109,8 @@ pub struct DuelBounds {
 /// One holder of the crown. Reign 0 is the genesis king.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reign {
+    /// Serialised as `reign` (the feeds' name for it).
+    #[serde(rename = "reign", alias = "number")]
     pub number: u64,
     pub digest: Digest,
     /// `None` for the genesis king, which belongs to nobody and is paid nothing.

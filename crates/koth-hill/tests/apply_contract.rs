@@ -35,15 +35,19 @@ fn rules(rng: &mut ChaCha20Rng) -> Rules {
     }
 }
 
+/// A verdict over `n` windows; its record's digest is derived from `n`.
 fn verdict(accepted: bool, n: u64) -> VerdictSummary {
+    let (mu_hat, lower, upper) = (0.01, 0.001, 0.02);
+    let (verdict_digest, verdict_path) =
+        (Digest::of(&n.to_le_bytes()), format!("/verdicts/{n}.json"));
     VerdictSummary {
         accepted,
         n,
-        mu_hat: 0.01,
-        lower: 0.001,
-        upper: 0.02,
-        verdict_digest: Digest::of(&n.to_le_bytes()),
-        verdict_path: format!("/verdicts/{n}.json"),
+        mu_hat,
+        lower,
+        upper,
+        verdict_digest,
+        verdict_path,
     }
 }
 

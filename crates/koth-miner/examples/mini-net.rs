@@ -20,7 +20,7 @@ clip = 1.0
 weight_decay = 0.1
 checkpoint_every = 50"#;
 
-fn main() -> Result<(), String> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().ok_or("usage: mini-net DIR [PORT] [MINERS]")?);
     let port: u16 = match args.next() {

@@ -45,6 +45,48 @@ fn default_poll_ms() -> u64 {
     2000
 }
 
+impl<Train> MinerFile<Train> {
+    /// The file of miner `name` in a network on one machine laid out as koth's devkits and devnet
+    /// lay it out: `competition.toml` and `chain.db` beside it, the key `name` in `keys/`, its
+    /// work directory `name/`, publishing to `store`; `(feed, verdict_timeout_s)` is where it
+    /// reads the validator's verdicts.
+    pub fn local(
+        name: &str,
+        store: &str,
+        (feed, verdict_timeout_s): (Option<String>, u64),
+        data: DataSection,
+        train: Train,
+    ) -> Self {
+        MinerFile {
+            competition: "competition.toml".into(),
+            work_dir: name.to_string(),
+            poll_interval_ms: default_poll_ms(),
+            chain: ChainSection {
+                path: "chain.db".into(),
+            },
+            key: KeySection {
+                keystore: "keys".into(),
+                name: name.to_string(),
+            },
+            store: StoreSection {
+                location: store.to_string(),
+            },
+            validator: Some(ValidatorSection {
+                feed,
+                verdict_timeout_s,
+            }),
+            data,
+            train,
+        }
+    }
+
+    /// The same file polling every `ms` milliseconds.
+    pub fn polling_every(mut self, ms: u64) -> Self {
+        self.poll_interval_ms = ms;
+        self
+    }
+}
+
 impl<Train: Serialize> MinerFile<Train> {
     /// `miner.toml` as text: the serialisation of this value (what [`MinerConfig::from_toml_str`]
     /// reads back).

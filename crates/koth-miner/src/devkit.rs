@@ -10,16 +10,14 @@ use std::path::{Path, PathBuf};
 
 use koth_chain::{Chain, EmbeddedChain, InitParams, Keypair, Keystore};
 use koth_core::competition::{
-    ArchitectureLock, CompetitionFile, DataSpec, Delta, DuelRule, DuelTest, GateSwitches,
-    HoldoutPolicy, IntakeRules, RewardPolicy, WeightsSchedule,
+    ArchitectureLock, CompetitionFile, DataSpec, Delta, DuelRule, GateSwitches, HoldoutPolicy,
+    IntakeRules, RewardPolicy, WeightsSchedule,
 };
 use koth_core::Digest;
 use koth_model::{DType, Device, Model, ModelConfig};
 use koth_store::{BlockingStore, Location, S3Options};
 
-use crate::config::{
-    ChainSection, DataSection, KeySection, MinerFile, StoreSection, ValidatorSection,
-};
+use crate::config::{DataSection, MinerFile};
 
 /// Sizes of the mini network.
 #[derive(Debug, Clone)]
@@ -73,7 +71,7 @@ pub fn fixture_dir() -> PathBuf {
 }
 
 /// The mini model's config: llama, vocab 4096, hidden 64, 2 layers.
-pub fn mini_config() -> Result<ModelConfig, String> {
+pub fn mini_config() -> Result<ModelConfig, MiniNetError> {
     let v = serde_json::json!({
         "model_type": "llama",
         "vocab_size": 4096,
@@ -89,14 +87,25 @@ pub fn mini_config() -> Result<ModelConfig, String> {
         "max_position_embeddings": 256,
         "tie_word_embeddings": false,
     });
-    ModelConfig::from_json(&v.to_string(), "mini").map_err(|e| e.to_string())
+    ModelConfig::from_json(&v.to_string(), "mini").map_err(err("the mini model config"))
 }
 
-fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
+/// A step of building the mini network failed (`step`), and why (`detail`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("building the mini network: {step}: {detail}")]
+pub struct MiniNetError {
+    pub step: &'static str,
+    pub detail: String,
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+fn err<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> MiniNetError {
+    move |e| MiniNetError {
+        step,
+        detail: e.to_string(),
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), MiniNetError> {
     std::fs::create_dir_all(to).map_err(err("creating a data dir"))?;
     for entry in std::fs::read_dir(from).map_err(err("reading the fixture"))? {
         let entry = entry.map_err(err("reading the fixture"))?;
@@ -111,7 +120,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
 }
 
 /// Build the network under `root` (existing and empty).
-pub fn mini_network(root: &Path, opts: &MiniOptions) -> Result<MiniNet, String> {
+pub fn mini_network(root: &Path, opts: &MiniOptions) -> Result<MiniNet, MiniNetError> {
     let root = root.to_path_buf();
     let data = root.join("data");
     copy_tree(&fixture_dir(), &data)?;
@@ -168,53 +177,31 @@ pub fn mini_network(root: &Path, opts: &MiniOptions) -> Result<MiniNet, String> 
     let bundle_sha = koth_data::Bundle::read(&holdout_bundle)
         .map_err(err("holdout bundle"))?
         .sha256();
+    // Lock every structural key the saved king's config has.
+    let king_config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(king_dir.join("config.json")).map_err(err("the king's config.json"))?,
+    )
+    .map_err(err("the king's config.json"))?;
+    let locked = ArchitectureLock::structural_keys_of(&king_config);
     let competition = CompetitionFile {
         name: "koth-devnet-mini".into(),
         netuid: 7,
         genesis_king: king,
         genesis_location: Some(store_url.clone()),
         start_block: 0,
-        architecture: ArchitectureLock {
-            family: "llama".into(),
-            locked_keys: [
-                "hidden_size",
-                "intermediate_size",
-                "num_hidden_layers",
-                "num_attention_heads",
-                "num_key_value_heads",
-                "vocab_size",
-                "rope_theta",
-                "rms_norm_eps",
-                "max_position_embeddings",
-                "tie_word_embeddings",
-                "head_dim",
-            ]
-            .map(String::from)
-            .to_vec(),
-            free_keys: [
-                "transformers_version",
-                "torch_dtype",
-                "_name_or_path",
-                "use_cache",
-            ]
-            .map(String::from)
-            .to_vec(),
-            allowed_dtypes: vec!["F32".into(), "BF16".into()],
-        },
+        architecture: ArchitectureLock::hf("llama", locked),
         data: DataSpec {
             bundle: "data/holdout-bundle.json".into(),
             bundle_sha256: bundle_sha,
             seq_len: opts.seq_len,
             holdout: HoldoutPolicy::None,
         },
-        duel: DuelRule {
-            test: DuelTest::Sequential,
-            alpha: 0.01,
-            delta: Delta::Absolute(opts.delta_nats),
-            n_max: opts.n_max,
-            batch_size: opts.duel_batch,
-            bootstrap_resamples: None,
-        },
+        duel: DuelRule::sequential(
+            0.01,
+            Delta::Absolute(opts.delta_nats),
+            opts.n_max,
+            opts.duel_batch,
+        ),
         intake: IntakeRules {
             reveal_delay_blocks: opts.reveal_delay,
             size_cap_bytes: 64 << 20,
@@ -257,38 +244,25 @@ impl MiniNet {
         holdout_windows: u64,
         seed: u64,
         train: &str,
-    ) -> Result<PathBuf, String> {
-        let (name, _) = self
-            .miners
-            .get(index)
-            .ok_or_else(|| format!("no miner {index}"))?;
+    ) -> Result<PathBuf, MiniNetError> {
+        let (name, _) = self.miners.get(index).ok_or_else(|| MiniNetError {
+            step: "miner config",
+            detail: format!("no miner {index}: the network has {}", self.miners.len()),
+        })?;
         // The `[train]` body is taken as a raw table: the reader's tests pass malformed ones.
         let train: toml::Table = toml::from_str(train).map_err(err("the [train] body"))?;
-        let text = MinerFile {
-            competition: "competition.toml".into(),
-            work_dir: name.clone(),
-            poll_interval_ms: 200,
-            chain: ChainSection {
-                path: "chain.db".into(),
-            },
-            key: KeySection {
-                keystore: "keys".into(),
-                name: name.clone(),
-            },
-            store: StoreSection {
-                location: self.store_url.clone(),
-            },
-            validator: Some(ValidatorSection {
-                feed: feed.map(str::to_string),
-                verdict_timeout_s: 300,
-            }),
-            data: DataSection {
+        let text = MinerFile::local(
+            name,
+            &self.store_url,
+            (feed.map(str::to_string), 300),
+            DataSection {
                 bundle: "data/train-bundle.json".into(),
                 holdout_windows,
                 seed,
             },
             train,
-        }
+        )
+        .polling_every(200)
         .to_toml()
         .map_err(err("miner.toml"))?;
         let path = self.root.join(format!("{name}.toml"));

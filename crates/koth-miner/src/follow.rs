@@ -164,7 +164,7 @@ pub fn king_from_feed(
         digest: k.digest,
         location,
         source: KingSource::Feed,
-        reign: Some(k.reign),
+        reign: Some(k.number),
     })
 }
 

@@ -443,7 +443,7 @@ impl ValidatorConfig {
                 .map(|p| resolve(&base, p)),
             &worker,
         )
-        .map_err(|message| key_err("data.holdout_secret_file", message))?;
+        .map_err(|e| key_err("data.holdout_secret_file", e.to_string()))?;
         let s3 = koth_store::S3Options {
             endpoint: self.store.s3_endpoint.clone(),
             region: self.store.s3_region.clone(),
@@ -473,6 +473,63 @@ impl ValidatorConfig {
     }
 }
 
+/// Why the holdout secret of `validator.toml` cannot be used (reported under the key
+/// `data.holdout_secret_file`).
+#[derive(Debug, thiserror::Error)]
+pub enum HoldoutProblem {
+    #[error("opening the data bundle {}: {source}", bundle.display())]
+    Bundle {
+        bundle: PathBuf,
+        #[source]
+        source: koth_data::DataError,
+    },
+    #[error(
+        "the data bundle {} has private source(s) {private_sources:?}, whose windows need the \
+         validator secret: set it in validator.toml as [data] holdout_secret_file = \"…\"",
+        bundle.display()
+    )]
+    SecretNeeded {
+        bundle: PathBuf,
+        private_sources: Vec<String>,
+    },
+    #[error(
+        "the holdout secret is used by the in-process worker only; a remote worker \
+         (eval.worker) cannot score private sources yet"
+    )]
+    RemoteWorker,
+    #[error(
+        "{} is set, but the data bundle {} has no private source to use it on",
+        secret.display(),
+        bundle.display()
+    )]
+    NoPrivateSource { secret: PathBuf, bundle: PathBuf },
+    #[error("cannot read {}: {source}", secret.display())]
+    Unreadable {
+        secret: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{} is empty; the secret must be non-empty (e.g. 32 random bytes as hex)",
+        secret.display()
+    )]
+    Empty { secret: PathBuf },
+    #[error("computing the holdout root: {0}")]
+    Root(#[source] koth_data::DataError),
+    #[error(
+        "the secret in {} with the private shards of {} gives the holdout root {root}, but the \
+         competition commits data.holdout.root = {committed} (wrong secret or wrong shards)",
+        secret.display(),
+        bundle.display()
+    )]
+    RootMismatch {
+        secret: PathBuf,
+        bundle: PathBuf,
+        root: koth_core::Digest,
+        committed: koth_core::Digest,
+    },
+}
+
 /// The holdout secret, checked against the competition: a bundle with private sources needs
 /// one (its windows cannot be drawn without it); the file must be readable and non-empty; when
 /// the competition commits a holdout root, the secret and the private shards must hash to it.
@@ -482,10 +539,14 @@ fn check_holdout(
     bundle_path: &Path,
     secret_file: Option<PathBuf>,
     worker: &WorkerSpec,
-) -> Result<Option<HoldoutSecret>, String> {
+) -> Result<Option<HoldoutSecret>, HoldoutProblem> {
     use koth_core::competition::HoldoutPolicy;
-    let dataset = koth_data::Dataset::open(bundle_path)
-        .map_err(|e| format!("opening the data bundle {}: {e}", bundle_path.display()))?;
+    let bundle = bundle_path.to_path_buf();
+    let dataset =
+        koth_data::Dataset::open(bundle_path).map_err(|source| HoldoutProblem::Bundle {
+            bundle: bundle.clone(),
+            source,
+        })?;
     let private_sources: Vec<String> = dataset
         .bundle()
         .sources
@@ -499,47 +560,38 @@ fn check_holdout(
     };
     let Some(path) = secret_file else {
         if !private_sources.is_empty() && *worker == WorkerSpec::InProcess {
-            return Err(format!(
-                "the data bundle {} has private source(s) {private_sources:?}, whose windows \
-                 need the validator secret: set it in validator.toml as \
-                 [data] holdout_secret_file = \"…\"",
-                bundle_path.display()
-            ));
+            return Err(HoldoutProblem::SecretNeeded {
+                bundle,
+                private_sources,
+            });
         }
         return Ok(None);
     };
     if *worker != WorkerSpec::InProcess {
-        return Err(
-            "the holdout secret is used by the in-process worker only; a remote worker \
-             (eval.worker) cannot score private sources yet"
-                .into(),
-        );
+        return Err(HoldoutProblem::RemoteWorker);
     }
     if private_sources.is_empty() {
-        return Err(format!(
-            "{} is set, but the data bundle {} has no private source to use it on",
-            path.display(),
-            bundle_path.display()
-        ));
+        return Err(HoldoutProblem::NoPrivateSource {
+            secret: path,
+            bundle,
+        });
     }
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = std::fs::read(&path).map_err(|source| HoldoutProblem::Unreadable {
+        secret: path.clone(),
+        source,
+    })?;
     if bytes.is_empty() {
-        return Err(format!(
-            "{} is empty; the secret must be non-empty (e.g. 32 random bytes as hex)",
-            path.display()
-        ));
+        return Err(HoldoutProblem::Empty { secret: path });
     }
-    let root = koth_data::holdout::commit_root(&dataset, &bytes)
-        .map_err(|e| format!("computing the holdout root: {e}"))?;
+    let root = koth_data::holdout::commit_root(&dataset, &bytes).map_err(HoldoutProblem::Root)?;
     if let Some(committed) = committed {
         if committed != root {
-            return Err(format!(
-                "the secret in {} with the private shards of {} gives the holdout root {root}, \
-                 but the competition commits data.holdout.root = {committed} (wrong secret or \
-                 wrong shards)",
-                path.display(),
-                bundle_path.display()
-            ));
+            return Err(HoldoutProblem::RootMismatch {
+                secret: path,
+                bundle,
+                root,
+                committed,
+            });
         }
     }
     Ok(Some(HoldoutSecret {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use koth_chain::{Chain, EmbeddedChain, InitParams, Keypair, Keystore};
 use koth_core::checkpoint::{CheckpointManifest, FileEntry};
 use koth_core::competition::{
-    ArchitectureLock, CompetitionFile, DataSpec, Delta, DuelRule, DuelTest, GateSwitches,
-    HoldoutPolicy, IntakeRules, RewardPolicy, WeightsSchedule,
+    ArchitectureLock, CompetitionFile, DataSpec, Delta, DuelRule, GateSwitches, HoldoutPolicy,
+    IntakeRules, RewardPolicy, WeightsSchedule,
 };
 use koth_core::npy::{encode_header, NpyDtype};
 use koth_core::Digest;
@@ -85,8 +85,19 @@ pub struct TinyNet {
     pub king: Digest,
 }
 
-fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
+/// A step of building the network failed: which step, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{step}: {detail}")]
+pub struct DevkitError {
+    pub step: String,
+    pub detail: String,
+}
+
+fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> DevkitError + '_ {
+    move |e| DevkitError {
+        step: what.to_string(),
+        detail: e.to_string(),
+    }
 }
 
 /// The tiny model's `config.json` values.
@@ -135,14 +146,14 @@ pub fn synthetic_tokens(n: usize, seed: u64) -> Vec<u32> {
 }
 
 /// Write `model` in Hugging Face layout into `dir`.
-pub fn save_model(model: &Model, dir: &Path) -> Result<(), String> {
+pub fn save_model(model: &Model, dir: &Path) -> Result<(), DevkitError> {
     model
         .save(dir)
         .map_err(err(&format!("saving a model to {}", dir.display())))
 }
 
 /// Put a checkpoint directory into the store; its digest.
-pub fn put(store_url: &str, dir: &Path) -> Result<Digest, String> {
+pub fn put(store_url: &str, dir: &Path) -> Result<Digest, DevkitError> {
     let loc: Location = store_url.parse().map_err(err("store location"))?;
     let store = BlockingStore::open(&loc, &S3Options::default()).map_err(err("opening store"))?;
     Ok(store
@@ -153,7 +164,7 @@ pub fn put(store_url: &str, dir: &Path) -> Result<Digest, String> {
 
 /// Write files into the store's layout directly, bypassing `put`'s file policy: how a
 /// malicious miner's upload looks (a `.py` file, say). Returns the manifest's digest.
-pub fn put_raw(store_dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<Digest, String> {
+pub fn put_raw(store_dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<Digest, DevkitError> {
     let mut entries = Vec::new();
     for (path, bytes) in files {
         let sha = Digest::of(bytes);
@@ -183,7 +194,7 @@ pub fn train_better(
     out: &Path,
     steps: usize,
     seq_len: usize,
-) -> Result<(), String> {
+) -> Result<(), DevkitError> {
     let king = Model::load(king_dir, DType::F32, &Device::Cpu).map_err(err("loading the king"))?;
     let mut trainer = Trainer::new(&king, AdamWConfig::default()).map_err(err("trainer"))?;
     let rows = 8;
@@ -201,7 +212,7 @@ pub fn key(seed: u8) -> Keypair {
 }
 
 /// Register `hotkey` on the chain (its own coldkey).
-pub fn register(chain: &dyn Chain, hotkey: &Keypair) -> Result<(), String> {
+pub fn register(chain: &dyn Chain, hotkey: &Keypair) -> Result<(), DevkitError> {
     chain
         .register(hotkey, &hotkey.account())
         .map(|_| ())
@@ -209,7 +220,7 @@ pub fn register(chain: &dyn Chain, hotkey: &Keypair) -> Result<(), String> {
 }
 
 /// Build the network under `root` (which must exist and be empty).
-pub fn tiny_network(root: &Path, opts: &TinyOptions) -> Result<TinyNet, String> {
+pub fn tiny_network(root: &Path, opts: &TinyOptions) -> Result<TinyNet, DevkitError> {
     let root = root.to_path_buf();
     let owner = key(1);
     let validator = key(2);
@@ -253,23 +264,7 @@ pub fn tiny_network(root: &Path, opts: &TinyOptions) -> Result<TinyNet, String> 
         &std::fs::read(king_dir.join("config.json")).map_err(err("king config"))?,
     )
     .map_err(err("king config"))?;
-    let locked: Vec<String> = [
-        "hidden_size",
-        "intermediate_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "vocab_size",
-        "rope_theta",
-        "rms_norm_eps",
-        "max_position_embeddings",
-        "tie_word_embeddings",
-        "head_dim",
-    ]
-    .iter()
-    .filter(|k| king_config.get(**k).is_some())
-    .map(|k| k.to_string())
-    .collect();
+    let locked = ArchitectureLock::structural_keys_of(&king_config);
     // Data.
     let data_dir = root.join("data/synthetic");
     std::fs::create_dir_all(&data_dir).map_err(err("data dir"))?;
@@ -313,33 +308,14 @@ pub fn tiny_network(root: &Path, opts: &TinyOptions) -> Result<TinyNet, String> 
         genesis_king: king,
         genesis_location: Some(store_url.clone()),
         start_block: 0,
-        architecture: ArchitectureLock {
-            family: "llama".into(),
-            locked_keys: locked,
-            free_keys: [
-                "transformers_version",
-                "torch_dtype",
-                "_name_or_path",
-                "use_cache",
-            ]
-            .map(String::from)
-            .to_vec(),
-            allowed_dtypes: vec!["F32".into(), "BF16".into()],
-        },
+        architecture: ArchitectureLock::hf("llama", locked),
         data: DataSpec {
             bundle: "data/bundle.json".into(),
             bundle_sha256: bundle.sha256(),
             seq_len: opts.seq_len,
             holdout: HoldoutPolicy::None,
         },
-        duel: DuelRule {
-            test: DuelTest::Sequential,
-            alpha: 0.01,
-            delta: Delta::Absolute(0.0),
-            n_max: opts.n_max,
-            batch_size: opts.batch_size,
-            bootstrap_resamples: None,
-        },
+        duel: DuelRule::sequential(0.01, Delta::Absolute(0.0), opts.n_max, opts.batch_size),
         intake: IntakeRules {
             reveal_delay_blocks: opts.reveal_delay,
             size_cap_bytes: opts.size_cap_bytes,
@@ -394,7 +370,7 @@ pub fn write_validator_config(
     listen: &str,
     store_url: &str,
     poll_interval_ms: u64,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, DevkitError> {
     let mut config = ValidatorConfig::new(
         "competition.toml".into(),
         work_dir.into(),

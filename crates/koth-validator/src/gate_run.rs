@@ -262,25 +262,24 @@ const MIN_SECRET_BYTES: usize = 16;
 /// bytes, mode 0600) at the first start that needs it and never replaced. A file that exists but
 /// cannot be read or is too short stops the validator: silently making a new secret would change
 /// the probes and orphan every stored fingerprint.
-pub fn load_or_create_secret(work_dir: &Path) -> Result<Vec<u8>, String> {
+pub fn load_or_create_secret(work_dir: &Path) -> Result<Vec<u8>, SecretError> {
     use std::io::Write;
     let path = work_dir.join(SECRET_FILE);
     match std::fs::read(&path) {
         Ok(bytes) if bytes.len() >= MIN_SECRET_BYTES => return Ok(bytes),
         Ok(bytes) => {
-            return Err(format!(
-                "the fingerprint secret {} has {} bytes, at least {MIN_SECRET_BYTES} are needed \
-                 (it is created by the validator; do not edit it)",
-                path.display(),
-                bytes.len()
-            ))
+            return Err(SecretError::TooShort {
+                path,
+                len: bytes.len(),
+            })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(format!(
-                "reading the fingerprint secret {}: {e}",
-                path.display()
-            ))
+        Err(source) => {
+            return Err(SecretError::Io {
+                what: "reading",
+                path,
+                source,
+            })
         }
     }
     // Fingerprints already taken with a secret that is now gone cannot be compared with new
@@ -290,16 +289,13 @@ pub fn load_or_create_secret(work_dir: &Path) -> Result<Vec<u8>, String> {
         rd.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json")))
     });
     if has_records {
-        return Err(format!(
-            "the fingerprint secret {} is missing but {} holds fingerprints taken with it; \
-             restore the secret from a backup (a new one would make every stored fingerprint \
-             incomparable)",
-            path.display(),
-            records.display()
-        ));
+        return Err(SecretError::Missing { path, records });
     }
-    std::fs::create_dir_all(work_dir)
-        .map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+    std::fs::create_dir_all(work_dir).map_err(|source| SecretError::Io {
+        what: "creating the directory of",
+        path: path.clone(),
+        source,
+    })?;
     let mut secret = vec![0u8; SECRET_BYTES];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
     let mut options = std::fs::OpenOptions::new();
@@ -323,11 +319,43 @@ pub fn load_or_create_secret(work_dir: &Path) -> Result<Vec<u8>, String> {
             let _ = std::fs::remove_file(&tmp);
             load_or_create_secret(work_dir)
         }
-        Err(e) => Err(format!(
-            "creating the fingerprint secret {}: {e}",
-            path.display()
-        )),
+        Err(source) => Err(SecretError::Io {
+            what: "creating",
+            path,
+            source,
+        }),
     }
+}
+
+/// The fingerprint secret cannot be used; the validator does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "the fingerprint secret {} has {len} bytes, at least {MIN_SECRET_BYTES} are needed \
+         (it is created by the validator; do not edit it)",
+        path.display()
+    )]
+    TooShort { path: PathBuf, len: usize },
+    #[error(
+        "the fingerprint secret {} is missing but {} holds fingerprints taken with it; restore \
+         the secret from a backup (a new one would make every stored fingerprint incomparable)",
+        path.display(),
+        records.display()
+    )]
+    Missing { path: PathBuf, records: PathBuf },
+    #[error("{what} the fingerprint secret {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating {}: {source}", path.display())]
+    RecordsDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A fingerprint as stored under `work_dir/fingerprints/`.
@@ -364,7 +392,7 @@ impl OptionalGates {
         competition: &koth_core::competition::Competition,
         device: &str,
         dtype: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SecretError> {
         let switches = competition.gates.clone();
         let needed = switches.near_copy || switches.trainability_probe;
         let secret = if needed {
@@ -374,8 +402,10 @@ impl OptionalGates {
         };
         let dir = work_dir.join(FINGERPRINT_DIR);
         if needed {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(|source| SecretError::RecordsDir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         Ok(Self {
             secret,
@@ -620,18 +650,32 @@ pub fn compute_fingerprint(
     probes.fingerprint(&nll_at)
 }
 
+/// The trainability probe's backward step failed (on our side: a model that cannot take the step
+/// is checked before, by loading it).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("probe batch: {0}")]
+    Batch(#[source] koth_model::ModelError),
+    #[error("backward step: {0}")]
+    Backward(#[source] koth_model::ModelError),
+    #[error("gradient norm of {tensor}: {source}")]
+    Norm {
+        tensor: String,
+        #[source]
+        source: koth_model::ModelError,
+    },
+}
+
 /// One backward step of the mean loss on the probe sequences: the loss, each tensor's gradient
 /// L2 norm (f64; `None` when not finite). The model is left unchanged.
 pub fn probe_gradients(
     model: &koth_model::Model,
     probes: &crate::fingerprint::ProbeSet,
-) -> Result<crate::fingerprint::GradientSummary, String> {
+) -> Result<crate::fingerprint::GradientSummary, ProbeError> {
     let ids: Vec<u32> = probes.sequences.concat();
     let batch = koth_model::TokenIds::new(ids, probes.sequences.len(), probes.len())
-        .map_err(|e| format!("probe batch: {e}"))?;
-    let (loss, grads) = model
-        .loss_and_grads(&batch)
-        .map_err(|e| format!("backward step: {e}"))?;
+        .map_err(ProbeError::Batch)?;
+    let (loss, grads) = model.loss_and_grads(&batch).map_err(ProbeError::Backward)?;
     let mut norms = Vec::with_capacity(grads.len());
     for (name, g) in grads {
         let sum_sq = g
@@ -639,7 +683,10 @@ pub fn probe_gradients(
             .and_then(|g| g.sqr())
             .and_then(|g| g.sum_all())
             .and_then(|g| g.to_scalar::<f64>())
-            .map_err(|e| format!("gradient norm of {name}: {e}"))?;
+            .map_err(|e| ProbeError::Norm {
+                tensor: name.clone(),
+                source: e.into(),
+            })?;
         let norm = sum_sq.sqrt();
         norms.push((name, norm.is_finite().then_some(norm)));
     }

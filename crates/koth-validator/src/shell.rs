@@ -400,15 +400,23 @@ impl Shell {
 
     /// The king's directory in the cache, fetched from `location` (which the core's effect
     /// carries) if needed.
-    fn king_dir(&mut self, king: &Digest, location: Option<&str>) -> Result<PathBuf, String> {
+    fn king_dir(
+        &mut self,
+        king: &Digest,
+        location: Option<&str>,
+    ) -> Result<PathBuf, KingUnavailable> {
         if let Some(k) = &self.king {
             if &k.digest == king && k.dir.is_dir() {
                 return Ok(k.dir.clone());
             }
         }
-        let location =
-            location.ok_or_else(|| format!("no location is known for the king {king}"))?;
-        let store = open_store(location, &self.cfg.s3).map_err(|e| e.to_string())?;
+        let unavailable = |reason: String| KingUnavailable {
+            king: *king,
+            reason,
+        };
+        let location = location.ok_or_else(|| unavailable("no location is known for it".into()))?;
+        let store = open_store(location, &self.cfg.s3)
+            .map_err(|e| unavailable(format!("opening the store {location}: {e}")))?;
         let dir = self
             .cache
             .fetch(
@@ -419,12 +427,14 @@ impl Shell {
                     max_bytes_per_sec: None,
                 },
             )
-            .map_err(|e| format!("fetching the king {king} from {location}: {e}"))?;
+            .map_err(|e| unavailable(format!("fetching it from {location}: {e}")))?;
         let _ = self.cache.pin(king);
-        let config = gate_run::read_king_config(&dir).map_err(|e| e.to_string())?;
+        let config = gate_run::read_king_config(&dir)
+            .map_err(|e| unavailable(format!("its config: {e}")))?;
         let files =
-            gate_run::parse_headers(&dir).map_err(|e| format!("the king's tensors: {e}"))?;
-        let tensors = gate_run::index_of(&files).map_err(|e| format!("the king's tensors: {e}"))?;
+            gate_run::parse_headers(&dir).map_err(|e| unavailable(format!("its tensors: {e}")))?;
+        let tensors =
+            gate_run::index_of(&files).map_err(|e| unavailable(format!("its tensors: {e}")))?;
         self.king = Some(KingFacts {
             digest: *king,
             dir: dir.clone(),
@@ -444,7 +454,7 @@ impl Shell {
         king_location: Option<&str>,
     ) -> GateVerdict {
         if let Err(e) = self.king_dir(king, king_location) {
-            return GateVerdict::Infra(e);
+            return GateVerdict::Infra(e.to_string());
         }
         let chal_dir = self.cache.path_of(challenger);
         if gate != Gate::Fetch && !chal_dir.is_dir() {
@@ -574,10 +584,10 @@ impl Shell {
         })?;
         let king_dir = match self.king_dir(&king, king_location.as_deref()) {
             Ok(d) => d,
-            Err(reason) => {
+            Err(e) => {
                 return self.record(Event::InfraFault {
                     entry,
-                    reason: clip_text(&reason),
+                    reason: clip_text(&e.to_string()),
                 })
             }
         };
@@ -591,7 +601,7 @@ impl Shell {
                 let (url, token) = (url.clone(), token.clone());
                 match king_location {
                     // The worker fetches both models itself: it needs to know where the king is.
-                    None => Ok(Err(DuelFailure::Infra(format!(
+                    None => Ok(DuelEnd::Failed(DuelFailure::Infra(format!(
                         "no location is known for the king {king}; a remote worker cannot fetch it"
                     )))),
                     Some(king_location) => {
@@ -609,7 +619,7 @@ impl Shell {
             }
         };
         match result {
-            Ok(Err(DuelFailure::Challenger(message))) => {
+            Ok(DuelEnd::Failed(DuelFailure::Challenger(message))) => {
                 tracing::info!(entry, "the challenger failed in the duel: {message}");
                 self.record(Event::DuelRefused {
                     entry,
@@ -617,7 +627,7 @@ impl Shell {
                     message: clip_text(&message),
                 })
             }
-            Ok(Ok(verdict)) => {
+            Ok(DuelEnd::Verdict(verdict)) => {
                 let holdout = match &worker {
                     WorkerSpec::InProcess => self.cfg.holdout_secret.as_ref(),
                     WorkerSpec::Remote { .. } => None,
@@ -648,7 +658,7 @@ impl Shell {
                     verdict: summary,
                 })
             }
-            Ok(Err(DuelFailure::Infra(reason))) => {
+            Ok(DuelEnd::Failed(DuelFailure::Infra(reason))) => {
                 tracing::warn!(entry, "infra fault in the duel: {reason}");
                 self.record(Event::InfraFault {
                     entry,
@@ -659,8 +669,7 @@ impl Shell {
         }
     }
 
-    /// Ok(Ok(verdict)), Ok(Err(the challenger's fault or ours)), or Err when logging progress
-    /// failed.
+    /// How the duel ended, or `Err` when logging its progress failed.
     fn duel_in_process(
         &mut self,
         entry: EntryId,
@@ -669,9 +678,9 @@ impl Shell {
         challenger: &Digest,
         chal_dir: &Path,
         seed: &SeedMaterial,
-    ) -> Result<Result<koth_core::verdict::Verdict, DuelFailure>, ShellError> {
+    ) -> Result<DuelEnd, ShellError> {
         let Some(dataset) = self.dataset.take() else {
-            return Ok(Err(DuelFailure::Infra(
+            return Ok(DuelEnd::Failed(DuelFailure::Infra(
                 "no data bundle is open for in-process duels".into(),
             )));
         };
@@ -700,10 +709,10 @@ impl Shell {
         };
         self.dataset = Some(dataset);
         match result {
-            Ok(verdict) => Ok(Ok(verdict)),
+            Ok(verdict) => Ok(DuelEnd::Verdict(Box::new(verdict))),
             // Logging the progress failed: that is the shell's own error, not the duel's.
             Err(DuelRunError::Duel(DuelError::Sink(e))) => Err(e),
-            Err(e) => Ok(Err(DuelFailure::from(e))),
+            Err(e) => Ok(DuelEnd::Failed(DuelFailure::from(e))),
         }
     }
 
@@ -713,7 +722,7 @@ impl Shell {
         url: &str,
         token: &str,
         request: &crate::worker::DuelRequest,
-    ) -> Result<Result<koth_core::verdict::Verdict, DuelFailure>, ShellError> {
+    ) -> Result<DuelEnd, ShellError> {
         let timeout = self.cfg.duel_timeout;
         let mut log_error = None;
         let mut sink = DuelProgressSink::new(self, entry);
@@ -732,7 +741,7 @@ impl Shell {
         // The worker is ours but not trusted blindly: a verdict for another request (other
         // digests, seed, competition) or one whose decision does not follow from its own
         // window losses is our fault, never logged as the miner's verdict.
-        Ok(result.and_then(|verdict| {
+        let checked = result.and_then(|verdict| {
             crate::worker::check_worker_verdict(request, &self.cfg.competition, &verdict)
                 .map(|()| verdict)
                 .map_err(|e| {
@@ -740,7 +749,11 @@ impl Shell {
                         "worker {url} returned a verdict that does not answer the request: {e}"
                     ))
                 })
-        }))
+        });
+        Ok(match checked {
+            Ok(verdict) => DuelEnd::Verdict(Box::new(verdict)),
+            Err(failure) => DuelEnd::Failed(failure),
+        })
     }
 
     /// Pin the new king (idempotent), read the chain head, record the crown.
@@ -786,23 +799,24 @@ impl Shell {
     /// Set weights on chain, then record them. A failure is retried on the next tick (the
     /// core asks again until `WeightsSet` arrives).
     fn set_weights(&mut self, weights: Vec<Weight>) -> Result<(), ShellError> {
-        let result = (|| -> Result<u64, String> {
-            let meta = self.chain.metagraph().map_err(|e| e.to_string())?;
+        let result = (|| -> Result<u64, WeightsNotSet> {
+            let meta = self.chain.metagraph()?;
             let mut by_uid = Vec::new();
             for w in &weights {
-                let account = AccountId::parse_any(&w.hotkey)
-                    .map_err(|e| format!("hotkey {}: {e}", w.hotkey))?;
+                let account =
+                    AccountId::parse_any(&w.hotkey).map_err(|source| WeightsNotSet::Hotkey {
+                        hotkey: w.hotkey.clone(),
+                        source,
+                    })?;
                 if let Some(n) = meta.by_hotkey(&account) {
                     by_uid.push((n.uid, w.weight));
                 }
             }
             if by_uid.is_empty() {
-                return Err("no rewarded hotkey is registered now".into());
+                return Err(WeightsNotSet::NoneRegistered);
             }
-            self.chain
-                .set_weights(&self.key, &by_uid)
-                .map_err(|e| e.to_string())?;
-            let head = self.chain.block().map_err(|e| e.to_string())?;
+            self.chain.set_weights(&self.key, &by_uid)?;
+            let head = self.chain.block()?;
             Ok(head.number)
         })();
         match result {
@@ -816,6 +830,36 @@ impl Shell {
             }
         }
     }
+}
+
+/// The king could not be made ready for a gate or a duel (always our side: an infra fault).
+#[derive(Debug, thiserror::Error)]
+#[error("the king {king}: {reason}")]
+struct KingUnavailable {
+    king: Digest,
+    reason: String,
+}
+
+/// Why weights were not set this time (retried on the next tick).
+#[derive(Debug, thiserror::Error)]
+enum WeightsNotSet {
+    #[error(transparent)]
+    Chain(#[from] koth_chain::ChainError),
+    #[error("hotkey {hotkey}: {source}")]
+    Hotkey {
+        hotkey: String,
+        #[source]
+        source: koth_chain::AddressError,
+    },
+    #[error("no rewarded hotkey is registered now")]
+    NoneRegistered,
+}
+
+/// How a duel ended for the shell: a verdict to record, or a failure classified as the
+/// challenger's or ours.
+enum DuelEnd {
+    Verdict(Box<koth_core::verdict::Verdict>),
+    Failed(DuelFailure),
 }
 
 /// The shell's view of a running duel (in process, or on a remote worker): every batch's bounds

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use koth_core::competition::{Competition, Delta, DuelTest, RewardPolicy};
 use koth_core::Digest;
@@ -20,7 +21,7 @@ use koth_hill::state::{
 use crate::facts::{DuelTrace, LogFacts};
 use crate::html::{duration_ms, esc, num, short_digest, short_key, signed, url_segment, utc};
 use crate::svg::{self, Chart, HLine, Series};
-use crate::verdicts::VerdictFacts;
+use crate::verdicts::{VerdictFacts, VerdictReadError};
 
 pub use koth_hill::reader::EmissionRow;
 
@@ -53,7 +54,7 @@ pub struct PageData<'a> {
     pub facts: &'a LogFacts,
     /// Verdict records by their digest (from [`needed_verdicts`]); an `Err` says why a record
     /// could not be used.
-    pub verdicts: &'a BTreeMap<Digest, Result<VerdictFacts, String>>,
+    pub verdicts: &'a BTreeMap<Digest, Result<VerdictFacts, Arc<VerdictReadError>>>,
     pub emission: &'a EmissionView,
     pub now_unix_ms: i64,
 }
@@ -200,13 +201,16 @@ fn when(unix_ms: Option<i64>, now: i64) -> String {
     }
 }
 
-fn verdict<'a>(d: &'a PageData, digest: &Digest) -> Option<&'a Result<VerdictFacts, String>> {
+fn verdict<'a>(
+    d: &'a PageData,
+    digest: &Digest,
+) -> Option<&'a Result<VerdictFacts, Arc<VerdictReadError>>> {
     d.verdicts.get(digest)
 }
 
 /// A reign's held-out loss: the challenger's mean loss in the verdict that crowned it, or, for
 /// the genesis king, its own mean loss in the first duel against it.
-fn reign_loss(d: &PageData, r: &Reign) -> Option<Result<f64, String>> {
+fn reign_loss(d: &PageData, r: &Reign) -> Option<Result<f64, Arc<VerdictReadError>>> {
     let v = match r.entry {
         Some(e) => d.facts.crowning_verdict.get(&e)?,
         None => d.facts.first_duel_vs.get(&r.digest)?,
@@ -222,7 +226,7 @@ fn reign_loss(d: &PageData, r: &Reign) -> Option<Result<f64, String>> {
 }
 
 /// The king's mean loss in the latest duel against it.
-fn latest_king_loss(d: &PageData, r: &Reign) -> Option<Result<f64, String>> {
+fn latest_king_loss(d: &PageData, r: &Reign) -> Option<Result<f64, Arc<VerdictReadError>>> {
     let v = d.facts.latest_duel_vs.get(&r.digest)?;
     Some(match verdict(d, &v.verdict_digest)? {
         Ok(f) => Ok(f.king_mean_loss),
@@ -230,12 +234,12 @@ fn latest_king_loss(d: &PageData, r: &Reign) -> Option<Result<f64, String>> {
     })
 }
 
-fn loss_cell(l: Option<Result<f64, String>>) -> String {
+fn loss_cell(l: Option<Result<f64, Arc<VerdictReadError>>>) -> String {
     match l {
         Some(Ok(x)) => format!(r#"<span class="num">{}</span>"#, num(Some(x), 4)),
         Some(Err(e)) => format!(
             r#"<span class="warn" title="{}">unavailable</span>"#,
-            esc(&e)
+            esc(&e.to_string())
         ),
         None => r#"<span class="muted">not measured yet</span>"#.to_string(),
     }

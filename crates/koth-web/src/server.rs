@@ -24,7 +24,7 @@ use koth_hill::reader::HillReader;
 
 use crate::facts::LogFacts;
 use crate::render::{self, EmissionView, PageData};
-use crate::verdicts::{read_verdict, VerdictFacts};
+use crate::verdicts::{read_verdict, VerdictFacts, VerdictReadError};
 
 /// The stylesheet and the script, compiled in: the dashboard fetches nothing from elsewhere.
 pub const CSS: &str = include_str!("../static/koth.css");
@@ -145,6 +145,9 @@ fn wants_partial(uri: &Uri) -> bool {
         .is_some_and(|q| q.split('&').any(|kv| kv == "partial=1"))
 }
 
+/// The hotkey segment of `/hotkey/{ss58}`, as the address bar has it.
+type HotkeySegment = Path<String>;
+
 /// Which page to render.
 enum PageKind {
     Overview,
@@ -157,7 +160,7 @@ async fn index(State(dash): State<Arc<Dashboard>>, uri: Uri) -> Response {
 
 async fn hotkey(
     State(dash): State<Arc<Dashboard>>,
-    key: Result<Path<String>, PathRejection>,
+    key: Result<HotkeySegment, PathRejection>,
     uri: Uri,
 ) -> Response {
     let Ok(Path(key)) = key else {
@@ -219,7 +222,7 @@ impl Dashboard {
     fn verdict_facts(
         &self,
         wanted: &[(Digest, String)],
-    ) -> BTreeMap<Digest, Result<VerdictFacts, String>> {
+    ) -> BTreeMap<Digest, Result<VerdictFacts, Arc<VerdictReadError>>> {
         let mut cache = lock(&self.verdicts);
         let mut out = BTreeMap::new();
         for (digest, path) in wanted {
@@ -234,7 +237,7 @@ impl Dashboard {
                     out.insert(*digest, Ok(f));
                 }
                 Err(e) => {
-                    out.insert(*digest, Err(e.to_string()));
+                    out.insert(*digest, Err(Arc::new(e)));
                 }
             }
         }

@@ -75,7 +75,7 @@ pub fn summary_line(
                 .map_or_else(|| "genesis".to_string(), name_of);
             parts.push(format!(
                 "king r{} ({holder})",
-                s.king.as_ref().map_or(0, |k| k.reign)
+                s.king.as_ref().map_or(0, |k| k.number)
             ));
             parts.push(format!("queue {}", s.queue.len()));
             let now = match s.current.as_ref().map(|c| (c, &c.phase)) {
