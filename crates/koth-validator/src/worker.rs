@@ -140,9 +140,16 @@ pub enum RemoteError {
     },
     #[error("duel on worker {url} cancelled")]
     Cancelled { url: String },
+    #[error("worker {url}: a line of its answer is longer than {max} bytes")]
+    LineTooLong { url: String, max: usize },
     #[error("worker {url}: {message}")]
     Failed { url: String, message: String },
 }
+
+/// Longest line of a worker's answer the validator buffers (a verdict with every window's
+/// losses is a few hundred KiB): a worker that never sends a newline cannot grow the
+/// validator's memory without bound.
+pub const MAX_WORKER_LINE_BYTES: usize = 32 << 20;
 
 /// What a remote worker answered: a verdict, or the challenger's own failure.
 enum RemoteAnswer {
@@ -470,6 +477,7 @@ fn remote_duel_lines(
         }
         let mut body = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
+        let mut scanned = 0usize;
         loop {
             let next = tokio::time::timeout_at(deadline.into(), body.next())
                 .await
@@ -492,7 +500,14 @@ fn remote_duel_lines(
                 }
             };
             buf.extend_from_slice(&chunk);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            // Only the bytes after `scanned` can hold a newline not seen yet (no rescans of a
+            // long unfinished line).
+            while let Some(pos) = buf[scanned..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map(|p| p + scanned)
+            {
+                scanned = 0;
                 let line: Vec<u8> = buf.drain(..=pos).collect();
                 let parsed: WorkerLine =
                     serde_json::from_slice(&line).map_err(|source| RemoteError::BadLine {
@@ -515,6 +530,15 @@ fn remote_duel_lines(
                         })
                     }
                 }
+            }
+            // What is left is one unfinished line.
+            scanned = buf.len();
+            if buf.len() > MAX_WORKER_LINE_BYTES {
+                cancel_remote(&client, url, token).await;
+                return Err(RemoteError::LineTooLong {
+                    url: url_of(),
+                    max: MAX_WORKER_LINE_BYTES,
+                });
             }
         }
     })

@@ -116,3 +116,60 @@ fn event_subscribers_beyond_the_cap_are_told_to_retry() {
         "the freed subscriber slot was never reused"
     );
 }
+
+/// A worker that answers 200 and then streams bytes without ever ending a line: the validator's
+/// client gives up after `MAX_WORKER_LINE_BYTES` instead of buffering without bound.
+#[test]
+fn a_worker_answer_without_newlines_is_cut_off_at_the_line_cap() {
+    use koth_validator::worker::{remote_duel, DuelRequest, MAX_WORKER_LINE_BYTES};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        // Read the request head (the body is small; the answer does not depend on it).
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf);
+        conn.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nconnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let junk = vec![b'a'; 1 << 20];
+        let mut sent = 0usize;
+        // Twice the cap at most, so a client without the cap fails differently (stream ended).
+        while sent < 2 * MAX_WORKER_LINE_BYTES {
+            if conn.write_all(&junk).is_err() {
+                return sent;
+            }
+            sent += junk.len();
+        }
+        sent
+    });
+    let d = koth_core::Digest::of(b"x");
+    let request = DuelRequest {
+        competition_sha256: d,
+        king: d,
+        king_location: "file:///k".into(),
+        challenger: d,
+        challenger_location: "file:///c".into(),
+        seed: koth_validator::SeedMaterial {
+            competition_sha256: d,
+            reveal_block_hash: "0x00".into(),
+            hotkey: "h".into(),
+        },
+    };
+    let err = remote_duel(
+        &format!("http://{addr}"),
+        "token",
+        &request,
+        Duration::from_secs(60),
+        &mut |_| true,
+    )
+    .unwrap_err();
+    let text = format!("{err:?}");
+    assert!(text.contains("longer than"), "{text}");
+    let sent = server.join().unwrap();
+    assert!(
+        sent < 2 * MAX_WORKER_LINE_BYTES,
+        "the client read everything"
+    );
+}
