@@ -71,14 +71,19 @@ fn a_trainer_that_fails_is_reported_with_its_last_lines_and_nothing_is_published
         &net,
         "fails",
         "i=1; while [ $i -le 30 ]; do echo \"step $i\"; i=$((i+1)); done\n\
-         echo 'CUDA out of memory' >&2\nexit 3\n",
+         sleep 0.5\necho 'CUDA out of memory' >&2\nexit 3\n",
         60,
     );
     let (reason, lines, text) = trainer_error(miner.attempt(false, &stop, &mut Quiet).unwrap_err());
     assert_eq!(reason, "exited with status 3", "{text}");
     assert_eq!(lines.len(), koth_miner::external::TAIL_LINES, "{text}");
-    // stdout and stderr are two pipes: lines keep their order within each, not across them.
-    assert!(lines.contains(&"CUDA out of memory".to_string()), "{text}");
+    // stdout and stderr are two pipes (order holds within each); the script pauses before its
+    // last line so that it is also the last to arrive.
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("CUDA out of memory"),
+        "{text}"
+    );
     assert!(lines.contains(&"step 30".to_string()), "{text}");
     assert!(
         !lines.contains(&"step 1".to_string()),
