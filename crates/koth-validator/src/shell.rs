@@ -415,8 +415,14 @@ impl Shell {
             reason,
         };
         let location = location.ok_or_else(|| unavailable("no location is known for it".into()))?;
+        // The king gets twice a challenger's deadline (the genesis king is not held to the size
+        // cap); a store that trickles bytes cannot hold the loop.
+        let king_deadline = koth_store::fetch_deadline(
+            self.cfg.competition.intake.size_cap_bytes.saturating_mul(2),
+        );
         let store = open_store(location, &self.cfg.s3)
-            .map_err(|e| unavailable(format!("opening the store {location}: {e}")))?;
+            .map_err(|e| unavailable(format!("opening the store {location}: {e}")))?
+            .with_deadline(king_deadline);
         let dir = self
             .cache
             .fetch(
@@ -543,8 +549,11 @@ impl Shell {
                 self.cfg.allowed_locations
             ));
         }
+        // A wall-clock limit for the whole fetch (a store that trickles bytes is a timeout:
+        // ours, retried, resumed, bounded by `infra_exhausted`).
+        let deadline = koth_store::fetch_deadline(self.cfg.competition.intake.size_cap_bytes);
         let store = match BlockingStore::open(&parsed, &self.cfg.s3) {
-            Ok(s) => s,
+            Ok(s) => s.with_deadline(deadline),
             Err(e @ StoreError::BadLocation { .. }) => return unreachable(e.to_string()),
             Err(e) => return GateVerdict::Infra(format!("opening store {location}: {e}")),
         };
@@ -1001,6 +1010,7 @@ pub fn run_validator_with(
         tracing::info!(%addr, "serving HTTP");
     }
     runtime.spawn(async move {
+        let listener = crate::http::CappedListener::new(listener, crate::http::MAX_CONNECTIONS);
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("HTTP server stopped: {e}");
         }
