@@ -6,6 +6,7 @@
 //! [`api_router`] is a plain `axum::Router` so the binary can merge a dashboard's pages into it.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -204,6 +205,7 @@ async fn event_stream(
 pub struct CappedListener {
     inner: tokio::net::TcpListener,
     permits: Arc<Semaphore>,
+    quiet_limit: Option<Duration>,
 }
 
 impl CappedListener {
@@ -211,14 +213,31 @@ impl CappedListener {
         CappedListener {
             inner,
             permits: Arc::new(Semaphore::new(max.max(1))),
+            quiet_limit: None,
         }
     }
+
+    /// Close a connection on which the server has written nothing for `limit` (since it was
+    /// accepted or since its last write): a peer that sends a request's head byte by byte
+    /// (slowloris), or holds an idle keep-alive connection, frees its slot after `limit`. Only
+    /// for ports whose every answer starts at once and whose streams write at least every
+    /// `limit` (the feeds: SSE keep-alives every 15 s); not for the eval worker, whose first
+    /// progress line may take longer than any such limit.
+    pub fn with_quiet_limit(mut self, limit: Duration) -> Self {
+        self.quiet_limit = Some(limit);
+        self
+    }
 }
+
+/// Quiet time after which the feeds' port closes a connection ([`CappedListener::with_quiet_limit`]).
+pub const FEED_QUIET_LIMIT: Duration = Duration::from_secs(60);
 
 /// A connection of a [`CappedListener`]; its slot is freed when it is dropped.
 pub struct CappedStream {
     stream: tokio::net::TcpStream,
     _slot: OwnedSemaphorePermit,
+    /// `(limit, the deadline)`: reset by every write.
+    quiet: Option<(Duration, std::pin::Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl axum::serve::Listener for CappedListener {
@@ -233,10 +252,14 @@ impl axum::serve::Listener for CappedListener {
             }
         };
         let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let quiet = self
+            .quiet_limit
+            .map(|limit| (limit, Box::pin(tokio::time::sleep(limit))));
         (
             CappedStream {
                 stream,
                 _slot: slot,
+                quiet,
             },
             addr,
         )
@@ -253,6 +276,14 @@ impl tokio::io::AsyncRead for CappedStream {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some((limit, deadline)) = &mut self.quiet {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("nothing was answered on this connection for {limit:?}"),
+                )));
+            }
+        }
         std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -263,7 +294,17 @@ impl tokio::io::AsyncWrite for CappedStream {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let (std::task::Poll::Ready(Ok(n)), Some((limit, deadline))) =
+            (&written, &mut self.quiet)
+        {
+            if *n > 0 {
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + *limit);
+            }
+        }
+        written
     }
 
     fn poll_flush(

@@ -1010,7 +1010,8 @@ pub fn run_validator_with(
         tracing::info!(%addr, "serving HTTP");
     }
     runtime.spawn(async move {
-        let listener = crate::http::CappedListener::new(listener, crate::http::MAX_CONNECTIONS);
+        let listener = crate::http::CappedListener::new(listener, crate::http::MAX_CONNECTIONS)
+            .with_quiet_limit(crate::http::FEED_QUIET_LIMIT);
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("HTTP server stopped: {e}");
         }

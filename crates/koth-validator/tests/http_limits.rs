@@ -12,6 +12,13 @@ use koth_validator::ValidatorState;
 /// Serve the feeds on a loopback port with at most `max_connections` connections; returns the
 /// address and the runtime that serves it (dropping it stops the server).
 fn serve(max_connections: usize) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
+    serve_with(max_connections, None)
+}
+
+fn serve_with(
+    max_connections: usize,
+    quiet: Option<Duration>,
+) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -25,7 +32,11 @@ fn serve(max_connections: usize) -> (std::net::SocketAddr, tokio::runtime::Runti
     let addr = listener.local_addr().unwrap();
     let router = api_router(hub);
     rt.spawn(async move {
-        let _ = axum::serve(CappedListener::new(listener, max_connections), router).await;
+        let mut listener = CappedListener::new(listener, max_connections);
+        if let Some(limit) = quiet {
+            listener = listener.with_quiet_limit(limit);
+        }
+        let _ = axum::serve(listener, router).await;
     });
     (addr, rt)
 }
@@ -172,4 +183,41 @@ fn a_worker_answer_without_newlines_is_cut_off_at_the_line_cap() {
         sent < 2 * MAX_WORKER_LINE_BYTES,
         "the client read everything"
     );
+}
+
+/// A slowloris peer (a request head sent a byte at a time, never finished) and an idle
+/// keep-alive connection lose their slot after the quiet limit; a normal request is served.
+#[test]
+fn a_connection_the_server_has_nothing_to_answer_on_is_closed_after_the_quiet_limit() {
+    let (addr, _rt) = serve_with(1, Some(Duration::from_secs(1)));
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /api/st").unwrap();
+    let started = std::time::Instant::now();
+    // Keep trickling; the server closes the connection (EOF or reset) after about a second.
+    let mut closed = false;
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while started.elapsed() < Duration::from_secs(10) {
+        let _ = slow.write_all(b"a");
+        let mut buf = [0u8; 64];
+        match slow.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Ok(_) | Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the slowloris connection was never closed");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // The only slot is free again: a normal request is answered.
+    let mut ok = TcpStream::connect(addr).unwrap();
+    let status = get_status(&mut ok, "/healthz", Duration::from_secs(5)).unwrap();
+    assert!(status.contains("200"), "{status}");
 }
