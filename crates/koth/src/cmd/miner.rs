@@ -112,9 +112,14 @@ fn check(a: &CheckArgs) -> Result<()> {
     let miner = open(&a.config)?;
     let king = miner.follower().king()?;
     let king_dir = miner.fetch_king(&king)?;
-    let mut renderer = Renderer::new(Display::choose(a.json));
+    // With --json the events go to stderr as JSON lines; otherwise only the summary below.
+    let mut renderer: Box<dyn koth_miner::Observer> = if a.json {
+        Box::new(Renderer::new(Display::Json))
+    } else {
+        Box::new(koth_miner::Quiet)
+    };
     let (report, local) = miner
-        .check(&king, &king_dir, &a.dir, &mut renderer)
+        .check(&king, &king_dir, &a.dir, renderer.as_mut())
         .with_context(|| format!("checking {}", a.dir.display()))?;
     drop(renderer);
     if a.json {
