@@ -77,7 +77,7 @@ pub struct GateSetup<'a> {
 }
 
 fn ours(what: &str, message: impl std::fmt::Display) -> MinerError {
-    MinerError::Duel(format!("checking {what}: {message}"))
+    MinerError::Check(format!("{what}: {message}"))
 }
 
 /// Every file under `dir` as the manifest would name it (`a/b` for nested ones), with its size.

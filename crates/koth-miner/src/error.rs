@@ -33,6 +33,10 @@ pub enum MinerError {
     Io { path: PathBuf, message: String },
     #[error("training: {0}")]
     Training(String),
+    /// `koth miner check` could not decide on our side (the king's files, the disk): never a
+    /// pass, and not the checkpoint's fault.
+    #[error("check: {0}")]
+    Check(String),
     /// `[train] command` failed; nothing was published.
     #[error(
         "trainer `{command}` {reason}; nothing was published{}",

@@ -686,7 +686,11 @@ impl Miner {
             })
         })?;
         if end == TrainerEnd::Stopped {
-            observer.event(&MinerEvent::Interrupted { step: 0 });
+            observer.event(&MinerEvent::NotSubmitted {
+                reason: "stopped by a signal: the trainer's process group was ended (an \
+                         external trainer is not resumed; the next attempt starts it again)"
+                    .into(),
+            });
             return Ok(AttemptRecord {
                 attempt,
                 status: AttemptStatus::Interrupted,

@@ -220,3 +220,23 @@ fn a_trainers_output_is_checked_and_judged_like_any_challenger() {
     );
     nothing_published(&net);
 }
+
+#[test]
+fn a_signal_ends_the_trainers_group_and_publishes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = mini_network(tmp.path(), &MiniOptions::default()).unwrap();
+    let miner = miner_with(&net, "long", "echo started\nsleep 300\n", 600);
+    let stop = AtomicBool::new(false);
+    let t0 = Instant::now();
+    let record = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(1));
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        miner.attempt(false, &stop, &mut Quiet).unwrap()
+    });
+    assert_eq!(record.status, AttemptStatus::Interrupted, "{record:?}");
+    assert!(record.challenger.is_none() && !record.submitted);
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    nothing_published(&net);
+}

@@ -173,6 +173,13 @@ pub fn run(cmd: MinerCommand) -> Result<()> {
                 println!("{}", outcome_sentence(&record));
             }
             if record.status == AttemptStatus::Interrupted {
+                if miner.config().trainer.is_some() {
+                    anyhow::bail!(
+                        "interrupted: the trainer's process group was ended; `koth miner once \
+                         --config {}` starts it again",
+                        a.config.display()
+                    );
+                }
                 anyhow::bail!(
                     "interrupted at step {}; `koth miner once --config {}` resumes it",
                     record.steps,
