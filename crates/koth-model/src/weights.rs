@@ -48,11 +48,11 @@ pub enum CappedReadError {
 
 /// Read a small file of a checkpoint whole, refusing it before a byte is read when it is not a
 /// regular file or is over `cap` bytes; at most `cap` bytes are read even if the file grows
-/// meanwhile. (The files read here are in a directory the caller wrote after verifying every
-/// byte, so no symlink or FIFO is expected; the stranger-facing opens, in the store, also
-/// refuse to follow symlinks and never block.)
+/// meanwhile. A symlink to a regular file is followed (a Hugging Face cache snapshot is made of
+/// them); the validator reads only directories it wrote itself after verifying every byte, and
+/// the stranger-facing opens, in the store, refuse symlinks and never block.
 pub fn read_capped_file(path: &Path, cap: u64) -> std::result::Result<Vec<u8>, CappedReadError> {
-    match std::fs::symlink_metadata(path) {
+    match std::fs::metadata(path) {
         Ok(m) if m.file_type().is_file() => {}
         Ok(_) => return Err(CappedReadError::NotRegular),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CappedReadError::Missing),
@@ -284,7 +284,7 @@ impl CheckpointFiles {
         // any is read, so the sentence names the missing one).
         for (file, mapped) in &shards {
             let shard = dir.join(file);
-            match std::fs::symlink_metadata(&shard) {
+            match std::fs::metadata(&shard) {
                 Ok(m) if m.file_type().is_file() => {}
                 Ok(_) => {
                     return Err(err(

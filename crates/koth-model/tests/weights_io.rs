@@ -385,3 +385,21 @@ fn ids_at_or_above_vocab_are_refused() {
     assert!(TokenIds::new(vec![1, 2, 3], 1, 1).is_err());
     assert!(TokenIds::new(vec![1, 2, 3], 2, 2).is_err());
 }
+
+/// A Hugging Face cache snapshot is made of symlinks into its blob store: config, index and
+/// shards behind symlinks still load (the caps apply to the files they point to).
+#[test]
+fn a_checkpoint_of_symlinks_like_a_hugging_face_snapshot_loads() {
+    let sharded = sharded_copy();
+    let snapshot = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(sharded.path()).unwrap() {
+        let e = e.unwrap();
+        std::os::unix::fs::symlink(e.path(), snapshot.path().join(e.file_name())).unwrap();
+    }
+    assert!(snapshot.path().join("config.json").is_symlink());
+    assert!(snapshot
+        .path()
+        .join("model.safetensors.index.json")
+        .is_symlink());
+    Model::load(snapshot.path(), DType::F32, &Device::Cpu).unwrap();
+}
