@@ -77,8 +77,10 @@ fn a_king_change_mid_training_abandons_the_attempt() {
     assert_eq!(record.status, AttemptStatus::KingChanged, "{record:?}");
     assert_eq!(record.king, net.king);
     assert!(record.challenger.is_none() && !record.submitted);
+    // The change lands after step 3; the miner may see it before step 4 starts (its poll raced
+    // ahead of the next step) or a few steps later, never before it happened.
     assert!(
-        record.steps > 3 && record.steps < 400,
+        record.steps >= 3 && record.steps < 400,
         "abandoned soon after the change: {} steps",
         record.steps
     );
