@@ -402,7 +402,8 @@ impl LocalBackend {
     /// Open `key` (a path under the store's root) for reading, as a regular file inside the
     /// root, or `None` when it does not exist. A stranger controls what is at that name, so:
     /// no symlink is followed anywhere on the way (`openat2` with `RESOLVE_BENEATH |
-    /// RESOLVE_NO_SYMLINKS`; on kernels without it, `O_NOFOLLOW` on the last component), the
+    /// RESOLVE_NO_SYMLINKS`; where the kernel or a sandbox refuses `openat2`, `O_NOFOLLOW` on
+    /// the last component), the
     /// open never blocks (`O_NONBLOCK`: a FIFO does not wait for a writer), and the type is
     /// checked on the open descriptor (`fstat`) before a byte is read: a FIFO, device,
     /// directory or symlink is [`StoreError::NotRegularFile`]. Returns the file and its size.
@@ -429,7 +430,11 @@ impl LocalBackend {
                 Mode::empty(),
                 ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
             ) {
-                Err(Errno::NOSYS) => rustix::fs::open(self.root.join(key), flags, Mode::empty()),
+                // Kernels before 5.6 (ENOSYS), and container sandboxes whose seccomp filter
+                // does not know the call (EPERM): the plain open, still O_NOFOLLOW.
+                Err(Errno::NOSYS | Errno::PERM) => {
+                    rustix::fs::open(self.root.join(key), flags, Mode::empty())
+                }
                 other => other,
             }
         });
