@@ -2,7 +2,8 @@
 //! broken, a tensor missing, a NaN in the weights, a `.py` file, an honest but worse model) are
 //! checked by the CLI, then stored, committed and run through the real validator's shell (in
 //! process, on the same mini network); each gets the same code and message from both, and the
-//! worse model is kept out by both the local duel and the validator's.
+//! worse model passes every gate on both sides (the trainability probe included) and is kept
+//! out by both the local duel and the validator's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,13 @@ fn miner_check_gives_the_validators_code_and_sentence() {
         ..MiniOptions::default()
     };
     let net = mini_network(tmp.path(), &opts).unwrap();
+    // The trainability probe on, for both: the optional gate runs on each side too.
+    let text = std::fs::read_to_string(&net.competition_path).unwrap();
+    let mut competition = koth_core::competition::Competition::from_toml_str(&text)
+        .unwrap()
+        .to_file();
+    competition.gates.trainability_probe = true;
+    std::fs::write(&net.competition_path, competition.to_toml().unwrap()).unwrap();
     let config = net.write_miner_config(0, None, 64, 5, TRAIN).unwrap();
     let cases: Vec<(&str, PathBuf)> = ["config", "tensor", "nan", "python", "worse"]
         .iter()
@@ -168,9 +176,11 @@ fn miner_check_gives_the_validators_code_and_sentence() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut theirs = BTreeMap::new();
+    let mut their_gates = BTreeMap::new();
     for f in &shell.journal().state().history {
         if let Some(name) = f.digest.and_then(|d| by_digest.get(&d)) {
             theirs.insert(*name, f.outcome.clone());
+            their_gates.insert(*name, f.gates.clone());
         }
     }
 
@@ -211,8 +221,21 @@ fn miner_check_gives_the_validators_code_and_sentence() {
     // The worse model passes every gate on both sides and is kept out by both duels.
     let (json, status) = &local["worse"];
     assert!(json["gates"]["refusal"].is_null(), "{json}");
+    assert_eq!(
+        json["gates"]["gates"][4],
+        serde_json::json!(["trainability", "passed"]),
+        "{json}"
+    );
     assert_eq!(json["local"]["crown"], false, "{json}");
     assert_eq!(*status, 3, "a kept king exits 3: {json}");
+    assert!(
+        their_gates["worse"]
+            .iter()
+            .any(|g| g.gate == koth_validator::Gate::Trainability
+                && g.result == koth_validator::state::GateResult::Passed),
+        "{:?}",
+        their_gates["worse"]
+    );
     match theirs.get("worse") {
         Some(Outcome::Dueled { verdict, crowned }) => {
             assert!(!verdict.accepted && crowned.is_none(), "{verdict:?}");
