@@ -248,7 +248,9 @@ pub enum Event {
         entry: EntryId,
         n: u64,
         mu_hat: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         lower: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         upper: Option<f64>,
     },
     DuelFinished {
@@ -376,4 +378,32 @@ pub enum Effect {
         hotkey: String,
         outcome: Outcome,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_not_computed_yet_is_absent_and_reads_back_as_none() {
+        let early = Event::DuelProgress {
+            entry: 1,
+            n: 32,
+            mu_hat: 0.25,
+            lower: None,
+            upper: None,
+        };
+        let json = serde_json::to_string(&early).unwrap();
+        assert!(!json.contains("lower") && !json.contains("upper"), "{json}");
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), early);
+        // A log written before bounds were optional carries numbers: they read back as Some.
+        let old =
+            r#"{"kind":"duel_progress","entry":1,"n":64,"mu_hat":0.25,"lower":0.1,"upper":0.4}"#;
+        match serde_json::from_str::<Event>(old).unwrap() {
+            Event::DuelProgress { lower, upper, .. } => {
+                assert_eq!((lower, upper), (Some(0.1), Some(0.4)))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -101,8 +101,10 @@ pub enum Phase {
 pub struct DuelBounds {
     pub n: u64,
     pub mu_hat: f64,
-    /// `None` until the rule has computed the bound.
+    /// `None` (absent from the JSON) until the rule has computed the bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lower: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper: Option<f64>,
 }
 
