@@ -4,7 +4,6 @@
 //! the shell.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use koth_core::competition::RewardPolicy;
 use koth_core::{Digest, RejectCode};
@@ -383,99 +382,171 @@ pub fn api_state(state: &ValidatorState) -> StateFeed {
 
 /// `/dashboard.json` in Teutonic's shape: `king.model_repo`, `king.king_digest`, `king.hotkey`,
 /// `king.reign_number`, `queue`, `history`, plus the current evaluation and totals.
-pub fn dashboard_json(state: &ValidatorState) -> Value {
-    let king = state.king().map(|k| {
-        json!({
-            "model_repo": k.location,
-            "king_digest": k.digest,
-            "hotkey": k.hotkey,
-            "uid": k.uid,
-            "reign_number": k.number,
-            "crowned_block": k.block,
-        })
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardFeed {
+    pub king: Option<DashboardKing>,
+    pub current_eval: Option<DashboardCurrent>,
+    pub queue: Vec<DashboardQueued>,
+    pub history: Vec<DashboardFinished>,
+    pub weights: Vec<Weight>,
+    pub block: u64,
+    pub stats: DashboardStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DashboardKing {
+    pub model_repo: Option<String>,
+    pub king_digest: Digest,
+    pub hotkey: Option<String>,
+    pub uid: Option<u16>,
+    pub reign_number: u64,
+    pub crowned_block: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardCurrent {
+    pub hotkey: String,
+    pub uid: u16,
+    pub model_repo: String,
+    pub digest: Digest,
+    /// A gate's name, `duel` or `crowning`.
+    pub stage: String,
+    pub n: Option<u64>,
+    pub mu_hat: Option<f64>,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DashboardQueued {
+    pub position: usize,
+    pub hotkey: String,
+    pub uid: u16,
+    pub model_repo: String,
+    pub digest: Digest,
+    pub commit_block: u64,
+    pub reveal_block: u64,
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardFinished {
+    pub hotkey: String,
+    pub uid: Option<u16>,
+    pub model_repo: Option<String>,
+    pub digest: Option<Digest>,
+    pub accepted: Option<bool>,
+    pub crowned: bool,
+    pub n: Option<u64>,
+    pub mu_hat: Option<f64>,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    pub verdict_digest: Option<Digest>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub block: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DashboardStats {
+    pub submissions: u64,
+    pub duels: u64,
+    pub crowns: u64,
+    pub rejected: std::collections::BTreeMap<String, u64>,
+}
+
+fn dashboard_finished(f: &Finished) -> DashboardFinished {
+    let (verdict, error_code, error) = match &f.outcome {
+        Outcome::Dueled { verdict, .. } => (Some(verdict), None, None),
+        Outcome::Rejected { code, message, .. } => {
+            (None, Some(code.code().to_string()), Some(message.clone()))
+        }
+        Outcome::Superseded { .. } => (
+            None,
+            None,
+            Some("superseded by a newer commitment".to_string()),
+        ),
+    };
+    DashboardFinished {
+        hotkey: f.hotkey.clone(),
+        uid: f.uid,
+        model_repo: f.location.clone(),
+        digest: f.digest,
+        accepted: verdict.map(|v| v.accepted),
+        crowned: matches!(
+            f.outcome,
+            Outcome::Dueled {
+                crowned: Some(_),
+                ..
+            }
+        ),
+        n: verdict.map(|v| v.n),
+        mu_hat: verdict.map(|v| v.mu_hat),
+        lower: verdict.map(|v| v.lower),
+        upper: verdict.map(|v| v.upper),
+        verdict_digest: verdict.map(|v| v.verdict_digest),
+        error_code,
+        error,
+        block: f.finished_block,
+    }
+}
+
+/// `/dashboard.json` of `state`.
+pub fn dashboard_json(state: &ValidatorState) -> DashboardFeed {
+    let king = state.king().map(|k| DashboardKing {
+        model_repo: k.location.clone(),
+        king_digest: k.digest,
+        hotkey: k.hotkey.clone(),
+        uid: k.uid,
+        reign_number: k.number,
+        crowned_block: k.block,
     });
-    let queue: Vec<Value> = state
+    let queue = state
         .queue_in_order()
         .enumerate()
-        .map(|(i, e)| {
-            json!({
-                "position": i + 1,
-                "hotkey": e.hotkey,
-                "uid": e.uid,
-                "model_repo": e.location,
-                "digest": e.digest,
-                "commit_block": e.commit_block,
-                "reveal_block": e.reveal_block,
-                "retries": e.retries,
-            })
+        .map(|(i, e)| DashboardQueued {
+            position: i + 1,
+            hotkey: e.hotkey.clone(),
+            uid: e.uid,
+            model_repo: e.location.clone(),
+            digest: e.digest,
+            commit_block: e.commit_block,
+            reveal_block: e.reveal_block,
+            retries: e.retries,
         })
         .collect();
-    let history: Vec<Value> = state
-        .history
-        .iter()
-        .rev()
-        .map(|f| {
-            let (accepted, verdict, error_code, error) = match &f.outcome {
-                Outcome::Dueled { verdict, .. } => {
-                    (Some(verdict.accepted), Some(verdict), None, None)
-                }
-                Outcome::Rejected { code, message, .. } => {
-                    (None, None, Some(code.code()), Some(message.as_str()))
-                }
-                Outcome::Superseded { .. } => {
-                    (None, None, None, Some("superseded by a newer commitment"))
-                }
-            };
-            json!({
-                "hotkey": f.hotkey,
-                "uid": f.uid,
-                "model_repo": f.location,
-                "digest": f.digest,
-                "accepted": accepted,
-                "crowned": matches!(f.outcome, Outcome::Dueled { crowned: Some(_), .. }),
-                "n": verdict.map(|v| v.n),
-                "mu_hat": verdict.map(|v| v.mu_hat),
-                "lower": verdict.map(|v| v.lower),
-                "upper": verdict.map(|v| v.upper),
-                "verdict_digest": verdict.map(|v| v.verdict_digest),
-                "error_code": error_code,
-                "error": error,
-                "block": f.finished_block,
-            })
-        })
-        .collect();
-    let current = state.active_entry().map(|(e, phase)| {
+    let current_eval = state.active_entry().map(|(e, phase)| {
         let (stage, progress) = match phase {
             Phase::Gate { gate, .. } => (gate.name().to_string(), None),
             Phase::Duel { progress, .. } => ("duel".to_string(), progress.as_ref()),
             Phase::Crowning { .. } => ("crowning".to_string(), None),
         };
-        json!({
-            "hotkey": e.hotkey,
-            "uid": e.uid,
-            "model_repo": e.location,
-            "digest": e.digest,
-            "stage": stage,
-            "n": progress.map(|p| p.n),
-            "mu_hat": progress.map(|p| p.mu_hat),
-            "lower": progress.map(|p| p.lower),
-            "upper": progress.map(|p| p.upper),
-        })
+        DashboardCurrent {
+            hotkey: e.hotkey.clone(),
+            uid: e.uid,
+            model_repo: e.location.clone(),
+            digest: e.digest,
+            stage,
+            n: progress.map(|p| p.n),
+            mu_hat: progress.map(|p| p.mu_hat),
+            lower: progress.and_then(|p| p.lower),
+            upper: progress.and_then(|p| p.upper),
+        }
     });
-    json!({
-        "king": king,
-        "current_eval": current,
-        "queue": queue,
-        "history": history,
-        "weights": state.expected_weights(),
-        "block": state.block,
-        "stats": {
-            "submissions": state.next_entry,
-            "duels": state.counters.duels_finished,
-            "crowns": state.counters.crowns,
-            "rejected": state.counters.rejected,
+    DashboardFeed {
+        king,
+        current_eval,
+        queue,
+        history: state.history.iter().rev().map(dashboard_finished).collect(),
+        weights: state.expected_weights(),
+        block: state.block,
+        stats: DashboardStats {
+            submissions: state.next_entry,
+            duels: state.counters.duels_finished,
+            crowns: state.counters.crowns,
+            rejected: state.counters.rejected.clone(),
         },
-    })
+    }
 }
 
 /// `/metrics`: Prometheus text exposition of the state's counters and gauges. (Process metrics

@@ -97,7 +97,7 @@ async fn api_state(State(hub): State<SharedFeed>) -> Json<crate::feed::StateFeed
     Json(crate::feed::api_state(&hub.snapshot()))
 }
 
-async fn dashboard(State(hub): State<SharedFeed>) -> Json<serde_json::Value> {
+async fn dashboard(State(hub): State<SharedFeed>) -> Json<crate::feed::DashboardFeed> {
     Json(crate::feed::dashboard_json(&hub.snapshot()))
 }
 

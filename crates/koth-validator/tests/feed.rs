@@ -34,7 +34,7 @@ fn verdict(accepted: bool) -> VerdictSummary {
 #[test]
 fn dashboard_has_teutonics_keys_and_follows_the_game() {
     let mut h = Harness::new(rules());
-    let d = dashboard_json(&h.state);
+    let d = serde_json::to_value(dashboard_json(&h.state)).unwrap();
     assert_eq!(d["king"]["king_digest"], Digest::of(b"genesis").to_string());
     assert_eq!(d["king"]["model_repo"], "file:///kings/genesis");
     assert_eq!(d["king"]["reign_number"], 0);
@@ -60,7 +60,7 @@ fn dashboard_has_teutonics_keys_and_follows_the_game() {
         lower: Some(0.25),
         upper: Some(0.75),
     });
-    let d = dashboard_json(&h.state);
+    let d = serde_json::to_value(dashboard_json(&h.state)).unwrap();
     assert_eq!(d["current_eval"]["hotkey"], "alice");
     assert_eq!(d["current_eval"]["stage"], "duel");
     assert_eq!(d["current_eval"]["lower"], 0.25);
@@ -95,7 +95,7 @@ fn dashboard_has_teutonics_keys_and_follows_the_game() {
         block: 120,
         block_hash: "0xab".into(),
     });
-    let d = dashboard_json(&h.state);
+    let d = serde_json::to_value(dashboard_json(&h.state)).unwrap();
     assert_eq!(d["king"]["king_digest"], digest(1).to_string());
     assert_eq!(d["king"]["hotkey"], "alice");
     assert_eq!(d["king"]["uid"], 1);
@@ -112,6 +112,10 @@ fn dashboard_has_teutonics_keys_and_follows_the_game() {
     let s = serde_json::to_value(&typed).unwrap();
     let back: koth_validator::feed::StateFeed = serde_json::from_value(s.clone()).unwrap();
     assert_eq!(back, typed);
+    let dash = dashboard_json(&h.state);
+    let back: koth_validator::feed::DashboardFeed =
+        serde_json::from_value(serde_json::to_value(&dash).unwrap()).unwrap();
+    assert_eq!(back, dash);
     assert_eq!(s["king"]["reign"], 1);
     assert_eq!(s["lineage"].as_array().unwrap().len(), 2);
     assert_eq!(s["lineage"][1]["reign"], 0);
@@ -158,7 +162,7 @@ fn dashboard_has_teutonics_keys_and_follows_the_game() {
 #[test]
 fn feeds_of_an_unstarted_state_are_well_formed() {
     let s = koth_validator::ValidatorState::new();
-    let d = dashboard_json(&s);
+    let d = serde_json::to_value(dashboard_json(&s)).unwrap();
     assert!(d["king"].is_null());
     assert_eq!(d["queue"].as_array().unwrap().len(), 0);
     let a = serde_json::to_value(api_state(&s)).unwrap();
