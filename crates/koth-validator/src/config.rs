@@ -119,8 +119,10 @@ pub struct KeySection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// Prefixes a submission's location must start with to be fetched at all (for example
-    /// `["s3://koth-models/"]`). A location outside them is the miner's `manifest_unreachable`.
+    /// Stores a submission's location must lie within to be fetched at all (for example
+    /// `["s3://koth-models/"]`), compared parsed (scheme, bucket, whole path segments:
+    /// `file:///ws/store` admits `file:///ws/store/x`, not `file:///ws/store-evil`). A location
+    /// outside them is the miner's `manifest_unreachable`.
     pub allowed_locations: Vec<String>,
     /// Bytes of unpinned checkpoints the local cache may keep (the king is pinned).
     #[serde(default = "default_cache_budget")]
