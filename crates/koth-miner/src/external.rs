@@ -88,7 +88,8 @@ impl TrainerInputs {
 pub enum TrainerEnd {
     /// Exited 0 with files in the output directory.
     Finished,
-    /// `stop` was set (a signal to the miner): the trainer's group was terminated.
+    /// `stop` was set (a signal to the miner) or `should_end` said so (the king changed): the
+    /// trainer's group was terminated.
     Stopped,
 }
 
@@ -168,15 +169,30 @@ fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
+/// How often, and by what, a running trainer may be ended early.
+pub struct Watch<'a> {
+    /// A signal to the miner.
+    pub stop: &'a AtomicBool,
+    /// Asked every `every` (the miner polls the king with it); `true` ends the trainer.
+    pub should_end: &'a mut dyn FnMut() -> bool,
+    pub every: Duration,
+}
+
 /// Run `command` with `inputs`; every output line goes to `on_line` and to `log`. `Ok` only
-/// when it exited 0 with something in the output directory (or was stopped).
+/// when it exited 0 with something in the output directory (or was ended by `watch`).
 pub fn run_trainer(
     command: &TrainerCommand,
     inputs: &TrainerInputs,
     log: &Path,
-    stop: &AtomicBool,
+    watch: Watch<'_>,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<TrainerEnd> {
+    let Watch {
+        stop,
+        should_end,
+        every,
+    } = watch;
+    let mut last_watch = Instant::now();
     let mut log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -280,7 +296,11 @@ pub fn run_trainer(
             }
             continue;
         }
-        if stop.load(Ordering::SeqCst) {
+        let watched = last_watch.elapsed() >= every && {
+            last_watch = Instant::now();
+            should_end()
+        };
+        if watched || stop.load(Ordering::SeqCst) {
             end_group(&mut child);
             return Ok(TrainerEnd::Stopped);
         }

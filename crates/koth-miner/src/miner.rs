@@ -17,7 +17,7 @@ use crate::config::{MinerConfig, TrainerCommand};
 use crate::data::MinerData;
 use crate::error::{MinerError, Result};
 use crate::events::{MinerEvent, Observer};
-use crate::external::{run_trainer, write_train_tokens, TrainerEnd, TrainerInputs};
+use crate::external::{run_trainer, write_train_tokens, TrainerEnd, TrainerInputs, Watch};
 use crate::follow::{FeedClient, Follower, KingRef, ValidatorVerdict};
 use crate::judge::{judge, JudgeSetup, LocalVerdict};
 use crate::train::{train, CheckpointDir, Flow, RunKey};
@@ -680,11 +680,50 @@ impl Miner {
         });
         let started = Instant::now();
         let log = self.config.work_dir.join("trainer.log");
-        let end = run_trainer(command, &inputs, &log, stop, &mut |line| {
+        // The king is polled while the trainer runs, as the built-in trainer polls it: a new
+        // king ends the attempt. A failed poll does not: an external run cannot be resumed.
+        let mut changed: Option<KingRef> = None;
+        let mut should_end = || match self.follower.king() {
+            Ok(now) if now.digest == king.digest => false,
+            Ok(now) => {
+                changed = Some(now);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("following the king while the trainer runs: {e}");
+                false
+            }
+        };
+        let watch = Watch {
+            stop,
+            should_end: &mut should_end,
+            every: Duration::from_millis(self.config.poll_interval_ms),
+        };
+        let end = run_trainer(command, &inputs, &log, watch, &mut |line| {
             observer.event(&MinerEvent::TrainerOutput {
                 line: line.to_string(),
             })
         })?;
+        if let Some(new) = changed {
+            observer.event(&MinerEvent::KingChanged {
+                old: king.digest,
+                new: new.digest,
+            });
+            let record = AttemptRecord {
+                attempt,
+                status: AttemptStatus::KingChanged,
+                king: king.digest,
+                challenger: None,
+                train_loss: None,
+                steps: 0,
+                local: None,
+                submitted: false,
+                validator: None,
+                refusal: None,
+            };
+            self.record(&record)?;
+            return Ok(record);
+        }
         if end == TrainerEnd::Stopped {
             observer.event(&MinerEvent::NotSubmitted {
                 reason: "stopped by a signal: the trainer's process group was ended (an \

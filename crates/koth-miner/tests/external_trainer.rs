@@ -240,3 +240,75 @@ fn a_signal_ends_the_trainers_group_and_publishes_nothing() {
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     nothing_published(&net);
 }
+
+#[test]
+fn a_new_king_ends_the_trainer_and_the_attempt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = mini_network(tmp.path(), &MiniOptions::default()).unwrap();
+    let chain = EmbeddedChain::open(&net.chain_path).unwrap();
+    // Miner 2 commits another model; once the validator's weights pay miner 2, it is king.
+    let other_dir = tmp.path().join("other");
+    koth_model::Model::init(
+        &koth_miner::devkit::mini_config().unwrap(),
+        99,
+        koth_model::DType::F32,
+        &koth_model::Device::Cpu,
+    )
+    .unwrap()
+    .save(&other_dir)
+    .unwrap();
+    let store = koth_store::BlockingStore::open(
+        &net.store_url.parse().unwrap(),
+        &koth_store::S3Options::default(),
+    )
+    .unwrap();
+    let other = store.put(&other_dir).unwrap().digest;
+    let (_, key2) = &net.miners[1];
+    chain
+        .commit(
+            key2,
+            &format!("v4|{}|{other}|{}", net.store_url, key2.account().to_ss58()),
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !chain
+        .revealed_commitments()
+        .unwrap()
+        .iter()
+        .any(|r| r.hotkey == key2.account())
+    {
+        assert!(Instant::now() < deadline, "no reveal");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let uid2 = chain
+        .metagraph()
+        .unwrap()
+        .by_hotkey(&key2.account())
+        .unwrap()
+        .uid;
+
+    let miner = miner_with(&net, "long", "echo started\nsleep 300\n", 600);
+    let stop = AtomicBool::new(false);
+    let t0 = Instant::now();
+    let record = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(1));
+            chain.set_weights(&net.validator, &[(uid2, 1.0)]).unwrap();
+        });
+        miner.attempt(false, &stop, &mut Quiet).unwrap()
+    });
+    assert_eq!(record.status, AttemptStatus::KingChanged, "{record:?}");
+    assert_eq!(record.king, net.king);
+    assert!(record.challenger.is_none() && !record.submitted);
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    let lines = std::fs::read_to_string(miner.config().work_dir.join("attempts.jsonl")).unwrap();
+    assert!(lines.contains("\"status\":\"king_changed\""), "{lines}");
+    assert_eq!(miner.follower().king().unwrap().digest, other);
+    std::thread::sleep(Duration::from_millis(800));
+    let miner1 = net.miners[0].1.account();
+    assert!(!chain
+        .revealed_commitments()
+        .unwrap()
+        .iter()
+        .any(|r| r.hotkey == miner1));
+}
