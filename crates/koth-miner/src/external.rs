@@ -232,13 +232,7 @@ pub fn run_trainer(
     for pipe in pipes {
         let tx = tx.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(pipe).split(b'\n') {
-                let Ok(line) = line else { break };
-                let text = String::from_utf8_lossy(&line).trim_end().to_string();
-                if tx.send(text).is_err() {
-                    break;
-                }
-            }
+            read_lines(BufReader::new(pipe), &mut |line| tx.send(line).is_ok());
         });
     }
     drop(tx);
@@ -322,6 +316,49 @@ pub fn run_trainer(
     }
 }
 
+/// Longest output line kept (bytes); the rest of a longer line is dropped.
+pub const MAX_LINE_BYTES: usize = 16 << 10;
+
+/// Cut `reader` into lines as a terminal shows them: `\n` (or `\r\n`) ends a line, a lone `\r`
+/// starts it over (a progress bar redrawing itself leaves its last state, not hours of
+/// redraws in one line), and a line keeps at most [`MAX_LINE_BYTES`]. Each line goes to `emit`
+/// (trailing whitespace trimmed, invalid UTF-8 replaced) until it returns `false`.
+pub fn read_lines(mut reader: impl BufRead, emit: &mut dyn FnMut(String) -> bool) {
+    let mut line: Vec<u8> = Vec::new();
+    let mut after_cr = false;
+    let finish = |line: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line).trim_end().to_string();
+        line.clear();
+        text
+    };
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok([]) => break,
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let n = chunk.len();
+        for &b in chunk {
+            if after_cr && b != b'\n' {
+                line.clear();
+            }
+            after_cr = false;
+            match b {
+                b'\n' if !emit(finish(&mut line)) => return,
+                b'\n' => {}
+                b'\r' => after_cr = true,
+                _ if line.len() < MAX_LINE_BYTES => line.push(b),
+                _ => {}
+            }
+        }
+        reader.consume(n);
+    }
+    if !line.is_empty() {
+        emit(finish(&mut line));
+    }
+}
+
 /// After the trainer exited: nothing of its group may keep running (and writing into the
 /// output directory while it is checked and published).
 fn finish_group(child: &mut std::process::Child) {
@@ -355,4 +392,36 @@ fn conclude(
         ));
     }
     Ok(TrainerEnd::Finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(bytes: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        // A tiny buffer: lines and \r\n pairs straddle reads.
+        let reader = std::io::BufReader::with_capacity(3, bytes);
+        read_lines(reader, &mut |l| {
+            out.push(l);
+            true
+        });
+        out
+    }
+
+    #[test]
+    fn lines_are_cut_as_a_terminal_shows_them() {
+        assert_eq!(lines_of(b"a\nbb\r\nccc"), ["a", "bb", "ccc"]);
+        // A progress bar redrawn with \r keeps its last state.
+        assert_eq!(
+            lines_of(b" 10%|#   |\r 50%|##  |\r100%|####|\ndone\n"),
+            ["100%|####|", "done"]
+        );
+        assert_eq!(lines_of(b"\xff ok \n"), ["\u{fffd} ok"]);
+        let long = vec![b'x'; MAX_LINE_BYTES * 3];
+        let got = lines_of(&[long.as_slice(), b"\nnext\n"].concat());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].len(), MAX_LINE_BYTES);
+        assert_eq!(got[1], "next");
+    }
 }
