@@ -9,6 +9,18 @@ use candle_core::{DType, Tensor, D};
 
 use crate::error::Result;
 
+/// The positions that predict a next token, flattened to rows [B*(T-1), H], and their targets
+/// [B*(T-1)]; also B and T-1.
+fn predicting_rows(hidden: &Tensor, ids: &Tensor) -> Result<(usize, usize, Tensor, Tensor)> {
+    let (b, t, h) = hidden.dims3()?;
+    let positions = t - 1;
+    let inputs = hidden
+        .narrow(1, 0, positions)?
+        .reshape((b * positions, h))?;
+    let targets = ids.narrow(1, 1, positions)?.flatten_all()?;
+    Ok((b, positions, inputs, targets))
+}
+
 /// Rows of logits per chunk so that one chunk of f32 logits stays under `chunk_bytes`.
 pub fn chunk_rows(vocab_size: usize, chunk_bytes: usize) -> usize {
     (chunk_bytes / (4 * vocab_size.max(1))).max(1)
@@ -22,11 +34,8 @@ pub fn chunked_nll(
     head: &Tensor,
     chunk_bytes: usize,
 ) -> Result<Tensor> {
-    let (b, t, h) = hidden.dims3()?;
-    let positions = t - 1;
+    let (b, positions, inputs, targets) = predicting_rows(hidden, ids)?;
     let rows = b * positions;
-    let inputs = hidden.narrow(1, 0, positions)?.reshape((rows, h))?;
-    let targets = ids.narrow(1, 1, positions)?.flatten_all()?;
     let head_t = head.t()?;
     let step = chunk_rows(head.dim(0)?, chunk_bytes);
     let mut parts = Vec::with_capacity(rows.div_ceil(step));
@@ -59,11 +68,9 @@ pub fn chunked_nll_kernels(
     head: &Tensor,
     chunk_bytes: usize,
 ) -> Result<Tensor> {
-    let (b, t, h) = hidden.dims3()?;
-    let positions = t - 1;
+    let (b, positions, inputs, targets) = predicting_rows(hidden, ids)?;
     let rows = b * positions;
-    let inputs = hidden.narrow(1, 0, positions)?.reshape((rows, h))?;
-    let targets = ids.narrow(1, 1, positions)?.flatten_all()?.contiguous()?;
+    let targets = targets.contiguous()?;
     let head_t = head.t()?;
     let vocab = head.dim(0)?;
     let step = (chunk_bytes / (hidden.dtype().size_in_bytes() * vocab.max(1))).max(1);

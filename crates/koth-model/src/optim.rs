@@ -82,6 +82,18 @@ impl AdamW {
         self.steps
     }
 
+    fn check_lengths(&self, vars: &[Var], grads: &[Tensor]) -> Result<()> {
+        if vars.len() != self.states.len() || grads.len() != vars.len() {
+            return Err(ModelError::Invalid(format!(
+                "AdamW holds state for {} parameters, got {} variables and {} gradients",
+                self.states.len(),
+                vars.len(),
+                grads.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether [`AdamW::update_scaled`] runs as koth-kernels' one-launch multi-tensor update
     /// (CUDA parameters in a build with the kernels).
     pub fn uses_kernel(vars: &[Var]) -> bool {
@@ -109,14 +121,7 @@ impl AdamW {
                 .collect::<Result<Vec<_>>>()?;
             return self.update(vars, &scaled, lr);
         }
-        if vars.len() != self.states.len() || grads.len() != vars.len() {
-            return Err(ModelError::Invalid(format!(
-                "AdamW holds state for {} parameters, got {} variables and {} gradients",
-                self.states.len(),
-                vars.len(),
-                grads.len()
-            )));
-        }
+        self.check_lengths(vars, grads)?;
         let c = self.config;
         self.steps += 1;
         let t = self.steps as i32;
@@ -169,14 +174,7 @@ impl AdamW {
 
     /// One update with learning rate `lr`; `grads[i]` (f32) belongs to `vars[i]`.
     pub fn update(&mut self, vars: &[Var], grads: &[Tensor], lr: f64) -> Result<()> {
-        if vars.len() != self.states.len() || grads.len() != vars.len() {
-            return Err(ModelError::Invalid(format!(
-                "AdamW holds state for {} parameters, got {} variables and {} gradients",
-                self.states.len(),
-                vars.len(),
-                grads.len()
-            )));
-        }
+        self.check_lengths(vars, grads)?;
         let c = self.config;
         self.steps += 1;
         let t = self.steps as i32;

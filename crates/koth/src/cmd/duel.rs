@@ -360,49 +360,85 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         },
         bundle_path: Some(a.bundle.display().to_string()),
     };
-    let verdict = match (a.king_pool_batches, &a.king_pool_seed) {
-        (Some(batches), Some(pool_seed)) => {
-            let pool = KingPool::score(
-                &dataset,
-                pool_seed,
-                secret.as_deref(),
-                king_digest,
-                &mut ModelScorer::new(king),
-                batches,
-                a.batch_size,
-                a.seq_len,
-            )
-            .context("scoring the king on the reign pool")?;
-            eprintln!(
-                "king pool: {} windows in {} batches, digest {}",
-                pool.windows.len(),
-                pool.batches(),
-                pool.digest
-            );
-            run_duel_pooled(
-                &dataset,
-                &setup,
-                &pool,
-                &mut ModelScorer::new(challenger),
-                &mut ProgressFn(print_progress),
-            )
-            .context("running the duel on the king pool")?
-        }
-        _ => run_duel(
-            &dataset,
-            &setup,
-            &mut ModelScorer::new(king),
-            &mut ModelScorer::new(challenger),
-            secret.as_deref(),
-            &mut ProgressFn(print_progress),
-        )
-        .context("running the duel")?,
+    let pool = match (a.king_pool_batches, &a.king_pool_seed) {
+        (Some(batches), Some(seed)) => Some(PoolSpec {
+            seed,
+            batches,
+            batch_size: a.batch_size,
+            recorded: None,
+        }),
+        _ => None,
     };
+    let verdict = score_duel(
+        &dataset,
+        &setup,
+        (king, challenger),
+        secret.as_deref(),
+        pool,
+    )?;
     let mut json = serde_json::to_vec_pretty(&verdict).context("encoding the verdict")?;
     json.push(b'\n');
     write_new(&a.out, &json)?;
     println!("{}", summary_json(&verdict)?);
     Ok(())
+}
+
+/// A reign pool to score the king on before the duel (king-loss reuse).
+struct PoolSpec<'a> {
+    seed: &'a str,
+    batches: u32,
+    batch_size: u32,
+    /// The pool a verdict recorded: the rebuilt pool must match it.
+    recorded: Option<&'a koth_core::verdict::KingPoolRecord>,
+}
+
+/// Score a duel: both sides live, or the king once on a reign pool and then the challenger.
+fn score_duel(
+    dataset: &Dataset,
+    setup: &DuelSetup,
+    (king, challenger): (koth_model::Model, koth_model::Model),
+    secret: Option<&[u8]>,
+    pool: Option<PoolSpec<'_>>,
+) -> Result<Verdict> {
+    let Some(spec) = pool else {
+        return run_duel(
+            dataset,
+            setup,
+            &mut ModelScorer::new(king),
+            &mut ModelScorer::new(challenger),
+            secret,
+            &mut ProgressFn(print_progress),
+        )
+        .context("running the duel");
+    };
+    let pool = KingPool::score(
+        dataset,
+        spec.seed,
+        secret,
+        setup.king.digest,
+        &mut ModelScorer::new(king),
+        spec.batches,
+        spec.batch_size,
+        setup.seq_len,
+    )
+    .context("scoring the king on the reign pool")?;
+    if let Some(record) = spec.recorded {
+        pool.matches(record).context("the king pool")?;
+    }
+    eprintln!(
+        "king pool: {} windows in {} batches, digest {}",
+        pool.windows.len(),
+        pool.batches(),
+        pool.digest
+    );
+    run_duel_pooled(
+        dataset,
+        setup,
+        &pool,
+        &mut ModelScorer::new(challenger),
+        &mut ProgressFn(print_progress),
+    )
+    .context("running the duel on the king pool")
 }
 
 fn summary_json(v: &Verdict) -> Result<String> {
@@ -482,43 +518,26 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
     let secret = read_secret(&a.validator_secret_file)?;
     let mut setup = setup_of(&recorded);
     setup.scoring.device = device;
-    let again = match &recorded.king_pool {
-        // A pooled verdict: rebuild the pool (the king scored again on every pool batch), check
-        // it is the recorded one, then re-run the challenger's side on it.
-        Some(record) => {
-            let batches = u32::try_from(record.windows / u64::from(record.batch_size.max(1)))
-                .context("the verdict's king pool is too large")?;
-            let pool = KingPool::score(
-                &dataset,
-                &record.seed_material,
-                secret.as_deref(),
-                recorded.king.digest,
-                &mut ModelScorer::new(king),
-                batches,
-                record.batch_size,
-                recorded.sample.seq_len,
-            )
-            .context("rebuilding the king pool")?;
-            pool.matches(record).context("the king pool")?;
-            run_duel_pooled(
-                &dataset,
-                &setup,
-                &pool,
-                &mut ModelScorer::new(challenger),
-                &mut ProgressFn(print_progress),
-            )
-            .context("re-running the duel on the king pool")?
-        }
-        None => run_duel(
-            &dataset,
-            &setup,
-            &mut ModelScorer::new(king),
-            &mut ModelScorer::new(challenger),
-            secret.as_deref(),
-            &mut ProgressFn(print_progress),
-        )
-        .context("re-running the duel")?,
+    // A pooled verdict: the pool is rebuilt (the king scored again on every pool batch) and
+    // must be the recorded one before the challenger's side is re-run on it.
+    let pool = match &recorded.king_pool {
+        Some(record) => Some(PoolSpec {
+            seed: &record.seed_material,
+            batches: u32::try_from(record.windows / u64::from(record.batch_size.max(1)))
+                .context("the verdict's king pool is too large")?,
+            batch_size: record.batch_size,
+            recorded: Some(record),
+        }),
+        None => None,
     };
+    let again = score_duel(
+        &dataset,
+        &setup,
+        (king, challenger),
+        secret.as_deref(),
+        pool,
+    )
+    .context("re-running the duel")?;
     let differences = compare(&recorded, &again);
     if differences.is_empty() {
         println!(

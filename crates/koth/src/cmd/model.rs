@@ -73,38 +73,7 @@ pub enum ModelCommand {
     },
     /// Place a duel's two models (king and challenger) across the GPUs of one host by memory,
     /// and print each GPU's stages and predicted peak (see docs/SCALE.md).
-    Plan {
-        /// config.json of the architecture.
-        #[arg(long)]
-        config: PathBuf,
-        /// GPUs on the host.
-        #[arg(long)]
-        gpus: usize,
-        /// Memory per GPU, e.g. 141GiB, 80GB, 143771MiB.
-        #[arg(long, default_value = "141GiB")]
-        gpu_mem: String,
-        /// `disjoint` (king on the first half, challenger on the second), `interleaved` (stage i
-        /// of both on GPU i), or `both`.
-        #[arg(long, default_value = "both")]
-        layout: String,
-        /// Sequences per micro-batch and tokens per sequence.
-        #[arg(long, default_value_t = 4)]
-        batch: usize,
-        #[arg(long, default_value_t = 2048)]
-        seq: usize,
-        /// Bytes per parameter: bf16 (2) or f32 (4).
-        #[arg(long, default_value = "bf16")]
-        dtype: String,
-        /// MiB of logits the chunked head holds at once.
-        #[arg(long, default_value_t = 512)]
-        logits_chunk_mib: u64,
-        /// GiB per GPU taken by the runtime before any tensor.
-        #[arg(long, default_value_t = 2.0)]
-        reserve_gib: f64,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Plan(PlanArgs),
     /// Family, parameter count, bytes and dtype of a checkpoint (reads headers only, checks the
     /// tensor set against config.json).
     Info {
@@ -143,29 +112,7 @@ pub fn run(c: ModelCommand) -> Result<()> {
             path,
         } => grads(&model, &ids, &out, &device, &dtype, &path),
         ModelCommand::Info { dir, json } => info(&dir, json),
-        ModelCommand::Plan {
-            config,
-            gpus,
-            gpu_mem,
-            layout,
-            batch,
-            seq,
-            dtype,
-            logits_chunk_mib,
-            reserve_gib,
-            json,
-        } => plan(&PlanArgs {
-            config,
-            gpus,
-            gpu_mem,
-            layout,
-            batch,
-            seq,
-            dtype,
-            logits_chunk_mib,
-            reserve_gib,
-            json,
-        }),
+        ModelCommand::Plan(a) => plan(&a),
     }
 }
 
@@ -356,16 +303,37 @@ fn info(dir: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-struct PlanArgs {
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// config.json of the architecture.
+    #[arg(long)]
     config: PathBuf,
+    /// GPUs on the host.
+    #[arg(long)]
     gpus: usize,
+    /// Memory per GPU, e.g. 141GiB, 80GB, 143771MiB.
+    #[arg(long, default_value = "141GiB")]
     gpu_mem: String,
+    /// `disjoint` (king on the first half, challenger on the second), `interleaved` (stage i
+    /// of both on GPU i), or `both`.
+    #[arg(long, default_value = "both")]
     layout: String,
+    /// Sequences per micro-batch and tokens per sequence.
+    #[arg(long, default_value_t = 4)]
     batch: usize,
+    #[arg(long, default_value_t = 2048)]
     seq: usize,
+    /// Bytes per parameter: bf16 (2) or f32 (4).
+    #[arg(long, default_value = "bf16")]
     dtype: String,
+    /// MiB of logits the chunked head holds at once.
+    #[arg(long, default_value_t = 512)]
     logits_chunk_mib: u64,
+    /// GiB per GPU taken by the runtime before any tensor.
+    #[arg(long, default_value_t = 2.0)]
     reserve_gib: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
     json: bool,
 }
 
