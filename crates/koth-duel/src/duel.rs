@@ -791,6 +791,51 @@ pub fn check_verdict(v: &Verdict) -> Result<(), InvalidVerdict> {
             "the recorded duel was never decided".to_string(),
         ));
     }
+    if let Some(pool) = &v.king_pool {
+        check_pool_record(pool, v)?;
+    }
+    Ok(())
+}
+
+/// A pooled verdict's pool within what a replay may rebuild: a whole number of batches of the
+/// duel's batch size, at most [`crate::pool::MAX_POOL_WINDOWS`] windows, and a batch order that
+/// names real pool batches, one per look.
+fn check_pool_record(pool: &KingPoolRecord, v: &Verdict) -> Result<(), InvalidVerdict> {
+    let bs = u64::from(pool.batch_size);
+    if pool.batch_size != v.scoring.batch_size {
+        return Err(InvalidVerdict::new(
+            "king_pool.batch_size",
+            format!(
+                "the pool's batches hold {} windows, the duel's {}",
+                pool.batch_size, v.scoring.batch_size
+            ),
+        ));
+    }
+    if pool.windows == 0
+        || pool.windows > crate::pool::MAX_POOL_WINDOWS
+        || !pool.windows.is_multiple_of(bs)
+    {
+        return Err(InvalidVerdict::new(
+            "king_pool.windows",
+            format!(
+                "a pool of {} windows is not a whole number of batches of {bs} within 1..={}",
+                pool.windows,
+                crate::pool::MAX_POOL_WINDOWS
+            ),
+        ));
+    }
+    let batches = pool.windows / bs;
+    if pool.batch_order.len() != v.bounds.len()
+        || pool.batch_order.iter().any(|&b| u64::from(b) >= batches)
+    {
+        return Err(InvalidVerdict::new(
+            "king_pool.batch_order",
+            format!(
+                "the batch order must name one of the pool's {batches} batches per look ({} looks)",
+                v.bounds.len()
+            ),
+        ));
+    }
     Ok(())
 }
 

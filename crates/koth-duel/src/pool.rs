@@ -19,6 +19,10 @@ use rand_chacha::ChaCha20Rng;
 use crate::duel::DuelSetup;
 use crate::score::{ScoreError, WindowScorer};
 
+/// Most windows a reign pool may hold: the most a duel may score
+/// ([`koth_core::competition::MAX_N_MAX`]), so building or replaying a pool is bounded like a duel.
+pub const MAX_POOL_WINDOWS: u64 = koth_core::competition::MAX_N_MAX as u64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("drawing the pool's windows: {0}")]
@@ -78,6 +82,11 @@ impl KingPool {
             )));
         }
         let n = u64::from(batches) * u64::from(batch_size);
+        if n > MAX_POOL_WINDOWS {
+            return Err(PoolError::Setup(format!(
+                "a pool of {batches} batches of {batch_size} windows is {n} windows; at most {MAX_POOL_WINDOWS}"
+            )));
+        }
         let sample = dataset.sample(seed_material.as_bytes(), validator_secret, n, seq_len)?;
         if sample.windows.len() as u64 != n {
             return Err(PoolError::Setup(format!(

@@ -173,6 +173,29 @@ fn a_pooled_verdict_replays_bit_for_bit_from_a_rebuilt_pool() {
     let again = pooled(&dataset, &s, &rebuilt, &challenger);
     assert_eq!(compare(&recorded, &again), Vec::<String>::new());
 
+    // A crafted pool record is refused before anything is allocated or scored.
+    koth_duel::duel::check_verdict(&recorded).unwrap();
+    let mut huge = recorded.clone();
+    huge.king_pool.as_mut().unwrap().windows = u64::MAX - u64::MAX % u64::from(BATCH);
+    let err = koth_duel::duel::check_verdict(&huge).unwrap_err();
+    assert_eq!(err.field, "king_pool.windows", "{err}");
+    let mut outside = recorded.clone();
+    outside.king_pool.as_mut().unwrap().batch_order[0] = 8;
+    let err = koth_duel::duel::check_verdict(&outside).unwrap_err();
+    assert_eq!(err.field, "king_pool.batch_order", "{err}");
+    let err = KingPool::score(
+        &dataset,
+        "s",
+        None,
+        king_digest,
+        &mut ModelScorer::new(king.clone()),
+        u32::MAX,
+        BATCH,
+        SEQ_LEN,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("at most"), "{err}");
+
     // A pool scored by another king is refused by its digest, before any duel.
     let impostor = toy::toy_model(6).unwrap();
     let wrong = pool(&dataset, &impostor, king_digest, 8);
