@@ -177,6 +177,34 @@ struct Layer {
     ff: FeedForward,
 }
 
+/// The dtype and device every tensor of a model must share: the embeddings', which must be
+/// f32, bf16 or f16.
+pub(crate) fn common_dtype_device(
+    tensors: &HashMap<String, Tensor>,
+    embed_name: &str,
+) -> Result<(DType, Device)> {
+    let embed = tensors
+        .get(embed_name)
+        .ok_or_else(|| ModelError::Invalid(format!("missing tensor `{embed_name}`")))?;
+    let dtype = embed.dtype();
+    let device = embed.device().clone();
+    if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+        return Err(ModelError::Invalid(format!(
+            "model dtype {dtype:?} is not supported (f32, bf16, f16)"
+        )));
+    }
+    for (name, t) in tensors {
+        if t.dtype() != dtype || !t.device().same_device(&device) {
+            return Err(ModelError::Invalid(format!(
+                "tensor `{name}` is {:?} on {:?}, the embeddings {dtype:?} on {device:?}",
+                t.dtype(),
+                t.device()
+            )));
+        }
+    }
+    Ok((dtype, device))
+}
+
 /// Summary of a model, for `koth model info`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ModelInfo {
@@ -270,25 +298,7 @@ impl Model {
                 problems.join("; ")
             )));
         }
-        let embed_ref = tensors.get("model.embed_tokens.weight").ok_or_else(|| {
-            ModelError::Invalid("missing tensor `model.embed_tokens.weight`".into())
-        })?;
-        let dtype = embed_ref.dtype();
-        let device = embed_ref.device().clone();
-        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
-            return Err(ModelError::Invalid(format!(
-                "model dtype {dtype:?} is not supported (f32, bf16, f16)"
-            )));
-        }
-        for (name, t) in &tensors {
-            if t.dtype() != dtype || !t.device().same_device(&device) {
-                return Err(ModelError::Invalid(format!(
-                    "tensor `{name}` is {:?} on {:?}, the embeddings {dtype:?} on {device:?}",
-                    t.dtype(),
-                    t.device()
-                )));
-            }
-        }
+        let (dtype, device) = common_dtype_device(&tensors, "model.embed_tokens.weight")?;
 
         let mut take = Take { map: &mut tensors };
         let embed = take.get("model.embed_tokens.weight")?;

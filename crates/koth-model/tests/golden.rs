@@ -55,17 +55,7 @@ fn nll_does_not_depend_on_the_head_chunk_size_beyond_rounding() {
 #[test]
 fn sequence_losses_match_transformers() {
     for name in FAMILIES {
-        let model = Model::load(&golden_dir(name), DType::F32, &Device::Cpu).unwrap();
-        let exp = expected(name);
-        let t =
-            koth_model::weights::read_safetensors(&golden_dir(name).join("expected.safetensors"))
-                .unwrap();
-        let golden = t["seq_loss"].to_vec1::<f64>().unwrap();
-        let ours = model.sequence_losses(&exp.ids).unwrap();
-        assert_eq!(ours.len(), golden.len());
-        for (a, b) in ours.iter().zip(&golden) {
-            assert!((*a as f64 - b).abs() <= 2e-5, "{name}: seq loss {a} vs {b}");
-        }
+        assert_sequence_losses_match(name);
     }
 }
 

@@ -41,17 +41,7 @@ fn hybrid_nll_matches_transformers_on_both_paths() {
 #[test]
 fn hybrid_sequence_losses_match_transformers() {
     for name in HYBRIDS {
-        let model = Model::load(&golden_dir(name), DType::F32, &Device::Cpu).unwrap();
-        let exp = expected(name);
-        let t =
-            koth_model::weights::read_safetensors(&golden_dir(name).join("expected.safetensors"))
-                .unwrap();
-        let golden = t["seq_loss"].to_vec1::<f64>().unwrap();
-        let ours = model.sequence_losses(&exp.ids).unwrap();
-        assert_eq!(ours.len(), golden.len());
-        for (a, b) in ours.iter().zip(&golden) {
-            assert!((*a as f64 - b).abs() <= 2e-5, "{name}: seq loss {a} vs {b}");
-        }
+        assert_sequence_losses_match(name);
     }
 }
 

@@ -125,25 +125,7 @@ pub(super) fn from_tensors(
     }
     let root = h.prefix.clone();
     let embed_name = format!("{root}.embed_tokens.weight");
-    let embed_ref = tensors
-        .get(&embed_name)
-        .ok_or_else(|| ModelError::Invalid(format!("missing tensor `{embed_name}`")))?;
-    let dtype = embed_ref.dtype();
-    let device = embed_ref.device().clone();
-    if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
-        return Err(ModelError::Invalid(format!(
-            "model dtype {dtype:?} is not supported (f32, bf16, f16)"
-        )));
-    }
-    for (name, t) in &tensors {
-        if t.dtype() != dtype || !t.device().same_device(&device) {
-            return Err(ModelError::Invalid(format!(
-                "tensor `{name}` is {:?} on {:?}, the embeddings {dtype:?} on {device:?}",
-                t.dtype(),
-                t.device()
-            )));
-        }
-    }
+    let (dtype, device) = super::common_dtype_device(&tensors, &embed_name)?;
     let named: Vec<(String, Tensor)> = specs
         .iter()
         .map(|s| (s.name.clone(), tensors[&s.name].clone()))

@@ -41,6 +41,25 @@ pub fn expected(name: &str) -> Expected {
     }
 }
 
+/// Each row's mean NLL through the scoring path equals transformers' `seq_loss` within 2e-5.
+pub fn assert_sequence_losses_match(name: &str) {
+    let model = koth_model::Model::load(
+        &golden_dir(name),
+        koth_model::DType::F32,
+        &koth_model::Device::Cpu,
+    )
+    .unwrap();
+    let exp = expected(name);
+    let t = koth_model::weights::read_safetensors(&golden_dir(name).join("expected.safetensors"))
+        .unwrap();
+    let golden = t["seq_loss"].to_vec1::<f64>().unwrap();
+    let ours = model.sequence_losses(&exp.ids).unwrap();
+    assert_eq!(ours.len(), golden.len());
+    for (a, b) in ours.iter().zip(&golden) {
+        assert!((*a as f64 - b).abs() <= 2e-5, "{name}: seq loss {a} vs {b}");
+    }
+}
+
 pub fn flat_f32(t: &Tensor) -> Vec<f32> {
     t.to_dtype(koth_model::DType::F32)
         .unwrap()
