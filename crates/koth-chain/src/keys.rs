@@ -216,6 +216,17 @@ impl Keypair {
         &self.seed
     }
 
+    /// Whether `expanded` is this key's 64-byte expanded secret in Substrate's form (the
+    /// scalar, then the nonce: what `bittensor_wallet` writes as a key file's `privateKey`).
+    pub fn expanded_secret_eq(&self, expanded: &[u8; 64]) -> bool {
+        let mine = zeroize::Zeroizing::new(self.pair.secret.to_bytes());
+        // Every byte is compared (no early exit on the first difference).
+        mine.iter()
+            .zip(expanded)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
     /// Sign `message` with context `b"substrate"` (randomized, as sr25519 signatures are).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.pair.sign_simple(SIGNING_CONTEXT, message).to_bytes()

@@ -21,9 +21,7 @@ pub enum KeystoreError {
     BadName(String),
     #[error("key {name:?} already exists at {path}; refusing to overwrite it")]
     Exists { name: String, path: PathBuf },
-    #[error(
-        "no key named {name:?} in keystore {dir} (create it with `koth keys new --name {name}`)"
-    )]
+    #[error("no key named {name:?} in keystore {dir} (create it with `koth keys new --name {name}`, or import a Bittensor key with `koth keys import --name {name}`)")]
     Missing { name: String, dir: PathBuf },
     #[error("key file {path} can be read by other users (mode {mode:o}); run `chmod 600 {path}`")]
     TooOpen { path: PathBuf, mode: u32 },

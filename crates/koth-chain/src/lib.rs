@@ -5,7 +5,7 @@
 //! - [`EmbeddedChain`]: the default, a ledger in one SQLite file shared by the processes of one
 //!   host, with blocks at a fixed interval derived from the wall clock (no producer process).
 //! - [`keys`]: sr25519 keys and SS58 addresses as Substrate makes them; [`keystore`]: named
-//!   keys on disk.
+//!   keys on disk; [`import`]: keys from Bittensor wallet files and mnemonics.
 //! - [`rules`]: the pure state transition (state, signed extrinsic) → effect or refusal.
 //! - [`weights`]: Bittensor's u16 weight normalization and the emission split.
 //!
@@ -16,6 +16,7 @@ pub mod duration;
 pub mod embedded;
 pub mod error;
 pub mod extrinsic;
+pub mod import;
 pub mod keys;
 pub mod keystore;
 mod replay;
