@@ -49,19 +49,22 @@ def plain(obj: Any) -> Any:
 
     The SDK turns a `Vec<u8>` into text when it is valid UTF-8 and into "0x.." otherwise, which is
     ambiguous; its `value_object` tree keeps the raw bytes, so this walks that tree instead.
+    Enum values come back as (variant, inner) tuples.
     """
-    vo = getattr(obj, "value_object", None)
-    if isinstance(vo, (bytes, bytearray)):
-        return bytes(vo)
-    if isinstance(vo, dict):
-        return {k: plain(v) for k, v in vo.items()}
-    if isinstance(vo, tuple) and len(vo) == 2 and isinstance(vo[0], str):
-        return (vo[0], plain(vo[1]) if vo[1] is not None else None)
-    if isinstance(vo, (list, tuple)):
-        return [plain(v) for v in vo]
-    if vo is None or isinstance(vo, (int, str, bool)):
-        return obj.value if hasattr(obj, "value") else vo
-    return plain(vo) if hasattr(vo, "value_object") else getattr(obj, "value", vo)
+    if hasattr(obj, "value_object"):
+        vo = obj.value_object
+        if vo is None or isinstance(vo, (int, str, bool)):
+            return obj.value
+        return plain(vo)
+    if isinstance(obj, (bytes, bytearray)):
+        return bytes(obj)
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str):
+        return (obj[0], plain(obj[1]) if obj[1] is not None else None)
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
 
 
 @dataclass
