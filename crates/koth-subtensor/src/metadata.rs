@@ -2,8 +2,8 @@
 //! subtensor runtime has, and how their types encode. Calls and extrinsics are encoded against it
 //! ([`crate::calls`], [`crate::tx`]), so indices and argument types come from the chain itself.
 //!
-//! - [`decode_metadata`]: `RuntimeMetadataPrefixed` bytes (magic `b"meta"`, then the version
-//!   byte; V14, V15 and V16 are understood) into [`subxt_core::Metadata`].
+//! - [`decode_metadata`] (or [`decode`]): `RuntimeMetadataPrefixed` bytes (magic `b"meta"`, then
+//!   the version byte; V14, V15 and V16 are understood) into [`subxt_core::Metadata`].
 //! - [`decode_metadata_at_version_answer`]: the same from what a node answers to `state_call
 //!   Metadata_metadata_at_version` (a SCALE `Option<OpaqueMetadata>`).
 //! - [`check_koth_items`]: the calls and storage items koth uses are all there.
@@ -90,6 +90,11 @@ pub fn decode_metadata(bytes: &[u8]) -> Result<Metadata, MetadataError> {
         });
     }
     Ok(metadata)
+}
+
+/// [`decode_metadata`], by its short name.
+pub fn decode(bytes: &[u8]) -> Result<Metadata, MetadataError> {
+    decode_metadata(bytes)
 }
 
 /// Decode a node's answer to `state_call("Metadata_metadata_at_version", version)`: a SCALE
