@@ -240,6 +240,10 @@ class Chain:
             self.weights[(idx, int(w["uid"]))] = [(int(u), int(v)) for u, v in w["weights"]]
         for idx_s, lu in st.get("last_update", {}).items():
             self.last_update[int(idx_s)] = [int(x) for x in lu]
+        # subnets/uids.rs append_neuron: registration sets LastUpdate[uid] = registration block.
+        for mec in range(self.mechanism_count):
+            self.last_update.setdefault(mec * GLOBAL_MAX_SUBNET_COUNT + self.netuid,
+                                        [n.block_at_registration for n in self.neurons])
         self.commitments: dict[bytes, dict] = {}  # hotkey -> {deposit, block, fields}
         self.last_commitment: dict[bytes, int] = {}
         self.last_bonds_reset: dict[bytes, int] = {}
@@ -330,7 +334,7 @@ class Chain:
                 "sufficients": 0, "data": {"free": self.balances.get(a, 0), "reserved": 0,
                                            "frozen": 0, "flags": 1 << 127}}
         if self.events:
-            d[("System", "Events", ())] = self.events
+            d[("System", "Events", ())] = list(self.events)
             d[("System", "EventCount", ())] = len(self.events)
         d[("Timestamp", "Now", ())] = self.timestamp_ms
         sm = "SubtensorModule"
@@ -369,9 +373,9 @@ class Chain:
             idx = self.storage_index(mec)
             lu = self.last_update.get(idx)
             if lu is not None:
-                d[(sm, "LastUpdate", (idx,))] = lu
+                d[(sm, "LastUpdate", (idx,))] = list(lu)  # copies: compared with last block's
         for (idx, uid), w in self.weights.items():
-            d[(sm, "Weights", (idx, uid))] = w
+            d[(sm, "Weights", (idx, uid))] = list(w)
         for (idx, epoch), commits in self.tl_weight_commits.items():
             if commits:
                 d[(sm, "TimelockedWeightCommits", (idx, epoch))] = [
@@ -544,11 +548,10 @@ class Chain:
             raise invalid(f"{INVALID_CALL} (the loopback node only implements "
                           f"{sorted(f'{p}.{c}' for p, c in self.SUPPORTED_CALLS)})")
         self._check_size_bounds(xt)
+        if xt.signer == b"\x00" * 32:  # CheckNonZeroSender
+            raise invalid(INVALID_BAD_SIGNER)
         # CheckMortality::implicit: the birth block must still be in BlockHash.
-        if xt.era_value in ("00", None) or xt.era_value == "00":
-            birth = 0
-        else:
-            birth = xt.era.birth(current)
+        birth = 0 if xt.era_value in ("00", None) else xt.era.birth(current)
         if birth != 0 and not (current - BLOCK_HASH_COUNT <= birth < current):
             raise invalid(INVALID_ANCIENT)
         if birth >= len(self.blocks):

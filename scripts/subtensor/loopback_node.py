@@ -109,7 +109,7 @@ round < LastStoredRound for commit_timelocked_weights: Custom 15). Dispatch erro
 chain's: the extrinsic is included, its nonce spent, System.Events has ExtrinsicFailed with the
 pallet's error index.
 
-Approximations: one subnet, no forks, instant finality lag; no fees, balances, emission, Yuma
+Approximations: one subnet, no forks (finalized = best - lag); no fees, balances, emission, Yuma
 consensus, registration, staking or validator-permit recomputation (state file values stay);
 stake = TotalHotkeyAlpha only (no root/child stake, no TaoWeight); only the calls above (others:
 1010 "Transaction call is not expected"); the drand pulse for a round exists only when the node
