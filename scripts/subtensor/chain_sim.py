@@ -521,6 +521,10 @@ class Chain:
                                  "`RuntimeCall` / extrinsic", str(e))
         if xt.hash in self.pool:
             raise RpcError(1013, "Transaction Already Imported", None)
+        if any(t.xt.signer == xt.signer and t.xt.nonce == xt.nonce for t in self.pool.values()):
+            raise RpcError(1014, "Priority is too low: (0 vs 0)",
+                           "The transaction has too low priority to replace another transaction "
+                           "already in the pool.")
         try:
             self._validate(xt, self.best.number + 1)
         except RpcError as e:

@@ -38,6 +38,8 @@ CLI
 
 State file
 ----------
+scripts/subtensor/example_state.json is a working one (hotkeys //Alice = validator, //Bob = miner,
+coldkey //Ferdie). Schema:
   {
     "netuid": 3,                                  # required, 1..4095
     "tempo": 10,                                  # every other key: the metadata default if absent
@@ -76,7 +78,8 @@ RPC methods
 chain_getBlockHash([n]) (chain_getHead), chain_getFinalizedHead (chain_getFinalisedHead),
 chain_getHeader([hash?]), chain_getBlock([hash?]), state_getRuntimeVersion([hash?])
 (chain_getRuntimeVersion), state_getMetadata([hash?]), state_call([method, data, hash?]) for
-Metadata_metadata_at_version / Metadata_metadata_versions / Metadata_metadata,
+Metadata_metadata_at_version / Metadata_metadata_versions / Metadata_metadata /
+AccountNonceApi_account_nonce,
 state_getStorage([key, hash?]) (state_getStorageAt), state_getStorageHash, state_getStorageSize,
 state_getKeysPaged([prefix, count, startKey?, hash?]) (state_getKeysPagedAt), state_getKeys,
 state_queryStorageAt([[keys], hash?]), system_accountNextIndex([ss58]), system_chain, system_name,
@@ -88,8 +91,9 @@ Test helpers: koth_debugState([]) (JSON view of the state), koth_produceBlocks([
 koth_addDrandSignature([round, hex]).
 Errors are JSON-RPC error objects as Substrate's: 1010 "Invalid Transaction" (data: "Transaction
 has a bad signature", "Transaction is outdated", "Transaction has an ancient birth block",
-"Custom error: N", "Transaction call is not expected"), 1002 undecodable extrinsic, 1011 unknown
-transaction, 1013 already imported, 4003 unknown/pruned block, -32601 unknown method, -32602 bad
+"Custom error: N", "Transaction call is not expected", "Invalid signing address"), 1002
+undecodable extrinsic, 1011 unknown transaction, 1013 already imported, 1014 same signer and
+nonce already in the pool, 4003 unknown/pruned block, -32601 unknown method, -32602 bad
 params.
 
 What it simulates (semantics of opentensor/subtensor at spec 343, commit 3975359dd; see
@@ -317,9 +321,12 @@ class Node:
             return hex0x(self.s.encode("Vec<u32>", [self.s.metadata_version]))
         if method == "Metadata_metadata":
             return hex0x(self.s.encode("Vec<u8>", hex0x(self.s.metadata_bytes)))
+        if method == "AccountNonceApi_account_nonce":
+            who = self.s.account(hex0x(unhex(data)[:32]))
+            return hex0x(self.s.encode("u32", self.chain.account_nonce(who)))
         raise RpcError(4003, "Client error: Execution failed: Other: Exported method "
                              f"{method} is not found (the loopback node answers only "
-                             "Metadata_* runtime calls)")
+                             "Metadata_* and AccountNonceApi runtime calls)")
 
     # ---- state ----------------------------------------------------------------------------
 

@@ -315,7 +315,13 @@ class LoopbackNodeTest(unittest.TestCase):
                                                    digest_size=32).hexdigest())
         self.assertEqual(self.node.rpc("system_accountNextIndex", [self.bob.ss58_address]), 1)
         self.assert_refused(xt, 1013, "")  # already in the pool
+        same_nonce = self.sdk.signed(self.bob, "Commitments", "set_commitment", {
+            "netuid": NETUID, "info": {"fields": [[{"Raw1": b"y"}]]}}, nonce=0)
+        self.assert_refused(same_nonce, 1014, "replace another transaction")
         b = self.produce()
+        nonce = self.node.rpc("state_call", ["AccountNonceApi_account_nonce",
+                                             "0x" + self.bob.public_key.hex()])
+        self.assertEqual(self.rc.create_scale_object("u32", data=ScaleBytes(nonce)).decode(), 1)
         reg = self.read("Commitments", "CommitmentOf", (NETUID, self.bob.ss58_address))
         self.assertEqual(reg["block"], b)
         self.assertEqual(reg["info"]["fields"], [{"Raw5": "0x" + b"koth!".hex()}])
