@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Any, Optional
+from typing import Any
 
 from async_substrate_interface.types import Runtime, _decode_option_opaque_metadata
 from async_substrate_interface.utils.hasher import xxh128
