@@ -34,6 +34,47 @@ from bittensor_wallet import Keypair
 
 from scale_env import DecodeError, DecodedExtrinsic, Scale, blake2_256, hex0x, plain, unhex
 
+
+def _scale_compact(n: int) -> bytes:
+    if n < 1 << 6:
+        return bytes([n << 2])
+    if n < 1 << 14:
+        return ((n << 2) | 1).to_bytes(2, "little")
+    if n < 1 << 30:
+        return ((n << 2) | 2).to_bytes(4, "little")
+    body = n.to_bytes((n.bit_length() + 7) // 8, "little")
+    return bytes([((len(body) - 4) << 2) | 3]) + body
+
+
+def chain_decrypt(ciphertext: bytes, reveal_round: int, signature_hex: str) -> bytes:
+    """Decrypt what the chain stores (a bare timelock ciphertext, as subtensor deserializes
+    it in reveal_timelocked_commitments / reveal_crv3_commits) with the SDK.
+
+    The SDK's decrypt_with_signature takes bittensor-drand's `UserData` envelope (SCALE
+    `Vec<u8>` ciphertext, then the round as u64), never what is on chain; wrap the bare bytes
+    in it, as the SDK's own encrypt_at_round would have."""
+    envelope = (_scale_compact(len(ciphertext)) + bytes(ciphertext)
+                + int(reveal_round).to_bytes(8, "little"))
+    return bytes(bittensor_drand.decrypt_with_signature(envelope, signature_hex))
+
+
+def bare_ciphertext(envelope: bytes) -> bytes:
+    """The ciphertext inside an SDK `UserData` envelope (what goes on chain)."""
+    b = bytes(envelope)
+    mode = b[0] & 3
+    if mode == 0:
+        n, off = b[0] >> 2, 1
+    elif mode == 1:
+        n, off = int.from_bytes(b[:2], "little") >> 2, 2
+    elif mode == 2:
+        n, off = int.from_bytes(b[:4], "little") >> 2, 4
+    else:
+        k = (b[0] >> 2) + 4
+        n, off = int.from_bytes(b[1:1 + k], "little"), 1 + k
+    if off + n + 8 != len(b):
+        raise ValueError(f"not an SDK envelope: {len(b)} bytes, ciphertext length {n}")
+    return b[off:off + n]
+
 GLOBAL_MAX_SUBNET_COUNT = 4096  # pallets/subtensor/src/subnets/mechanism.rs
 BLOCK_HASH_COUNT = 2400  # runtime/src/lib.rs BlockHashCount
 MAX_COMMIT_FIELDS = 3  # runtime/src/lib.rs MaxCommitFieldsInner
@@ -761,7 +802,7 @@ class Chain:
                     continue
                 processed = True
                 try:
-                    plain_bytes = bittensor_drand.decrypt_with_signature(f[1], sig)
+                    plain_bytes = chain_decrypt(f[1], f[2], sig)
                 except Exception as e:  # noqa: BLE001 - the chain logs and drops the field
                     self.log(f"block {b}: commitment of {self.s.ss58(who)} for round {f[2]} "
                              f"does not decrypt ({e}); field dropped as on chain")
@@ -906,7 +947,7 @@ class Chain:
                     unrevealed.append((who, commit_block, commit, rnd))
                     continue
                 try:
-                    dec = bytes(bittensor_drand.decrypt_with_signature(commit, sig))
+                    dec = chain_decrypt(commit, rnd, sig)
                 except Exception as e:  # noqa: BLE001
                     self.log(f"block {b}: timelocked weights of {self.s.ss58(who)} do not "
                              f"decrypt ({e}); dropped silently as on chain")

@@ -41,6 +41,7 @@ from async_substrate_interface.utils.storage import StorageKey  # noqa: E402
 from bittensor_wallet import Keypair  # noqa: E402
 from scalecodec.base import ScaleBytes  # noqa: E402
 import bittensor_drand  # noqa: E402
+from chain_sim import bare_ciphertext  # noqa: E402
 
 METADATA = os.path.join(REPO, "crates", "koth-subtensor", "tests", "fixtures", "metadata.scale")
 METADATA_INFO = os.path.join(os.path.dirname(METADATA), "metadata.json")
@@ -399,8 +400,11 @@ class LoopbackNodeTest(unittest.TestCase):
 
     def test_06_timelocked_commitment_is_revealed(self):
         payload = b"\x30koth:hf://org/model@rev"
-        enc, rnd = bittensor_drand.encrypt_at_round(payload, self.round)
+        # On chain goes the bare ciphertext (what the SDK's get_encrypted_commitment returns),
+        # not the SDK's UserData envelope that encrypt_at_round wraps it in.
+        envelope, rnd = bittensor_drand.encrypt_at_round(payload, self.round)
         self.assertEqual(rnd, self.round)
+        enc = bare_ciphertext(envelope)
         xt = self.sdk.signed(self.bob, "Commitments", "set_commitment", {
             "netuid": NETUID,
             "info": {"fields": [[{"TimelockEncrypted": {"encrypted": enc,
@@ -478,7 +482,8 @@ class LoopbackNodeTest(unittest.TestCase):
                                                    ["version_key", "u64"]]}})
             plain_payload = bytes(self.rc.create_scale_object("TestWeightsTlockPayload").encode(
                 wp).data)
-            commit, _ = bittensor_drand.encrypt_at_round(plain_payload, self.round)
+            commit = bare_ciphertext(bittensor_drand.encrypt_at_round(plain_payload,
+                                                                      self.round)[0])
             xt = sdk.signed(self.alice, "SubtensorModule", "commit_timelocked_mechanism_weights",
                             {"netuid": NETUID, "mecid": 0, "commit": commit,
                              "reveal_round": self.round, "commit_reveal_version": 4})

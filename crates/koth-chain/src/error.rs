@@ -44,6 +44,24 @@ pub enum ChainError {
     Rejected(Box<ExtrinsicError>),
     #[error("invalid weights: {0}")]
     Weights(WeightsError),
+    /// A remote chain (a subtensor node) could not be reached or answered unexpectedly; the
+    /// call may succeed when retried later.
+    #[error("chain node {endpoint}: {message}")]
+    Node { endpoint: String, message: String },
+    /// A remote chain refused an extrinsic (invalid transaction, or its dispatch failed).
+    #[error("chain node {endpoint} refused {call}: {reason}")]
+    Refused {
+        endpoint: String,
+        call: String,
+        reason: String,
+    },
+    /// The operation has no counterpart on this kind of chain.
+    #[error("{what} is not supported on {chain}: {hint}")]
+    Unsupported {
+        what: String,
+        chain: &'static str,
+        hint: String,
+    },
 }
 
 impl From<ExtrinsicError> for ChainError {

@@ -61,9 +61,7 @@ impl<Train> MinerFile<Train> {
             competition: "competition.toml".into(),
             work_dir: name.to_string(),
             poll_interval_ms: default_poll_ms(),
-            chain: ChainSection {
-                path: "chain.db".into(),
-            },
+            chain: ChainSection::embedded("chain.db"),
             key: KeySection {
                 keystore: "keys".into(),
                 name: name.to_string(),
@@ -95,11 +93,9 @@ impl<Train: Serialize> MinerFile<Train> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChainSection {
-    pub path: String,
-}
+/// `[chain]`: the embedded chain's file, or a subtensor node (koth-subtensor's section, shared
+/// with the validator's config).
+pub use koth_subtensor::{ChainSection, ChainTarget};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,7 +231,8 @@ pub struct MinerConfig {
     pub competition: PathBuf,
     pub work_dir: PathBuf,
     pub poll_interval_ms: u64,
-    pub chain_path: PathBuf,
+    /// The chain: the embedded chain's file (checked to exist) or a subtensor node.
+    pub chain: ChainTarget,
     pub keystore: PathBuf,
     pub key_name: String,
     /// Where challengers are published, as committed (`file:///…` or `s3://…`).
@@ -443,7 +440,10 @@ impl MinerConfig {
             competition: resolve("competition", &file.competition)?,
             work_dir: resolve("work_dir", &file.work_dir)?,
             poll_interval_ms: file.poll_interval_ms,
-            chain_path: resolve("chain.path", &file.chain.path)?,
+            chain: file
+                .chain
+                .resolve(&base)
+                .map_err(|e| invalid(e.key, e.message))?,
             keystore: resolve("key.keystore", &file.key.keystore)?,
             key_name: file.key.name.clone(),
             store_location,

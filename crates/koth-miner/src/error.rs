@@ -15,8 +15,9 @@ pub enum MinerError {
     Model(#[from] koth_model::ModelError),
     #[error("store {location}: {message}")]
     Store { location: String, message: String },
-    #[error("chain {path}: {message}")]
-    Chain { path: PathBuf, message: String },
+    /// `chain` is the chain file, or the subtensor node and netuid.
+    #[error("chain {chain}: {message}")]
+    Chain { chain: String, message: String },
     #[error("key {name} in keystore {keystore}: {message}")]
     Key {
         keystore: PathBuf,

@@ -271,7 +271,8 @@ impl FeedClient {
 pub struct Follower {
     competition: Competition,
     chain: Box<dyn Chain>,
-    chain_path: std::path::PathBuf,
+    /// The chain, for messages: its file, or the node and netuid.
+    chain_name: String,
     feed: Option<FeedClient>,
 }
 
@@ -279,13 +280,13 @@ impl Follower {
     pub fn new(
         competition: Competition,
         chain: Box<dyn Chain>,
-        chain_path: std::path::PathBuf,
+        chain_name: String,
         feed: Option<FeedClient>,
     ) -> Self {
         Self {
             competition,
             chain,
-            chain_path,
+            chain_name,
             feed,
         }
     }
@@ -300,7 +301,7 @@ impl Follower {
 
     fn chain_err(&self, e: impl std::fmt::Display) -> MinerError {
         MinerError::Chain {
-            path: self.chain_path.clone(),
+            chain: self.chain_name.clone(),
             message: e.to_string(),
         }
     }

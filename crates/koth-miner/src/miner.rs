@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use koth_chain::{Chain, EmbeddedChain, Keypair, Keystore};
+use koth_chain::{Keypair, Keystore};
 use koth_core::competition::Competition;
 use koth_core::{CommitmentPayload, Digest};
 use koth_model::{DType, Device, Model};
@@ -177,8 +177,8 @@ impl Miner {
                 path: config.competition.clone(),
                 message: e.to_string(),
             })?;
-        let chain = EmbeddedChain::open(&config.chain_path).map_err(|e| MinerError::Chain {
-            path: config.chain_path.clone(),
+        let chain = config.chain.open().map_err(|e| MinerError::Chain {
+            chain: config.chain.describe(),
             message: e.to_string(),
         })?;
         let key = Keystore::new(&config.keystore)
@@ -190,7 +190,7 @@ impl Miner {
             })?;
         let hotkey = key.account().to_ss58();
         let metagraph = chain.metagraph().map_err(|e| MinerError::Chain {
-            path: config.chain_path.clone(),
+            chain: config.chain.describe(),
             message: e.to_string(),
         })?;
         if metagraph.by_hotkey(&key.account()).is_none() {
@@ -216,12 +216,7 @@ impl Miner {
             Some(url) => Some(FeedClient::new(url, Duration::from_secs(10))?),
             None => None,
         };
-        let follower = Follower::new(
-            competition.clone(),
-            Box::new(chain),
-            config.chain_path.clone(),
-            feed,
-        );
+        let follower = Follower::new(competition.clone(), chain, config.chain.describe(), feed);
         let models = config.work_dir.join("models");
         let cache =
             CheckpointCache::open(&models, 64 << 30).map_err(|e| MinerError::io(&models, e))?;
@@ -436,7 +431,7 @@ impl Miner {
             .chain()
             .commit(&self.key, &payload)
             .map_err(|e| MinerError::Chain {
-                path: self.config.chain_path.clone(),
+                chain: self.config.chain.describe(),
                 message: format!("committing {payload}: {e}"),
             })?;
         observer.event(&MinerEvent::Committed {

@@ -100,12 +100,9 @@ impl std::fmt::Debug for HoldoutSecret {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChainSection {
-    /// The embedded chain's SQLite file.
-    pub path: PathBuf,
-}
+/// `[chain]`: the embedded chain's file, or a subtensor node (koth-subtensor's section, shared
+/// with the miner's config).
+pub use koth_subtensor::{ChainSection, ChainTarget};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,7 +210,8 @@ pub struct ResolvedConfig {
     pub work_dir: PathBuf,
     pub listen: SocketAddr,
     pub poll_interval: Duration,
-    pub chain_path: PathBuf,
+    /// The chain: the embedded chain's file (checked to exist) or a subtensor node.
+    pub chain: ChainTarget,
     pub keystore: PathBuf,
     pub key_name: String,
     pub allowed_locations: Vec<String>,
@@ -265,7 +263,7 @@ impl ValidatorConfig {
             work_dir,
             listen: default_listen(),
             poll_interval_ms: default_poll_ms(),
-            chain: ChainSection { path: chain },
+            chain: ChainSection::embedded(chain),
             key: KeySection {
                 keystore,
                 name: key_name,
@@ -347,16 +345,10 @@ impl ValidatorConfig {
                 ),
             ));
         }
-        let chain_path = resolve(&base, &self.chain.path);
-        if !chain_path.is_file() {
-            return Err(key_err(
-                "chain.path",
-                format!(
-                    "no chain file at {} (create one with `koth chain init`)",
-                    chain_path.display()
-                ),
-            ));
-        }
+        let chain = self
+            .chain
+            .resolve_existing(&base)
+            .map_err(|e| key_err(e.key, e.message))?;
         let keystore = resolve(&base, &self.key.keystore);
         if !keystore.is_dir() {
             return Err(key_err(
@@ -460,7 +452,7 @@ impl ValidatorConfig {
             work_dir: resolve(&base, &self.work_dir),
             listen,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
-            chain_path,
+            chain,
             keystore,
             key_name: self.key.name,
             allowed_locations: self.store.allowed_locations,

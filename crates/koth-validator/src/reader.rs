@@ -22,6 +22,9 @@ pub enum ChainSource {
     None,
     /// An embedded chain file, opened on first use (and again after a failure).
     Path(PathBuf),
+    /// A configured chain (a file or a subtensor node), opened on first use (and again after a
+    /// failure).
+    Target(koth_subtensor::ChainTarget),
     /// A chain handle the caller already holds.
     Handle(Arc<dyn Chain>),
 }
@@ -54,11 +57,7 @@ impl ValidatorReader {
 
     /// The reader of the validator configured by `cfg`, publishing into `feed`.
     pub fn of_validator(cfg: &ResolvedConfig, feed: SharedFeed) -> Self {
-        Self::new(
-            feed,
-            cfg.log_path(),
-            ChainSource::Path(cfg.chain_path.clone()),
-        )
+        Self::new(feed, cfg.log_path(), ChainSource::Target(cfg.chain.clone()))
     }
 }
 
@@ -89,6 +88,10 @@ impl HillReader for ValidatorReader {
                 ChainSource::Path(p) => {
                     let chain = EmbeddedChain::open(p).map_err(|e| chain_error(e.to_string()))?;
                     *handle = Some(Arc::new(chain));
+                }
+                ChainSource::Target(t) => {
+                    let chain = t.open().map_err(|e| chain_error(e.to_string()))?;
+                    *handle = Some(Arc::from(chain));
                 }
             }
         }

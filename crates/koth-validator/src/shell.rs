@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use koth_chain::{AccountId, Chain, EmbeddedChain, Keypair, Keystore};
+use koth_chain::{AccountId, Chain, Keypair, Keystore};
 use koth_core::{Digest, RejectCode};
 use koth_data::Dataset;
 use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, StoreError};
@@ -34,9 +34,10 @@ use std::ops::ControlFlow;
 pub enum ShellError {
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("chain {path}: {source}")]
+    #[error("chain {chain}: {source}")]
     Chain {
-        path: PathBuf,
+        /// The chain file, or the node and netuid.
+        chain: String,
         #[source]
         source: koth_chain::ChainError,
     },
@@ -132,14 +133,14 @@ impl Shell {
                 })?;
             }
         }
-        let chain = EmbeddedChain::open(&cfg.chain_path).map_err(|source| ShellError::Chain {
-            path: cfg.chain_path.clone(),
+        let chain = cfg.chain.open().map_err(|source| ShellError::Chain {
+            chain: cfg.chain.describe(),
             source,
         })?;
         if chain.params().netuid != cfg.competition.netuid {
             return Err(setup(format!(
                 "the chain {} is netuid {}, the competition is netuid {}",
-                cfg.chain_path.display(),
+                cfg.chain.describe(),
                 chain.params().netuid,
                 cfg.competition.netuid
             )));
@@ -151,7 +152,7 @@ impl Shell {
                 message: e.to_string(),
             })?;
         let meta = chain.metagraph().map_err(|source| ShellError::Chain {
-            path: cfg.chain_path.clone(),
+            chain: cfg.chain.describe(),
             source,
         })?;
         match meta.by_hotkey(&key.account()) {
@@ -162,7 +163,7 @@ impl Shell {
                         "key {:?} ({}) is not registered on the chain {}",
                         cfg.key_name,
                         key.account(),
-                        cfg.chain_path.display()
+                        cfg.chain.describe()
                     ),
                 })
             }
@@ -209,7 +210,7 @@ impl Shell {
         Ok(Shell {
             cfg,
             journal,
-            chain: Box::new(chain),
+            chain,
             key,
             cache,
             dataset,

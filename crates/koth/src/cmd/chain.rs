@@ -1,4 +1,5 @@
-//! `koth chain …`: the embedded chain (one SQLite file shared by the processes of one host).
+//! `koth chain …`: the embedded chain (one SQLite file shared by the processes of one host),
+//! and read-only views of a subtensor node (`--network ws://… --netuid N`).
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,42 @@ impl ChainArg {
     fn open(&self) -> Result<EmbeddedChain> {
         EmbeddedChain::open(&self.chain)
             .with_context(|| format!("opening chain --chain {}", self.chain.display()))
+    }
+}
+
+/// A chain to read: an embedded chain file, or a subtensor node and subnet.
+#[derive(Args, Clone)]
+pub struct ReadChainArg {
+    /// The chain file (created by `koth chain init`).
+    #[arg(long, env = "KOTH_CHAIN", conflicts_with_all = ["network", "netuid"], required_unless_present = "network")]
+    pub chain: Option<PathBuf>,
+    /// A subtensor node instead: ws://, wss://, http:// or https:// (read-only).
+    #[arg(long, requires = "netuid")]
+    pub network: Option<String>,
+    /// The subnet on --network.
+    #[arg(long, requires = "network")]
+    pub netuid: Option<u16>,
+}
+
+impl ReadChainArg {
+    /// Open the chain, and say what it is for messages.
+    fn open(&self) -> Result<(Box<dyn Chain>, String)> {
+        match (&self.chain, &self.network, self.netuid) {
+            (Some(path), None, None) => {
+                let chain = EmbeddedChain::open(path)
+                    .with_context(|| format!("opening chain --chain {}", path.display()))?;
+                Ok((Box::new(chain), chain_context(path)))
+            }
+            (None, Some(network), Some(netuid)) => {
+                let what = format!("subtensor {network} netuid {netuid}");
+                let chain = koth_subtensor::SubtensorChain::connect(
+                    koth_subtensor::SubtensorConfig::new(network.clone(), netuid),
+                )
+                .with_context(|| format!("connecting to {what}"))?;
+                Ok((Box::new(chain), what))
+            }
+            _ => bail!("give either --chain FILE, or --network URL with --netuid N"),
+        }
     }
 }
 
@@ -139,10 +176,17 @@ pub enum ChainCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The registered hotkeys: uid, validator permit, registration block, hotkey and coldkey.
+    Metagraph {
+        #[command(flatten)]
+        chain: ReadChainArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// Revealed commitments: the newest per hotkey, or with --all every one in chain order.
     Reveals {
         #[command(flatten)]
-        chain: ChainArg,
+        chain: ReadChainArg,
         /// Every revealed commitment, not only the newest per hotkey.
         #[arg(long)]
         all: bool,
@@ -152,7 +196,7 @@ pub enum ChainCommand {
     /// The latest weights of every validator.
     Weights {
         #[command(flatten)]
-        chain: ChainArg,
+        chain: ReadChainArg,
         #[arg(long)]
         json: bool,
     },
@@ -478,14 +522,40 @@ pub fn run(c: ChainCommand) -> Result<()> {
                 }
             })
         }
+        ChainCommand::Metagraph { chain, json } => {
+            let (ch, what) = chain.open()?;
+            let metagraph = ch.metagraph().with_context(|| what.clone())?;
+            print(json, &metagraph, || {
+                println!(
+                    "{what}: netuid {} at block {} ({}), {} registered",
+                    metagraph.netuid,
+                    metagraph.block.number,
+                    metagraph.block.hash,
+                    metagraph.neurons.len()
+                );
+                if !metagraph.neurons.is_empty() {
+                    println!("  uid  validator  registered  hotkey / coldkey");
+                }
+                for n in &metagraph.neurons {
+                    println!(
+                        "  {:>3}  {:>9}  {:>10}  {} / {}",
+                        n.uid,
+                        if n.validator_permit { "yes" } else { "no" },
+                        n.registered_block,
+                        n.hotkey,
+                        n.coldkey
+                    );
+                }
+            })
+        }
         ChainCommand::Reveals { chain, all, json } => {
-            let ch = chain.open()?;
+            let (ch, what) = chain.open()?;
             let reveals = if all {
                 ch.revealed_since(0)
             } else {
                 ch.revealed_commitments()
             }
-            .with_context(|| chain_context(&chain.chain))?;
+            .with_context(|| what.clone())?;
             print(json, &reveals, || {
                 if reveals.is_empty() {
                     println!("no revealed commitments");
@@ -499,8 +569,8 @@ pub fn run(c: ChainCommand) -> Result<()> {
             })
         }
         ChainCommand::Weights { chain, json } => {
-            let ch = chain.open()?;
-            let weights = ch.weights().with_context(|| chain_context(&chain.chain))?;
+            let (ch, what) = chain.open()?;
+            let weights = ch.weights().with_context(|| what.clone())?;
             print(json, &weights, || {
                 if weights.is_empty() {
                     println!("no weights set");

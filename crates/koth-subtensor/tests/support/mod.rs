@@ -1,0 +1,265 @@
+//! Test networks for the `Chain` contract: the embedded chain in a temporary directory, and a
+//! `SubtensorChain` against the loopback node (scripts/subtensor/loopback_node.py), which
+//! encodes every storage value with Bittensor's Python SDK from the pinned metadata.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use koth_chain::{Chain, EmbeddedChain, InitParams, Keypair};
+use koth_subtensor::{CommitmentMode, DrandConfig, SubtensorChain, SubtensorConfig};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The python with bittensor==10.5.0 (installed from PyPI by the script when missing).
+pub fn bittensor_python() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/bittensor-venv.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/bittensor-venv.sh");
+    assert!(
+        out.status.success(),
+        "scripts/bittensor-venv.sh failed: the subtensor tests need Bittensor's Python SDK"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("scripts/bittensor-venv.sh printed no python")
+            .trim(),
+    )
+}
+
+pub fn key(i: u8) -> Keypair {
+    Keypair::from_seed([i; 32])
+}
+
+/// The keys every test network has: two miners and a validator registered (the validator
+/// with a permit), a stranger who is not, and the subnet owner.
+pub struct Keys {
+    pub owner: Keypair,
+    pub miners: [Keypair; 2],
+    pub validator: Keypair,
+    pub stranger: Keypair,
+}
+
+pub fn keys() -> Keys {
+    Keys {
+        owner: key(1),
+        miners: [key(11), key(12)],
+        validator: key(21),
+        stranger: key(31),
+    }
+}
+
+pub struct Net {
+    pub chain: Box<dyn Chain>,
+    pub keys: Keys,
+    pub kind: &'static str,
+    node: Option<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl Net {
+    /// Wait until the chain's (finalized) head is at least `number`.
+    pub fn wait_for_block(&self, number: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.chain.block().unwrap().number < number {
+            assert!(
+                Instant::now() < deadline,
+                "{}: block {number} not reached in 60 s",
+                self.kind
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Poll `f` until it returns `Some`, for at most `secs` seconds.
+    pub fn eventually<T>(&self, secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {what} within {secs} s",
+                self.kind
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The loopback node's stderr log so far (decisions on extrinsics), for assertion messages.
+    pub fn node_log(&self) -> String {
+        self.node
+            .as_ref()
+            .map(|n| std::fs::read_to_string(&n.log).unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+/// The embedded chain with real time: 200 ms blocks, reveals 3 blocks after the commitment.
+pub fn embedded() -> Net {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys();
+    let path = dir.path().join("chain.db");
+    let chain = EmbeddedChain::init(
+        &path,
+        &InitParams {
+            netuid: 7,
+            block_time_ms: 200,
+            reveal_delay: 3,
+            emission_per_block_rao: 1_000_000_000,
+            max_uids: 16,
+            owner: keys.owner.account(),
+        },
+    )
+    .unwrap();
+    for k in keys.miners.iter().chain([&keys.validator]) {
+        chain.register(k, &keys.owner.account()).unwrap();
+    }
+    chain
+        .grant_validator_permit(&keys.owner, &keys.validator.account())
+        .unwrap();
+    let reopened = EmbeddedChain::open(&path).unwrap();
+    let net = Net {
+        chain: Box::new(reopened),
+        keys,
+        kind: "embedded",
+        node: None,
+        _dir: dir,
+    };
+    // Registrations are sealed before the contract starts.
+    let head = net.chain.block().unwrap().number;
+    net.wait_for_block(head + 1);
+    net
+}
+
+/// A drand network (quicknet's key) whose round at the present moment, and for the next
+/// minutes, is 1000: timelocks koth makes now target round 1000, whose published signature
+/// the loopback node holds.
+pub fn drand_at_round_1000() -> DrandConfig {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let period = 1_000_000;
+    // now sits half-way into round 1000 (koth_timelock::commitment_reveal_round divides the
+    // time since genesis by the period).
+    DrandConfig {
+        genesis_time: now - 1000 * period - period / 2,
+        period,
+    }
+}
+
+struct Node {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Stopped by PID: SIGTERM, then reap.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct NodeOptions {
+    pub commit_reveal_weights: bool,
+    pub drand_start_round: u64,
+    pub block_time_s: f64,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            commit_reveal_weights: false,
+            // Round 1000 is reached 6 blocks after start.
+            drand_start_round: 994,
+            block_time_s: 0.25,
+        }
+    }
+}
+
+/// A `SubtensorChain` on a fresh loopback node whose subnet has the [`keys`] registered.
+pub fn subtensor(opts: NodeOptions) -> Net {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys();
+    let state = serde_json::json!({
+        "netuid": 7,
+        "tempo": 10,
+        "commit_reveal_weights_enabled": opts.commit_reveal_weights,
+        "weights_set_rate_limit": 0,
+        "weights_version_key": 0,
+        "min_allowed_weights": 1,
+        "subnet_owner_coldkey_ss58": keys.owner.account().to_ss58(),
+        "neurons": [
+            {"hotkey_ss58": keys.miners[0].account().to_ss58(), "coldkey_ss58": keys.owner.account().to_ss58(), "validator_permit": false, "stake": 0},
+            {"hotkey_ss58": keys.miners[1].account().to_ss58(), "coldkey_ss58": keys.owner.account().to_ss58(), "validator_permit": false, "stake": 0},
+            {"hotkey_ss58": keys.validator.account().to_ss58(), "coldkey_ss58": keys.owner.account().to_ss58(), "validator_permit": true, "stake": 1000},
+        ],
+    });
+    let state_path = dir.path().join("state.json");
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    let log = dir.path().join("node.log");
+    let mut child = Command::new(bittensor_python())
+        .arg(repo().join("scripts/subtensor/loopback_node.py"))
+        .args(["--port", "0"])
+        .arg("--state")
+        .arg(&state_path)
+        .arg("--metadata")
+        .arg(repo().join("crates/koth-subtensor/tests/fixtures/metadata.scale"))
+        .args(["--block-time", &opts.block_time_s.to_string()])
+        .args(["--finality-lag", "2"])
+        .args(["--drand-start-round", &opts.drand_start_round.to_string()])
+        .args(["--drand-rounds-per-block", "1"])
+        // drand quicknet's published round-1000 pulse: the one signature the node holds.
+        .arg("--drand-fixture")
+        .arg(repo().join("crates/koth-timelock/tests/fixtures/quicknet.json"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start the loopback node");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let node = Node { child, log };
+    let port: u16 = match line.trim().strip_prefix("LISTENING ") {
+        Some(p) => p.parse().unwrap(),
+        None => panic!(
+            "the loopback node did not start (stdout {line:?}); its log:\n{}",
+            std::fs::read_to_string(&node.log).unwrap_or_default()
+        ),
+    };
+    let mut cfg = SubtensorConfig::new(format!("ws://127.0.0.1:{port}"), 7);
+    cfg.block_time_ms = (opts.block_time_s * 1000.0) as u64;
+    cfg.blocks_until_reveal = 3;
+    cfg.commitment = CommitmentMode::Timelocked;
+    cfg.drand = drand_at_round_1000();
+    cfg.inclusion_blocks = 40;
+    cfg.rpc_timeout_ms = 10_000;
+    let chain = SubtensorChain::connect(cfg).unwrap_or_else(|e| {
+        panic!(
+            "connect to the loopback node: {e}\nits log:\n{}",
+            std::fs::read_to_string(&node.log).unwrap_or_default()
+        )
+    });
+    Net {
+        chain: Box::new(chain),
+        keys,
+        kind: "subtensor",
+        node: Some(node),
+        _dir: dir,
+    }
+}
