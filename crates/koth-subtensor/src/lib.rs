@@ -7,11 +7,14 @@
 //! - [`tx`]: signing payloads and signed extrinsics, byte-equal to Bittensor's Python SDK.
 //! - [`rpc`]: a blocking JSON-RPC client for a node's HTTP(S) endpoint.
 //! - [`SubtensorChain`]: reads (reveals, metagraph, weights, finalized blocks) and writes.
+//! - [`spec`]: the `[chain]` config section shared by the validator and the miner.
+//! - [`loopback`]: starts the loopback node (a subtensor test double) for tests and trials.
 //!
 //! Timelock encryption and drand rounds live in koth-timelock.
 
 pub mod calls;
 pub mod chain;
+pub mod loopback;
 pub mod metadata;
 pub mod rpc;
 pub mod spec;

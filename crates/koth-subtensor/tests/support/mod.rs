@@ -4,13 +4,12 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use koth_chain::{Chain, EmbeddedChain, InitParams, Keypair};
-use koth_subtensor::{CommitmentMode, DrandConfig, SubtensorChain, SubtensorConfig};
+use koth_subtensor::loopback::{drand_at_round_1000, LoopbackNode, LoopbackOptions};
+use koth_subtensor::{CommitmentMode, SubtensorChain, SubtensorConfig};
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -18,23 +17,8 @@ pub fn repo() -> PathBuf {
 
 /// The python with bittensor==10.5.0 (installed from PyPI by the script when missing).
 pub fn bittensor_python() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/bittensor-venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/bittensor-venv.sh");
-    assert!(
-        out.status.success(),
-        "scripts/bittensor-venv.sh failed: the subtensor tests need Bittensor's Python SDK"
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .expect("scripts/bittensor-venv.sh printed no python")
-            .trim(),
-    )
+    koth_subtensor::loopback::bittensor_python()
+        .expect("the subtensor tests need Bittensor's Python SDK")
 }
 
 pub fn key(i: u8) -> Keypair {
@@ -63,7 +47,7 @@ pub struct Net {
     pub chain: Box<dyn Chain>,
     pub keys: Keys,
     pub kind: &'static str,
-    node: Option<Node>,
+    node: Option<LoopbackNode>,
     _dir: tempfile::TempDir,
 }
 
@@ -101,7 +85,7 @@ impl Net {
     pub fn node_log(&self) -> String {
         self.node
             .as_ref()
-            .map(|n| std::fs::read_to_string(&n.log).unwrap_or_default())
+            .map(LoopbackNode::log_text)
             .unwrap_or_default()
     }
 }
@@ -143,38 +127,6 @@ pub fn embedded() -> Net {
     net
 }
 
-/// A drand network (quicknet's key) whose round at the present moment, and for the next
-/// minutes, is 1000: timelocks koth makes now target round 1000, whose published signature
-/// the loopback node holds.
-pub fn drand_at_round_1000() -> DrandConfig {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let period = 1_000_000;
-    // now sits half-way into round 1000 (koth_timelock::commitment_reveal_round divides the
-    // time since genesis by the period).
-    DrandConfig {
-        genesis_time: now - 1000 * period - period / 2,
-        period,
-    }
-}
-
-struct Node {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // Stopped by PID: SIGTERM, then reap.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
 pub struct NodeOptions {
     pub commit_reveal_weights: bool,
     pub drand_start_round: u64,
@@ -196,6 +148,14 @@ impl Default for NodeOptions {
 pub fn subtensor(opts: NodeOptions) -> Net {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys();
+    let neuron = |k: &Keypair, permit: bool| {
+        serde_json::json!({
+            "hotkey_ss58": k.account().to_ss58(),
+            "coldkey_ss58": keys.owner.account().to_ss58(),
+            "validator_permit": permit,
+            "stake": if permit { 1000 } else { 0 },
+        })
+    };
     let state = serde_json::json!({
         "netuid": 7,
         "tempo": 10,
@@ -205,54 +165,33 @@ pub fn subtensor(opts: NodeOptions) -> Net {
         "min_allowed_weights": 1,
         "subnet_owner_coldkey_ss58": keys.owner.account().to_ss58(),
         "neurons": [
-            {"hotkey_ss58": keys.miners[0].account().to_ss58(), "coldkey_ss58": keys.owner.account().to_ss58(), "validator_permit": false, "stake": 0},
-            {"hotkey_ss58": keys.miners[1].account().to_ss58(), "coldkey_ss58": keys.owner.account().to_ss58(), "validator_permit": false, "stake": 0},
-            {"hotkey_ss58": keys.validator.account().to_ss58(), "coldkey_ss58": keys.owner.account().to_ss58(), "validator_permit": true, "stake": 1000},
+            neuron(&keys.miners[0], false),
+            neuron(&keys.miners[1], false),
+            neuron(&keys.validator, true),
         ],
     });
-    let state_path = dir.path().join("state.json");
-    std::fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
-    let log = dir.path().join("node.log");
-    let mut child = Command::new(bittensor_python())
-        .arg(repo().join("scripts/subtensor/loopback_node.py"))
-        .args(["--port", "0"])
-        .arg("--state")
-        .arg(&state_path)
-        .arg("--metadata")
-        .arg(repo().join("crates/koth-subtensor/tests/fixtures/metadata.scale"))
-        .args(["--block-time", &opts.block_time_s.to_string()])
-        .args(["--finality-lag", "2"])
-        .args(["--drand-start-round", &opts.drand_start_round.to_string()])
-        .args(["--drand-rounds-per-block", "1"])
-        // drand quicknet's published round-1000 pulse: the one signature the node holds.
-        .arg("--drand-fixture")
-        .arg(repo().join("crates/koth-timelock/tests/fixtures/quicknet.json"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start the loopback node");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let node = Node { child, log };
-    let port: u16 = match line.trim().strip_prefix("LISTENING ") {
-        Some(p) => p.parse().unwrap(),
-        None => panic!(
-            "the loopback node did not start (stdout {line:?}); its log:\n{}",
-            std::fs::read_to_string(&node.log).unwrap_or_default()
-        ),
-    };
-    let mut cfg = SubtensorConfig::new(format!("ws://127.0.0.1:{port}"), 7);
+    let node = LoopbackNode::start(
+        &bittensor_python(),
+        &LoopbackOptions {
+            state,
+            block_time_s: opts.block_time_s,
+            finality_lag: 2,
+            drand_start_round: opts.drand_start_round,
+            dir: dir.path().to_path_buf(),
+        },
+    )
+    .unwrap();
+    let mut cfg = SubtensorConfig::new(node.endpoint(), 7);
     cfg.block_time_ms = (opts.block_time_s * 1000.0) as u64;
     cfg.blocks_until_reveal = 3;
     cfg.commitment = CommitmentMode::Timelocked;
-    cfg.drand = drand_at_round_1000();
+    cfg.drand = drand_at_round_1000(now_secs());
     cfg.inclusion_blocks = 40;
     cfg.rpc_timeout_ms = 10_000;
     let chain = SubtensorChain::connect(cfg).unwrap_or_else(|e| {
         panic!(
             "connect to the loopback node: {e}\nits log:\n{}",
-            std::fs::read_to_string(&node.log).unwrap_or_default()
+            node.log_text()
         )
     });
     Net {
@@ -262,4 +201,11 @@ pub fn subtensor(opts: NodeOptions) -> Net {
         node: Some(node),
         _dir: dir,
     }
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
