@@ -240,11 +240,9 @@ impl SubtensorChain {
         let version: RuntimeVersion = rpc
             .call("state_getRuntimeVersion", json!([]))
             .map_err(node)?;
-        let metadata_hex: String = rpc.call("state_getMetadata", json!([])).map_err(node)?;
-        let metadata_bytes = rpc::from_hex("state_getMetadata", &metadata_hex).map_err(node)?;
-        let metadata = crate::metadata::decode(&metadata_bytes).map_err(|e| ChainError::Node {
+        let metadata = fetch_metadata(&rpc).map_err(|message| ChainError::Node {
             endpoint: endpoint.clone(),
-            message: e.to_string(),
+            message,
         })?;
         let mut chain = Self {
             params: ChainParams {
@@ -850,6 +848,43 @@ impl SubtensorChain {
             commit_reveal_version,
         })
     }
+}
+
+/// The node's runtime metadata: V15 through `Metadata_metadata_at_version` when the node has
+/// it (what subxt and the SDK ask for), else the default version from `state_getMetadata`
+/// (V14 on nodes that predate the versioned API). Every call and storage item koth uses must be
+/// in it.
+fn fetch_metadata(rpc: &RpcClient) -> Result<Metadata, String> {
+    // The runtime API's argument: the version as a SCALE u32.
+    let versioned: Result<String, RpcError> = rpc.call(
+        "state_call",
+        json!([
+            "Metadata_metadata_at_version",
+            rpc::to_hex(&15u32.to_le_bytes())
+        ]),
+    );
+    let metadata = match versioned {
+        Ok(answer) => {
+            let bytes = rpc::from_hex("state_call", &answer).map_err(|e| e.to_string())?;
+            crate::metadata::decode_metadata_at_version_answer(&bytes)
+                .map_err(|e| format!("Metadata_metadata_at_version(15): {e}"))?
+        }
+        // A node without the runtime API answers with an error object: fall back.
+        Err(RpcError::Node { .. }) => None,
+        Err(e) => return Err(e.to_string()),
+    };
+    let metadata = match metadata {
+        Some(m) => m,
+        None => {
+            let hex: String = rpc
+                .call("state_getMetadata", json!([]))
+                .map_err(|e| e.to_string())?;
+            let bytes = rpc::from_hex("state_getMetadata", &hex).map_err(|e| e.to_string())?;
+            crate::metadata::decode(&bytes).map_err(|e| format!("state_getMetadata: {e}"))?
+        }
+    };
+    crate::metadata::check_koth_items(&metadata).map_err(|e| e.to_string())?;
+    Ok(metadata)
 }
 
 /// The payload of a revealed commitment as text. The SDK commits a SCALE-encoded string

@@ -25,7 +25,7 @@ pub const KOTH_CALLS: [(&str, &str); 3] = [
 ];
 
 /// The storage items koth reads, as (pallet, item).
-pub const KOTH_STORAGE: [(&str, &str); 15] = [
+pub const KOTH_STORAGE: [(&str, &str); 23] = [
     ("Commitments", "RevealedCommitments"),
     ("Commitments", "CommitmentOf"),
     ("SubtensorModule", "Uids"),
@@ -41,6 +41,14 @@ pub const KOTH_STORAGE: [(&str, &str); 15] = [
     ("SubtensorModule", "Tempo"),
     ("SubtensorModule", "BlockAtRegistration"),
     ("Drand", "LastStoredRound"),
+    ("SubtensorModule", "SubnetOwner"),
+    ("SubtensorModule", "MaxAllowedUids"),
+    ("SubtensorModule", "ImmunityPeriod"),
+    ("SubtensorModule", "Emission"),
+    ("SubtensorModule", "RevealPeriodEpochs"),
+    ("SubtensorModule", "CommitRevealWeightsVersion"),
+    ("System", "Account"),
+    ("System", "Events"),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
