@@ -55,4 +55,8 @@ pub enum TimelockError {
     /// The reveal-block simulation ran past its budget without reaching the target epoch.
     #[error("reveal block simulation exceeded its budget")]
     ScheduleBoundExceeded,
+    /// A block or epoch number computed from the input does not fit in u64 (the legacy epoch
+    /// formula on a block number near `u64::MAX`).
+    #[error("block arithmetic overflows u64")]
+    BlockOverflow,
 }

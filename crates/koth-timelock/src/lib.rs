@@ -42,6 +42,11 @@
 //! `commit_timelocked_mechanism_weights`): the reveal block predicted by the stateful epoch
 //! schedule of [`epoch`] (a port of bittensor-drand's `epoch_schedule.rs` with its test
 //! vectors), plus a security offset of 3 blocks, turned into a round at the given time.
+//! [`legacy_weights_reveal`] is bittensor-drand 1.x's `generate_commit` rule (behind the SDK's
+//! `get_encrypted_commit`) for chains from before that scheduler, whose metadata has no
+//! `SubtensorModule.LastEpochBlock` (such as subtensor spec 343): the reveal block from the
+//! fixed formula `epoch = (block + netuid + 1) / (tempo + 1)`, the same offset and rounding
+//! ([`legacy`]).
 //!
 //! # Sources read
 //!
@@ -57,20 +62,28 @@
 //!   (`current_epoch_with_lookahead`, `MAX_COMMIT_REVEAL_PEROIDS`).
 //! - timelock 0.0.1 (crates.io): `tlock.rs`, `ibe/fullident.rs`, `ibe/utils.rs`,
 //!   `stream_ciphers.rs`, `curves/drand.rs`.
+//! - bittensor-drand 1.x: `src/drand.rs` `generate_commit` (the GitHub tags v1.0.0 to v1.2.0
+//!   and the PyPI 1.3.0 source distribution, all the same function), `src/python_bindings.rs`
+//!   `get_encrypted_commit`, `tests/test_commit_reveal.py`; opentensor/subtensor at `3975359dd`
+//!   (spec 343): `subnets/weights.rs` (`get_epoch_index`, `get_reveal_blocks`,
+//!   `internal_commit_timelocked_weights`), `coinbase/reveal_commits.rs`
+//!   (`reveal_crv3_commits`), `coinbase/run_coinbase.rs` (`blocks_until_next_epoch`).
 //! - bittensor 10.5.0 (Python): `Subtensor.set_reveal_commitment`,
 //!   `get_epoch_schedule_state`, `commit_timelocked_weights_extrinsic`,
 //!   `decode_revealed_commitment`.
 //!
 //! # Where koth differs
 //!
-//! Only outside what the chain accepts: round 0, a reveal period above subtensor's maximum of
-//! 100 epochs, a negative or non-finite block time, and a time before genesis are errors here
+//! Only outside what the chain accepts: round 0, a zero tempo, a reveal period above
+//! subtensor's maximum of 100 epochs, block arithmetic past u64, a negative or non-finite block
+//! time, and a time before genesis are errors here
 //! (bittensor-drand would wrap, loop or encrypt to round 0); [`decode_commitment_plaintext`]
 //! is strict where the SDK's decoder is lenient.
 
 mod drand;
 pub mod epoch;
 mod error;
+pub mod legacy;
 mod payload;
 mod reveal;
 mod tlock;
@@ -82,6 +95,7 @@ pub use drand::{
 };
 pub use epoch::{predict_first_reveal_block, EpochScheduleState};
 pub use error::TimelockError;
+pub use legacy::{legacy_encrypt_weights, legacy_weights_reveal, LegacyEpoch};
 pub use payload::{commitment_plaintext, decode_commitment_plaintext, WeightsTlockPayload};
 /// The randomness traits [`encrypt`] takes (rand_core 0.6, timelock's).
 pub use rand_core;

@@ -68,12 +68,37 @@ pub fn encrypt_commitment<R: RngCore + CryptoRng>(
 /// When a timelocked weights commit is revealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightsReveal {
-    /// The first block at which the chain reveals the commit
-    /// ([`predict_first_reveal_block`]).
+    /// The first block at which the chain reveals the commit ([`predict_first_reveal_block`]
+    /// for [`weights_reveal`]; [`crate::LegacyEpoch::first_reveal_block`] for
+    /// [`crate::legacy_weights_reveal`]).
     pub reveal_block: u64,
     /// The drand round the commit is encrypted to: the pulse due at `reveal_block` plus
     /// [`SECURITY_BLOCK_OFFSET`] blocks, rounded down.
     pub reveal_round: u64,
+}
+
+/// The round both bittensor-drand rules (1.x `generate_commit`, 2.0 `generate_commit_v2`)
+/// encrypt a weights commit to: the pulse due when `ingest_block` is produced, counting
+/// `block_time` seconds a block from `current_block` at `now_unix_secs`:
+/// `floor((now + (ingest_block - current_block) * block_time - genesis) / period)`, the block
+/// count saturating at 0, the f64 cast saturating (negative to 0), and at least round 1.
+pub(crate) fn round_at_ingest(
+    net: &DrandNetwork,
+    ingest_block: u64,
+    current_block: u64,
+    block_time: f64,
+    now_unix_secs: f64,
+) -> Result<u64, TimelockError> {
+    net.check_period()?;
+    check_block_time(block_time)?;
+    if !(now_unix_secs.is_finite() && now_unix_secs >= 0.0) {
+        return Err(TimelockError::Time(now_unix_secs));
+    }
+    let blocks_until_ingest = ingest_block.saturating_sub(current_block);
+    let target_secs = now_unix_secs + blocks_until_ingest as f64 * block_time;
+    // As bittensor-drand: floor in f64, cast (saturating, negative to 0), at least round 1.
+    let round = ((target_secs - net.genesis_time as f64) / net.period as f64).floor() as u64;
+    Ok(round.max(1))
 }
 
 /// The reveal of a timelocked weights commit made at `now_unix_secs` against the chain head
@@ -99,13 +124,16 @@ pub fn weights_reveal(
     }
     let reveal_block = predict_first_reveal_block(state, reveal_period_epochs)?;
     let ingest_block = reveal_block.saturating_add(SECURITY_BLOCK_OFFSET);
-    let blocks_until_ingest = ingest_block.saturating_sub(state.current_block);
-    let target_secs = now_unix_secs + blocks_until_ingest as f64 * block_time;
-    // As bittensor-drand: floor in f64, cast (saturating, negative to 0), at least round 1.
-    let round = ((target_secs - net.genesis_time as f64) / net.period as f64).floor() as u64;
+    let reveal_round = round_at_ingest(
+        net,
+        ingest_block,
+        state.current_block,
+        block_time,
+        now_unix_secs,
+    )?;
     Ok(WeightsReveal {
         reveal_block,
-        reveal_round: round.max(1),
+        reveal_round,
     })
 }
 
