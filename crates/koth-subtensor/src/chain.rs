@@ -773,6 +773,59 @@ impl SubtensorChain {
         self.cfg.block_time_ms as f64 / 1000.0
     }
 
+    /// Refuse, without sending anything, weights the chain would refuse for its rate limit
+    /// (`WeightsSetRateLimit` blocks since the validator's `LastUpdate`): a validator that
+    /// retries every tick would otherwise put a failing extrinsic in every block. Also refuses
+    /// a validator that is not registered on the subnet.
+    fn check_weights_rate_limit(
+        &self,
+        r: &Reader<'_>,
+        head: u64,
+        validator: &Keypair,
+    ) -> Result<(), ChainError> {
+        let refuse = |reason: String| ChainError::Refused {
+            endpoint: self.cfg.endpoint.clone(),
+            call: "set_weights".into(),
+            reason,
+        };
+        let key = items::UIDS
+            .key(
+                &self.metadata,
+                vec![
+                    self.netuid_value(),
+                    Value::from_bytes(validator.account().as_bytes()),
+                ],
+            )
+            .map_err(|e| self.storage_err(e))?;
+        let Some(uid_bytes) = r.raw(&key).map_err(|e| self.storage_err(e))? else {
+            return Err(refuse(format!(
+                "{} is not registered on subnet {}",
+                validator.account(),
+                self.cfg.netuid
+            )));
+        };
+        let uid: u16 = items::UIDS
+            .decode(&self.metadata, &uid_bytes)
+            .map_err(|e| self.storage_err(e))?;
+        let limit: u64 = r
+            .get(items::WEIGHTS_RATE_LIMIT, vec![self.netuid_value()])
+            .map_err(|e| self.storage_err(e))?;
+        let last_update: Vec<u64> = r
+            .get(items::LAST_UPDATE, vec![self.mechanism_index()])
+            .map_err(|e| self.storage_err(e))?;
+        let last = last_update.get(usize::from(uid)).copied().unwrap_or(0);
+        // subtensor: allowed when current_block - last_update >= limit (finalized head here;
+        // the including block is later, so this never refuses what the chain would allow).
+        if limit > 0 && last > 0 && head.saturating_sub(last) < limit {
+            return Err(refuse(format!(
+                "the subnet's WeightsSetRateLimit is {limit} blocks and uid {uid} last set \
+                 weights at block {last}: not before block {} (nothing was sent)",
+                last + limit
+            )));
+        }
+        Ok(())
+    }
+
     /// The weights call for this subnet: plain, or timelocked when commit-reveal is on.
     fn weights_call(
         &self,
@@ -788,6 +841,7 @@ impl SubtensorChain {
                 .get(items::WEIGHTS_VERSION_KEY, vec![n.clone()])
                 .map_err(|e| self.storage_err(e))?,
         };
+        self.check_weights_rate_limit(&r, head.number, validator)?;
         let commit_reveal: bool = r
             .get(items::COMMIT_REVEAL_ENABLED, vec![n.clone()])
             .map_err(|e| self.storage_err(e))?;

@@ -213,6 +213,45 @@ fn forbidden_writes_are_refused(net: &Net) {
     );
 }
 
+/// subtensor only: weights inside the subnet's rate limit are refused before anything is sent
+/// (a validator retrying every tick must not put a failing extrinsic in every block).
+#[test]
+fn subtensor_refuses_weights_inside_the_rate_limit_without_sending() {
+    let net = subtensor(NodeOptions {
+        weights_rate_limit: 1000,
+        ..NodeOptions::default()
+    });
+    let meta = net.chain.metagraph().unwrap();
+    let m0 = meta.by_hotkey(&net.keys.miners[0].account()).unwrap().uid;
+    net.chain
+        .set_weights(&net.keys.validator, &[(m0, 1.0)])
+        .unwrap_or_else(|e| panic!("{e}\n{}", net.node_log()));
+    // Wait until the finalized head has the first LastUpdate.
+    net.eventually(30, "the first weights are final", || {
+        net.chain
+            .weights()
+            .unwrap()
+            .into_iter()
+            .find(|w| w.validator_hotkey == net.keys.validator.account())
+    });
+    let sent_before = net.node_log().matches("set_weights from").count();
+    let e = net
+        .chain
+        .set_weights(&net.keys.validator, &[(m0, 0.5)])
+        .expect_err("inside the rate limit");
+    let text = e.to_string();
+    assert!(
+        text.contains("WeightsSetRateLimit is 1000 blocks"),
+        "{text}"
+    );
+    assert!(text.contains("nothing was sent"), "{text}");
+    assert_eq!(
+        net.node_log().matches("set_weights from").count(),
+        sent_before,
+        "no extrinsic reached the node"
+    );
+}
+
 macro_rules! contract {
     ($($clause:ident),* $(,)?) => {
         mod on_embedded {

@@ -131,6 +131,8 @@ pub struct NodeOptions {
     pub commit_reveal_weights: bool,
     pub drand_start_round: u64,
     pub block_time_s: f64,
+    /// `WeightsSetRateLimit` in blocks.
+    pub weights_rate_limit: u64,
 }
 
 impl Default for NodeOptions {
@@ -140,6 +142,7 @@ impl Default for NodeOptions {
             // Round 1000 is reached 6 blocks after start.
             drand_start_round: 994,
             block_time_s: 0.25,
+            weights_rate_limit: 0,
         }
     }
 }
@@ -160,7 +163,7 @@ pub fn subtensor(opts: NodeOptions) -> Net {
         "netuid": 7,
         "tempo": 10,
         "commit_reveal_weights_enabled": opts.commit_reveal_weights,
-        "weights_set_rate_limit": 0,
+        "weights_set_rate_limit": opts.weights_rate_limit,
         "weights_version_key": 0,
         "min_allowed_weights": 1,
         "subnet_owner_coldkey_ss58": keys.owner.account().to_ss58(),
