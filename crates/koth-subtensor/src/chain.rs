@@ -769,6 +769,15 @@ impl SubtensorChain {
         }
     }
 
+    /// Whether the runtime has the storage item `pallet.entry`.
+    fn has_storage(&self, pallet: &str, entry: &str) -> bool {
+        self.metadata
+            .pallet_by_name(pallet)
+            .and_then(|p| p.storage())
+            .and_then(|s| s.entry_by_name(entry))
+            .is_some()
+    }
+
     fn block_time_secs(&self) -> f64 {
         self.cfg.block_time_ms as f64 / 1000.0
     }
@@ -854,21 +863,13 @@ impl SubtensorChain {
                 version_key,
             });
         }
-        // The epoch schedule the SDK reads to predict the reveal block (get_epoch_schedule_state).
         let get_u64 = |item: Item| -> Result<u64, ChainError> {
             r.get(item, vec![n.clone()])
                 .map_err(|e| self.storage_err(e))
         };
-        let state = koth_timelock::EpochScheduleState {
-            last_epoch_block: get_u64(items::LAST_EPOCH_BLOCK)?,
-            pending_epoch_at: get_u64(items::PENDING_EPOCH_AT)?,
-            subnet_epoch_index: get_u64(items::SUBNET_EPOCH_INDEX)?,
-            tempo: r
-                .get(items::TEMPO, vec![n.clone()])
-                .map_err(|e| self.storage_err(e))?,
-            blocks_since_last_step: get_u64(items::BLOCKS_SINCE_LAST_STEP)?,
-            current_block: head.number,
-        };
+        let tempo: u16 = r
+            .get(items::TEMPO, vec![n.clone()])
+            .map_err(|e| self.storage_err(e))?;
         let reveal_epochs = get_u64(items::REVEAL_PERIOD_EPOCHS)?;
         let commit_reveal_version: u16 = r
             .get(items::COMMIT_REVEAL_VERSION, vec![])
@@ -877,13 +878,39 @@ impl SubtensorChain {
             ChainError::BadParams(format!("timelocking the weights: {e}"))
         };
         let net = self.drand_network();
-        let reveal = koth_timelock::weights_reveal(
-            &net,
-            &state,
-            reveal_epochs,
-            self.block_time_secs(),
-            (self.clock)(),
-        )
+        let reveal = if self.has_storage("SubtensorModule", "LastEpochBlock") {
+            // The stateful epoch schedule the SDK reads to predict the reveal block
+            // (get_epoch_schedule_state, bittensor-drand 2.x's get_encrypted_commit_v2).
+            let state = koth_timelock::EpochScheduleState {
+                last_epoch_block: get_u64(items::LAST_EPOCH_BLOCK)?,
+                pending_epoch_at: get_u64(items::PENDING_EPOCH_AT)?,
+                subnet_epoch_index: get_u64(items::SUBNET_EPOCH_INDEX)?,
+                tempo,
+                blocks_since_last_step: get_u64(items::BLOCKS_SINCE_LAST_STEP)?,
+                current_block: head.number,
+            };
+            koth_timelock::weights_reveal(
+                &net,
+                &state,
+                reveal_epochs,
+                self.block_time_secs(),
+                (self.clock)(),
+            )
+        } else {
+            // A runtime from before that scheduler (epoch = (block + netuid + 1) / (tempo + 1)),
+            // as bittensor-drand 1.x's get_encrypted_commit computed it.
+            koth_timelock::legacy_weights_reveal(
+                &net,
+                &koth_timelock::LegacyEpoch {
+                    netuid: self.cfg.netuid,
+                    tempo,
+                    current_block: head.number,
+                    reveal_period_epochs: reveal_epochs,
+                },
+                self.block_time_secs(),
+                (self.clock)(),
+            )
+        }
         .map_err(timelock)?;
         let payload = koth_timelock::WeightsTlockPayload::new(
             *validator.account().as_bytes(),

@@ -252,6 +252,45 @@ fn subtensor_refuses_weights_inside_the_rate_limit_without_sending() {
     );
 }
 
+/// subtensor only: with commit-reveal on, weights go out timelocked
+/// (`commit_timelocked_mechanism_weights`, reveal round from the epoch schedule) and the chain
+/// applies them silently when the round's pulse arrives in the reveal epoch.
+#[test]
+fn subtensor_commit_reveal_weights_are_timelocked_then_revealed_by_the_chain() {
+    let net = subtensor(NodeOptions {
+        commit_reveal_weights: true,
+        ..NodeOptions::default()
+    });
+    let meta = net.chain.metagraph().unwrap();
+    let uid = |k: &koth_chain::Keypair| meta.by_hotkey(&k.account()).unwrap().uid;
+    let (m0, m1) = (uid(&net.keys.miners[0]), uid(&net.keys.miners[1]));
+    let receipt = net
+        .chain
+        .set_weights(&net.keys.validator, &[(m0, 1.0), (m1, 0.5)])
+        .unwrap_or_else(|e| panic!("{e}\n{}", net.node_log()));
+    assert!(
+        net.node_log()
+            .contains("SubtensorModule.commit_timelocked_mechanism_weights from"),
+        "{}",
+        net.node_log()
+    );
+    assert!(!net.node_log().contains("SubtensorModule.set_weights from"));
+    // Not readable until the chain reveals them.
+    let visible =
+        || {
+            net.chain.weights().unwrap().into_iter().find(|w| {
+                w.validator_hotkey == net.keys.validator.account() && !w.weights.is_empty()
+            })
+        };
+    let row = net.eventually(60, "the committed weights are revealed", visible);
+    let mut w = row.weights.clone();
+    w.sort();
+    let mut want = vec![(m0, 65535u16), (m1, 32768u16)];
+    want.sort();
+    assert_eq!(w, want, "{}", net.node_log());
+    assert!(net.chain.block().unwrap().number > receipt.block);
+}
+
 macro_rules! contract {
     ($($clause:ident),* $(,)?) => {
         mod on_embedded {

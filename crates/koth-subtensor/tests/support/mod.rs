@@ -166,6 +166,8 @@ pub fn subtensor(opts: NodeOptions) -> Net {
         "weights_set_rate_limit": opts.weights_rate_limit,
         "weights_version_key": 0,
         "min_allowed_weights": 1,
+        "reveal_period_epochs": 1,
+        "commit_reveal_weights_version": 4,
         "subnet_owner_coldkey_ss58": keys.owner.account().to_ss58(),
         "neurons": [
             neuron(&keys.miners[0], false),
