@@ -291,6 +291,38 @@ fn subtensor_commit_reveal_weights_are_timelocked_then_revealed_by_the_chain() {
     assert!(net.chain.block().unwrap().number > receipt.block);
 }
 
+/// subtensor only: `commitment = "raw"` writes `Data::Raw`, public from the block that includes
+/// it (its reveal block), and a payload longer than Raw's 128 bytes is refused before sending.
+#[test]
+fn subtensor_raw_commitments_are_public_at_once() {
+    let net = subtensor(NodeOptions {
+        commitment: koth_subtensor::CommitmentMode::Raw,
+        ..NodeOptions::default()
+    });
+    let miner = &net.keys.miners[1];
+    let receipt = net
+        .chain
+        .commit(miner, "koth:v1:raw")
+        .unwrap_or_else(|e| panic!("{e}\n{}", net.node_log()));
+    let reveal = net.eventually(30, "the raw commitment is readable", || {
+        net.chain
+            .revealed_commitments()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.hotkey == miner.account())
+    });
+    assert_eq!(reveal.payload, "koth:v1:raw");
+    assert_eq!(
+        reveal.reveal_block, receipt.block,
+        "public from its own block"
+    );
+    let e = net
+        .chain
+        .commit(miner, &"x".repeat(129))
+        .expect_err("Raw holds at most 128 bytes");
+    assert!(e.to_string().contains("128"), "{e}");
+}
+
 macro_rules! contract {
     ($($clause:ident),* $(,)?) => {
         mod on_embedded {

@@ -133,6 +133,8 @@ pub struct NodeOptions {
     pub block_time_s: f64,
     /// `WeightsSetRateLimit` in blocks.
     pub weights_rate_limit: u64,
+    /// How koth writes commitments (the chain config, not the node's).
+    pub commitment: CommitmentMode,
 }
 
 impl Default for NodeOptions {
@@ -143,6 +145,7 @@ impl Default for NodeOptions {
             drand_start_round: 994,
             block_time_s: 0.25,
             weights_rate_limit: 0,
+            commitment: CommitmentMode::Timelocked,
         }
     }
 }
@@ -189,7 +192,7 @@ pub fn subtensor(opts: NodeOptions) -> Net {
     let mut cfg = SubtensorConfig::new(node.endpoint(), 7);
     cfg.block_time_ms = (opts.block_time_s * 1000.0) as u64;
     cfg.blocks_until_reveal = 3;
-    cfg.commitment = CommitmentMode::Timelocked;
+    cfg.commitment = opts.commitment;
     cfg.drand = drand_at_round_1000(now_secs());
     cfg.inclusion_blocks = 40;
     cfg.rpc_timeout_ms = 10_000;
