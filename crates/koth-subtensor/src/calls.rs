@@ -12,6 +12,11 @@ use crate::metadata::Metadata;
 
 /// The most bytes a `Data::Raw` commitment field holds (subtensor's `Raw0`..`Raw128`).
 pub const MAX_RAW_COMMITMENT: usize = 128;
+/// The most bytes a `Data::BigRaw` field holds (subtensor's `MAX_BIGRAW_COMMITMENT_SIZE_BYTES`).
+pub const MAX_BIGRAW_COMMITMENT: usize = 512;
+/// The most bytes of a `Data::TimelockEncrypted` ciphertext (subtensor's
+/// `MAX_TIMELOCK_COMMITMENT_SIZE_BYTES`).
+pub const MAX_TIMELOCK_COMMITMENT: usize = 1024;
 
 /// One field of a commitment (`pallet_commitments::types::Data`): the variants koth writes.
 ///
@@ -23,6 +28,9 @@ pub const MAX_RAW_COMMITMENT: usize = 128;
 pub enum CommitmentData {
     /// Plain bytes, revealed at once; at most [`MAX_RAW_COMMITMENT`].
     Raw(Vec<u8>),
+    /// Plain bytes, revealed at once; at most [`MAX_BIGRAW_COMMITMENT`] (tag 136, a
+    /// length-prefixed vector).
+    BigRaw(Vec<u8>),
     /// A drand timelock ciphertext the chain decrypts once `reveal_round`'s pulse arrives.
     TimelockEncrypted {
         encrypted: Vec<u8>,
@@ -82,6 +90,13 @@ pub enum CallError {
         "Raw commitment data is {len} bytes; at most {MAX_RAW_COMMITMENT} fit (Data::Raw0..Raw128)"
     )]
     RawTooLong { len: usize },
+    #[error("BigRaw commitment data is {len} bytes; at most {MAX_BIGRAW_COMMITMENT} fit")]
+    BigRawTooLong { len: usize },
+    #[error(
+        "the timelocked commitment is {len} bytes; subtensor takes at most {MAX_TIMELOCK_COMMITMENT} \
+         (the ciphertext adds 244 bytes to the payload)"
+    )]
+    TimelockTooLong { len: usize },
     #[error("set_weights has {dests} dests but {weights} weights; expected as many of each")]
     WeightsLengthMismatch { dests: usize, weights: usize },
     #[error("{pallet}.{call}: the arguments do not encode as the metadata's types: {reason}")]
@@ -107,6 +122,21 @@ fn data_value(data: &CommitmentData) -> Result<Value, CallError> {
                 return Err(CallError::RawTooLong { len: raw.len() });
             }
             Value::unnamed_variant(format!("Raw{}", raw.len()), [bytes(raw)])
+        }
+        CommitmentData::BigRaw(raw) => {
+            if raw.len() > MAX_BIGRAW_COMMITMENT {
+                return Err(CallError::BigRawTooLong { len: raw.len() });
+            }
+            Value::unnamed_variant("BigRaw", [bytes(raw)])
+        }
+        CommitmentData::TimelockEncrypted {
+            encrypted,
+            reveal_round,
+        } if encrypted.len() > MAX_TIMELOCK_COMMITMENT => {
+            let _ = reveal_round;
+            return Err(CallError::TimelockTooLong {
+                len: encrypted.len(),
+            });
         }
         CommitmentData::TimelockEncrypted {
             encrypted,

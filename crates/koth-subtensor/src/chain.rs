@@ -1,10 +1,11 @@
 //! [`SubtensorChain`]: koth-chain's `Chain` on a subtensor node, for one subnet.
 //!
-//! Reads are made at the node's **finalized** head, so what a validator acts on cannot be
-//! reorganized away and the block hash it seeds randomness from is final. Writes are signed
-//! extrinsics built against the node's own metadata ([`crate::calls`], [`crate::tx`]) and are
-//! confirmed through storage: [`Chain::sign_and_submit`] returns once the node has included the
-//! extrinsic in a block (the signer's nonce moved past it) and the storage it writes shows it.
+//! Reads are made at the node's **finalized** head (each `Chain` method reads at one block
+//! hash), so what a validator acts on cannot be reorganized away and the block hash it seeds
+//! randomness from is final. Writes are signed extrinsics built against the node's own metadata
+//! ([`crate::calls`], [`crate::tx`]), re-read after a runtime upgrade. [`Chain::sign_and_submit`]
+//! submits once and returns once the node has included the extrinsic (the signer's nonce moved
+//! past it, a block body holds it) and that block's `System.Events` say it dispatched.
 //!
 //! How koth's calls map onto subtensor's:
 //!
@@ -198,10 +199,10 @@ type RevealedEntry = (Vec<Value>, Vec<(Vec<u8>, u64)>);
 pub struct SubtensorChain {
     cfg: SubtensorConfig,
     rpc: RpcClient,
-    metadata: Metadata,
+    /// The runtime the node runs: re-read when its spec version changes (a runtime upgrade),
+    /// so calls and storage keep being encoded against the live metadata.
+    runtime: std::sync::RwLock<Runtime>,
     genesis: [u8; 32],
-    spec_version: u32,
-    transaction_version: u32,
     params: ChainParams,
     clock: UnixClock,
     /// One writer at a time per process: nonces are taken and used under it.
@@ -220,6 +221,15 @@ impl std::fmt::Debug for SubtensorChain {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RuntimeVersion {
+    spec_version: u32,
+    transaction_version: u32,
+}
+
+/// A runtime's metadata and versions (`subxt_core::Metadata` is reference-counted: clones are
+/// cheap).
+#[derive(Clone)]
+struct Runtime {
+    metadata: Metadata,
     spec_version: u32,
     transaction_version: u32,
 }
@@ -258,10 +268,12 @@ impl SubtensorChain {
             },
             cfg,
             rpc,
-            metadata,
+            runtime: std::sync::RwLock::new(Runtime {
+                metadata,
+                spec_version: version.spec_version,
+                transaction_version: version.transaction_version,
+            }),
             genesis,
-            spec_version: version.spec_version,
-            transaction_version: version.transaction_version,
             clock,
             submit_lock: Mutex::new(()),
         };
@@ -298,8 +310,48 @@ impl SubtensorChain {
         &self.cfg
     }
 
-    pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+    /// The metadata of the runtime the node runs (as of the last check).
+    pub fn metadata(&self) -> Metadata {
+        self.runtime().metadata
+    }
+
+    fn runtime(&self) -> Runtime {
+        self.runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-read the runtime version; after an upgrade, fetch and check the new metadata (a
+    /// transaction signed with the old spec version would be refused as a bad proof).
+    fn refresh_runtime(&self) -> Result<Runtime, ChainError> {
+        let version: RuntimeVersion = self
+            .rpc
+            .call("state_getRuntimeVersion", json!([]))
+            .map_err(|e| self.node(e))?;
+        let current = self.runtime();
+        if version.spec_version == current.spec_version
+            && version.transaction_version == current.transaction_version
+        {
+            return Ok(current);
+        }
+        tracing::info!(
+            "{}: runtime upgraded from spec {} to {}; reloading its metadata",
+            self.cfg.endpoint,
+            current.spec_version,
+            version.spec_version
+        );
+        let metadata = fetch_metadata(&self.rpc).map_err(|message| ChainError::Node {
+            endpoint: self.cfg.endpoint.clone(),
+            message,
+        })?;
+        let fresh = Runtime {
+            metadata,
+            spec_version: version.spec_version,
+            transaction_version: version.transaction_version,
+        };
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        Ok(fresh)
     }
 
     fn netuid_value(&self) -> Value {
@@ -316,7 +368,7 @@ impl SubtensorChain {
     fn reader<'a>(&'a self, at: &[u8; 32]) -> Reader<'a> {
         Reader {
             rpc: &self.rpc,
-            metadata: &self.metadata,
+            metadata: self.metadata(),
             at: *at,
         }
     }
@@ -474,17 +526,20 @@ impl SubtensorChain {
         kind: &str,
     ) -> Result<(u64, u32, u64, [u8; 32]), ChainError> {
         let _guard = self.submit_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let call_bytes = encode_call(&self.metadata, call).map_err(|e| ChainError::Refused {
+        let refused = |reason: String| ChainError::Refused {
             endpoint: self.cfg.endpoint.clone(),
             call: kind.into(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let runtime = self.refresh_runtime()?;
+        let call_bytes =
+            encode_call(&runtime.metadata, call).map_err(|e| refused(e.to_string()))?;
         let head = self.finalized()?;
         let nonce = self.nonce(&signer.account())?;
         let params = TxParams {
             genesis_hash: self.genesis,
-            spec_version: self.spec_version,
-            transaction_version: self.transaction_version,
+            spec_version: runtime.spec_version,
+            transaction_version: runtime.transaction_version,
             nonce,
             era: Era::Mortal {
                 period: ERA_PERIOD,
@@ -493,30 +548,32 @@ impl SubtensorChain {
             },
             tip: 0,
         };
-        let extrinsic = tx::signed_extrinsic(&self.metadata, &call_bytes, &params, signer)
-            .map_err(|e| ChainError::Refused {
-                endpoint: self.cfg.endpoint.clone(),
-                call: kind.into(),
-                reason: e.to_string(),
-            })?;
-        let submitted: Result<String, RpcError> = self
+        let extrinsic = tx::signed_extrinsic(&runtime.metadata, &call_bytes, &params, signer)
+            .map_err(|e| refused(e.to_string()))?;
+        let tx_hash = tx::extrinsic_hash(&extrinsic);
+        // The best block before submitting: the block that includes it comes after.
+        let start = self.header_number(None)?;
+        // Submitted once, never retried: a submission whose answer was lost may be in the pool
+        // already (a retry would be refused as already imported, or as outdated once included);
+        // whether it went in is read from the chain below.
+        match self
             .rpc
-            .call("author_submitExtrinsic", json!([rpc::to_hex(&extrinsic)]));
-        let tx_hash = match submitted {
-            Ok(h) => rpc::hash_from_hex("author_submitExtrinsic", &h).map_err(|e| self.node(e))?,
+            .call_once::<String>("author_submitExtrinsic", json!([rpc::to_hex(&extrinsic)]))
+        {
+            Ok(_) => {}
+            // 1013: the pool already holds these very bytes.
+            Err(RpcError::Node { code: 1013, .. }) => {}
             Err(RpcError::Node { message, data, .. }) => {
-                return Err(ChainError::Refused {
-                    endpoint: self.cfg.endpoint.clone(),
-                    call: kind.into(),
-                    reason: match data {
-                        Some(d) => format!("{message}: {d}"),
-                        None => message,
-                    },
-                })
+                return Err(refused(match data {
+                    Some(d) => format!("{message}: {d}"),
+                    None => message,
+                }))
+            }
+            Err(e @ RpcError::Transport { .. }) => {
+                tracing::warn!("{e}; checking whether the {kind} extrinsic went in anyway");
             }
             Err(e) => return Err(self.node(e)),
-        };
-        let start = self.header_number(None)?;
+        }
         self.wait_for_nonce(&signer.account(), nonce, kind)?;
         let (block, index) = self.find_inclusion(start, &extrinsic, kind)?;
         self.check_dispatch(block, index, kind)?;
@@ -532,12 +589,12 @@ impl SubtensorChain {
         kind: &str,
     ) -> Result<u64, ChainError> {
         let start = self.header_number(None)?;
-        let deadline_blocks = start + self.cfg.inclusion_blocks;
+        let deadline_blocks = start.saturating_add(self.cfg.inclusion_blocks);
         let wall_deadline = Instant::now()
             + Duration::from_millis(
                 self.cfg
                     .block_time_ms
-                    .saturating_mul(self.cfg.inclusion_blocks + 2),
+                    .saturating_mul(self.cfg.inclusion_blocks.saturating_add(2)),
             );
         loop {
             let best_hex: String = self
@@ -577,7 +634,16 @@ impl SubtensorChain {
     ) -> Result<(u64, u32), ChainError> {
         let best = self.header_number(None)?;
         let want = rpc::to_hex(extrinsic);
-        for number in from.saturating_sub(1)..=best {
+        // A node that claims a best block far ahead is not searched block by block forever.
+        let last = best.min(
+            from.saturating_add(
+                self.cfg
+                    .inclusion_blocks
+                    .saturating_mul(2)
+                    .saturating_add(64),
+            ),
+        );
+        for number in from.saturating_sub(1)..=last {
             let Some(hash) = self
                 .rpc
                 .call::<Option<String>>("chain_getBlockHash", json!([number]))
@@ -626,7 +692,7 @@ impl SubtensorChain {
                 message: format!("block {block} vanished"),
             })?;
         let key = items::SYSTEM_EVENTS
-            .key(&self.metadata, vec![])
+            .key(&self.metadata(), vec![])
             .map_err(|e| self.storage_err(e))?;
         let bytes = self
             .reader(&hash)
@@ -635,7 +701,7 @@ impl SubtensorChain {
             .unwrap_or_default();
         let events = subxt_core::events::Events::<subxt_core::config::SubstrateConfig>::decode_from(
             bytes,
-            self.metadata.clone(),
+            self.metadata(),
         );
         for ev in events.iter() {
             let ev = ev.map_err(|e| ChainError::Node {
@@ -673,14 +739,16 @@ impl SubtensorChain {
     fn dispatch_error(&self, field_bytes: &[u8]) -> String {
         // DispatchError: variant 3 is Module(ModuleError { index: u8, error: [u8; 4] }).
         match field_bytes {
-            [3, pallet, error, ..] => self
-                .metadata
-                .pallet_by_index(*pallet)
-                .and_then(|p| {
-                    p.error_variant_by_index(*error)
-                        .map(|v| format!("{}::{}", p.name(), v.name))
-                })
-                .unwrap_or_else(|| format!("module error {pallet}/{error}")),
+            [3, pallet, error, ..] => {
+                let metadata = self.metadata();
+                metadata
+                    .pallet_by_index(*pallet)
+                    .and_then(|p| {
+                        p.error_variant_by_index(*error)
+                            .map(|v| format!("{}::{}", p.name(), v.name))
+                    })
+                    .unwrap_or_else(|| format!("module error {pallet}/{error}"))
+            }
             [v, ..] => {
                 const NAMES: [&str; 14] = [
                     "Other",
@@ -737,7 +805,11 @@ impl SubtensorChain {
     /// The commitment koth writes for `payload`.
     fn commitment_data(&self, payload: &str) -> Result<CommitmentData, ChainError> {
         match self.cfg.commitment {
-            CommitmentMode::Raw => Ok(CommitmentData::Raw(payload.as_bytes().to_vec())),
+            CommitmentMode::Raw if payload.len() <= crate::calls::MAX_RAW_COMMITMENT => {
+                Ok(CommitmentData::Raw(payload.as_bytes().to_vec()))
+            }
+            // A koth payload (`v4|location|sha256:…|ss58`) is longer than Raw's 128 bytes.
+            CommitmentMode::Raw => Ok(CommitmentData::BigRaw(payload.as_bytes().to_vec())),
             CommitmentMode::Timelocked => {
                 let net = self.drand_network();
                 let timelock = |e: koth_timelock::TimelockError| {
@@ -771,7 +843,7 @@ impl SubtensorChain {
 
     /// Whether the runtime has the storage item `pallet.entry`.
     fn has_storage(&self, pallet: &str, entry: &str) -> bool {
-        self.metadata
+        self.metadata()
             .pallet_by_name(pallet)
             .and_then(|p| p.storage())
             .and_then(|s| s.entry_by_name(entry))
@@ -799,7 +871,7 @@ impl SubtensorChain {
         };
         let key = items::UIDS
             .key(
-                &self.metadata,
+                &self.metadata(),
                 vec![
                     self.netuid_value(),
                     Value::from_bytes(validator.account().as_bytes()),
@@ -814,7 +886,7 @@ impl SubtensorChain {
             )));
         };
         let uid: u16 = items::UIDS
-            .decode(&self.metadata, &uid_bytes)
+            .decode(&self.metadata(), &uid_bytes)
             .map_err(|e| self.storage_err(e))?;
         let limit: u64 = r
             .get(items::WEIGHTS_RATE_LIMIT, vec![self.netuid_value()])
@@ -823,13 +895,14 @@ impl SubtensorChain {
             .get(items::LAST_UPDATE, vec![self.mechanism_index()])
             .map_err(|e| self.storage_err(e))?;
         let last = last_update.get(usize::from(uid)).copied().unwrap_or(0);
-        // subtensor: allowed when current_block - last_update >= limit (finalized head here;
-        // the including block is later, so this never refuses what the chain would allow).
+        // subtensor (check_rate_limit): allowed when last_update is 0 (never set), the limit is
+        // 0, or current_block - last_update >= limit. The earliest block that can include this
+        // write is the best block + 1; `head` is that.
         if limit > 0 && last > 0 && head.saturating_sub(last) < limit {
             return Err(refuse(format!(
                 "the subnet's WeightsSetRateLimit is {limit} blocks and uid {uid} last set \
-                 weights at block {last}: not before block {} (nothing was sent)",
-                last + limit
+                 weights (or registered) at block {last}: not before block {} (nothing was sent)",
+                last.saturating_add(limit)
             )));
         }
         Ok(())
@@ -844,13 +917,24 @@ impl SubtensorChain {
         let head = self.finalized()?;
         let r = self.reader(head.hash.as_bytes());
         let n = self.netuid_value();
-        let version_key = match self.cfg.weights_version_key {
-            Some(v) => v,
-            None => r
-                .get(items::WEIGHTS_VERSION_KEY, vec![n.clone()])
-                .map_err(|e| self.storage_err(e))?,
-        };
-        self.check_weights_rate_limit(&r, head.number, validator)?;
+        let subnet_key: u64 = r
+            .get(items::WEIGHTS_VERSION_KEY, vec![n.clone()])
+            .map_err(|e| self.storage_err(e))?;
+        let version_key = self.cfg.weights_version_key.unwrap_or(subnet_key);
+        // subtensor accepts a key when the subnet's is 0 or the key is at least the subnet's; a
+        // timelocked commit with a lower key would be dropped silently at its reveal.
+        if subnet_key != 0 && version_key < subnet_key {
+            return Err(ChainError::Refused {
+                endpoint: self.cfg.endpoint.clone(),
+                call: "set_weights".into(),
+                reason: format!(
+                    "the configured weights_version_key {version_key} is below the subnet's \
+                     WeightsVersionKey {subnet_key} (nothing was sent)"
+                ),
+            });
+        }
+        let next_block = self.header_number(None)?.saturating_add(1);
+        self.check_weights_rate_limit(&r, next_block, validator)?;
         let commit_reveal: bool = r
             .get(items::COMMIT_REVEAL_ENABLED, vec![n.clone()])
             .map_err(|e| self.storage_err(e))?;
@@ -1019,10 +1103,12 @@ fn raw_commitment_fields(registration: &Value) -> Option<(u64, Vec<Vec<u8>>)> {
     let raw = fields
         .iter()
         .filter_map(|f| match &f.value {
-            ValueDef::Variant(var) if var.name.starts_with("Raw") => match &var.values {
-                Composite::Unnamed(vs) if vs.len() == 1 => bytes(&vs[0]),
-                _ => None,
-            },
+            ValueDef::Variant(var) if var.name.starts_with("Raw") || var.name == "BigRaw" => {
+                match &var.values {
+                    Composite::Unnamed(vs) if vs.len() == 1 => bytes(&vs[0]),
+                    _ => None,
+                }
+            }
             _ => None,
         })
         .collect();
@@ -1224,14 +1310,14 @@ impl SubtensorChain {
         let r = self.reader(head.hash.as_bytes());
         let key = items::UIDS
             .key(
-                &self.metadata,
+                &self.metadata(),
                 vec![self.netuid_value(), Value::from_bytes(hotkey.as_bytes())],
             )
             .map_err(|e| self.storage_err(e))?;
         match r.raw(&key).map_err(|e| self.storage_err(e))? {
             None => Ok(None),
             Some(b) => items::UIDS
-                .decode::<u16>(&self.metadata, &b)
+                .decode::<u16>(&self.metadata(), &b)
                 .map(Some)
                 .map_err(|e| self.storage_err(e)),
         }

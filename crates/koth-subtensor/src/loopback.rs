@@ -101,10 +101,19 @@ impl LoopbackNode {
             .stderr(log_file)
             .spawn()
             .map_err(|e| start(format!("{}: {e}", python.display())))?;
-        let mut line = String::new();
+        // The node prints `LISTENING <port>` once it serves; a node that never does (a broken
+        // venv, a hung import) is given up after a minute rather than waited on forever.
+        let (tx, rx) = std::sync::mpsc::channel();
         if let Some(stdout) = child.stdout.take() {
-            let _ = BufReader::new(stdout).read_line(&mut line);
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(stdout).read_line(&mut line);
+                let _ = tx.send(line);
+            });
         }
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| "(nothing within 60 s)".into());
         let node = |port| LoopbackNode {
             child,
             port,
@@ -143,9 +152,18 @@ impl LoopbackNode {
 
 impl Drop for LoopbackNode {
     fn drop(&mut self) {
+        // SIGTERM by PID; SIGKILL if it has not exited within five seconds.
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -156,7 +174,7 @@ impl Drop for LoopbackNode {
 pub fn drand_at_round_1000(now_unix_secs: u64) -> DrandConfig {
     let period = 1_000_000;
     DrandConfig {
-        genesis_time: now_unix_secs - 1000 * period - period / 2,
+        genesis_time: now_unix_secs.saturating_sub(1000 * period + period / 2),
         period,
     }
 }

@@ -136,6 +136,32 @@ impl RpcClient {
         })
     }
 
+    /// [`Self::call`] with one attempt: for requests that must not be repeated (submitting an
+    /// extrinsic).
+    pub fn call_once<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<T, RpcError> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let result = match self.post_once(method, &body) {
+            Ok(v) => parse_response(method, v)?,
+            Err(Failure::Retryable(message)) => {
+                return Err(RpcError::Transport {
+                    url: self.url.clone(),
+                    method: method.to_string(),
+                    message,
+                    attempts: 1,
+                })
+            }
+            Err(Failure::Final(e)) => return Err(e),
+        };
+        serde_json::from_value(result).map_err(|e| RpcError::BadAnswer {
+            method: method.to_string(),
+            message: e.to_string(),
+        })
+    }
+
     /// Call `method` and return its `result` as JSON.
     pub fn call_raw(&self, method: &str, params: Value) -> Result<Value, RpcError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});

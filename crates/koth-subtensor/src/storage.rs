@@ -11,6 +11,9 @@ use crate::rpc::{from_hex, to_hex, RpcClient, RpcError};
 
 /// Keys fetched per `state_queryStorageAt` and listed per `state_getKeysPaged`.
 const PAGE: usize = 256;
+/// The most keys one prefix listing may return: a subnet has at most 4096 uids, so anything
+/// near this is a node answering something else (or without end).
+pub const MAX_KEYS: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -116,7 +119,7 @@ impl Item {
 /// Reads at one block.
 pub struct Reader<'a> {
     pub rpc: &'a RpcClient,
-    pub metadata: &'a Metadata,
+    pub metadata: Metadata,
     /// The block hash every read is made at.
     pub at: [u8; 32],
 }
@@ -137,10 +140,10 @@ impl Reader<'_> {
 
     /// The value of `item` at `keys` decoded as `T`, or the item's default when absent.
     pub fn get<T: DecodeAsType>(&self, item: Item, keys: Vec<Value>) -> Result<T, StorageError> {
-        let key = item.key(self.metadata, keys)?;
+        let key = item.key(&self.metadata, keys)?;
         match self.raw(&key)? {
-            Some(bytes) => item.decode(self.metadata, &bytes),
-            None => item.default(self.metadata),
+            Some(bytes) => item.decode(&self.metadata, &bytes),
+            None => item.default(&self.metadata),
         }
     }
 
@@ -152,13 +155,13 @@ impl Reader<'_> {
     ) -> Result<Vec<T>, StorageError> {
         let encoded = keys
             .into_iter()
-            .map(|k| item.key(self.metadata, k))
+            .map(|k| item.key(&self.metadata, k))
             .collect::<Result<Vec<_>, _>>()?;
         let raw = self.raw_many(&encoded)?;
         raw.into_iter()
             .map(|bytes| match bytes {
-                Some(b) => item.decode(self.metadata, &b),
-                None => item.default(self.metadata),
+                Some(b) => item.decode(&self.metadata, &b),
+                None => item.default(&self.metadata),
             })
             .collect()
     }
@@ -241,6 +244,13 @@ impl Reader<'_> {
             if n < PAGE {
                 return Ok(out);
             }
+            if out.len() >= MAX_KEYS {
+                return Err(RpcError::BadAnswer {
+                    method: METHOD.into(),
+                    message: format!("more than {MAX_KEYS} keys under {}", to_hex(prefix)),
+                }
+                .into());
+            }
         }
     }
 
@@ -250,7 +260,7 @@ impl Reader<'_> {
         item: Item,
         keys: Vec<Value>,
     ) -> Result<Vec<(Vec<Value>, T)>, StorageError> {
-        let prefix = item.key(self.metadata, keys)?;
+        let prefix = item.key(&self.metadata, keys)?;
         let full = self.keys_with_prefix(&prefix)?;
         let values = self.raw_many(&full)?;
         let mut out = Vec::with_capacity(full.len());
@@ -259,8 +269,8 @@ impl Reader<'_> {
             // skip it rather than invent a default.
             let Some(bytes) = value else { continue };
             out.push((
-                item.decode_keys(self.metadata, key)?,
-                item.decode(self.metadata, &bytes)?,
+                item.decode_keys(&self.metadata, key)?,
+                item.decode(&self.metadata, &bytes)?,
             ));
         }
         Ok(out)

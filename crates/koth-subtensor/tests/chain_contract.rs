@@ -291,8 +291,9 @@ fn subtensor_commit_reveal_weights_are_timelocked_then_revealed_by_the_chain() {
     assert!(net.chain.block().unwrap().number > receipt.block);
 }
 
-/// subtensor only: `commitment = "raw"` writes `Data::Raw`, public from the block that includes
-/// it (its reveal block), and a payload longer than Raw's 128 bytes is refused before sending.
+/// subtensor only: `commitment = "raw"` writes `Data::Raw` (or `BigRaw` beyond 128 bytes),
+/// public from the block that includes it (its reveal block); beyond BigRaw's 512 bytes it is
+/// refused before sending.
 #[test]
 fn subtensor_raw_commitments_are_public_at_once() {
     let net = subtensor(NodeOptions {
@@ -316,11 +317,28 @@ fn subtensor_raw_commitments_are_public_at_once() {
         reveal.reveal_block, receipt.block,
         "public from its own block"
     );
+    // A real koth payload is longer than Raw's 128 bytes: it goes out as BigRaw.
+    let long = format!(
+        "v4|s3://bucket/challengers|sha256:{}|{}",
+        "ab".repeat(32),
+        miner.account()
+    );
+    assert!(long.len() > 128);
+    net.chain
+        .commit(miner, &long)
+        .unwrap_or_else(|e| panic!("{e}\n{}", net.node_log()));
+    net.eventually(30, "the BigRaw commitment is readable", || {
+        net.chain
+            .revealed_commitments()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.hotkey == miner.account() && r.payload == long)
+    });
     let e = net
         .chain
-        .commit(miner, &"x".repeat(129))
-        .expect_err("Raw holds at most 128 bytes");
-    assert!(e.to_string().contains("128"), "{e}");
+        .commit(miner, &"x".repeat(513))
+        .expect_err("BigRaw holds at most 512 bytes");
+    assert!(e.to_string().contains("512"), "{e}");
 }
 
 macro_rules! contract {
