@@ -250,10 +250,7 @@ impl SubtensorChain {
         let version: RuntimeVersion = rpc
             .call("state_getRuntimeVersion", json!([]))
             .map_err(node)?;
-        let metadata = fetch_metadata(&rpc).map_err(|message| ChainError::Node {
-            endpoint: endpoint.clone(),
-            message,
-        })?;
+        let metadata = fetch_metadata(&rpc, &endpoint)?;
         let mut chain = Self {
             params: ChainParams {
                 netuid: cfg.netuid,
@@ -341,10 +338,7 @@ impl SubtensorChain {
             current.spec_version,
             version.spec_version
         );
-        let metadata = fetch_metadata(&self.rpc).map_err(|message| ChainError::Node {
-            endpoint: self.cfg.endpoint.clone(),
-            message,
-        })?;
+        let metadata = fetch_metadata(&self.rpc, &self.cfg.endpoint)?;
         let fresh = Runtime {
             metadata,
             spec_version: version.spec_version,
@@ -1019,7 +1013,11 @@ impl SubtensorChain {
 /// it (what subxt and the SDK ask for), else the default version from `state_getMetadata`
 /// (V14 on nodes that predate the versioned API). Every call and storage item koth uses must be
 /// in it.
-fn fetch_metadata(rpc: &RpcClient) -> Result<Metadata, String> {
+fn fetch_metadata(rpc: &RpcClient, endpoint: &str) -> Result<Metadata, ChainError> {
+    let node = |message: String| ChainError::Node {
+        endpoint: endpoint.to_string(),
+        message,
+    };
     // The runtime API's argument: the version as a SCALE u32.
     let versioned: Result<String, RpcError> = rpc.call(
         "state_call",
@@ -1030,25 +1028,26 @@ fn fetch_metadata(rpc: &RpcClient) -> Result<Metadata, String> {
     );
     let metadata = match versioned {
         Ok(answer) => {
-            let bytes = rpc::from_hex("state_call", &answer).map_err(|e| e.to_string())?;
+            let bytes = rpc::from_hex("state_call", &answer).map_err(|e| node(e.to_string()))?;
             crate::metadata::decode_metadata_at_version_answer(&bytes)
-                .map_err(|e| format!("Metadata_metadata_at_version(15): {e}"))?
+                .map_err(|e| node(format!("Metadata_metadata_at_version(15): {e}")))?
         }
         // A node without the runtime API answers with an error object: fall back.
         Err(RpcError::Node { .. }) => None,
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(node(e.to_string())),
     };
     let metadata = match metadata {
         Some(m) => m,
         None => {
             let hex: String = rpc
                 .call("state_getMetadata", json!([]))
-                .map_err(|e| e.to_string())?;
-            let bytes = rpc::from_hex("state_getMetadata", &hex).map_err(|e| e.to_string())?;
-            crate::metadata::decode(&bytes).map_err(|e| format!("state_getMetadata: {e}"))?
+                .map_err(|e| node(e.to_string()))?;
+            let bytes =
+                rpc::from_hex("state_getMetadata", &hex).map_err(|e| node(e.to_string()))?;
+            crate::metadata::decode(&bytes).map_err(|e| node(format!("state_getMetadata: {e}")))?
         }
     };
-    crate::metadata::check_koth_items(&metadata).map_err(|e| e.to_string())?;
+    crate::metadata::check_koth_items(&metadata).map_err(|e| node(e.to_string()))?;
     Ok(metadata)
 }
 

@@ -188,14 +188,12 @@ impl ChainTarget {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<ChainSection, String> {
+    fn parse(text: &str) -> Result<ChainSection, toml::de::Error> {
         #[derive(Deserialize)]
         struct File {
             chain: ChainSection,
         }
-        toml::from_str::<File>(text)
-            .map(|f| f.chain)
-            .map_err(|e| e.to_string())
+        toml::from_str::<File>(text).map(|f| f.chain)
     }
 
     #[test]
