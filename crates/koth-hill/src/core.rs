@@ -58,6 +58,8 @@ pub enum ApplyError {
     TextTooLong { field: &'static str, len: usize },
     #[error("{0} must not be empty")]
     Empty(&'static str),
+    #[error("{0} must be a location: not empty, without whitespace or control characters")]
+    BadLocation(&'static str),
     #[error("internal inconsistency: {0} (the log replays from scratch on restart)")]
     Internal(&'static str),
 }
@@ -142,7 +144,14 @@ fn handle(state: &mut ValidatorState, event: &Event) -> Result<Vec<Effect>, Appl
             reign,
             block,
             block_hash,
-        } => on_crowned(state, *entry, digest, hotkey, *reign, *block, block_hash),
+            location,
+        } => on_crowned(
+            state,
+            *entry,
+            (digest, hotkey, *reign),
+            (*block, block_hash),
+            location.as_deref(),
+        ),
         Event::WeightsSet { block, weights } => on_weights_set(state, *block, weights),
     }
 }
@@ -415,15 +424,14 @@ fn on_duel_refused(
 }
 
 /// `crowned`: the shell carried out the crown the core asked for; a new reign starts and the
-/// new king gets paid.
+/// new king gets paid. The reign's location is the validator's own copy when the event names
+/// one, else the location the winner committed.
 fn on_crowned(
     state: &mut ValidatorState,
     entry: EntryId,
-    digest: &Digest,
-    hotkey: &str,
-    reign: u64,
-    block: u64,
-    block_hash: &str,
+    (digest, hotkey, reign): (&Digest, &str, u64),
+    (block, block_hash): (u64, &str),
+    copy: Option<&str>,
 ) -> Result<Vec<Effect>, ApplyError> {
     let kind = "crowned";
     let verdict = match active_phase(state, kind, entry)? {
@@ -442,7 +450,13 @@ fn on_crowned(
     expect_eq("crowned.digest", &e.digest, digest)?;
     expect_eq("crowned.hotkey", &e.hotkey.as_str(), &hotkey)?;
     check_text("crowned.block_hash", block_hash)?;
-    let (location, uid) = (e.location.clone(), e.uid);
+    if let Some(copy) = copy {
+        check_location("crowned.location", copy)?;
+    }
+    let (location, uid) = (
+        copy.map_or_else(|| e.location.clone(), str::to_string),
+        e.uid,
+    );
     state.reigns.push(Reign {
         number: reign,
         digest: *digest,
@@ -542,6 +556,20 @@ fn check_text(field: &'static str, text: &str) -> Result<(), ApplyError> {
             field,
             len: text.len(),
         });
+    }
+    Ok(())
+}
+
+/// A location the shell reports: not empty, no whitespace or control characters (as a
+/// commitment's location), and not over the text cap.
+fn check_location(field: &'static str, location: &str) -> Result<(), ApplyError> {
+    check_text(field, location)?;
+    if location.is_empty()
+        || location
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApplyError::BadLocation(field));
     }
     Ok(())
 }
@@ -847,6 +875,7 @@ fn resume(state: &mut ValidatorState) -> Result<Vec<Effect>, ApplyError> {
                 digest: e.digest,
                 hotkey: e.hotkey.clone(),
                 reign,
+                location: e.location.clone(),
             }])
         }
         Some(_) => Ok(Vec::new()),

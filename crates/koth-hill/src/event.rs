@@ -275,6 +275,13 @@ pub enum Event {
         reign: u64,
         block: u64,
         block_hash: String,
+        /// Where the validator keeps its own verified copy of the king (its `[store]
+        /// king_location`), written before this event was logged: the reign's location, which
+        /// workers and the feeds are given from now on, so that the owner deleting their copy
+        /// changes nothing. `None` (absent from the JSON; a log written before the validator
+        /// copied kings): the reign keeps the location the winner committed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
     },
     /// Weights were accepted by the chain.
     WeightsSet {
@@ -363,12 +370,16 @@ pub enum Effect {
         king_location: Option<String>,
         seed: SeedMaterial,
     },
-    /// Make the entry king (pin its checkpoint, read the chain head), then append `Crowned`.
+    /// Make the entry king (copy its checkpoint into the validator's own store and verify the
+    /// copy, pin it, read the chain head), then append `Crowned` with the copy's location.
+    /// Carried out again after a restart or a failed attempt, so the copy must be idempotent.
     Crown {
         entry: EntryId,
         digest: Digest,
         hotkey: String,
         reign: u64,
+        /// Where the winner committed it (to fetch it from when the shell's cache lost it).
+        location: String,
     },
     /// Set these weights on chain, then append `WeightsSet`.
     SetWeights { weights: Vec<Weight> },

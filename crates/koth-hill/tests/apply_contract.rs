@@ -118,6 +118,7 @@ fn answer_to(effect: &Effect, rng: &mut ChaCha20Rng, state: &ValidatorState) -> 
             digest,
             hotkey,
             reign,
+            ..
         } => vec![Event::Crowned {
             entry: *entry,
             digest: *digest,
@@ -125,6 +126,7 @@ fn answer_to(effect: &Effect, rng: &mut ChaCha20Rng, state: &ValidatorState) -> 
             reign: *reign,
             block: state.block + 1,
             block_hash: "0xcrown".into(),
+            location: (reign % 2 == 1).then(|| "file:///validator/kings".into()),
         }],
         Effect::SetWeights { weights } => vec![Event::WeightsSet {
             block: state.block,
@@ -215,6 +217,13 @@ fn random_event(rng: &mut ChaCha20Rng, state: &ValidatorState) -> Event {
             reign: rng.random_range(0..4),
             block,
             block_hash: text(rng),
+            // The validator's copy of the king: none, one, or one that is not a location.
+            location: match rng.random_range(0..4) {
+                0 => None,
+                1 => Some("file:///kings with space".into()),
+                2 => Some(String::new()),
+                _ => Some(text(rng)),
+            },
         },
         11 => Event::WeightsSet {
             block,

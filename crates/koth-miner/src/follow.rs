@@ -523,6 +523,7 @@ interval_blocks = 10
                     digest,
                     hotkey,
                     reign,
+                    ..
                 }) => {
                     fx = step(Event::Crowned {
                         entry,
@@ -531,6 +532,7 @@ interval_blocks = 10
                         reign,
                         block: 3,
                         block_hash: "0xc".into(),
+                        location: None,
                     });
                 }
                 _ => break,

@@ -846,19 +846,31 @@ impl BlockingStore {
         self
     }
 
-    /// Give every operation (`get`, `fetch_manifest`, `verify`) a wall-clock limit: past it the
-    /// operation is abandoned with [`StoreError::TimedOut`], so a store that sends bytes slowly
-    /// cannot hold its caller for ever. A `get` cut off this way keeps its `.part` files (a
-    /// rerun resumes; the cache's budget counts them).
+    /// Give every operation (`put`, `get`, `fetch_manifest`, `verify`) a wall-clock limit: past
+    /// it the operation is abandoned with [`StoreError::TimedOut`], so a store that moves bytes
+    /// slowly cannot hold its caller for ever. A `get` cut off this way keeps its `.part` files
+    /// (a rerun resumes; the cache's budget counts them); a `put` cut off has written no
+    /// manifest yet (it is written last), and a rerun skips the blobs already stored.
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
     }
 
-    /// Run `op` on the runtime, within the deadline if there is one.
+    /// Run `op` (reading `what` from the store) on the runtime, within the deadline if there is
+    /// one.
     fn within_deadline<T>(
         &self,
         what: &str,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.run_limited(|| format!("{what} from {}", self.store.describe()), op)
+    }
+
+    /// Run `op` on the runtime, within the deadline if there is one; `operation` names it in
+    /// the timeout's error.
+    fn run_limited<T>(
+        &self,
+        operation: impl FnOnce() -> String,
         op: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
         match self.deadline {
@@ -868,7 +880,7 @@ impl BlockingStore {
                 .block_on(async { tokio::time::timeout(limit, op).await })
                 .unwrap_or_else(|_| {
                     Err(StoreError::TimedOut {
-                        operation: format!("{what} from {}", self.store.describe()),
+                        operation: operation(),
                         limit,
                     })
                 }),
@@ -880,7 +892,10 @@ impl BlockingStore {
     }
 
     pub fn put(&self, dir: &Path) -> Result<PutReport> {
-        self.runtime.block_on(self.store.put(dir))
+        self.run_limited(
+            || format!("putting {} into {}", dir.display(), self.store.describe()),
+            self.store.put(dir),
+        )
     }
 
     pub fn get(&self, digest: &Digest, out: &Path, opts: &GetOptions) -> Result<GetReport> {

@@ -103,6 +103,7 @@ fn main() {
                 digest,
                 hotkey,
                 reign,
+                ..
             }) => feed(
                 &mut s,
                 Event::Crowned {
@@ -112,6 +113,7 @@ fn main() {
                     reign,
                     block: 112,
                     block_hash: "0x70".into(),
+                    location: None,
                 },
             ),
             _ => break,

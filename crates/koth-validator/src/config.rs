@@ -124,6 +124,14 @@ pub struct StoreSection {
     /// Bytes of unpinned checkpoints the local cache may keep (the king is pinned).
     #[serde(default = "default_cache_budget")]
     pub cache_budget_bytes: u64,
+    /// The store the validator copies every crowned king into before it logs the crown
+    /// (`file:///srv/koth/kings` or `s3://bucket/kings`; S3 through the endpoint below). Remote
+    /// eval workers and the feeds' king location (`/api/state`, `/dashboard.json`) name this
+    /// copy, so a king whose owner deletes their own copy stays fetchable. Use a store only the
+    /// validator can write to, readable by its workers and by miners. Unset:
+    /// `file://<work_dir>/kings` (enough when workers and miners share this host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub king_location: Option<String>,
     /// S3-compatible endpoint, e.g. `http://127.0.0.1:8333`; credentials come from the usual
     /// `AWS_*` environment variables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,6 +224,9 @@ pub struct ResolvedConfig {
     pub key_name: String,
     pub allowed_locations: Vec<String>,
     pub cache_budget_bytes: u64,
+    /// `[store] king_location`, or `file://<work_dir>/kings` (absolute): where crowned kings are
+    /// copied (parsed and checked at start-up).
+    pub king_location: String,
     pub s3: koth_store::S3Options,
     pub worker: WorkerSpec,
     pub duel_timeout: Duration,
@@ -271,6 +282,7 @@ impl ValidatorConfig {
             store: StoreSection {
                 allowed_locations,
                 cache_budget_bytes: default_cache_budget(),
+                king_location: None,
                 s3_endpoint: None,
                 s3_region: None,
                 s3_allow_http: false,
@@ -388,6 +400,32 @@ impl ValidatorConfig {
                 ));
             }
         }
+        let work_dir = resolve(&base, &self.work_dir);
+        let king_location = match &self.store.king_location {
+            Some(location) => location.clone(),
+            None => {
+                let dir = std::path::absolute(work_dir.join("kings")).map_err(|e| {
+                    key_err(
+                        "work_dir",
+                        format!("{} has no absolute form: {e}", work_dir.display()),
+                    )
+                })?;
+                format!("file://{}", dir.display())
+            }
+        };
+        if let Err(e) = king_location.parse::<koth_store::Location>() {
+            return Err(key_err(
+                if self.store.king_location.is_some() {
+                    "store.king_location"
+                } else {
+                    "work_dir"
+                },
+                format!(
+                    "{king_location:?} is not a store location like \"file:///srv/koth/kings\" or \
+                     \"s3://bucket/kings\": {e}"
+                ),
+            ));
+        }
         let worker = match self.eval.worker.as_str() {
             "in-process" => WorkerSpec::InProcess,
             url if url.starts_with("http://") || url.starts_with("https://") => {
@@ -449,7 +487,7 @@ impl ValidatorConfig {
             competition_path,
             competition,
             bundle_path,
-            work_dir: resolve(&base, &self.work_dir),
+            work_dir,
             listen,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             chain,
@@ -457,6 +495,7 @@ impl ValidatorConfig {
             key_name: self.key.name,
             allowed_locations: self.store.allowed_locations,
             cache_budget_bytes: self.store.cache_budget_bytes,
+            king_location,
             s3,
             worker,
             duel_timeout: Duration::from_secs(self.eval.timeout_s),

@@ -3,8 +3,9 @@
 //! The rules themselves are the pure core in koth-hill ([`apply`]: state + event → effects, no
 //! I/O); this crate holds everything with I/O around it: the append-only [`EventLog`] the state
 //! is rebuilt from, the [`Journal`] (check → append → apply), the [`shell`] that polls the chain
-//! and carries out effects (gates over fetched files, duels, crowns, weights), the HTTP feeds,
-//! and the remote eval worker.
+//! and carries out effects (gates over fetched files, duels, crowns — each king copied into the
+//! validator's own store first, [`king_store`] — weights), the HTTP feeds, and the remote eval
+//! worker.
 
 pub mod config;
 pub mod devkit;
@@ -12,6 +13,7 @@ pub mod duel_run;
 pub mod gate_run;
 pub mod http;
 pub mod journal;
+pub mod king_store;
 pub mod log;
 pub mod reader;
 pub mod shell;

@@ -89,7 +89,8 @@ pub struct Shell {
     optional: gate_run::OptionalGates,
     stop: Arc<AtomicBool>,
     /// Fault injection for the crash test (`KOTH_FAULT_CROWN_DELAY_MS`): a pause between the
-    /// accepted verdict and the crown, so that a SIGKILL can land mid-crown. Zero in production.
+    /// king's copy into the validator's store and the logged crown, so that a SIGKILL can land
+    /// mid-crown. Zero in production.
     crown_delay: std::time::Duration,
 }
 
@@ -390,7 +391,8 @@ impl Shell {
                 digest,
                 hotkey,
                 reign,
-            } => self.crown(entry, digest, hotkey, reign),
+                location,
+            } => self.crown(entry, (digest, location), hotkey, reign),
             Effect::SetWeights { weights } => self.set_weights(weights),
             Effect::Answer { entry, hotkey, .. } => {
                 tracing::info!(entry, hotkey, "answered");
@@ -766,14 +768,34 @@ impl Shell {
         })
     }
 
-    /// Pin the new king (idempotent), read the chain head, record the crown.
+    /// Copy the new king into the validator's own store and verify the copy (idempotent: a
+    /// crown carried out again after a restart copies nothing twice), pin it, read the chain
+    /// head, record the crown with the copy's location. `committed` is where the winner
+    /// committed it (fetched from only when the cache has lost it).
     fn crown(
         &mut self,
         entry: EntryId,
-        digest: Digest,
+        (digest, committed): (Digest, String),
         hotkey: String,
         reign: u64,
     ) -> Result<(), ShellError> {
+        let kings = crate::king_store::KingStore {
+            location: &self.cfg.king_location,
+            s3: &self.cfg.s3,
+            size_cap_bytes: self.cfg.competition.intake.size_cap_bytes,
+        };
+        let copy = match kings.keep(&self.cache, &digest, &committed) {
+            Ok(location) => location,
+            Err(e) => {
+                tracing::warn!(entry, "crowning: {e}");
+                return self.record(Event::InfraFault {
+                    entry,
+                    reason: clip_text(&format!("crowning: {e}")),
+                });
+            }
+        };
+        // Fault injection: after the copy, before the crown is logged (a SIGKILL here makes
+        // the restarted validator copy again).
         if !self.crown_delay.is_zero() {
             std::thread::sleep(self.crown_delay);
         }
@@ -799,6 +821,7 @@ impl Shell {
             reign,
             block: head.number.max(self.journal.state().block),
             block_hash: head.hash.to_string(),
+            location: Some(copy),
         })?;
         if let Some(old) = old.filter(|o| o != &digest) {
             let _ = self.cache.unpin(&old);

@@ -190,6 +190,7 @@ fn next_event(state: &ValidatorState, rng: &mut ChaCha20Rng, chaos: bool) -> Opt
             reign: *reign,
             block,
             block_hash: format!("0x{block:x}"),
+            location: None,
         },
     })
 }

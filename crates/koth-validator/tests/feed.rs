@@ -83,6 +83,7 @@ fn dashboard_has_teutonics_keys_and_follows_the_game() {
         digest: dg,
         hotkey,
         reign,
+        ..
     }) = command(&fx)
     else {
         panic!()
@@ -94,6 +95,7 @@ fn dashboard_has_teutonics_keys_and_follows_the_game() {
         reign,
         block: 120,
         block_hash: "0xab".into(),
+        location: None,
     });
     let d = serde_json::to_value(dashboard_json(&h.state)).unwrap();
     assert_eq!(d["king"]["king_digest"], digest(1).to_string());

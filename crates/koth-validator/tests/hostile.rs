@@ -4,50 +4,23 @@
 //! infrastructure fault, which would re-queue it and pause everyone — and must never block
 //! the loop. The next honest submission is then dueled.
 //!
-//! Attacks: a blob stored shorter than its manifest, a FIFO where a blob should be, a 64 MiB
-//! `config.json` (a memory attack if parsed), a non-UTF-8 `config.json`, an index naming a shard
-//! the checkpoint lacks, and a location that only shares a text prefix with the allowed store.
+//! Attacks (built by `tests/support/hostile.rs`, which koth's `tests/adversarial_cli.rs` runs
+//! against validator processes): a blob stored shorter than its manifest, a FIFO where a blob
+//! should be, a 64 MiB `config.json` (a memory attack if parsed), a non-UTF-8 `config.json`, an
+//! index naming a shard the checkpoint lacks, and a location that only shares a text prefix
+//! with the allowed store.
 
-use std::path::Path;
+#[path = "support/hostile.rs"]
+mod hostile;
+
 use std::time::{Duration, Instant};
 
+use hostile::{Crafted, Workshop};
 use koth_chain::{Chain, EmbeddedChain, Keypair};
-use koth_core::Digest;
-use koth_model::{DType, Device, Model};
-use koth_validator::devkit::{self, key, payload, put, register, TinyOptions};
+use koth_validator::devkit::{self, key, payload, register, TinyOptions};
 use koth_validator::event::{Gate, Outcome};
 use koth_validator::state::Finished;
 use koth_validator::{Shell, ValidatorConfig};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
-/// The store's blob path of `file` of checkpoint `dir` (hashed the way the store names it).
-fn blob_of(store_dir: &Path, dir: &Path, file: &str) -> std::path::PathBuf {
-    let sha = Digest::of(&std::fs::read(dir.join(file)).unwrap());
-    store_dir.join("blobs/sha256").join(sha.hex())
-}
-
-/// A copy of the king whose weights are nudged (so its blob is its own, not the king's).
-fn variant(king_dir: &Path, to: &Path, seed: f64) {
-    let king = Model::load(king_dir, DType::F32, &Device::Cpu).unwrap();
-    let m = king
-        .map_tensors(|name, t| {
-            if name.ends_with("embed_tokens.weight") {
-                Ok(t.affine(1.0, 1e-6 * seed)?)
-            } else {
-                Ok(t.clone())
-            }
-        })
-        .unwrap();
-    devkit::save_model(&m, to).unwrap();
-    std::fs::copy(king_dir.join("config.json"), to.join("config.json")).unwrap();
-}
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -69,10 +42,6 @@ fn rejection(f: &Finished) -> (String, Option<Gate>, String) {
     }
 }
 
-/// A hostile submission: its miner, its payload, the code and gate it must be answered with,
-/// and a phrase the answer's sentence must hold.
-type Attack = (Keypair, String, (&'static str, Option<Gate>), &'static str);
-
 #[test]
 fn hostile_submissions_are_answered_with_their_own_codes_and_never_stall_the_queue() {
     let tmp = tempfile::tempdir().unwrap();
@@ -84,9 +53,7 @@ fn hostile_submissions_are_answered_with_their_own_codes_and_never_stall_the_que
     };
     let net = devkit::tiny_network(tmp.path(), &opts).unwrap();
     let chain = EmbeddedChain::open(&net.chain_path).unwrap();
-    let store = net.store_url.clone();
-    let work = tmp.path().join("crafted");
-    let mut attacks: Vec<Attack> = Vec::new();
+    let shop = Workshop::new(&net, tmp.path().join("crafted"));
     let mut n = 60;
     let mut miner = || {
         n += 1;
@@ -95,122 +62,19 @@ fn hostile_submissions_are_answered_with_their_own_codes_and_never_stall_the_que
         k
     };
 
-    // A blob stored shorter than its manifest says.
-    let short_dir = work.join("short");
-    variant(&net.king_dir, &short_dir, 1.0);
-    let short = put(&store, &short_dir).unwrap();
-    let blob = blob_of(&net.store_dir, &short_dir, "model.safetensors");
-    let bytes = std::fs::read(&blob).unwrap();
-    std::fs::write(&blob, &bytes[..bytes.len() / 2]).unwrap();
-    let m = miner();
-    let p = payload(&store, &short, &m);
-    attacks.push((
-        m,
-        p,
-        ("manifest_unreachable", Some(Gate::Fetch)),
-        "the manifest says",
-    ));
-
-    // A FIFO where a blob should be: refused from its type, never waited on.
-    let fifo_dir = work.join("fifo");
-    variant(&net.king_dir, &fifo_dir, 2.0);
-    let fifo = put(&store, &fifo_dir).unwrap();
-    let blob = blob_of(&net.store_dir, &fifo_dir, "model.safetensors");
-    std::fs::remove_file(&blob).unwrap();
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&blob)
-        .status()
-        .unwrap()
-        .success());
-    let m = miner();
-    let p = payload(&store, &fifo, &m);
-    attacks.push((
-        m,
-        p,
-        ("manifest_unreachable", Some(Gate::Fetch)),
-        "not a regular file",
-    ));
-
-    // A 64 MiB config.json of small numbers (over a gigabyte as a parsed JSON value).
-    let huge_dir = work.join("huge-config");
-    copy_dir(&net.king_dir, &huge_dir);
-    let mut cfg = std::fs::read(huge_dir.join("config.json")).unwrap();
-    while cfg.last() != Some(&b'}') {
-        cfg.pop();
-    }
-    cfg.pop();
-    cfg.extend_from_slice(b", \"pad\": [0");
-    while cfg.len() < 64 << 20 {
-        cfg.extend_from_slice(b",0");
-    }
-    cfg.extend_from_slice(b"]}");
-    std::fs::write(huge_dir.join("config.json"), &cfg).unwrap();
-    let huge = put(&store, &huge_dir).unwrap();
-    let m = miner();
-    let p = payload(&store, &huge, &m);
-    attacks.push((
-        m,
-        p,
-        ("config_mismatch", Some(Gate::Config)),
-        "over the cap",
-    ));
-
-    // A config.json that is not UTF-8.
-    let latin_dir = work.join("latin1-config");
-    copy_dir(&net.king_dir, &latin_dir);
-    std::fs::write(latin_dir.join("config.json"), b"{\"model_type\": \"\xe9\"}").unwrap();
-    let latin = put(&store, &latin_dir).unwrap();
-    let m = miner();
-    let p = payload(&store, &latin, &m);
-    attacks.push((
-        m,
-        p,
-        ("config_mismatch", Some(Gate::Config)),
-        "not valid JSON",
-    ));
-
-    // An index naming a shard the checkpoint does not hold: every header passes the gates, the
-    // loader refuses it in the duel.
-    let index_dir = work.join("missing-shard");
-    let king = Model::load(&net.king_dir, DType::F32, &Device::Cpu).unwrap();
-    king.save_with_shard_limit(&index_dir, 32 * 1024).unwrap();
-    let index_path = index_dir.join("model.safetensors.index.json");
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
-    index["weight_map"]["lm_head.weight"] = "model-00099-of-00099.safetensors".into();
-    std::fs::write(&index_path, index.to_string()).unwrap();
-    std::fs::copy(
-        net.king_dir.join("config.json"),
-        index_dir.join("config.json"),
-    )
-    .unwrap();
-    let missing = put(&store, &index_dir).unwrap();
-    let m = miner();
-    let p = payload(&store, &missing, &m);
-    attacks.push((
-        m,
-        p,
-        ("weights_invalid", Some(Gate::Duel)),
-        "not in the checkpoint",
-    ));
-
-    // A store beside the allowed one whose path only shares its text prefix.
-    let evil_dir = std::path::PathBuf::from(format!("{}-evil", net.store_dir.display()));
-    let evil_url = format!("file://{}", evil_dir.display());
-    let evil_src = work.join("evil");
-    variant(&net.king_dir, &evil_src, 3.0);
-    let evil = put(&evil_url, &evil_src).unwrap();
-    let m = miner();
-    let p = payload(&evil_url, &evil, &m);
-    attacks.push((
-        m,
-        p,
-        ("manifest_unreachable", Some(Gate::Fetch)),
-        "not one this validator fetches from",
-    ));
-
-    for (m, p, _, _) in &attacks {
-        chain.commit(m, p).unwrap();
+    let crafted: Vec<Crafted> = vec![
+        shop.short_blob(1.0),
+        shop.fifo_blob(2.0),
+        shop.huge_config(64 << 20),
+        shop.non_utf8_config(),
+        shop.missing_shard_index(),
+        shop.evil_sibling(3.0),
+    ];
+    let attacks: Vec<(Keypair, Crafted)> = crafted.into_iter().map(|c| (miner(), c)).collect();
+    for (m, c) in &attacks {
+        chain
+            .commit(m, &payload(&c.location, &c.digest, m))
+            .unwrap();
     }
 
     let mut shell = Shell::open(ValidatorConfig::load(&net.config_path).unwrap()).unwrap();
@@ -225,7 +89,7 @@ fn hostile_submissions_are_answered_with_their_own_codes_and_never_stall_the_que
             .find(|f| f.hotkey == hotkey)
             .cloned()
     };
-    while !attacks.iter().all(|(m, ..)| answered(&shell, m).is_some()) {
+    while !attacks.iter().all(|(m, _)| answered(&shell, m).is_some()) {
         // Every step returns: nothing blocks the loop.
         let step = Instant::now();
         shell.step().unwrap();
@@ -233,14 +97,20 @@ fn hostile_submissions_are_answered_with_their_own_codes_and_never_stall_the_que
         assert!(Instant::now() < deadline, "not every attack was answered");
         std::thread::sleep(Duration::from_millis(50));
     }
-    for (m, _, (want_code, want_gate), want_text) in &attacks {
+    for (m, c) in &attacks {
         let f = answered(&shell, m).unwrap();
         let (code, gate, message) = rejection(&f);
-        assert_eq!((code.as_str(), gate), (*want_code, *want_gate), "{message}");
-        assert!(message.contains(want_text), "{want_code}: {message}");
+        assert_eq!(
+            (code.as_str(), gate),
+            (c.code, Some(c.gate)),
+            "{}: {message}",
+            c.name
+        );
+        assert!(message.contains(c.phrase), "{}: {message}", c.name);
         assert_eq!(
             f.retries, 0,
-            "{want_code} was retried as our fault: {message}"
+            "{} was retried as our fault: {message}",
+            c.name
         );
     }
     let s = shell.journal().state();
@@ -254,11 +124,9 @@ fn hostile_submissions_are_answered_with_their_own_codes_and_never_stall_the_que
     assert!(peak < 512 * 1024, "peak RSS {peak} KiB");
 
     // The next honest submission is dueled.
-    let honest_dir = work.join("honest");
-    variant(&net.king_dir, &honest_dir, 4.0);
-    let honest = put(&store, &honest_dir).unwrap();
+    let (location, honest) = shop.honest(4.0);
     let m = miner();
-    chain.commit(&m, &payload(&store, &honest, &m)).unwrap();
+    chain.commit(&m, &payload(&location, &honest, &m)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(240);
     let f = loop {
         shell.step().unwrap();

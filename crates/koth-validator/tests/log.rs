@@ -101,6 +101,7 @@ fn scripted_run(log: &mut EventLog) -> ValidatorState {
                 digest,
                 hotkey,
                 reign,
+                ..
             } => {
                 block += 1;
                 feed(
@@ -112,6 +113,7 @@ fn scripted_run(log: &mut EventLog) -> ValidatorState {
                         reign,
                         block,
                         block_hash: format!("0x{block:x}"),
+                        location: None,
                     },
                 )
             }

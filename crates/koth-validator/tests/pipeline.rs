@@ -65,6 +65,7 @@ fn crown(h: &mut Harness, effect: &Effect, block: u64) -> Vec<Effect> {
         digest,
         hotkey,
         reign,
+        ..
     } = effect.clone()
     else {
         panic!("expected Crown, got {effect:?}")
@@ -76,6 +77,7 @@ fn crown(h: &mut Harness, effect: &Effect, block: u64) -> Vec<Effect> {
         reign,
         block,
         block_hash: format!("0x{block:064x}"),
+        location: None,
     })
 }
 
@@ -604,6 +606,7 @@ fn a_restart_requeues_the_interrupted_duel_and_redoes_an_interrupted_crown() {
         digest: d,
         hotkey,
         reign,
+        ..
     } = crown_fx
     else {
         panic!()
@@ -615,6 +618,7 @@ fn a_restart_requeues_the_interrupted_duel_and_redoes_an_interrupted_crown() {
         reign,
         block: 131,
         block_hash: "0x1".into(),
+        location: None,
     });
     assert!(matches!(err, ApplyError::NotActive { .. }), "{err}");
     // A restart with nothing in flight changes nothing but the counter.
@@ -657,6 +661,81 @@ fn a_crowned_digest_is_never_dueled_again_and_the_next_duel_is_against_the_new_k
         vec![Some(RejectCode::DigestOwned), Some(RejectCode::DigestOwned)]
     );
     assert_eq!(h.state.counters.crowns, 1);
+}
+
+#[test]
+fn the_validators_copy_of_the_king_is_the_reigns_location_for_gates_duels_and_feeds() {
+    let mut h = Harness::new(rules());
+    let fx = h.reveal(vec![
+        reveal("alice", Some(1), payload(digest(1), "alice"), 101),
+        reveal("bob", Some(2), payload(digest(2), "bob"), 102),
+    ]);
+    let start = pass_gates(&mut h, command(&fx).unwrap());
+    let fx = duel(&mut h, &start, true);
+    let crown_fx = command(&fx).unwrap();
+    let Effect::Crown {
+        entry,
+        digest: d,
+        hotkey,
+        reign,
+        location,
+    } = crown_fx.clone()
+    else {
+        panic!("expected Crown, got {crown_fx:?}")
+    };
+    // The effect says where the winner committed it (to fetch it again if the cache lost it).
+    assert_eq!(location, "s3://bucket/alice");
+    let crowned = |location: Option<&str>| Event::Crowned {
+        entry,
+        digest: d,
+        hotkey: hotkey.clone(),
+        reign,
+        block: 120,
+        block_hash: "0xab".into(),
+        location: location.map(str::to_string),
+    };
+    // A location the shell could not have meant is refused, and changes nothing.
+    for bad in ["", "s3://validator/kings x", "file:///kings\n"] {
+        let err = h.refuse(crowned(Some(bad)));
+        assert!(
+            matches!(err, ApplyError::BadLocation("crowned.location")),
+            "{bad:?}: {err}"
+        );
+    }
+    let fx = h.feed(crowned(Some("s3://validator/kings")));
+    let king = h.state.king().unwrap();
+    assert_eq!(king.location.as_deref(), Some("s3://validator/kings"));
+    // The history keeps what alice committed.
+    assert_eq!(
+        h.state.history.back().unwrap().location.as_deref(),
+        Some("s3://bucket/alice")
+    );
+    // Bob's gates and duel are given the validator's copy, not alice's location.
+    let Some(Effect::RunGate { king_location, .. }) = command(&fx) else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(king_location.as_deref(), Some("s3://validator/kings"));
+    let start = pass_gates(&mut h, command(&fx).unwrap());
+    let Effect::StartDuel { king_location, .. } = &start else {
+        panic!("{start:?}")
+    };
+    assert_eq!(king_location.as_deref(), Some("s3://validator/kings"));
+    // The feeds name it too.
+    let feed = koth_validator::feed::api_state(&h.state);
+    assert_eq!(
+        feed.king.and_then(|k| k.location).as_deref(),
+        Some("s3://validator/kings")
+    );
+    let dash = serde_json::to_value(koth_validator::feed::dashboard_json(&h.state)).unwrap();
+    assert_eq!(dash["king"]["model_repo"], "s3://validator/kings");
+    // Replaying the log gives the same reign, location included.
+    assert_eq!(h.replayed(), h.state);
+    // A log written before kings were copied (no `location`): the committed location stays.
+    let old = r#"{"kind":"crowned","entry":0,"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","hotkey":"a","reign":1,"block":1,"block_hash":"0x1"}"#;
+    match serde_json::from_str::<Event>(old).unwrap() {
+        Event::Crowned { location, .. } => assert_eq!(location, None),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -466,6 +466,7 @@ impl Sim {
                     digest,
                     hotkey,
                     reign,
+                    ..
                 } = effect.clone()
                 else {
                     unreachable!()
@@ -485,6 +486,7 @@ impl Sim {
                         reign,
                         block,
                         block_hash: format!("0x{block:x}"),
+                        location: None,
                     };
                     self.apply_ok(crowned.clone());
                     // The same crown again is refused.

@@ -183,6 +183,7 @@ fn main() {
                 digest,
                 hotkey,
                 reign,
+                ..
             } => {
                 let block = g.state.block + 1;
                 g.feed(Event::Crowned {
@@ -192,6 +193,7 @@ fn main() {
                     reign,
                     block,
                     block_hash: format!("0x{block:064x}"),
+                    location: None,
                 })
             }
             Effect::SetWeights { weights } => {

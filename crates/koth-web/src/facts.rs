@@ -209,6 +209,7 @@ mod tests {
                 reign: 1,
                 block: 10,
                 block_hash: "b".into(),
+                location: None,
             },
         ];
         for (i, e) in events.into_iter().enumerate() {

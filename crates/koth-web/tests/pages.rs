@@ -250,6 +250,7 @@ fn game() -> Game {
                 digest,
                 hotkey,
                 reign,
+                ..
             } => {
                 d.block += 1;
                 d.feed(Event::Crowned {
@@ -259,6 +260,7 @@ fn game() -> Game {
                     reign,
                     block: d.block,
                     block_hash: format!("0x{:064x}", d.block),
+                    location: None,
                 });
             }
             Effect::SetWeights { weights } => {
