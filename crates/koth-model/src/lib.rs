@@ -8,6 +8,8 @@
 //!   [`Model::loss_and_grads`] differentiates the mean NLL.
 //! - [`Trainer`]: parameters as variables plus [`AdamW`] (f32 moments, decoupled weight decay,
 //!   gradient-norm clipping).
+//! - [`Placement`]: a model split into stages of consecutive layers on several devices
+//!   ([`placement`]), scored stage by stage.
 //!
 //! Two paths, one network: [`OpPath::Fused`] uses candle's fused kernels, which give no
 //! gradient; [`OpPath::Composite`] uses differentiable ops and is what training runs on.
@@ -21,6 +23,7 @@ pub mod loss;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod placement;
 pub mod plan;
 pub mod weights;
 
@@ -33,6 +36,7 @@ pub use error::{ModelError, Result};
 pub use model::{inspect, Model, ModelInfo, ScoreOptions, TokenIds};
 pub use ops::OpPath;
 pub use optim::{clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, StepReport, Trainer};
+pub use placement::{Placement, StageSpec};
 pub use weights::{CheckpointFiles, DEFAULT_SHARD_LIMIT_BYTES};
 
 pub use candle_core::{DType, Device, Tensor};

@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::config::{ModelConfig, MoeConfig};
 use crate::error::{ModelError, Result};
 use crate::ops::{causal_mask, rms_norm, softmax_last, OpPath, Rope};
+use crate::placement::{transfer, Placement};
 use crate::weights::{CheckpointFiles, DEFAULT_SHARD_LIMIT_BYTES};
 
 mod hybrid;
@@ -64,6 +65,22 @@ impl TokenIds {
                 vocab_size,
             }),
         }
+    }
+
+    /// Rows `start..start + n` as a batch of their own.
+    pub fn slice_rows(&self, start: usize, n: usize) -> Result<Self> {
+        if n == 0 || start.checked_add(n).is_none_or(|end| end > self.rows) {
+            return Err(ModelError::TokenShape(format!(
+                "rows {start}..{} of a batch of {} rows",
+                start.saturating_add(n),
+                self.rows
+            )));
+        }
+        Self::new(
+            self.ids[start * self.cols..(start + n) * self.cols].to_vec(),
+            n,
+            self.cols,
+        )
     }
 
     fn to_tensor(&self, device: &Device) -> Result<Tensor> {
@@ -205,6 +222,64 @@ pub(crate) fn common_dtype_device(
     Ok((dtype, device))
 }
 
+/// The tensors must be exactly those `config.tensor_specs()` names, with those shapes.
+fn check_tensor_shapes(config: &ModelConfig, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let specs = config.tensor_specs();
+    let mut problems = Vec::new();
+    for s in &specs {
+        match tensors.get(&s.name) {
+            None => problems.push(format!("missing tensor `{}`", s.name)),
+            Some(t) if t.dims() != s.shape.as_slice() => problems.push(format!(
+                "tensor `{}` has shape {:?}, expected {:?}",
+                s.name,
+                t.dims(),
+                s.shape
+            )),
+            Some(_) => {}
+        }
+    }
+    let known: std::collections::HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let mut extra: Vec<&String> = tensors
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .collect();
+    extra.sort();
+    problems.extend(extra.iter().map(|k| format!("unexpected tensor `{k}`")));
+    if !problems.is_empty() {
+        return Err(ModelError::Invalid(format!(
+            "tensors do not match the config: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+/// The dtype every tensor of a placed model must share (the embeddings', which must be f32,
+/// bf16 or f16); devices are the placement's business.
+fn common_dtype(tensors: &HashMap<String, Tensor>, embed_name: &str) -> Result<DType> {
+    let embed = tensors
+        .get(embed_name)
+        .ok_or_else(|| ModelError::Invalid(format!("missing tensor `{embed_name}`")))?;
+    let dtype = embed.dtype();
+    if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+        return Err(ModelError::Invalid(format!(
+            "model dtype {dtype:?} is not supported (f32, bf16, f16)"
+        )));
+    }
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &tensors[name];
+        if t.dtype() != dtype {
+            return Err(ModelError::Invalid(format!(
+                "tensor `{name}` is {:?}, the embeddings {dtype:?}",
+                t.dtype()
+            )));
+        }
+    }
+    Ok(dtype)
+}
+
 /// Summary of a model, for `koth model info`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ModelInfo {
@@ -220,16 +295,25 @@ pub struct ModelInfo {
 }
 
 /// A loaded or freshly initialised model: its config and its parameters.
+///
+/// The parameters may be split across devices ([`Placement`]: stages of consecutive decoder
+/// layers, the embedding on the first, the final norm and head on the last); the scoring path
+/// then runs stage by stage. A model built without a placement is one stage on one device.
 #[derive(Clone)]
 pub struct Model {
     config: ModelConfig,
     dtype: DType,
+    /// The first stage's device (the embedding's).
     device: Device,
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
     /// `None` when the head is tied to the embeddings.
     lm_head: Option<Tensor>,
+    /// A tied head's copy of the embedding matrix on the last stage's device, when that is not
+    /// the embedding's device.
+    head_copy: Option<Tensor>,
+    placement: Placement,
     /// The Qwen3.5 hybrid families' layers (then `layers` is empty); see `model/hybrid.rs`.
     hybrid: Option<hybrid::HybridStack>,
 }
@@ -266,40 +350,58 @@ impl Take<'_> {
 impl Model {
     /// Build a model from exactly the tensors `config.tensor_specs()` names (shapes checked).
     /// All tensors must already have one dtype and live on one device.
-    pub fn from_tensors(config: ModelConfig, mut tensors: HashMap<String, Tensor>) -> Result<Self> {
+    pub fn from_tensors(config: ModelConfig, tensors: HashMap<String, Tensor>) -> Result<Self> {
         if config.hybrid.is_some() {
             return hybrid::from_tensors(config, tensors);
         }
-        let specs = config.tensor_specs();
-        let mut problems = Vec::new();
-        for s in &specs {
-            match tensors.get(&s.name) {
-                None => problems.push(format!("missing tensor `{}`", s.name)),
-                Some(t) if t.dims() != s.shape.as_slice() => problems.push(format!(
-                    "tensor `{}` has shape {:?}, expected {:?}",
-                    s.name,
-                    t.dims(),
-                    s.shape
-                )),
-                Some(_) => {}
-            }
-        }
-        let known: std::collections::HashSet<&str> =
-            specs.iter().map(|s| s.name.as_str()).collect();
-        let mut extra: Vec<&String> = tensors
-            .keys()
-            .filter(|k| !known.contains(k.as_str()))
-            .collect();
-        extra.sort();
-        problems.extend(extra.iter().map(|k| format!("unexpected tensor `{k}`")));
-        if !problems.is_empty() {
+        check_tensor_shapes(&config, &tensors)?;
+        let (dtype, device) = common_dtype_device(&tensors, "model.embed_tokens.weight")?;
+        let placement = Placement::single(device, config.num_hidden_layers);
+        Self::assemble(config, tensors, dtype, placement)
+    }
+
+    /// Build a model from exactly the tensors `config.tensor_specs()` names (shapes checked),
+    /// of one dtype, each moved to its stage's device ([`Placement::device_of`]; a tensor already
+    /// there is not copied). A one-stage placement is [`Model::from_tensors`] on its device. The
+    /// Qwen3.5 hybrids take only a one-stage placement.
+    pub fn from_tensors_placed(
+        config: ModelConfig,
+        mut tensors: HashMap<String, Tensor>,
+        placement: Placement,
+    ) -> Result<Self> {
+        if placement.num_layers() != config.num_hidden_layers {
             return Err(ModelError::Invalid(format!(
-                "tensors do not match the config: {}",
-                problems.join("; ")
+                "placement: the stages cover {} decoder layers, the model has {}",
+                placement.num_layers(),
+                config.num_hidden_layers
             )));
         }
-        let (dtype, device) = common_dtype_device(&tensors, "model.embed_tokens.weight")?;
+        for (name, t) in tensors.iter_mut() {
+            *t = transfer(t, placement.device_of(name))?;
+        }
+        if placement.len() == 1 {
+            return Self::from_tensors(config, tensors);
+        }
+        if config.hybrid.is_some() {
+            return Err(ModelError::Invalid(format!(
+                "placement: a {} model is not cut into stages (llama, qwen2, qwen3 and qwen3_moe \
+                 are); place it on one device",
+                config.family.model_type()
+            )));
+        }
+        check_tensor_shapes(&config, &tensors)?;
+        let dtype = common_dtype(&tensors, "model.embed_tokens.weight")?;
+        Self::assemble(config, tensors, dtype, placement)
+    }
 
+    /// The network from checked tensors, each already on its stage's device.
+    fn assemble(
+        config: ModelConfig,
+        mut tensors: HashMap<String, Tensor>,
+        dtype: DType,
+        placement: Placement,
+    ) -> Result<Self> {
+        let device = placement.first_device().clone();
         let mut take = Take { map: &mut tensors };
         let embed = take.get("model.embed_tokens.weight")?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
@@ -339,6 +441,11 @@ impl Model {
         }
         let norm = take.get("model.norm.weight")?;
         let lm_head = take.opt("lm_head.weight", !config.tie_word_embeddings)?;
+        let last = placement.last_device();
+        let head_copy = match &lm_head {
+            None if !embed.device().same_device(last) => Some(transfer(&embed, last)?),
+            _ => None,
+        };
         Ok(Self {
             config,
             dtype,
@@ -347,6 +454,8 @@ impl Model {
             layers,
             norm,
             lm_head,
+            head_copy,
+            placement,
             hybrid: None,
         })
     }
@@ -359,6 +468,37 @@ impl Model {
         files.check_tensor_set(dir, &config)?;
         let tensors = files.load_tensors(dtype, device)?;
         Self::from_tensors(config, tensors)
+    }
+
+    /// Load a checkpoint directory with its parameters split across `placement`'s stages: every
+    /// tensor goes to its stage's device as it is read
+    /// ([`CheckpointFiles::load_tensors_placed`]).
+    pub fn load_placed(dir: &Path, dtype: DType, placement: Placement) -> Result<Self> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        if placement.num_layers() != config.num_hidden_layers {
+            return Err(ModelError::Invalid(format!(
+                "placement: the stages cover {} decoder layers, {} has {}",
+                placement.num_layers(),
+                dir.display(),
+                config.num_hidden_layers
+            )));
+        }
+        let files = CheckpointFiles::open(dir)?;
+        files.check_tensor_set(dir, &config)?;
+        let tensors = files.load_tensors_placed(dtype, |name| placement.device_of(name))?;
+        Self::from_tensors_placed(config, tensors, placement)
+    }
+
+    /// The same parameters on `placement`'s stages (each tensor copied to its stage's device,
+    /// or shared where it already is).
+    pub fn place(&self, placement: Placement) -> Result<Self> {
+        let tensors = self.named_tensors().into_iter().collect();
+        Self::from_tensors_placed(self.config.clone(), tensors, placement)
+    }
+
+    /// Where the parameters live.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// A fresh model with seeded, machine-independent random weights.
@@ -385,6 +525,7 @@ impl Model {
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+    /// The device of the embedding (the first stage's; the only one of a one-stage model).
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -448,19 +589,28 @@ impl Model {
     }
 
     /// The same model with every parameter passed through `f` (dtype or device moves, making
-    /// training variables).
+    /// training variables). A model of several stages keeps its placement: `f` may change
+    /// dtypes, and each result is put back on its stage's device.
     pub fn map_tensors(&self, mut f: impl FnMut(&str, &Tensor) -> Result<Tensor>) -> Result<Self> {
         let mut map = HashMap::new();
         for (name, t) in self.named_tensors() {
             let t = f(&name, &t)?;
             map.insert(name, t);
         }
-        Self::from_tensors(self.config.clone(), map)
+        if self.placement.len() == 1 {
+            Self::from_tensors(self.config.clone(), map)
+        } else {
+            Self::from_tensors_placed(self.config.clone(), map, self.placement.clone())
+        }
     }
 
-    /// The model converted to `dtype` on `device`.
+    /// The model converted to `dtype`, all of it on `device` (one stage).
     pub fn to(&self, dtype: DType, device: &Device) -> Result<Self> {
-        self.map_tensors(|_, t| Ok(t.to_dtype(dtype)?.to_device(device)?))
+        let mut map = HashMap::new();
+        for (name, t) in self.named_tensors() {
+            map.insert(name, t.to_dtype(dtype)?.to_device(device)?);
+        }
+        Self::from_tensors(self.config.clone(), map)
     }
 
     /// Family, size and dtype.
@@ -480,28 +630,90 @@ impl Model {
         }
     }
 
-    /// The final hidden states [B, T, hidden] (after the last RMSNorm).
-    fn hidden_states(&self, ids: &Tensor, path: OpPath) -> Result<Tensor> {
+    /// Stage `s` of the forward pass on one (micro-)batch `ids`, on the stage's device. Stage 0
+    /// embeds the ids (`input` is `None`); a later stage takes the previous stage's residual
+    /// stream (`input`), moved to its device. Every stage runs its decoder layers; the last
+    /// applies the final RMSNorm and the head and returns the per-token NLL f32 [B, T-1], the
+    /// others the residual stream [B, T, hidden]. Stage after stage, these are exactly the ops
+    /// of the one-stage model. Vocabulary bounds are the caller's to check.
+    pub(crate) fn run_stage(
+        &self,
+        s: usize,
+        ids: &TokenIds,
+        input: Option<Tensor>,
+        path: OpPath,
+        opts: ScoreOptions,
+    ) -> Result<Tensor> {
         if let Some(stack) = &self.hybrid {
-            return self.hybrid_hidden_states(stack, ids, path);
+            // One stage only (`from_tensors_placed` refuses more).
+            let ids_t = ids.to_tensor(&self.device)?;
+            let hidden = self.hybrid_hidden_states(stack, &ids_t, path)?;
+            return self.head_nll(&hidden, &ids_t, path, opts);
         }
+        let stages = self.placement.stages();
+        let stage = stages
+            .get(s)
+            .ok_or_else(|| ModelError::Invalid(format!("no stage {s} of {}", stages.len())))?;
+        let device = &stage.device;
         let c = &self.config;
-        let (b, t) = ids.dims2()?;
-        let mut x =
-            self.embed
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((b, t, c.hidden_size))?;
-        let rope = Rope::new(c.rope_theta, c.head_dim, t, self.dtype, &self.device)?;
+        let (b, t) = (ids.rows(), ids.cols());
+        let mut ids_here = None;
+        let mut x = match input {
+            None if s == 0 => {
+                let ids_t = ids.to_tensor(device)?;
+                let x = self
+                    .embed
+                    .index_select(&ids_t.flatten_all()?, 0)?
+                    .reshape((b, t, c.hidden_size))?;
+                ids_here = Some(ids_t);
+                x
+            }
+            None => {
+                return Err(ModelError::Invalid(format!(
+                    "stage {s} needs the residual stream of stage {}",
+                    s - 1
+                )))
+            }
+            Some(x) => transfer(&x, device)?,
+        };
+        let rope = Rope::new(c.rope_theta, c.head_dim, t, self.dtype, device)?;
         // The additive mask only serves the unfused attention.
         let mask = if self.fused_attention(path) {
             None
         } else {
-            Some(causal_mask(t, &self.device)?)
+            Some(causal_mask(t, device)?)
         };
-        for layer in &self.layers {
+        for layer in &self.layers[stage.layers.clone()] {
             x = self.layer_forward(layer, &x, &rope, mask.as_ref(), path)?;
         }
-        rms_norm(&x, &self.norm, c.rms_norm_eps, path)
+        if s + 1 < stages.len() {
+            return Ok(x);
+        }
+        let hidden = rms_norm(&x, &self.norm, c.rms_norm_eps, path)?;
+        let ids_t = match ids_here {
+            Some(ids_t) => ids_t,
+            None => ids.to_tensor(device)?,
+        };
+        self.head_nll(&hidden, &ids_t, path, opts)
+    }
+
+    /// The head's per-token NLL f32 [B, T-1] from the final hidden states, on the head's device.
+    fn head_nll(
+        &self,
+        hidden: &Tensor,
+        ids_t: &Tensor,
+        path: OpPath,
+        opts: ScoreOptions,
+    ) -> Result<Tensor> {
+        let head = self
+            .lm_head
+            .as_ref()
+            .or(self.head_copy.as_ref())
+            .unwrap_or(&self.embed);
+        if path == OpPath::Kernels {
+            return crate::loss::chunked_nll_kernels(hidden, ids_t, head, opts.logits_chunk_bytes);
+        }
+        crate::loss::chunked_nll(hidden, ids_t, head, opts.logits_chunk_bytes)
     }
 
     /// Whether attention runs as one fused kernel on this path (koth-kernels, half precision).
@@ -616,21 +828,15 @@ impl Model {
         Ok(attn.o.forward(&out)?.reshape((b, t, c.hidden_size))?)
     }
 
-    /// Per-token next-token negative log-likelihood, f32 [B, T-1], and the hidden states used.
+    /// Per-token next-token negative log-likelihood, f32 [B, T-1], on the head's device: the
+    /// whole batch through every stage in turn.
     fn token_nll(&self, ids: &TokenIds, path: OpPath, opts: ScoreOptions) -> Result<Tensor> {
         ids.check_vocab(self.config.vocab_size)?;
-        let ids_t = ids.to_tensor(&self.device)?;
-        let hidden = self.hidden_states(&ids_t, path)?;
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        if path == OpPath::Kernels {
-            return crate::loss::chunked_nll_kernels(
-                &hidden,
-                &ids_t,
-                head,
-                opts.logits_chunk_bytes,
-            );
+        let mut x = None;
+        for s in 0..self.placement.len() {
+            x = Some(self.run_stage(s, ids, x, path, opts)?);
         }
-        crate::loss::chunked_nll(&hidden, &ids_t, head, opts.logits_chunk_bytes)
+        x.ok_or_else(|| ModelError::Invalid("the model has no stage".into()))
     }
 
     /// Scoring path: per-token NLL f32 [B, T-1] through the fused kernels. Use one path for

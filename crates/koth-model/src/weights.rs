@@ -400,15 +400,26 @@ impl CheckpointFiles {
         set.into_iter().collect()
     }
 
-    /// Read every tensor, converted to `dtype` on `device`. Each file is read whole, checked
-    /// against the header validated when it was opened (a file that changed since is refused),
-    /// converted, and dropped before the next is read.
+    /// Read every tensor, converted to `dtype` on `device`: [`CheckpointFiles::load_tensors_placed`]
+    /// with every tensor going to `device`.
     pub fn load_tensors(&self, dtype: DType, device: &Device) -> Result<HashMap<String, Tensor>> {
+        self.load_tensors_placed(dtype, |_| device)
+    }
+
+    /// Read every tensor to the device `device_of(name)` names, in `dtype`. Each file is read
+    /// whole, checked against the header validated when it was opened (a file that changed
+    /// since is refused), its tensors moved to their devices, and dropped before the next is
+    /// read.
+    pub fn load_tensors_placed<'d>(
+        &self,
+        dtype: DType,
+        device_of: impl Fn(&str) -> &'d Device,
+    ) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for expected in &self.headers {
             let path = &expected.path;
-            let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-            let header = parse_header(path, &bytes, bytes.len() as u64)?;
+            let map = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+            let header = parse_header(path, &map, map.len() as u64)?;
             if &header != expected {
                 return Err(ModelError::safetensors(
                     path,
@@ -416,18 +427,34 @@ impl CheckpointFiles {
                     "changed while it was being loaded",
                 ));
             }
-            let data = &bytes[header.data_start..];
+            let data = &map[header.data_start..];
             for e in &header.entries {
                 let raw = data.get(e.start..e.end).ok_or_else(|| {
                     ModelError::safetensors(path, Some(&e.name), "data out of range")
                 })?;
-                let t = decode_tensor(path, e, raw)?
-                    .to_dtype(dtype)?
-                    .to_device(device)?;
+                let device = device_of(&e.name);
+                let t = match candle_dtype(e.dtype) {
+                    Some(stored) if stored == dtype => {
+                        Tensor::from_raw_buffer(raw, dtype, &e.shape, device)?
+                    }
+                    _ => decode_tensor(path, e, raw)?
+                        .to_dtype(dtype)?
+                        .to_device(device)?,
+                };
                 out.insert(e.name.clone(), t);
             }
         }
         Ok(out)
+    }
+}
+
+/// candle's dtype of a stored floating-point tensor koth loads.
+fn candle_dtype(d: StDtype) -> Option<DType> {
+    match d {
+        StDtype::F32 => Some(DType::F32),
+        StDtype::BF16 => Some(DType::BF16),
+        StDtype::F16 => Some(DType::F16),
+        _ => None,
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::{HybridConfig, MixerKind, ModelConfig};
 use crate::deltanet::{causal_conv1d_silu, chunk_gated_delta_rule, DEFAULT_CHUNK};
 use crate::error::{ModelError, Result};
 use crate::ops::{causal_mask, softmax_last, OpPath, Rope};
+use crate::placement::Placement;
 
 /// Gated DeltaNet parameters (`linear_attn.*`).
 #[derive(Clone)]
@@ -187,6 +188,7 @@ pub(super) fn from_tensors(
     }
     let norm = take.get(&format!("{root}.norm.weight"))?;
     let lm_head = take.opt("lm_head.weight", !config.tie_word_embeddings)?;
+    let placement = Placement::single(device.clone(), config.num_hidden_layers);
     Ok(Model {
         config,
         dtype,
@@ -195,6 +197,8 @@ pub(super) fn from_tensors(
         layers: Vec::new(),
         norm,
         lm_head,
+        head_copy: None,
+        placement,
         hybrid: Some(HybridStack { layers, named }),
     })
 }
