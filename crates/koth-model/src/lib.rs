@@ -8,8 +8,9 @@
 //!   [`Model::loss_and_grads`] differentiates the mean NLL.
 //! - [`Trainer`]: parameters as variables plus [`AdamW`] (f32 moments, decoupled weight decay,
 //!   gradient-norm clipping).
-//! - [`Placement`]: a model split into stages of consecutive layers on several devices
-//!   ([`placement`]), scored stage by stage.
+//! - [`Placement`] and [`Pipeline`]: a model split into stages of consecutive layers on several
+//!   devices, scored micro-batch by micro-batch with the stages overlapping ([`placement`],
+//!   [`pipeline`]; for a duel the stages come from the planner, [`plan`]).
 //!
 //! Two paths, one network: [`OpPath::Fused`] uses candle's fused kernels, which give no
 //! gradient; [`OpPath::Composite`] uses differentiable ops and is what training runs on.
@@ -23,6 +24,7 @@ pub mod loss;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod pipeline;
 pub mod placement;
 pub mod plan;
 pub mod weights;
@@ -36,6 +38,7 @@ pub use error::{ModelError, Result};
 pub use model::{inspect, Model, ModelInfo, ScoreOptions, TokenIds};
 pub use ops::OpPath;
 pub use optim::{clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, StepReport, Trainer};
+pub use pipeline::{Pipeline, Schedule};
 pub use placement::{Placement, StageSpec};
 pub use weights::{CheckpointFiles, DEFAULT_SHARD_LIMIT_BYTES};
 

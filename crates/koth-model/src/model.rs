@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::config::{ModelConfig, MoeConfig};
 use crate::error::{ModelError, Result};
 use crate::ops::{causal_mask, rms_norm, softmax_last, OpPath, Rope};
+use crate::pipeline::Pipeline;
 use crate::placement::{transfer, Placement};
 use crate::weights::{CheckpointFiles, DEFAULT_SHARD_LIMIT_BYTES};
 
@@ -298,7 +299,8 @@ pub struct ModelInfo {
 ///
 /// The parameters may be split across devices ([`Placement`]: stages of consecutive decoder
 /// layers, the embedding on the first, the final norm and head on the last); the scoring path
-/// then runs stage by stage. A model built without a placement is one stage on one device.
+/// then runs stage by stage ([`crate::pipeline`]). A model built without a placement is one
+/// stage on one device.
 #[derive(Clone)]
 pub struct Model {
     config: ModelConfig,
@@ -314,6 +316,7 @@ pub struct Model {
     /// the embedding's device.
     head_copy: Option<Tensor>,
     placement: Placement,
+    pipeline: Pipeline,
     /// The Qwen3.5 hybrid families' layers (then `layers` is empty); see `model/hybrid.rs`.
     hybrid: Option<hybrid::HybridStack>,
 }
@@ -456,6 +459,7 @@ impl Model {
             lm_head,
             head_copy,
             placement,
+            pipeline: Pipeline::default(),
             hybrid: None,
         })
     }
@@ -470,9 +474,10 @@ impl Model {
         Self::from_tensors(config, tensors)
     }
 
-    /// Load a checkpoint directory with its parameters split across `placement`'s stages: every
-    /// tensor goes to its stage's device as it is read
-    /// ([`CheckpointFiles::load_tensors_placed`]).
+    /// Load a checkpoint directory with its parameters split across `placement`'s stages. The
+    /// safetensors files (single or sharded) are memory-mapped and every tensor goes to its
+    /// stage's device as it is read ([`CheckpointFiles::load_tensors_placed`]): host memory
+    /// holds no staging copy of the model, and a tensor stored in `dtype` is not converted.
     pub fn load_placed(dir: &Path, dtype: DType, placement: Placement) -> Result<Self> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         if placement.num_layers() != config.num_hidden_layers {
@@ -493,12 +498,26 @@ impl Model {
     /// or shared where it already is).
     pub fn place(&self, placement: Placement) -> Result<Self> {
         let tensors = self.named_tensors().into_iter().collect();
-        Self::from_tensors_placed(self.config.clone(), tensors, placement)
+        Ok(
+            Self::from_tensors_placed(self.config.clone(), tensors, placement)?
+                .with_pipeline(self.pipeline),
+        )
     }
 
     /// Where the parameters live.
     pub fn placement(&self) -> &Placement {
         &self.placement
+    }
+
+    /// How [`Model::sequence_losses`] drives the stages.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The same model scored with `pipeline`.
+    pub fn with_pipeline(mut self, pipeline: Pipeline) -> Self {
+        self.pipeline = pipeline;
+        self
     }
 
     /// A fresh model with seeded, machine-independent random weights.
@@ -597,11 +616,12 @@ impl Model {
             let t = f(&name, &t)?;
             map.insert(name, t);
         }
-        if self.placement.len() == 1 {
-            Self::from_tensors(self.config.clone(), map)
+        let model = if self.placement.len() == 1 {
+            Self::from_tensors(self.config.clone(), map)?
         } else {
-            Self::from_tensors_placed(self.config.clone(), map, self.placement.clone())
-        }
+            Self::from_tensors_placed(self.config.clone(), map, self.placement.clone())?
+        };
+        Ok(model.with_pipeline(self.pipeline))
     }
 
     /// The model converted to `dtype`, all of it on `device` (one stage).
@@ -610,7 +630,7 @@ impl Model {
         for (name, t) in self.named_tensors() {
             map.insert(name, t.to_dtype(dtype)?.to_device(device)?);
         }
-        Self::from_tensors(self.config.clone(), map)
+        Ok(Self::from_tensors(self.config.clone(), map)?.with_pipeline(self.pipeline))
     }
 
     /// Family, size and dtype.
@@ -858,14 +878,32 @@ impl Model {
     }
 
     /// Mean next-token NLL of each row (a duel's per-window loss), f32, through the scoring
-    /// path; the row means are reduced in f32 from the f32 per-token values.
+    /// path; the row means are reduced in f32 from the f32 per-token values. A model of one
+    /// stage scores the batch at once, as it always has; a model of several stages runs it
+    /// through its [`Pipeline`] of micro-batches.
     pub fn sequence_losses(&self, ids: &TokenIds) -> Result<Vec<f32>> {
-        let nll = self.nll(ids)?;
-        Ok(nll
-            .mean_keepdim(1)?
-            .squeeze(1)?
-            .to_device(&Device::Cpu)?
-            .to_vec1::<f32>()?)
+        if self.placement.len() == 1 {
+            return crate::pipeline::row_means(&self.nll(ids)?);
+        }
+        self.sequence_losses_with(
+            ids,
+            self.scoring_path(),
+            ScoreOptions::default(),
+            &self.pipeline,
+        )
+    }
+
+    /// [`Model::sequence_losses`] through `path`, cutting the batch into `pipeline`'s
+    /// micro-batches (on a model of one stage too: the reference a pipelined run is compared
+    /// with).
+    pub fn sequence_losses_with(
+        &self,
+        ids: &TokenIds,
+        path: OpPath,
+        opts: ScoreOptions,
+        pipeline: &Pipeline,
+    ) -> Result<Vec<f32>> {
+        crate::pipeline::sequence_losses(self, ids, path, opts, pipeline)
     }
 
     /// Per-token NLL through the chosen path with explicit options.

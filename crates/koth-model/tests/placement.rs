@@ -1,11 +1,15 @@
-//! Placement in the engine, on the CPU: virtual stages (several stages on one device) run the
-//! multi-device code path, and must give bit-identical losses to the one-stage model.
+//! Placement in the engine and the micro-batch pipeline, on the CPU: virtual stages (several
+//! stages on one device) run the multi-device code path, and must give bit-identical losses to
+//! the one-stage model.
 
 mod common;
 
 use common::*;
 
-use koth_model::{DType, Device, Model, OpPath, Placement, ScoreOptions};
+use koth_model::{
+    DType, Device, Model, ModelConfig, OpPath, Pipeline, Placement, Schedule, ScoreOptions,
+    TokenIds,
+};
 
 const DTYPES: [DType; 2] = [DType::F32, DType::BF16];
 
@@ -15,6 +19,39 @@ fn bits(xs: &[f32]) -> Vec<u32> {
 
 fn cpus(n: usize) -> Vec<Device> {
     vec![Device::Cpu; n]
+}
+
+/// A qwen3_moe or dense model of `layers` layers with seeded random weights.
+fn init_model(model_type: &str, layers: usize, dtype: DType) -> Model {
+    let mut v = serde_json::json!({
+        "model_type": model_type,
+        "vocab_size": 96,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 8,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "hidden_act": "silu",
+        "tie_word_embeddings": model_type == "qwen2",
+    });
+    if model_type == "qwen3_moe" {
+        v["num_experts"] = 6.into();
+        v["num_experts_per_tok"] = 2.into();
+        v["moe_intermediate_size"] = 16.into();
+        v["norm_topk_prob"] = true.into();
+    }
+    let c = ModelConfig::from_json(&v.to_string(), "tiny").unwrap();
+    Model::init(&c, 11, dtype, &Device::Cpu).unwrap()
+}
+
+fn pattern(rows: usize, cols: usize, vocab: u32) -> TokenIds {
+    let ids = (0..rows * cols)
+        .map(|i| ((i * 7919 + i / cols * 31) as u32) % vocab)
+        .collect();
+    TokenIds::new(ids, rows, cols).unwrap()
 }
 
 #[test]
@@ -65,6 +102,110 @@ fn gradients_through_two_stages_equal_the_one_stage_gradients() {
     for ((na, a), (nb, b)) in ga.iter().zip(&gb) {
         assert_eq!(na, nb);
         assert_eq!(bits(&flat_f32(a)), bits(&flat_f32(b)), "{na}");
+    }
+}
+
+#[test]
+fn the_pipeline_is_bit_identical_whatever_the_micro_batch_and_schedule() {
+    // Golden models (2 layers, 3 sequences) on two virtual stages, and 5-layer models cut
+    // unevenly into 2, 3 and 5 stages on a batch of 7. `golden` marks the acceptance configs.
+    let mut cases: Vec<(String, bool, Model, TokenIds)> = Vec::new();
+    for name in FAMILIES {
+        for dtype in DTYPES {
+            let m = Model::load(&golden_dir(name), dtype, &Device::Cpu).unwrap();
+            cases.push((format!("{name} {dtype:?}"), true, m, expected(name).ids));
+        }
+    }
+    for model_type in ["llama", "qwen2", "qwen3_moe"] {
+        for dtype in DTYPES {
+            let m = init_model(model_type, 5, dtype);
+            let what = format!("{model_type} ×5 {dtype:?}");
+            cases.push((what, false, m, pattern(7, 12, 96)));
+        }
+    }
+    for (what, golden, one, ids) in &cases {
+        let whole = one.sequence_losses(ids).unwrap();
+        let layers = one.config().num_hidden_layers;
+        let mut placements = vec![Placement::cut(layers, &cpus(2), &[1]).unwrap()];
+        if layers == 5 {
+            placements.push(Placement::cut(layers, &cpus(3), &[1, 4]).unwrap());
+            placements.push(Placement::even(layers, &cpus(5)).unwrap());
+        }
+        for placement in placements {
+            let stages = placement.len();
+            let placed = one.place(placement).unwrap();
+            for rows in 1..=ids.rows() + 1 {
+                // The non-pipelined run: the same micro-batches scored one after another by
+                // the one-stage model's own `sequence_losses`.
+                let reference: Vec<f32> = koth_model::pipeline::micro_batches(ids, rows)
+                    .unwrap()
+                    .iter()
+                    .flat_map(|mb| one.sequence_losses(mb).unwrap())
+                    .collect();
+                if *golden || rows >= ids.rows() {
+                    // One micro-batch is the whole batch; and for the golden models the CPU's
+                    // kernels give a row the same loss whatever rows score beside it (not so
+                    // for every shape: a sparse layer's experts see other row counts, and the
+                    // matmul may block them differently).
+                    assert_eq!(bits(&reference), bits(&whole), "{what}: {rows} rows");
+                }
+                for schedule in [Schedule::Sequential, Schedule::Threads, Schedule::Auto] {
+                    let pipeline = Pipeline {
+                        micro_batch_rows: Some(rows),
+                        schedule,
+                    };
+                    let got = placed
+                        .sequence_losses_with(
+                            ids,
+                            placed.scoring_path(),
+                            ScoreOptions::default(),
+                            &pipeline,
+                        )
+                        .unwrap();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&reference),
+                        "{what}: {stages} stages, {rows} rows per micro-batch, {schedule:?}"
+                    );
+                    // The one-stage model through the same micro-batches.
+                    let single = one
+                        .sequence_losses_with(
+                            ids,
+                            one.scoring_path(),
+                            ScoreOptions::default(),
+                            &pipeline,
+                        )
+                        .unwrap();
+                    assert_eq!(bits(&single), bits(&reference), "{what}: one stage, {rows}");
+                }
+                // The model's own pipeline setting drives `sequence_losses`.
+                let own = placed.clone().with_pipeline(Pipeline {
+                    micro_batch_rows: Some(rows),
+                    schedule: Schedule::Threads,
+                });
+                assert_eq!(bits(&own.sequence_losses(ids).unwrap()), bits(&reference));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_pipeline_refuses_bad_ids_by_their_row_in_the_whole_batch() {
+    let one = init_model("qwen3_moe", 4, DType::F32);
+    let placed = one.place(Placement::even(4, &cpus(4)).unwrap()).unwrap();
+    let mut raw = pattern(6, 8, 96).as_slice().to_vec();
+    raw[5 * 8 + 3] = 96;
+    let ids = TokenIds::new(raw, 6, 8).unwrap();
+    for schedule in [Schedule::Sequential, Schedule::Threads] {
+        let pipeline = Pipeline {
+            micro_batch_rows: Some(2),
+            schedule,
+        };
+        let e = placed
+            .sequence_losses_with(&ids, OpPath::Fused, Default::default(), &pipeline)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("row 5, position 3"), "{schedule:?}: {e}");
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::{HybridConfig, MixerKind, ModelConfig};
 use crate::deltanet::{causal_conv1d_silu, chunk_gated_delta_rule, DEFAULT_CHUNK};
 use crate::error::{ModelError, Result};
 use crate::ops::{causal_mask, softmax_last, OpPath, Rope};
+use crate::pipeline::Pipeline;
 use crate::placement::Placement;
 
 /// Gated DeltaNet parameters (`linear_attn.*`).
@@ -199,6 +200,7 @@ pub(super) fn from_tensors(
         lm_head,
         head_copy: None,
         placement,
+        pipeline: Pipeline::default(),
         hybrid: Some(HybridStack { layers, named }),
     })
 }
