@@ -406,10 +406,14 @@ impl CheckpointFiles {
         self.load_tensors_placed(dtype, |_| device)
     }
 
-    /// Read every tensor to the device `device_of(name)` names, in `dtype`. Each file is read
-    /// whole, checked against the header validated when it was opened (a file that changed
-    /// since is refused), its tensors moved to their devices, and dropped before the next is
-    /// read.
+    /// Stream every tensor to the device `device_of(name)` names, in `dtype`. Each file is
+    /// memory-mapped and its header checked against the one validated when it was opened (a
+    /// file that changed since is refused); then tensor by tensor, a tensor stored in `dtype`
+    /// is copied from the mapped bytes straight to its device (no conversion, no staging copy
+    /// in host memory on the way to a GPU; on the CPU the tensor itself is the only copy), and
+    /// one stored in another dtype is decoded and converted on the host first, one tensor at a
+    /// time. The mapping is dropped before the next file: host memory never holds the model
+    /// twice.
     pub fn load_tensors_placed<'d>(
         &self,
         dtype: DType,
@@ -418,7 +422,7 @@ impl CheckpointFiles {
         let mut out = HashMap::new();
         for expected in &self.headers {
             let path = &expected.path;
-            let map = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+            let map = map_file(path)?;
             let header = parse_header(path, &map, map.len() as u64)?;
             if &header != expected {
                 return Err(ModelError::safetensors(
@@ -446,6 +450,22 @@ impl CheckpointFiles {
         }
         Ok(out)
     }
+}
+
+/// Map a checkpoint file read-only.
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    // SAFETY: the mapping is read-only and private to this call; it is undefined behaviour only
+    // if another process truncates or rewrites the file while it is mapped. koth loads only
+    // checkpoint directories it wrote itself (the validator's and miner's caches, after every
+    // byte was verified against its digest) or that its user named; the header is re-parsed from
+    // the mapping and compared with the one validated at open, so a file replaced in between is
+    // refused rather than read.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+    // A hint only: tensors are read front to back.
+    #[cfg(unix)]
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(map)
 }
 
 /// candle's dtype of a stored floating-point tensor koth loads.

@@ -1,11 +1,10 @@
-//! Placement in the engine and the micro-batch pipeline, on the CPU: virtual stages (several
-//! stages on one device) run the multi-device code path, and must give bit-identical losses to
-//! the one-stage model.
+//! Placement in the engine, the micro-batch pipeline and the streaming loader, on the CPU:
+//! virtual stages (several stages on one device) run the multi-device code path, and must give
+//! bit-identical losses to the one-stage model.
 
 mod common;
 
 use common::*;
-
 use koth_model::{
     DType, Device, Model, ModelConfig, OpPath, Pipeline, Placement, Schedule, ScoreOptions,
     TokenIds,
@@ -244,4 +243,68 @@ fn a_placement_must_fit_the_model() {
         bits(&same.sequence_losses(&ids).unwrap()),
         bits(&hybrid.sequence_losses(&ids).unwrap())
     );
+}
+
+#[test]
+fn a_sharded_checkpoint_streams_into_two_stages_and_scores_like_the_unsharded_load() {
+    for name in ["qwen2-tiny", "qwen3moe-tiny"] {
+        for dtype in DTYPES {
+            let dir = golden_dir(name);
+            let one = Model::load(&dir, dtype, &Device::Cpu).unwrap();
+            let tmp = tempfile::tempdir().unwrap();
+            let sharded = tmp.path().join("sharded");
+            // Shards of at most 64 KiB: many files, most tensors alone or in small groups.
+            one.save_with_shard_limit(&sharded, 64 << 10).unwrap();
+            assert!(sharded.join("model.safetensors.index.json").exists());
+            let shards = std::fs::read_dir(&sharded)
+                .unwrap()
+                .filter(|e| {
+                    let e = e.as_ref().unwrap().file_name();
+                    e.to_string_lossy().ends_with(".safetensors")
+                })
+                .count();
+            assert!(shards > 3, "{name}: {shards} shards");
+            let two = Placement::cut(2, &cpus(2), &[1]).unwrap();
+            let streamed = Model::load_placed(&sharded, dtype, two).unwrap();
+            // Stored in `dtype`, loaded in `dtype`: every tensor as stored, bit for bit.
+            assert_eq!(streamed.dtype(), dtype);
+            for ((na, a), (nb, b)) in one.named_tensors().iter().zip(streamed.named_tensors()) {
+                assert_eq!(na, &nb);
+                assert_eq!(b.dtype(), dtype, "{name}: {nb}");
+                assert_eq!(bits(&flat_f32(a)), bits(&flat_f32(&b)), "{name}: {nb}");
+            }
+            let ids = expected(name).ids;
+            assert_eq!(
+                bits(&streamed.sequence_losses(&ids).unwrap()),
+                bits(&one.sequence_losses(&ids).unwrap()),
+                "{name} {dtype:?}"
+            );
+            // The one-device loader streams the same way.
+            let whole = Model::load(&sharded, dtype, &Device::Cpu).unwrap();
+            assert_eq!(
+                bits(&whole.sequence_losses(&ids).unwrap()),
+                bits(&one.sequence_losses(&ids).unwrap())
+            );
+        }
+    }
+}
+
+#[test]
+fn a_file_changed_after_opening_is_refused_by_the_streaming_loader() {
+    let one = Model::load(&golden_dir("qwen3-tiny"), DType::F32, &Device::Cpu).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    one.save(tmp.path()).unwrap();
+    let files = koth_model::CheckpointFiles::open(tmp.path()).unwrap();
+    // Same length, different header: a byte of a dtype name changed.
+    let path = tmp.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"\"F32\"").unwrap();
+    bytes[at + 1..at + 4].copy_from_slice(b"I32");
+    std::fs::write(&path, &bytes).unwrap();
+    let device = Device::Cpu;
+    let e = files
+        .load_tensors_placed(DType::F32, |_| &device)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("changed while it was being loaded"), "{e}");
 }
