@@ -33,7 +33,7 @@ pub use config::{
     Family, HybridConfig, LinearAttentionConfig, MixerKind, ModelConfig, MoeConfig, TensorKind,
     TensorSpec, MAX_CONFIG_BYTES,
 };
-pub use device::{parse_device, parse_dtype};
+pub use device::{parse_device, parse_devices, parse_dtype};
 pub use error::{ModelError, Result};
 pub use model::{inspect, Model, ModelInfo, ScoreOptions, TokenIds};
 pub use ops::OpPath;

@@ -9,14 +9,25 @@
 //! path, bit for bit the same ops as the one-stage model.
 //!
 //! A placement comes from an explicit list of devices and layer boundaries ([`Placement::cut`]),
-//! an even split ([`Placement::even`]), or the planner ([`Placement::from_plan`]).
+//! an even split ([`Placement::even`]), or the planner ([`Placement::from_plan`], and for a duel
+//! [`duel_placement`], which picks the layout). [`crate::pipeline`] runs micro-batches through
+//! the stages.
 
 use std::ops::Range;
+use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
+use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::plan::{self, Plan};
+use crate::model::Model;
+use crate::pipeline::Pipeline;
+use crate::plan::{self, Layout, Plan, PlanRequest};
+
+/// The king's index in a duel placement (the planner's model 0).
+pub const KING: usize = 0;
+/// The challenger's index in a duel placement (the planner's model 1).
+pub const CHALLENGER: usize = 1;
 
 /// One pipeline stage: a device and the decoder layers it holds.
 #[derive(Debug, Clone)]
@@ -242,6 +253,92 @@ pub fn transfer(x: &Tensor, to: &Device) -> Result<Tensor> {
     Ok(x.to_device(to)?)
 }
 
+/// The placement of one side of a duel (`side` = [`KING`] or [`CHALLENGER`]) on `devices`, and
+/// the plan it came from.
+///
+/// - One device: the whole model on it (no plan): exactly the one-device duel.
+/// - The Qwen3.5 hybrids are not cut into stages: each model goes whole on one device (the king
+///   on the first, the challenger on the second).
+/// - Otherwise the planner ([`plan::plan`]) places both models, for the micro-batch the
+///   pipeline will score (`pipeline` at `seq_len`) in `dtype`, in both layouts, and the layout
+///   whose busiest device has the lower predicted peak is taken (ties: disjoint, Teutonic's
+///   choice). Device memory is not known here, so the plan is not checked against a size; with
+///   an even number of devices this is disjoint (king on the first half, challenger on the
+///   second), with an odd number interleaved (every device holds a stage of each).
+pub fn duel_placement(
+    config: &ModelConfig,
+    side: usize,
+    devices: &[Device],
+    dtype: DType,
+    seq_len: usize,
+    pipeline: &Pipeline,
+) -> Result<(Placement, Option<Plan>)> {
+    let layers = config.num_hidden_layers;
+    match devices {
+        [] => return Err(invalid("no device given".into())),
+        [only] => return Ok((Placement::single(only.clone(), layers), None)),
+        _ => {}
+    }
+    if side > CHALLENGER {
+        return Err(invalid(format!(
+            "side {side}: a duel has a king (0) and a challenger (1)"
+        )));
+    }
+    if config.hybrid.is_some() {
+        let device = devices[side.min(devices.len() - 1)].clone();
+        return Ok((Placement::single(device, layers), None));
+    }
+    let seq = seq_len.max(1);
+    let mut best: Option<Plan> = None;
+    for layout in [Layout::Disjoint, Layout::Interleaved] {
+        let request = PlanRequest {
+            gpus: devices.len(),
+            gpu_mem_bytes: u64::MAX,
+            dtype_bytes: dtype.size_in_bytes() as u64,
+            batch: pipeline.rows_for(seq),
+            seq,
+            logits_chunk_bytes: crate::ScoreOptions::default().logits_chunk_bytes as u64,
+            reserve_bytes: 0,
+            layout,
+        };
+        let Ok(p) = plan::plan(config, &request) else {
+            continue;
+        };
+        let busiest = |p: &Plan| p.peak_bytes.iter().copied().max().unwrap_or(0);
+        if best.as_ref().is_none_or(|b| busiest(&p) < busiest(b)) {
+            best = Some(p);
+        }
+    }
+    let Some(plan) = best else {
+        return Err(invalid(format!(
+            "{} devices cannot hold the stages of two models of {layers} layers (the planner \
+             needs at least one layer per stage)",
+            devices.len()
+        )));
+    };
+    Ok((Placement::from_plan(&plan, side, devices)?, Some(plan)))
+}
+
+/// Load one side of a duel from `dir` on `devices`: with one device, [`Model::load`] exactly as
+/// before; with several, the checkpoint's config placed by [`duel_placement`] and streamed to
+/// the stages ([`Model::load_placed`]). Errors are the loader's (a bad config or file is the
+/// checkpoint's fault; a placement that cannot be made is [`ModelError::Invalid`]).
+pub fn load_for_duel(
+    dir: &Path,
+    dtype: DType,
+    devices: &[Device],
+    side: usize,
+    seq_len: usize,
+) -> Result<Model> {
+    if let [only] = devices {
+        return Model::load(dir, dtype, only);
+    }
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let pipeline = Pipeline::default();
+    let (placement, _) = duel_placement(&config, side, devices, dtype, seq_len, &pipeline)?;
+    Model::load_placed(dir, dtype, placement)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +409,37 @@ mod tests {
                 assert_eq!(p.stage_of_layer(i.parse().unwrap()), stage, "{name}");
             }
         }
+    }
+
+    #[test]
+    fn a_duel_on_one_device_is_one_stage_and_on_several_follows_the_planner() {
+        let text = include_str!("../../../fixtures/bench/teutonic-lxxx.json");
+        let c = ModelConfig::from_json(text, "teutonic-lxxx.json").unwrap();
+        let pipe = Pipeline::default();
+        let (one, plan) = duel_placement(&c, KING, &cpus(1), DType::BF16, 2048, &pipe).unwrap();
+        assert_eq!((one.len(), plan.is_none()), (1, true));
+        // 8 devices: disjoint (lower busiest peak), four stages per model, the challenger on
+        // devices 4..8.
+        let devices = cpus(8);
+        for side in [KING, CHALLENGER] {
+            let (p, plan) = duel_placement(&c, side, &devices, DType::BF16, 2048, &pipe).unwrap();
+            let plan = plan.unwrap();
+            assert_eq!(plan.layout, Layout::Disjoint);
+            assert_eq!(p.len(), 4);
+            assert_eq!(p.num_layers(), 36);
+            let gpus: Vec<usize> = plan
+                .stages
+                .iter()
+                .filter(|s| s.model == side)
+                .map(|s| s.gpu)
+                .collect();
+            assert_eq!(gpus, (4 * side..4 * side + 4).collect::<Vec<_>>());
+        }
+        // 3 devices: disjoint would leave one idle; interleaved spreads both over all three.
+        let (p, plan) = duel_placement(&c, CHALLENGER, &cpus(3), DType::BF16, 2048, &pipe).unwrap();
+        assert_eq!(plan.unwrap().layout, Layout::Interleaved);
+        assert_eq!(p.len(), 3);
+        assert!(duel_placement(&c, 2, &devices, DType::BF16, 2048, &pipe).is_err());
+        assert!(duel_placement(&c, KING, &[], DType::BF16, 2048, &pipe).is_err());
     }
 }

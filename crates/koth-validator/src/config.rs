@@ -157,7 +157,9 @@ pub struct EvalSection {
     /// A duel that takes longer than this is abandoned as our fault (infra fault), seconds.
     #[serde(default = "default_timeout_s")]
     pub timeout_s: u64,
-    /// `cpu`, `cuda`, `cuda:N` (in-process only).
+    /// `cpu`, `cuda`, `cuda:N` (in-process only), or a comma-separated list of them
+    /// (`"cuda:0,cuda:1"`): king and challenger are then split into pipeline stages across the
+    /// list as the placement planner decides. One device scores as before.
     #[serde(default = "default_device")]
     pub device: String,
     /// `f32`, `bf16`, `f16` (in-process only).
@@ -462,7 +464,7 @@ impl ValidatorConfig {
         if self.eval.timeout_s == 0 {
             return Err(key_err("eval.timeout_s", "must be at least 1".into()));
         }
-        koth_model::parse_device(&self.eval.device)
+        koth_model::parse_devices(&self.eval.device)
             .map_err(|e| key_err("eval.device", e.to_string()))?;
         koth_model::parse_dtype(&self.eval.dtype)
             .map_err(|e| key_err("eval.dtype", e.to_string()))?;

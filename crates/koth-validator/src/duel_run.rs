@@ -21,7 +21,6 @@ use koth_core::Digest;
 use koth_data::Dataset;
 use koth_duel::duel::{DuelError, DuelSink, Scoring, Side};
 use koth_duel::score::ModelScorer;
-use koth_model::Model;
 
 use crate::event::SeedMaterial;
 
@@ -137,6 +136,9 @@ pub struct DuelSetup<'a> {
     pub competition: &'a Competition,
     pub dataset: &'a Dataset,
     pub bundle_path: &'a Path,
+    /// A device or a comma-separated list (`"cuda:0,cuda:1"`): with several, king and
+    /// challenger are split into stages across them as the planner decides
+    /// ([`koth_model::placement::duel_placement`]).
     pub device: &'a str,
     pub dtype: &'a str,
     /// The validator secret that windows of private (holdout) sources mix in; `None` when the
@@ -146,7 +148,10 @@ pub struct DuelSetup<'a> {
 
 /// Load both checkpoints (the king first: a king that does not load is ours, and once it has
 /// loaded, a challenger whose files the loader refuses is the challenger's fault) and run the
-/// competition's duel through koth-duel's driver, reporting to `sink`.
+/// competition's duel through koth-duel's driver, reporting to `sink`. On one device both
+/// models load whole onto it; on a list of devices each is placed by
+/// [`koth_model::placement::load_for_duel`] (the same placement for a replay of the verdict,
+/// which records the list).
 pub fn run_duel<S: DuelSink>(
     setup: &DuelSetup<'_>,
     king: (&Digest, &Path),
@@ -155,7 +160,7 @@ pub fn run_duel<S: DuelSink>(
     sink: &mut S,
 ) -> Result<Verdict, DuelRunError<S::Error>> {
     let competition = setup.competition;
-    let device = koth_model::parse_device(setup.device).map_err(|e| DuelRunError::Setting {
+    let devices = koth_model::parse_devices(setup.device).map_err(|e| DuelRunError::Setting {
         what: "device",
         value: setup.device.to_string(),
         reason: e.to_string(),
@@ -172,12 +177,19 @@ pub fn run_duel<S: DuelSink>(
             pinned: competition.data.bundle_sha256,
         });
     }
+    let seq_len = competition.data.seq_len as usize;
     let load = |side: Side, dir: &Path| {
-        Model::load(dir, dtype, &device).map_err(|source| DuelRunError::Load {
-            side,
-            path: dir.display().to_string(),
-            source,
-        })
+        let index = match side {
+            Side::King => koth_model::placement::KING,
+            Side::Challenger => koth_model::placement::CHALLENGER,
+        };
+        koth_model::placement::load_for_duel(dir, dtype, &devices, index, seq_len).map_err(
+            |source| DuelRunError::Load {
+                side,
+                path: dir.display().to_string(),
+                source,
+            },
+        )
     };
     let king_model = load(Side::King, king.1)?;
     let chal_model = load(Side::Challenger, challenger.1)?;

@@ -448,22 +448,30 @@ impl OptionalGates {
     /// Load a checkpoint. For the challenger (`challenger = true`), a load error that is the
     /// checkpoint's own (its config, safetensors files or tensor set) is its `weights_invalid`;
     /// every other failure — and any failure of the king or an earlier checkpoint — is
-    /// undecidable (an infrastructure fault).
+    /// undecidable (an infrastructure fault). On a list of devices the model is placed as the
+    /// duel places that side.
     fn load_model(&self, dir: &Path, challenger: bool) -> Result<koth_model::Model, GateError> {
-        let device = koth_model::parse_device(&self.device)
+        let devices = koth_model::parse_devices(&self.device)
             .map_err(|e| undecidable(format!("device {:?}: {e}", self.device)))?;
         let dtype = koth_model::parse_dtype(&self.dtype)
             .map_err(|e| undecidable(format!("dtype {:?}: {e}", self.dtype)))?;
-        koth_model::Model::load(dir, dtype, &device).map_err(|e| {
-            if challenger && crate::duel_run::is_checkpoint_fault(&e) {
-                GateError::Refused {
-                    code: RejectCode::WeightsInvalid,
-                    message: crate::duel_run::load_failure_sentence(dir, &e),
+        let side = if challenger {
+            koth_model::placement::CHALLENGER
+        } else {
+            koth_model::placement::KING
+        };
+        koth_model::placement::load_for_duel(dir, dtype, &devices, side, self.seq_len).map_err(
+            |e| {
+                if challenger && crate::duel_run::is_checkpoint_fault(&e) {
+                    GateError::Refused {
+                        code: RejectCode::WeightsInvalid,
+                        message: crate::duel_run::load_failure_sentence(dir, &e),
+                    }
+                } else {
+                    model_error("loading the model in", dir, e)
                 }
-            } else {
-                model_error("loading the model in", dir, e)
-            }
-        })
+            },
+        )
     }
 
     /// Gate 5's probe: one backward step on the probe sequences for the king (once per king)

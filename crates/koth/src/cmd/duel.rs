@@ -20,7 +20,8 @@ use koth_duel::score::ModelScorer;
 use koth_duel::simulate::{self, Distribution, PresetParams};
 use koth_duel::stats::bootstrap::TEUTONIC_FUTILITY;
 use koth_duel::stats::SequentialParams;
-use koth_model::{parse_device, parse_dtype, Model};
+use koth_model::placement::{load_for_duel, CHALLENGER, KING};
+use koth_model::{parse_devices, parse_dtype, Model};
 use serde::Serialize;
 
 #[derive(Subcommand)]
@@ -133,7 +134,8 @@ pub struct RunArgs {
     /// Windows per scoring batch (one look of the rule per batch).
     #[arg(long, default_value_t = 16)]
     batch_size: u32,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda or cuda:N, or a comma-separated list of them (cuda:0,cuda:1): both models
+    /// placed across the list as the validator does.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Weights dtype for both models: f32, bf16 or f16.
@@ -268,10 +270,12 @@ fn checkpoint_digest(dir: &Path) -> Result<Digest> {
         .digest())
 }
 
-fn load_model(dir: &Path, dtype: &str, device: &str) -> Result<Model> {
+/// One side of a duel (`side`: `KING` or `CHALLENGER`) on `device` (one device or a list).
+fn load_model(dir: &Path, dtype: &str, device: &str, side: usize, seq_len: u32) -> Result<Model> {
     let dt = parse_dtype(dtype).with_context(|| format!("--dtype {dtype}"))?;
-    let dev = parse_device(device).with_context(|| format!("--device {device}"))?;
-    Model::load(dir, dt, &dev).with_context(|| format!("loading model {}", dir.display()))
+    let devices = parse_devices(device).with_context(|| format!("--device {device}"))?;
+    load_for_duel(dir, dt, &devices, side, seq_len as usize)
+        .with_context(|| format!("loading model {}", dir.display()))
 }
 
 fn read_secret(path: &Option<PathBuf>) -> Result<Option<Vec<u8>>> {
@@ -334,8 +338,8 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     let challenger_digest = checkpoint_digest(&a.challenger)?;
     let dataset = Dataset::open(&a.bundle)
         .with_context(|| format!("opening bundle {}", a.bundle.display()))?;
-    let king = load_model(&a.king, &a.dtype, &a.device)?;
-    let challenger = load_model(&a.challenger, &a.dtype, &a.device)?;
+    let king = load_model(&a.king, &a.dtype, &a.device, KING, a.seq_len)?;
+    let challenger = load_model(&a.challenger, &a.dtype, &a.device, CHALLENGER, a.seq_len)?;
     let secret = read_secret(&a.validator_secret_file)?;
     let setup = DuelSetup {
         competition_sha256: a.competition_sha256,
@@ -513,8 +517,10 @@ fn replay_cmd(a: ReplayArgs) -> Result<()> {
         .device
         .clone()
         .unwrap_or_else(|| recorded.scoring.device.clone());
-    let king = load_model(&king_dir, &recorded.scoring.dtype, &device)?;
-    let challenger = load_model(&challenger_dir, &recorded.scoring.dtype, &device)?;
+    let dtype = &recorded.scoring.dtype;
+    let seq_len = recorded.sample.seq_len;
+    let king = load_model(&king_dir, dtype, &device, KING, seq_len)?;
+    let challenger = load_model(&challenger_dir, dtype, &device, CHALLENGER, seq_len)?;
     let secret = read_secret(&a.validator_secret_file)?;
     let mut setup = setup_of(&recorded);
     setup.scoring.device = device;
