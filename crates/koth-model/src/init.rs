@@ -57,6 +57,17 @@ pub fn init_tensors(
     dtype: DType,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
+    init_tensors_placed(config, seed, dtype, |_| device)
+}
+
+/// [`init_tensors`] with each tensor made on the host and moved to the device `device_of(name)`
+/// names before the next is made (the values do not depend on where a tensor goes).
+pub fn init_tensors_placed<'d>(
+    config: &ModelConfig,
+    seed: u64,
+    dtype: DType,
+    device_of: impl Fn(&str) -> &'d Device,
+) -> Result<HashMap<String, Tensor>> {
     let std = config.initializer_range;
     let mut out = HashMap::new();
     for spec in config.tensor_specs() {
@@ -82,7 +93,7 @@ pub fn init_tensors(
         };
         let t = Tensor::from_vec(values, spec.shape.as_slice(), &Device::Cpu)?
             .to_dtype(dtype)?
-            .to_device(device)?;
+            .to_device(device_of(&spec.name))?;
         out.insert(spec.name, t);
     }
     Ok(out)

@@ -526,6 +526,27 @@ impl Model {
         Self::from_tensors(config.clone(), tensors)
     }
 
+    /// [`Model::init`]'s weights made straight onto `placement`'s stages, tensor by tensor
+    /// (never the whole model on one device or in host memory).
+    pub fn init_placed(
+        config: &ModelConfig,
+        seed: u64,
+        dtype: DType,
+        placement: Placement,
+    ) -> Result<Self> {
+        if placement.num_layers() != config.num_hidden_layers {
+            return Err(ModelError::Invalid(format!(
+                "placement: the stages cover {} decoder layers, the model has {}",
+                placement.num_layers(),
+                config.num_hidden_layers
+            )));
+        }
+        let tensors = crate::init::init_tensors_placed(config, seed, dtype, |name| {
+            placement.device_of(name)
+        })?;
+        Self::from_tensors_placed(config.clone(), tensors, placement)
+    }
+
     /// Save config.json and the weights (in the model's dtype) in Hugging Face layout; shards
     /// above 5 GB. Refuses a directory that already holds weights.
     pub fn save(&self, dir: &Path) -> Result<()> {

@@ -208,6 +208,29 @@ fn the_pipeline_refuses_bad_ids_by_their_row_in_the_whole_batch() {
     }
 }
 
+#[test]
+fn init_placed_makes_the_weights_of_init_on_their_stages() {
+    for model_type in ["qwen2", "qwen3_moe"] {
+        let one = init_model(model_type, 5, DType::BF16);
+        let placement = Placement::cut(5, &cpus(3), &[2, 3]).unwrap();
+        let placed = Model::init_placed(one.config(), 11, DType::BF16, placement).unwrap();
+        assert_eq!(placed.placement().len(), 3);
+        for ((na, a), (nb, b)) in one.named_tensors().iter().zip(placed.named_tensors()) {
+            assert_eq!(na, &nb);
+            assert_eq!(
+                bits(&flat_f32(a)),
+                bits(&flat_f32(&b)),
+                "{model_type}: {nb}"
+            );
+        }
+        let ids = pattern(4, 10, 96);
+        assert_eq!(
+            bits(&placed.sequence_losses(&ids).unwrap()),
+            bits(&one.sequence_losses(&ids).unwrap())
+        );
+    }
+}
+
 fn error_of<T>(r: koth_model::Result<T>) -> String {
     match r {
         Ok(_) => panic!("expected an error"),

@@ -531,3 +531,100 @@ fn plan_places_teutonic_lxxx_on_eight_and_four_gpus_and_refuses_bad_sizes() {
     let err = fails(&["model", "plan", "--config", config, "--gpus", "0"]);
     assert!(err.contains("at least one GPU"), "{err}");
 }
+
+#[test]
+fn a_device_list_splits_the_model_into_stages_with_the_same_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `koth model nll` on two and on four-times-named CPU devices: virtual stages, the same
+    // per-token NLL bit for bit as one device.
+    for name in ["qwen2-tiny", "qwen3moe-tiny"] {
+        let g = golden(name);
+        let ids = tmp.path().join(format!("{name}-ids.npy"));
+        write_npy(
+            &ids,
+            &NpyArray {
+                shape: g.shape.to_vec(),
+                data: NpyData::I64(g.ids_i64.clone()),
+            },
+        );
+        let nll = |device: &str| {
+            let out = tmp.path().join(format!("{name}-{}.npy", device.len()));
+            let dir = golden_dir(name);
+            ok(&[
+                "model",
+                "nll",
+                "--model",
+                s(&dir),
+                "--ids",
+                s(&ids),
+                "--out",
+                s(&out),
+                "--device",
+                device,
+                "--dtype",
+                "bf16",
+            ]);
+            let NpyData::F32(v) = NpyArray::read(std::fs::File::open(&out).unwrap())
+                .unwrap()
+                .data
+            else {
+                panic!("nll is not f32")
+            };
+            v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
+        };
+        assert_eq!(nll("cpu,cpu"), nll("cpu"), "{name}");
+        let e = fails(&[
+            "model",
+            "nll",
+            "--model",
+            s(&golden_dir(name)),
+            "--ids",
+            s(&ids),
+            "--out",
+            s(&tmp.path().join("x.npy")),
+            "--device",
+            "cpu,cpu,cpu",
+        ]);
+        assert!(e.contains("2 layers cannot be cut into 3 stages"), "{e}");
+    }
+    // `koth bench score --stages 2` on one device reports the bit-identity check; a device list
+    // is placed by the planner (4 devices, 2 layers: two stages per model, disjoint).
+    let config = golden_dir("qwen3moe-tiny").join("config.json");
+    let bench = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "bench",
+            "score",
+            "--config",
+            s(&config),
+            "--batch",
+            "3",
+            "--seq",
+            "16",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = ok(&args);
+        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    };
+    let r = bench(&["--stages", "2", "--micro-batch", "1"]);
+    assert_eq!(r["stages"], 2, "{r}");
+    assert_eq!(r["micro_batch"], 1, "{r}");
+    assert_eq!(r["bit_identical_to_one_stage"], true, "{r}");
+    let r = bench(&["--device", "cpu,cpu,cpu,cpu"]);
+    assert_eq!(r["stages"], 2, "{r}");
+    let e = fails(&[
+        "bench",
+        "score",
+        "--config",
+        s(&config),
+        "--device",
+        "cpu,cpu",
+        "--stages",
+        "2",
+    ]);
+    assert!(e.contains("--stages is for one --device"), "{e}");
+}

@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use koth_model::placement::{duel_placement, CHALLENGER, KING};
 use koth_model::{
-    parse_device, parse_dtype, AdamWConfig, Device, Model, ModelConfig, OpPath, ScoreOptions,
-    TokenIds, Trainer,
+    parse_devices, parse_dtype, AdamWConfig, Device, Model, ModelConfig, OpPath, Pipeline,
+    Placement, Schedule, ScoreOptions, TokenIds, Trainer,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -35,7 +36,8 @@ pub struct CommonArgs {
     /// Tokens per sequence.
     #[arg(long, default_value_t = 2048)]
     seq: usize,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda or cuda:N. `score` also takes a comma-separated list (cuda:0,cuda:1): king
+    /// and challenger placed across it by the planner, as a duel places them.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// f32, bf16 or f16.
@@ -80,6 +82,15 @@ pub struct ScoreArgs {
     /// pooled duel consumes windows. `--torch` still measures PyTorch's paired scoring.
     #[arg(long)]
     reuse_king: bool,
+    /// Split each model into this many stages of about equal layers on the one `--device`
+    /// ("virtual" stages: the multi-device path on one device), scored through the micro-batch
+    /// pipeline; the report says whether the losses are bit-identical to the one-stage model's.
+    #[arg(long, default_value_t = 1)]
+    stages: usize,
+    /// Sequences per micro-batch of the pipeline (models of several stages); default: about
+    /// 8192 tokens.
+    #[arg(long)]
+    micro_batch: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -96,8 +107,25 @@ struct Report {
     median_s: f64,
     min_s: f64,
     tokens_per_s: f64,
-    /// High-water mark of device memory allocated during the timed run (CUDA only).
+    /// High-water mark of device memory allocated during the timed run (CUDA only; the largest
+    /// over the devices).
     peak_mem_gib: Option<f64>,
+    /// Each device's high-water mark, in `--device` order (CUDA only, several devices).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    peak_per_device_gib: Vec<f64>,
+    /// Pipeline stages per model (the king's).
+    stages: usize,
+    /// Sequences per micro-batch, when the models have several stages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    micro_batch: Option<usize>,
+    /// `--stages` > 1: the placed model's per-sequence losses equal, bit for bit, the one-stage
+    /// model's on the same micro-batches (the first batch, both models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bit_identical_to_one_stage: Option<bool>,
+    /// `--stages` > 1: they also equal the one-stage model's losses on the whole batch at once
+    /// (whether the micro-batch size changes the kernels' results).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    equal_to_whole_batch: Option<bool>,
     /// The PyTorch reference's own report (`--torch`).
     #[serde(skip_serializing_if = "Option::is_none")]
     torch: Option<serde_json::Value>,
@@ -113,7 +141,7 @@ pub fn run(c: BenchCommand) -> Result<()> {
     }
 }
 
-fn setup(a: &CommonArgs) -> Result<(ModelConfig, Device, koth_model::DType)> {
+fn setup(a: &CommonArgs) -> Result<(ModelConfig, Vec<Device>, koth_model::DType)> {
     anyhow::ensure!(
         a.batch > 0 && a.seq > 1,
         "--batch must be ≥ 1 and --seq ≥ 2"
@@ -121,9 +149,9 @@ fn setup(a: &CommonArgs) -> Result<(ModelConfig, Device, koth_model::DType)> {
     anyhow::ensure!(a.iters > 0, "--iters must be ≥ 1");
     let config = ModelConfig::from_file(&a.config)
         .with_context(|| format!("reading --config {}", a.config.display()))?;
-    let device = parse_device(&a.device).context("--device")?;
+    let devices = parse_devices(&a.device).context("--device")?;
     let dtype = parse_dtype(&a.dtype).context("--dtype")?;
-    Ok((config, device, dtype))
+    Ok((config, devices, dtype))
 }
 
 /// Random token batches (never zeros: constant inputs run faster than real data).
@@ -141,15 +169,21 @@ fn random_batches(a: &CommonArgs, vocab: usize, count: usize) -> Result<Vec<Toke
 
 fn timed(
     a: &CommonArgs,
-    device: &Device,
+    devices: &[Device],
     mut f: impl FnMut(usize) -> Result<()>,
 ) -> Result<Vec<f64>> {
+    let sync = || -> Result<()> {
+        for d in devices {
+            d.synchronize()?;
+        }
+        Ok(())
+    };
     let mut times = Vec::with_capacity(a.iters);
     for i in 0..a.warmup + a.iters {
-        device.synchronize()?;
+        sync()?;
         let t0 = Instant::now();
         f(i)?;
-        device.synchronize()?;
+        sync()?;
         if i >= a.warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -202,15 +236,27 @@ fn torch_args(a: &CommonArgs) -> Vec<String> {
     ]
 }
 
+/// What a scoring run adds to the report.
+#[derive(Default)]
+struct Staging {
+    peaks: Vec<u64>,
+    stages: usize,
+    micro_batch: Option<usize>,
+    bit_identical_to_one_stage: Option<bool>,
+    equal_to_whole_batch: Option<bool>,
+}
+
 fn report(
     a: &CommonArgs,
     bench: &'static str,
     config: &ModelConfig,
     path: OpPath,
     times: &[f64],
-    peak: Option<u64>,
+    staging: Staging,
     torch: Option<serde_json::Value>,
 ) -> Result<()> {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let peak = staging.peaks.iter().copied().max();
     let median = times[times.len() / 2];
     let tokens_per_s = (a.batch * a.seq) as f64 / median;
     let torch_tps = torch.as_ref().and_then(|t| {
@@ -231,7 +277,16 @@ fn report(
         median_s: median,
         min_s: times[0],
         tokens_per_s,
-        peak_mem_gib: peak.map(|b| b as f64 / (1u64 << 30) as f64),
+        peak_mem_gib: peak.map(gib),
+        peak_per_device_gib: if staging.peaks.len() > 1 {
+            staging.peaks.iter().map(|&b| gib(b)).collect()
+        } else {
+            Vec::new()
+        },
+        stages: staging.stages,
+        micro_batch: staging.micro_batch,
+        bit_identical_to_one_stage: staging.bit_identical_to_one_stage,
+        equal_to_whole_batch: staging.equal_to_whole_batch,
         speedup_vs_torch: torch_tps.map(|t| tokens_per_s / t),
         torch,
     };
@@ -246,6 +301,28 @@ fn report(
             "{bench} koth ({} path): {} params, {} {}, B={} T={}: median {:.4} s/iter over {} iters, {:.0} tokens/s{peak}",
             r.path, r.parameters, r.device, r.dtype, r.batch, r.seq, r.median_s, r.iters, r.tokens_per_s
         );
+        if r.stages > 1 {
+            let yes_no = |b: Option<bool>| match b {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "-",
+            };
+            println!(
+                "{bench} stages {} per model, micro-batch {} sequences; bit-identical to one stage: {}; equal to the whole batch at once: {}",
+                r.stages,
+                r.micro_batch.unwrap_or(0),
+                yes_no(r.bit_identical_to_one_stage),
+                yes_no(r.equal_to_whole_batch)
+            );
+        }
+        if !r.peak_per_device_gib.is_empty() {
+            let each: Vec<String> = r
+                .peak_per_device_gib
+                .iter()
+                .map(|g| format!("{g:.2}"))
+                .collect();
+            println!("{bench} peak per device (GiB): {}", each.join(", "));
+        }
         if let (Some(t), Some(tps)) = (&r.torch, torch_tps) {
             let peak = t
                 .get("peak_mem_gib")
@@ -261,53 +338,143 @@ fn report(
     Ok(())
 }
 
-/// Peak device memory of the timed run: the CUDA memory pool's high-water mark, reset before.
-fn reset_peak(device: &Device) -> Result<()> {
-    if device.is_cuda() {
-        koth_model::memory_peak(device, true)?;
+/// Peak device memory of the timed run: each CUDA device's memory pool's high-water mark,
+/// reset before. A device named twice in `--device` is one device.
+fn reset_peak(devices: &[Device]) -> Result<()> {
+    for d in distinct(devices) {
+        if d.is_cuda() {
+            koth_model::memory_peak(d, true)?;
+        }
     }
     Ok(())
 }
 
-fn read_peak(device: &Device) -> Result<Option<u64>> {
-    if device.is_cuda() {
-        return Ok(Some(koth_model::memory_peak(device, false)?));
+fn read_peak(devices: &[Device]) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for d in distinct(devices) {
+        if d.is_cuda() {
+            out.push(koth_model::memory_peak(d, false)?);
+        }
     }
-    Ok(None)
+    Ok(out)
+}
+
+fn distinct(devices: &[Device]) -> Vec<&Device> {
+    let mut out: Vec<&Device> = Vec::new();
+    for d in devices {
+        if !out.iter().any(|o| o.same_device(d)) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// King and challenger (random weights, seeds 1 and 2) as `--device` and `--stages` place
+/// them, and for `--stages` > 1 the one-stage king sharing the same weights.
+fn score_models(
+    a: &ScoreArgs,
+    config: &ModelConfig,
+    devices: &[Device],
+    dtype: koth_model::DType,
+    pipeline: &Pipeline,
+) -> Result<(Model, Model, Option<Model>)> {
+    anyhow::ensure!(a.stages >= 1, "--stages must be at least 1");
+    if let [device] = devices {
+        let king = Model::init(config, 1, dtype, device)?;
+        let challenger = Model::init(config, 2, dtype, device)?;
+        if a.stages == 1 {
+            return Ok((king, challenger, None));
+        }
+        let layers = config.num_hidden_layers;
+        let placement =
+            Placement::even(layers, &vec![device.clone(); a.stages]).context("--stages")?;
+        // On one device the stages share the one-stage model's tensors: no second copy.
+        let placed_king = king.place(placement.clone())?.with_pipeline(*pipeline);
+        let placed_challenger = challenger.place(placement)?.with_pipeline(*pipeline);
+        return Ok((placed_king, placed_challenger, Some(king)));
+    }
+    anyhow::ensure!(
+        a.stages == 1,
+        "--stages is for one --device; a device list is placed by the planner"
+    );
+    let place = |side: usize| -> Result<Placement> {
+        let (p, _) = duel_placement(config, side, devices, dtype, a.common.seq, pipeline)?;
+        Ok(p)
+    };
+    let king = Model::init_placed(config, 1, dtype, place(KING)?)?.with_pipeline(*pipeline);
+    let challenger =
+        Model::init_placed(config, 2, dtype, place(CHALLENGER)?)?.with_pipeline(*pipeline);
+    Ok((king, challenger, None))
+}
+
+/// Per-window mean losses of `m` on `ids`: one pass through a one-stage model, the micro-batch
+/// pipeline through a model of several stages.
+fn window_losses(
+    m: &Model,
+    ids: &TokenIds,
+    path: OpPath,
+    opts: ScoreOptions,
+    pipeline: &Pipeline,
+) -> Result<Vec<f32>> {
+    if m.placement().len() > 1 {
+        return Ok(m.sequence_losses_with(ids, path, opts, pipeline)?);
+    }
+    let nll = m.nll_with(ids, path, opts)?;
+    Ok(nll
+        .mean_keepdim(1)?
+        .squeeze(1)?
+        .to_device(&Device::Cpu)?
+        .to_vec1()?)
 }
 
 fn score(a: ScoreArgs) -> Result<()> {
     let c = &a.common;
-    let (config, device, dtype) = setup(c)?;
-    let king = Model::init(&config, 1, dtype, &device)?;
-    let challenger = Model::init(&config, 2, dtype, &device)?;
+    let (config, devices, dtype) = setup(c)?;
+    let pipeline = Pipeline {
+        micro_batch_rows: a.micro_batch,
+        schedule: Schedule::Auto,
+    };
+    let (king, challenger, one_stage) = score_models(&a, &config, &devices, dtype, &pipeline)?;
     let batches = random_batches(c, config.vocab_size, 4)?;
     let opts = ScoreOptions {
         logits_chunk_bytes: a.logits_chunk_mib << 20,
     };
     let path = super::model::parse_path(&c.path, king.scoring_path())?;
-    reset_peak(&device)?;
+    reset_peak(&devices)?;
     let scored: Vec<&Model> = if a.reuse_king {
         vec![&challenger]
     } else {
         vec![&king, &challenger]
     };
-    let times = timed(c, &device, |i| {
+    let times = timed(c, &devices, |i| {
         let ids = &batches[i % batches.len()];
         for &m in &scored {
             // Per-window means, as a duel uses them; reading them back also waits for the GPU.
-            let nll = m.nll_with(ids, path, opts)?;
-            let _means: Vec<f32> = nll
-                .mean_keepdim(1)?
-                .squeeze(1)?
-                .to_device(&Device::Cpu)?
-                .to_vec1()?;
+            let _means = window_losses(m, ids, path, opts, &pipeline)?;
         }
         Ok(())
     })?;
-    let peak = read_peak(&device)?;
+    let peaks = read_peak(&devices)?;
+    let stages = king.placement().len();
+    let mut staging = Staging {
+        peaks,
+        stages,
+        micro_batch: (stages > 1).then(|| pipeline.rows_for(c.seq).min(c.batch)),
+        ..Staging::default()
+    };
+    if let Some(one) = &one_stage {
+        // The acceptance check: the placed model against the one-stage model on the same
+        // weights, the same micro-batches (and the whole batch at once).
+        let ids = &batches[0];
+        let placed = king.sequence_losses_with(ids, path, opts, &pipeline)?;
+        let same_micro = one.sequence_losses_with(ids, path, opts, &pipeline)?;
+        let whole = window_losses(one, ids, path, opts, &pipeline)?;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        staging.bit_identical_to_one_stage = Some(bits(&placed) == bits(&same_micro));
+        staging.equal_to_whole_batch = Some(bits(&placed) == bits(&whole));
+    }
     drop(scored);
-    drop((king, challenger));
+    drop((king, challenger, one_stage));
     let torch = if c.torch {
         let mut args = torch_args(c);
         args.extend(["--chunk".into(), a.torch_chunk.to_string()]);
@@ -320,12 +487,16 @@ fn score(a: ScoreArgs) -> Result<()> {
     } else {
         "paired-score"
     };
-    report(c, bench, &config, path, &times, peak, torch)
+    report(c, bench, &config, path, &times, staging, torch)
 }
 
 fn train(a: CommonArgs) -> Result<()> {
-    let (config, device, dtype) = setup(&a)?;
-    let model = Model::init(&config, 1, dtype, &device)?;
+    let (config, devices, dtype) = setup(&a)?;
+    let [device] = devices.as_slice() else {
+        anyhow::bail!("--device: koth bench train runs on one device");
+    };
+    let devices = std::slice::from_ref(device);
+    let model = Model::init(&config, 1, dtype, device)?;
     let mut trainer = Trainer::new(
         &model,
         AdamWConfig {
@@ -342,17 +513,21 @@ fn train(a: CommonArgs) -> Result<()> {
     );
     drop(model);
     let batches = random_batches(&a, config.vocab_size, 4)?;
-    reset_peak(&device)?;
-    let times = timed(&a, &device, |i| {
+    reset_peak(devices)?;
+    let times = timed(&a, devices, |i| {
         trainer.step(&batches[i % batches.len()], 1e-4)?;
         Ok(())
     })?;
-    let peak = read_peak(&device)?;
+    let staging = Staging {
+        peaks: read_peak(devices)?,
+        stages: 1,
+        ..Staging::default()
+    };
     drop(trainer);
     let torch = if a.torch {
         Some(run_torch(&a, TORCH_TRAIN, &torch_args(&a))?)
     } else {
         None
     };
-    report(&a, "train-step", &config, path, &times, peak, torch)
+    report(&a, "train-step", &config, path, &times, staging, torch)
 }

@@ -38,7 +38,8 @@ pub enum ModelCommand {
         /// Output .npy (f32 [B, T-1]).
         #[arg(long)]
         out: PathBuf,
-        /// cpu, cuda or cuda:N.
+        /// cpu, cuda or cuda:N; a comma-separated list splits the model into that many stages
+        /// of about equal layers, one per device (cuda:0,cuda:0: two virtual stages on one GPU).
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Compute dtype: f32, bf16 or f16 (the NLL is always accumulated and written in f32).
@@ -174,10 +175,19 @@ fn check_vocab(ids: &TokenIds, ids_path: &Path, m: &Model, model: &Path) -> Resu
     })
 }
 
+/// `--device` is one device, or a list: the model cut into that many stages of about equal
+/// layers, stage `i` on the `i`-th device (`cuda:0,cuda:0`: two virtual stages on one GPU).
 fn load(model: &Path, device: &str, dtype: &str) -> Result<Model> {
-    let device = koth_model::parse_device(device).context("--device")?;
+    let devices = koth_model::parse_devices(device).context("--device")?;
     let dtype = koth_model::parse_dtype(dtype).context("--dtype")?;
-    Model::load(model, dtype, &device).with_context(|| format!("--model {}", model.display()))
+    let context = || format!("--model {}", model.display());
+    if let [one] = devices.as_slice() {
+        return Model::load(model, dtype, one).with_context(context);
+    }
+    let config = ModelConfig::from_file(&model.join("config.json")).with_context(context)?;
+    let placement = koth_model::Placement::even(config.num_hidden_layers, &devices)
+        .with_context(|| format!("--device {device}"))?;
+    Model::load_placed(model, dtype, placement).with_context(context)
 }
 
 /// Write `out` through `write` with [`koth_core::fsutil::write_atomic_with`]: a failure never
