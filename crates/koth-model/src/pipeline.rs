@@ -6,7 +6,8 @@
 //!
 //! Two schedules, one result:
 //! - [`Schedule::Sequential`]: one thread runs micro-batch 0 through every stage, then
-//!   micro-batch 1, … (no overlap; the CPU's choice, whose ops are multi-threaded already).
+//!   micro-batch 1, … (no overlap; the CPU's choice, whose ops are multi-threaded already, and
+//!   that of stages sharing a device).
 //! - [`Schedule::Threads`]: one thread per stage, joined by bounded channels (capacity 1: a
 //!   stage runs at most one micro-batch ahead of the next, so at most about three micro-batches
 //!   of activations are alive per stage). Stage 0 reads the micro-batches in order; every
@@ -38,8 +39,10 @@ pub const DEFAULT_MICRO_BATCH_TOKENS: usize = 4 * 2048;
 /// How the stages are driven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Schedule {
-    /// [`Schedule::Threads`] when the model has several stages and one of them is on a CUDA
-    /// device, [`Schedule::Sequential`] otherwise.
+    /// [`Schedule::Threads`] when the model has several stages, one of them on a CUDA device,
+    /// and no two on the same device; [`Schedule::Sequential`] otherwise. Virtual stages stay
+    /// sequential: threads on one candle CUDA device share its cuBLAS handle (and workspace)
+    /// from different streams, which is not known to be safe; `Threads` can still be asked for.
     #[default]
     Auto,
     /// One thread, micro-batch after micro-batch, stage after stage.
@@ -69,7 +72,11 @@ impl Pipeline {
         match self.schedule {
             Schedule::Auto => {
                 let stages = model.placement().stages();
-                if stages.len() > 1 && stages.iter().any(|s| s.device.is_cuda()) {
+                let shared = stages
+                    .iter()
+                    .enumerate()
+                    .any(|(i, a)| stages[..i].iter().any(|b| b.device.same_device(&a.device)));
+                if stages.len() > 1 && !shared && stages.iter().any(|s| s.device.is_cuda()) {
                     Schedule::Threads
                 } else {
                     Schedule::Sequential

@@ -614,6 +614,17 @@ fn a_device_list_splits_the_model_into_stages_with_the_same_losses() {
     assert_eq!(r["stages"], 2, "{r}");
     assert_eq!(r["micro_batch"], 1, "{r}");
     assert_eq!(r["bit_identical_to_one_stage"], true, "{r}");
+    assert_eq!(r["schedule"], "sequential", "{r}");
+    let r = bench(&[
+        "--stages",
+        "2",
+        "--micro-batch",
+        "1",
+        "--schedule",
+        "threads",
+    ]);
+    assert_eq!(r["schedule"], "threads", "{r}");
+    assert_eq!(r["bit_identical_to_one_stage"], true, "{r}");
     let r = bench(&["--device", "cpu,cpu,cpu,cpu"]);
     assert_eq!(r["stages"], 2, "{r}");
     let e = fails(&[

@@ -91,6 +91,11 @@ pub struct ScoreArgs {
     /// 8192 tokens.
     #[arg(long)]
     micro_batch: Option<usize>,
+    /// How the stages are driven: `auto` (one thread per stage when the stages are on distinct
+    /// CUDA devices, else one thread), `sequential` or `threads` (forced, also for virtual
+    /// stages sharing one GPU).
+    #[arg(long, default_value = "auto")]
+    schedule: String,
 }
 
 #[derive(Serialize)]
@@ -118,6 +123,9 @@ struct Report {
     /// Sequences per micro-batch, when the models have several stages.
     #[serde(skip_serializing_if = "Option::is_none")]
     micro_batch: Option<usize>,
+    /// The schedule that drove the stages (`sequential` or `threads`), when there are several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<String>,
     /// `--stages` > 1: the placed model's per-sequence losses equal, bit for bit, the one-stage
     /// model's on the same micro-batches (the first batch, both models).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -242,6 +250,7 @@ struct Staging {
     peaks: Vec<u64>,
     stages: usize,
     micro_batch: Option<usize>,
+    schedule: Option<String>,
     bit_identical_to_one_stage: Option<bool>,
     equal_to_whole_batch: Option<bool>,
 }
@@ -285,6 +294,7 @@ fn report(
         },
         stages: staging.stages,
         micro_batch: staging.micro_batch,
+        schedule: staging.schedule,
         bit_identical_to_one_stage: staging.bit_identical_to_one_stage,
         equal_to_whole_batch: staging.equal_to_whole_batch,
         speedup_vs_torch: torch_tps.map(|t| tokens_per_s / t),
@@ -308,9 +318,10 @@ fn report(
                 None => "-",
             };
             println!(
-                "{bench} stages {} per model, micro-batch {} sequences; bit-identical to one stage: {}; equal to the whole batch at once: {}",
+                "{bench} stages {} per model, micro-batch {} sequences, {} schedule; bit-identical to one stage: {}; equal to the whole batch at once: {}",
                 r.stages,
                 r.micro_batch.unwrap_or(0),
+                r.schedule.as_deref().unwrap_or("-"),
                 yes_no(r.bit_identical_to_one_stage),
                 yes_no(r.equal_to_whole_batch)
             );
@@ -430,9 +441,15 @@ fn window_losses(
 fn score(a: ScoreArgs) -> Result<()> {
     let c = &a.common;
     let (config, devices, dtype) = setup(c)?;
+    let schedule = match a.schedule.as_str() {
+        "auto" => Schedule::Auto,
+        "sequential" => Schedule::Sequential,
+        "threads" => Schedule::Threads,
+        other => anyhow::bail!("--schedule `{other}` is not one of auto, sequential, threads"),
+    };
     let pipeline = Pipeline {
         micro_batch_rows: a.micro_batch,
-        schedule: Schedule::Auto,
+        schedule,
     };
     let (king, challenger, one_stage) = score_models(&a, &config, &devices, dtype, &pipeline)?;
     let batches = random_batches(c, config.vocab_size, 4)?;
@@ -460,6 +477,8 @@ fn score(a: ScoreArgs) -> Result<()> {
         peaks,
         stages,
         micro_batch: (stages > 1).then(|| pipeline.rows_for(c.seq).min(c.batch)),
+        schedule: (stages > 1)
+            .then(|| format!("{:?}", pipeline.schedule_for(&king)).to_lowercase()),
         ..Staging::default()
     };
     if let Some(one) = &one_stage {
