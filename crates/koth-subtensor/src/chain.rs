@@ -190,8 +190,9 @@ fn system_unix_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// One revealed commitment as read: the hotkey, the revealed bytes, the reveal block.
-type RevealedBytes = (AccountId, Vec<u8>, u64);
+/// One revealed commitment as read: the hotkey, the revealed bytes, the commit block, the
+/// reveal block.
+type RevealedBytes = (AccountId, Vec<u8>, u64, u64);
 /// Revealed commitments under one storage key: (map keys, [(bytes, reveal block)]).
 type RevealedEntry = (Vec<Value>, Vec<(Vec<u8>, u64)>);
 
@@ -207,6 +208,8 @@ pub struct SubtensorChain {
     clock: UnixClock,
     /// One writer at a time per process: nonces are taken and used under it.
     submit_lock: Mutex<()>,
+    /// Commit blocks already recovered, by (hotkey, reveal block): they never change.
+    commit_blocks: Mutex<std::collections::HashMap<([u8; 32], u64), u64>>,
 }
 
 impl std::fmt::Debug for SubtensorChain {
@@ -273,6 +276,7 @@ impl SubtensorChain {
             genesis,
             clock,
             submit_lock: Mutex::new(()),
+            commit_blocks: Mutex::new(Default::default()),
         };
         chain.load_subnet_params()?;
         Ok(chain)
@@ -463,7 +467,8 @@ impl SubtensorChain {
                 continue;
             };
             for (bytes, block) in entries {
-                out.push((AccountId::from_bytes(hotkey), bytes, block));
+                let commit = self.commit_block_of(&hotkey, block)?.unwrap_or(block);
+                out.push((AccountId::from_bytes(hotkey), bytes, commit, block));
             }
         }
         let raw: Vec<(Vec<Value>, Value)> = r
@@ -476,8 +481,9 @@ impl SubtensorChain {
             let Some((block, fields)) = raw_commitment_fields(&registration) else {
                 continue;
             };
+            // A Raw field is public from the block that included it.
             for bytes in fields {
-                out.push((AccountId::from_bytes(hotkey), bytes, block));
+                out.push((AccountId::from_bytes(hotkey), bytes, block, block));
             }
         }
         Ok(out)
@@ -492,24 +498,89 @@ impl SubtensorChain {
         let meta = self.neurons(r)?;
         let mut out: Vec<Reveal> = raw
             .into_iter()
-            .filter(|(_, _, block)| *block <= head)
-            .filter_map(|(hotkey, bytes, block)| {
+            .filter(|(_, _, _, reveal)| *reveal <= head)
+            .filter_map(|(hotkey, bytes, commit, reveal)| {
                 // Only registered hotkeys have a uid; a deregistered one's reveals are ignored.
                 let uid = meta.iter().find(|n| n.hotkey == hotkey)?.uid;
                 Some(Reveal {
                     hotkey,
                     uid,
                     payload: revealed_payload(&bytes),
-                    // subtensor records the reveal block only; koth orders by it.
-                    commit_block: block,
-                    reveal_block: block,
+                    commit_block: commit,
+                    reveal_block: reveal,
                 })
             })
             .collect();
+        // Chain order: reveal block, then commit block (then uid and payload, for a total order).
         out.sort_by(|a, b| {
-            (a.reveal_block, a.uid, &a.payload).cmp(&(b.reveal_block, b.uid, &b.payload))
+            (a.reveal_block, a.commit_block, a.uid, &a.payload).cmp(&(
+                b.reveal_block,
+                b.commit_block,
+                b.uid,
+                &b.payload,
+            ))
         });
         Ok(out)
+    }
+
+    /// The block that included the timelocked commitment `hotkey` revealed at `reveal_block`.
+    ///
+    /// subtensor keeps only the reveal block with the revealed bytes, and removes the
+    /// timelocked field from `CommitmentOf` when it reveals it (at the start of the reveal
+    /// block). So the commitment is read as it stood one block before: its `Registration.block`
+    /// is the block of the `set_commitment` that holds the field. `None` when that state is
+    /// gone (a node prunes old state; an archive node keeps it) or holds no timelocked field:
+    /// the caller then uses the reveal block, as a chain without this history would.
+    fn commit_block_of(
+        &self,
+        hotkey: &[u8; 32],
+        reveal_block: u64,
+    ) -> Result<Option<u64>, ChainError> {
+        let key = (*hotkey, reveal_block);
+        if let Some(b) = self
+            .commit_blocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(Some(*b));
+        }
+        let Some(before) = reveal_block.checked_sub(1) else {
+            return Ok(None);
+        };
+        let Some(hash) = self.block_hash_any(before)? else {
+            return Ok(None);
+        };
+        let storage_key = items::COMMITMENT_OF
+            .key(
+                &self.metadata(),
+                vec![self.netuid_value(), Value::from_bytes(hotkey)],
+            )
+            .map_err(|e| self.storage_err(e))?;
+        let raw = match self.reader(&hash).raw(&storage_key) {
+            Ok(v) => v,
+            // State the node no longer keeps ("State already discarded"): not recoverable.
+            Err(StorageError::Rpc(RpcError::Node { message, .. })) => {
+                tracing::debug!("commit block of a reveal at {reveal_block}: {message}");
+                return Ok(None);
+            }
+            Err(e) => return Err(self.storage_err(e)),
+        };
+        let Some(bytes) = raw else { return Ok(None) };
+        let registration: Value = items::COMMITMENT_OF
+            .decode(&self.metadata(), &bytes)
+            .map_err(|e| self.storage_err(e))?;
+        let Some(commit) = timelocked_commitment_block(&registration) else {
+            return Ok(None);
+        };
+        if commit >= reveal_block {
+            return Ok(None);
+        }
+        self.commit_blocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, commit);
+        Ok(Some(commit))
     }
 
     /// Sign `call` with `signer` at its next nonce, submit it, and wait until it is included.
@@ -1112,6 +1183,31 @@ fn raw_commitment_fields(registration: &Value) -> Option<(u64, Vec<Vec<u8>>)> {
         })
         .collect();
     Some((block, raw))
+}
+
+/// The block of a `CommitmentOf` value that holds a `TimelockEncrypted` field.
+fn timelocked_commitment_block(registration: &Value) -> Option<u64> {
+    use subxt_core::ext::scale_value::{Composite, Primitive, ValueDef};
+    let ValueDef::Composite(Composite::Named(fields)) = &registration.value else {
+        return None;
+    };
+    let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let block = match get("block")?.value {
+        ValueDef::Primitive(Primitive::U128(n)) => u64::try_from(n).ok()?,
+        _ => return None,
+    };
+    // info.fields: a (bounded) vector of Data variants.
+    fn has_timelocked(v: &Value) -> bool {
+        match &v.value {
+            ValueDef::Variant(var) => var.name == "TimelockEncrypted",
+            ValueDef::Composite(Composite::Unnamed(vs)) => vs.iter().any(has_timelocked),
+            ValueDef::Composite(Composite::Named(vs)) => {
+                vs.iter().any(|(n, v)| n == "fields" && has_timelocked(v))
+            }
+            _ => false,
+        }
+    }
+    has_timelocked(get("info")?).then_some(block)
 }
 
 fn node_error(endpoint: &str, e: RpcError) -> ChainError {
