@@ -31,6 +31,15 @@ if [ -x "$venv/bin/python" ] && pinned "$venv/bin/python"; then
   echo "$venv/bin/python"
   exit 0
 fi
+# Tests call this script from parallel threads: one installs, the others wait for it.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
+if [ -x "$venv/bin/python" ] && pinned "$venv/bin/python"; then
+  echo "$venv/bin/python"
+  exit 0
+fi
+rm -rf "$venv"
 echo "scripts/bittensor-venv.sh: installing bittensor==$BITTENSOR into $venv (from PyPI)" >&2
 python3 -m venv "$venv" >&2
 "$venv/bin/python" -m pip install -q --upgrade pip >&2
