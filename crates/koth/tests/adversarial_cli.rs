@@ -16,6 +16,8 @@
 //! The attacks are built by koth-validator's `tests/support/hostile.rs` (shared with
 //! `tests/hostile.rs`, which runs the shell in process).
 
+mod support;
+
 #[path = "../../koth-validator/tests/support/hostile.rs"]
 mod hostile;
 
@@ -32,6 +34,7 @@ use koth_miner::follow::FeedClient;
 use koth_validator::devkit::{self, key, payload, put, register, TinyNet, TinyOptions};
 use koth_validator::feed::{FinishedView, PhaseView, ResultView, StateFeed};
 use koth_validator::ValidatorConfig;
+use support::{free_port, koth};
 
 /// Milliseconds per block of the test chain.
 const BLOCK_MS: u64 = 250;
@@ -48,18 +51,6 @@ const LOOP_LAG_BLOCKS: u64 = 40;
 const PEAK_RSS_KIB: u64 = 256 * 1024;
 /// Wall-clock limit for any one wait of the suite.
 const WAIT: Duration = Duration::from_secs(150);
-
-fn koth() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_koth"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `VmHWM` of process `pid`, in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {

@@ -8,8 +8,9 @@
 //! KOTH_CHROMIUM / KOTH_NODE_MODULES pointing at them). Without them the test FAILS and says
 //! what is missing, unless KOTH_SKIP_BROWSER=1 is set.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -19,6 +20,7 @@ use koth_chain::{Chain, EmbeddedChain, Keypair};
 use koth_validator::devkit::{self, key, payload, put, register, TinyNet, TinyOptions};
 use koth_validator::state::Phase;
 use koth_validator::ValidatorState;
+use support::free_port;
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -94,13 +96,6 @@ fn start_validator(config: &Path, log: &Path, crown_delay_ms: u64) -> Kill {
             .spawn()
             .unwrap(),
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 fn state_of(log: &Path) -> Option<ValidatorState> {

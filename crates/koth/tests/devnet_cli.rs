@@ -4,11 +4,14 @@
 //! not a workspace, a download with the wrong sha256) is refused with advice and nothing is
 //! touched.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::free_port;
 
 /// The heavy tests share two cores: one devnet at a time.
 static DEVNET: Mutex<()> = Mutex::new(());
@@ -21,11 +24,6 @@ fn koth() -> Command {
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/devnet-corpus-mini")
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// Small settings: a 64-wide model, short attempts, one miner.

@@ -4,29 +4,15 @@
 //! checkpoint passes `koth miner check` and wins the local duel, is published and committed, and
 //! a real `koth validator run` crowns it.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use koth_chain::{Chain, EmbeddedChain};
 use koth_core::Digest;
 use koth_miner::devkit::{mini_network, MiniOptions};
-
-fn koth() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_koth"))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{free_port, koth, repo};
 
 /// The python with the pinned torch and transformers (installed from PyPI when missing).
 fn trainer_python() -> String {

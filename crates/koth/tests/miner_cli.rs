@@ -3,8 +3,10 @@
 //! challengers have a lower held-out loss than the king, both are submitted, and the validator
 //! crowns the better one. Plus: config errors name the key.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use koth_chain::{Chain, EmbeddedChain};
@@ -12,18 +14,7 @@ use koth_core::Digest;
 use koth_miner::devkit::{mini_network, MiniOptions};
 use koth_miner::follow::FeedClient;
 use koth_model::{DType, Device, Model, TokenIds};
-
-fn koth() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_koth"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{free_port, koth};
 
 fn spawn_miner(config: &Path, force: bool, log: &Path) -> Child {
     let mut c = koth();

@@ -1,10 +1,12 @@
 //! `koth store …` end to end through the built binary: local and S3 (SeaweedFS on loopback),
 //! refusals with non-zero exits, a get killed mid-download and resumed, concurrent puts.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::free_port;
 
 fn koth() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_koth"));
@@ -293,14 +295,6 @@ fn cli_concurrent_puts_both_succeed_with_one_copy() {
             .count(),
         1
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn weed_binary() -> PathBuf {

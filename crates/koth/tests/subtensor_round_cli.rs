@@ -6,8 +6,10 @@
 //! validator reads the reveal, duels, crowns, and sets weights with `set_weights`; the weights
 //! are read back from the node, by `SubtensorChain` and by `koth chain weights --network`.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use koth_chain::Chain;
@@ -16,18 +18,7 @@ use koth_subtensor::loopback::{
     bittensor_python, drand_at_round_1000, LoopbackNode, LoopbackOptions,
 };
 use koth_subtensor::{ChainSection, SubtensorChain, SubtensorConfig};
-
-fn koth() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_koth"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{free_port, koth};
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now()

@@ -3,19 +3,18 @@
 //! answer, no entry was crowned twice, the king is the last accepted challenger, the chain's
 //! weights pay the king, and nothing is lost.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use koth_chain::{Chain, EmbeddedChain};
 use koth_validator::devkit::{self, key, payload, put, register, TinyOptions};
 use koth_validator::event::Event;
 use koth_validator::state::Phase;
-
-fn koth() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_koth"))
-}
+use support::koth;
 
 fn start(config: &Path, crown_delay_ms: u64) -> Child {
     koth()

@@ -1,0 +1,26 @@
+//! What the `koth` CLI tests share: the binary under test, a free loopback port, the
+//! repository root. A test that needs the binary with a particular environment (no AWS
+//! variables, a quieter log) wraps [`koth`].
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `koth` binary built for these tests.
+pub fn koth() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_koth"))
+}
+
+/// A loopback port nothing listens on at the moment of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
