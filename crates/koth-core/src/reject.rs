@@ -13,6 +13,9 @@ pub enum RejectCode {
     PayloadMalformed,
     HotkeyUnregistered,
     DigestOwned,
+    /// Revealed more blocks after its commit block than the competition's reveal delay allows:
+    /// ownership is decided by commit block, so a validator waits that long and no longer.
+    RevealTooLate,
     ManifestUnreachable,
     FileRefused,
     TooLarge,
@@ -25,10 +28,11 @@ pub enum RejectCode {
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 11] = [
+    pub const ALL: [RejectCode; 12] = [
         RejectCode::PayloadMalformed,
         RejectCode::HotkeyUnregistered,
         RejectCode::DigestOwned,
+        RejectCode::RevealTooLate,
         RejectCode::ManifestUnreachable,
         RejectCode::FileRefused,
         RejectCode::TooLarge,
@@ -45,6 +49,7 @@ impl RejectCode {
             RejectCode::PayloadMalformed => "payload_malformed",
             RejectCode::HotkeyUnregistered => "hotkey_unregistered",
             RejectCode::DigestOwned => "digest_owned",
+            RejectCode::RevealTooLate => "reveal_too_late",
             RejectCode::ManifestUnreachable => "manifest_unreachable",
             RejectCode::FileRefused => "file_refused",
             RejectCode::TooLarge => "too_large",
@@ -67,6 +72,9 @@ impl RejectCode {
             }
             RejectCode::DigestOwned => {
                 "This exact checkpoint was already committed by someone earlier; copies are not dueled."
+            }
+            RejectCode::RevealTooLate => {
+                "The commitment was revealed more blocks after the block that included it than the competition's reveal delay allows; a digest belongs to the earliest commit block, so the validator does not wait for later reveals."
             }
             RejectCode::ManifestUnreachable => {
                 "The checkpoint could not be fetched from its location, or its files did not hash to the committed digest."

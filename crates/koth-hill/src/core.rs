@@ -191,7 +191,13 @@ fn on_tick(state: &mut ValidatorState, block: u64) -> Result<Vec<Effect>, ApplyE
     Ok(effects)
 }
 
-/// `revealed`: intake of each new commitment, in an order the chain cannot influence.
+/// `revealed`: the chain's reveals up to `block` have been read. Each new commitment is
+/// received (ignored, refused as too late, or held), then every held one whose commit block + W
+/// has been reached is decided, in (commit block, hotkey, payload) order: ownership of a digest
+/// goes by commit block, not by who revealed first (PROTOCOL §3). The shell appends this event
+/// with every commitment revealed at or before `block` that is new to the state, so nothing
+/// that could come before a decided one is still unread. On the embedded chain every lag is
+/// exactly W, so a reveal is decided in the event that brings it.
 fn on_revealed(
     state: &mut ValidatorState,
     rules: &Rules,
@@ -214,21 +220,80 @@ fn on_revealed(
     state.block = block;
     let mut effects = Vec::new();
     let mut ordered: Vec<&Reveal> = reveals.iter().collect();
-    // The chain's order within one poll is not trusted: reveal block, commit block, hotkey,
-    // payload decide (docs/PROTOCOL.md).
-    ordered.sort_by(|a, b| {
-        (a.reveal_block, a.commit_block, &a.hotkey, &a.payload).cmp(&(
-            b.reveal_block,
-            b.commit_block,
-            &b.hotkey,
-            &b.payload,
-        ))
-    });
-    for reveal in ordered {
-        effects.extend(intake(state, rules, reveal));
+    match rules.reveal_delay_blocks {
+        Some(w) => {
+            // The chain's order within one poll is not trusted.
+            ordered.sort_by(|a, b| hold_order(a).cmp(&hold_order(b)));
+            for reveal in ordered {
+                if receive(state, rules, reveal) {
+                    hold(state, reveal, w, &mut effects);
+                }
+            }
+            for reveal in release(state, block) {
+                effects.extend(decide(state, &reveal));
+            }
+        }
+        None => {
+            // A log from before reveals were held: its own order, as it was run.
+            ordered.sort_by(|a, b| {
+                (a.reveal_block, a.commit_block, &a.hotkey, &a.payload).cmp(&(
+                    b.reveal_block,
+                    b.commit_block,
+                    &b.hotkey,
+                    &b.payload,
+                ))
+            });
+            for reveal in ordered {
+                if receive(state, rules, reveal) {
+                    effects.extend(decide(state, reveal));
+                }
+            }
+        }
     }
     effects.extend(resume(state)?);
     Ok(effects)
+}
+
+/// The order in which held reveals are decided: commit block first (the earliest commitment of
+/// a digest owns it), then hotkey and payload, which only order commitments of one block.
+fn hold_order(r: &Reveal) -> (u64, &str, &str) {
+    (r.commit_block, &r.hotkey, &r.payload)
+}
+
+/// Hold `reveal` until its commit block + `w`, unless it was revealed later than that: then
+/// the earlier commitments it would be ordered against may already have been decided, and it
+/// is refused `reveal_too_late`.
+fn hold(state: &mut ValidatorState, reveal: &Reveal, w: u64, effects: &mut Vec<Effect>) {
+    let lag = reveal.reveal_block - reveal.commit_block;
+    if lag > w {
+        let payload = reveal.payload.parse::<CommitmentPayload>().ok();
+        effects.push(reject_at_intake(
+            state,
+            reveal,
+            payload.as_ref(),
+            RejectCode::RevealTooLate,
+            format!(
+                "committed at block {} and revealed at block {}, {lag} blocks later; the \
+                 competition accepts at most {w} (intake.reveal_delay_blocks)",
+                reveal.commit_block, reveal.reveal_block
+            ),
+        ));
+        return;
+    }
+    let at = state
+        .held
+        .partition_point(|h| hold_order(h) <= hold_order(reveal));
+    state.held.insert(at, reveal.clone());
+}
+
+/// Take out the held reveals whose commit block + W is at or before `block`, in decision order.
+fn release(state: &mut ValidatorState, block: u64) -> Vec<Reveal> {
+    let held = std::mem::take(&mut state.held);
+    let (due, kept): (Vec<Reveal>, Vec<Reveal>) = held
+        .into_iter()
+        .partition(|r| state.release_block(r) <= block);
+    state.held = kept;
+    due
 }
 
 /// `gate_started`: the requested gate is running.
@@ -727,6 +792,7 @@ fn start(state: &mut ValidatorState, rules: &Rules) {
         DigestRecord {
             owner: None,
             first_entry: None,
+            commit_block: None,
             dueled: true,
             live: None,
         },
@@ -1081,11 +1147,12 @@ fn weights_if_due(state: &ValidatorState) -> Vec<Effect> {
     vec![Effect::SetWeights { weights }]
 }
 
-/// Intake of one revealed commitment (PROTOCOL §4 and gate 1 of §5).
-fn intake(state: &mut ValidatorState, rules: &Rules, reveal: &Reveal) -> Vec<Effect> {
+/// The first look at a revealed commitment (PROTOCOL §4): whether it is news to the core and
+/// part of this game. Returns whether it goes on (to be held, or decided at once).
+fn receive(state: &mut ValidatorState, rules: &Rules, reveal: &Reveal) -> bool {
     if !state.needs_intake(reveal) {
         state.counters.reveals_ignored += 1;
-        return Vec::new();
+        return false;
     }
     state.last_reveal.insert(
         reveal.hotkey.clone(),
@@ -1097,8 +1164,14 @@ fn intake(state: &mut ValidatorState, rules: &Rules, reveal: &Reveal) -> Vec<Eff
     if reveal.commit_block <= rules.start_block {
         // Committed before the game started: not a submission to this competition.
         state.counters.reveals_ignored += 1;
-        return Vec::new();
+        return false;
     }
+    true
+}
+
+/// Intake of one revealed commitment (gate 1 of PROTOCOL §5): its payload, its signer's uid and
+/// who owns its digest decide whether it is admitted.
+fn decide(state: &mut ValidatorState, reveal: &Reveal) -> Vec<Effect> {
     let payload = match reveal.payload.parse::<CommitmentPayload>() {
         Ok(p) => p,
         Err(e) => {
@@ -1130,12 +1203,27 @@ fn intake(state: &mut ValidatorState, rules: &Rules, reveal: &Reveal) -> Vec<Eff
                 payload.digest
             ))
         } else if rec.owner.as_deref() != Some(reveal.hotkey.as_str()) {
-            Some(format!(
-                "{} was first committed by hotkey {} (entry {}); a later commitment of the same digest is a copy",
-                payload.digest,
+            let (owner, entry) = (
                 rec.owner.as_deref().unwrap_or("?"),
-                rec.first_entry.map_or("?".to_string(), |e| e.to_string())
-            ))
+                rec.first_entry.map_or("?".to_string(), |e| e.to_string()),
+            );
+            Some(match rec.commit_block {
+                Some(b) if b == reveal.commit_block => format!(
+                    "{} was committed in the same block ({b}) by hotkey {owner} (entry {entry}); \
+                     within one block the hotkey that sorts first owns a digest",
+                    payload.digest
+                ),
+                Some(b) if b < reveal.commit_block => format!(
+                    "{} was committed at block {b} by hotkey {owner} (entry {entry}); this \
+                     commitment, at block {}, is a copy",
+                    payload.digest, reveal.commit_block
+                ),
+                _ => format!(
+                    "{} was first committed by hotkey {owner} (entry {entry}); a later \
+                     commitment of the same digest is a copy",
+                    payload.digest
+                ),
+            })
         } else if rec.dueled {
             Some(format!(
                 "{} was already dueled; a digest is dueled at most once",
@@ -1179,6 +1267,7 @@ fn admit(
         .or_insert(DigestRecord {
             owner: Some(reveal.hotkey.clone()),
             first_entry: Some(id),
+            commit_block: Some(reveal.commit_block),
             dueled: false,
             live: None,
         })

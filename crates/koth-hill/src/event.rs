@@ -56,6 +56,14 @@ pub struct Rules {
     pub history_len: u32,
     pub near_copy: bool,
     pub trainability_probe: bool,
+    /// W, the competition's `intake.reveal_delay_blocks`: the longest reveal lag (reveal block
+    /// − commit block) accepted. A revealed commitment is held until the reveals up to its
+    /// commit block + W have been read, and reveals are then taken in commit-block order, so
+    /// the earliest commitment of a digest owns it whoever revealed first (PROTOCOL §3). `None`
+    /// (absent from the JSON): a log started before this rule, which keeps its old order
+    /// (reveal block first, nothing held, no lag refused) so that it replays as it was run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reveal_delay_blocks: Option<u64>,
 }
 
 impl Rules {
@@ -71,6 +79,7 @@ impl Rules {
             history_len: c.intake.history_len,
             near_copy: c.gates.near_copy,
             trainability_probe: c.gates.trainability_probe,
+            reveal_delay_blocks: Some(c.intake.reveal_delay_blocks),
         }
     }
 }

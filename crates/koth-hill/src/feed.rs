@@ -37,6 +37,12 @@ pub struct StateFeed {
     pub queue: Vec<QueuedView>,
     /// Newer entries waiting for their hotkey's active one to finish.
     pub waiting: Vec<EntryView>,
+    /// Revealed commitments not decided yet, in the order they will be: each is held until the
+    /// chain's reveals up to its commit block + W are read (a digest goes to its earliest
+    /// commitment, PROTOCOL §3), then queued or answered. Empty on the embedded chain, where
+    /// every reveal is decided in the poll that reads it.
+    #[serde(default)]
+    pub held: Vec<HeldView>,
     /// Finished entries, newest first.
     pub history: Vec<FinishedView>,
     pub rewards: Option<RewardsView>,
@@ -78,6 +84,19 @@ impl From<&Entry> for EntryView {
             retries: e.retries,
         }
     }
+}
+
+/// A revealed commitment held until its release block (commit block + W).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldView {
+    pub hotkey: String,
+    pub uid: Option<u16>,
+    /// The payload's digest, when it parses (a malformed one is answered once released).
+    pub digest: Option<Digest>,
+    pub commit_block: u64,
+    pub reveal_block: u64,
+    /// Decided once the reveals up to this block have been read.
+    pub release_block: u64,
 }
 
 /// A queued entry and its place.
@@ -363,6 +382,22 @@ pub fn api_state(state: &ValidatorState) -> StateFeed {
         .values()
         .filter_map(|id| state.entries.get(id).map(EntryView::from))
         .collect();
+    let held = state
+        .held
+        .iter()
+        .map(|r| HeldView {
+            hotkey: r.hotkey.clone(),
+            uid: r.uid,
+            digest: r
+                .payload
+                .parse::<koth_core::CommitmentPayload>()
+                .ok()
+                .map(|p| p.digest),
+            commit_block: r.commit_block,
+            reveal_block: r.reveal_block,
+            release_block: state.release_block(r),
+        })
+        .collect();
     StateFeed {
         version: STATE_FEED_VERSION,
         started: state.rules.is_some(),
@@ -374,6 +409,7 @@ pub fn api_state(state: &ValidatorState) -> StateFeed {
         current: current_view(state),
         queue,
         waiting,
+        held,
         history: state.history.iter().rev().map(FinishedView::from).collect(),
         rewards: rewards_view(state),
         counters: state.counters.clone(),
@@ -453,6 +489,9 @@ pub struct DashboardStats {
     pub duels: u64,
     pub crowns: u64,
     pub rejected: std::collections::BTreeMap<String, u64>,
+    /// Revealed commitments held until their commit block + W (not in `queue` yet).
+    #[serde(default)]
+    pub held: u64,
 }
 
 fn dashboard_finished(f: &Finished) -> DashboardFinished {
@@ -545,6 +584,7 @@ pub fn dashboard_json(state: &ValidatorState) -> DashboardFeed {
             duels: state.counters.duels_finished,
             crowns: state.counters.crowns,
             rejected: state.counters.rejected.clone(),
+            held: state.held.len() as u64,
         },
     }
 }
@@ -577,6 +617,12 @@ pub fn metrics_text(state: &ValidatorState) -> String {
         "gauge",
         "Entries waiting in the queue.",
         state.queue.len() as u64,
+    );
+    metric(
+        "held",
+        "gauge",
+        "Revealed commitments held until their commit block + W (ownership by commit block).",
+        state.held.len() as u64,
     );
     metric(
         "active",

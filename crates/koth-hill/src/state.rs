@@ -4,7 +4,7 @@
 //! produce equal values, and the state is serialisable so feeds and tests can look at all of it.
 //! Memory is bounded by the live entries (one per hotkey, plus at most one waiting per hotkey),
 //! `history_len` finished entries, one mark per hotkey ever seen, one record per digest ever
-//! revealed and one per reign.
+//! revealed, one per reign, and the reveals held for at most W blocks after their commit block.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -129,10 +129,14 @@ pub struct Reign {
 /// Who owns a digest and whether it was ever dueled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestRecord {
-    /// The hotkey of the first revealed commitment of it; `None` for the genesis king.
+    /// The hotkey of its earliest commitment (by commit block, then hotkey: PROTOCOL §3);
+    /// `None` for the genesis king.
     pub owner: Option<String>,
     /// The entry that first committed it.
     pub first_entry: Option<EntryId>,
+    /// The block that included the owner's commitment; `None` for the genesis king.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_block: Option<u64>,
     /// A duel verdict exists for it (or it is the genesis king): never dueled again.
     pub dueled: bool,
     /// The unfinished entry that carries it, if any.
@@ -209,6 +213,11 @@ pub struct ValidatorState {
     pub paused_until: Option<u64>,
     pub digests: BTreeMap<Digest, DigestRecord>,
     pub last_reveal: BTreeMap<String, RevealMark>,
+    /// Revealed commitments not decided yet, in the order they will be taken: (commit block,
+    /// hotkey, payload). Each waits until the chain's reveals up to its commit block + W have
+    /// been read (PROTOCOL §3), so that an earlier commitment revealed later still comes first.
+    #[serde(default)]
+    pub held: Vec<Reveal>,
     /// The last `history_len` finished entries, oldest first.
     pub history: VecDeque<Finished>,
     pub weights: WeightsState,
@@ -237,6 +246,24 @@ impl ValidatorState {
                         && mark.payload_sha256 != Digest::of(reveal.payload.as_bytes()))
             }
         }
+    }
+
+    /// The block from which `reveal`, held, may be decided: its commit block + W. Every
+    /// commitment that could come before it (an earlier commit block, revealed within W) has
+    /// been revealed by then.
+    pub fn release_block(&self, reveal: &Reveal) -> u64 {
+        let w = self
+            .rules
+            .as_ref()
+            .and_then(|r| r.reveal_delay_blocks)
+            .unwrap_or(0);
+        reveal.commit_block.saturating_add(w)
+    }
+
+    /// Whether a held reveal may be decided once the chain's reveals up to `head` are read: the
+    /// shell then appends a `Revealed` event at `head` even when nothing new was revealed.
+    pub fn held_due(&self, head: u64) -> bool {
+        self.held.iter().any(|r| self.release_block(r) <= head)
     }
 
     /// Queued entries in the order they will be evaluated.

@@ -32,6 +32,9 @@ fn rules(rng: &mut ChaCha20Rng) -> Rules {
         history_len: 8,
         near_copy: rng.random_bool(0.5),
         trainability_probe: rng.random_bool(0.5),
+        // Reveals decided at once (W = the walk's lag of 3), held for a while (W = 5: random
+        // reveals with lags below W wait for a later `revealed`), or a log from before the hold.
+        reveal_delay_blocks: [Some(3), Some(5), None][rng.random_range(0..3)],
     }
 }
 

@@ -484,11 +484,11 @@ interval_blocks = 10
             uid: Some(1),
             payload: format!("v4|file:///x|{d}|{hotkey}"),
             commit_block: commit,
-            reveal_block: commit + 1,
+            reveal_block: commit + 2,
             block_hash: format!("0x{commit}"),
         };
         let mut fx = step(Event::Revealed {
-            block: 2,
+            block: 3,
             reveals: vec![reveal("5Me", 1)],
         });
         loop {
@@ -539,7 +539,7 @@ interval_blocks = 10
             }
         }
         step(Event::Revealed {
-            block: 5,
+            block: 6,
             reveals: vec![reveal("5Other", 4)],
         });
         // The feed travels as JSON: read it back as a client does.

@@ -19,6 +19,7 @@ fn rules() -> Rules {
         history_len: 256,
         near_copy: false,
         trainability_probe: false,
+        reveal_delay_blocks: Some(3),
     }
 }
 

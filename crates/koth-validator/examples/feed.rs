@@ -38,6 +38,7 @@ fn main() {
                 history_len: 256,
                 near_copy: false,
                 trainability_probe: false,
+                reveal_delay_blocks: Some(3),
             },
         },
     );

@@ -298,8 +298,11 @@ impl Shell {
                 if head > self.journal.state().block {
                     self.record(Event::Tick { block: head })?;
                 }
-                if !reveals.is_empty() {
-                    let block = head.max(self.journal.state().block);
+                // A held reveal is decided only by a `revealed` event (which certifies that every
+                // commitment revealed up to its block was read), so one is appended when a held
+                // reveal falls due even if nothing new was revealed (PROTOCOL §3).
+                let block = head.max(self.journal.state().block);
+                if !reveals.is_empty() || self.journal.state().held_due(block) {
                     self.record(Event::Revealed { block, reveals })?;
                 }
             }

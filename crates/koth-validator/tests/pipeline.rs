@@ -8,7 +8,7 @@ use koth_core::competition::RewardPolicy;
 use koth_core::{Digest, RejectCode};
 use koth_validator::state::{GateResult, QueueClass};
 use koth_validator::{
-    ApplyError, Effect, EntryId, Event, Gate, Outcome, SeedMaterial, VerdictSummary,
+    ApplyError, Effect, EntryId, Event, Gate, Outcome, Reveal, SeedMaterial, VerdictSummary,
 };
 
 fn verdict(accepted: bool, n: u64) -> VerdictSummary {
@@ -318,6 +318,11 @@ fn every_reject_code_reaches_an_answer() {
         reveal("m", Some(1), "v4|loc|sha256:00|m".into(), 101),
         reveal("u", None, payload(digest(100), "u"), 101),
         reveal("g", Some(2), payload(Digest::of(b"genesis"), "g"), 101),
+        // Revealed 4 blocks after its commit block; the rules accept at most 3.
+        Reveal {
+            reveal_block: 105,
+            ..reveal("l", Some(3), payload(digest(101), "l"), 101)
+        },
     ]);
     for (_, o) in answers(&fx) {
         reached.insert(rejected_code(&o).unwrap());

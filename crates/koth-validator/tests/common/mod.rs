@@ -21,6 +21,7 @@ pub fn rules() -> Rules {
         history_len: 64,
         near_copy: false,
         trainability_probe: false,
+        reveal_delay_blocks: Some(3),
     }
 }
 
