@@ -74,13 +74,27 @@ pub enum MinerEvent {
     NotSubmitted {
         reason: String,
     },
+    /// The commitment was included in `block`; it is revealed at `reveal_block`. The
+    /// checkpoint is put into the store once `block` is sealed, before `reveal_block`.
+    Committed {
+        block: u64,
+        reveal_block: u64,
+        payload: String,
+    },
+    /// The checkpoint is in the store; `block` is the chain's head when the upload finished
+    /// (`None`: not readable), which should be before the commitment's `reveal_block`.
     Published {
         digest: Digest,
         location: String,
+        block: Option<u64>,
+        reveal_block: u64,
     },
-    Committed {
-        block: u64,
-        payload: String,
+    /// The commitment is on chain but the checkpoint could not be put into the store (or not
+    /// before the commitment was sealed): the validator will answer whatever it finds.
+    PublishFailed {
+        digest: Digest,
+        location: String,
+        reason: String,
     },
     WaitingForVerdict {
         digest: Digest,

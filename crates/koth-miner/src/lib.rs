@@ -10,7 +10,8 @@
 //! - [`external`]: `[train] command`, a miner's own trainer run in place of the built-in one.
 //! - [`check`]: the validator's gates run locally on any checkpoint directory.
 //! - [`judge`]: the validator's rule (from the competition file's `[duel]`) on held-out data.
-//! - [`miner`]: one attempt (king → train → judge → publish + commit → verdict) and the loop.
+//! - [`miner`]: one attempt (king → train → judge → commit, then publish → verdict) and the
+//!   loop.
 //! - [`progress`]: a progress bar on a terminal, log or JSON lines otherwise.
 
 pub mod check;
@@ -32,5 +33,5 @@ pub use error::MinerError;
 pub use events::{MinerEvent, Observer, Quiet};
 pub use follow::{KingRef, KingSource, ValidatorVerdict};
 pub use judge::LocalVerdict;
-pub use miner::{stop_on_signals, AttemptRecord, AttemptStatus, Miner};
+pub use miner::{stop_on_signals, AttemptRecord, AttemptStatus, Miner, PublishRecord};
 pub use schedule::Schedule;

@@ -53,6 +53,29 @@ pub struct AttemptRecord {
     /// The validator's gates, run locally, refused the challenger with this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<crate::check::Refusal>,
+    /// When the submitted challenger was committed and published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishRecord>,
+}
+
+/// How a submission went out: committed first, put into the store once the commitment was in a
+/// sealed block, and (normally) before the commitment was revealed (PROTOCOL §3: nobody can
+/// list the bytes and commit them before the commitment that owns them is on chain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishRecord {
+    /// The block that included the commitment.
+    pub commit_block: u64,
+    /// The block it is revealed at: the commit block + the chain's reveal delay (on subtensor,
+    /// when its drand round arrives, about then).
+    pub reveal_block: u64,
+    /// The chain's head when the upload finished; `None` when nothing was uploaded or the head
+    /// could not be read.
+    pub published_block: Option<u64>,
+    /// What went wrong: the upload finished at or after the reveal block, failed, or never
+    /// started (the commitment was not seen sealed). The validator answers whatever it finds
+    /// at the location when it reads the reveal (`manifest_unreachable` if nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 impl AttemptRecord {
@@ -75,6 +98,7 @@ impl AttemptRecord {
             submitted: false,
             validator: None,
             refusal: None,
+            publish: None,
         }
     }
 }
@@ -216,6 +240,15 @@ impl Miner {
             Some(url) => Some(FeedClient::new(url, Duration::from_secs(10))?),
             None => None,
         };
+        let delay = chain.params().reveal_delay;
+        if delay > competition.intake.reveal_delay_blocks {
+            tracing::warn!(
+                "the chain reveals a commitment {delay} blocks after its block; the competition \
+                 accepts at most {} (intake.reveal_delay_blocks): the validator will refuse our \
+                 commitments reveal_too_late",
+                competition.intake.reveal_delay_blocks
+            );
+        }
         let follower = Follower::new(competition.clone(), chain, config.chain.describe(), feed);
         let models = config.work_dir.join("models");
         let cache =
@@ -404,41 +437,135 @@ impl Miner {
         Ok(local)
     }
 
-    /// Publish the challenger to the store and commit it to the chain.
-    fn submit(&self, digest: &Digest, dir: &Path, observer: &mut dyn Observer) -> Result<u64> {
-        let report = self
-            .publish
-            .put(dir)
-            .map_err(|e| store_err(&self.config.store_location, e))?;
-        if report.digest != *digest {
-            return Err(store_err(
-                &self.config.store_location,
-                format!("stored as {}, saved as {digest}", report.digest),
-            ));
+    /// Commit the challenger, wait until the commitment is in a sealed block, then put it into
+    /// the store, before the commitment is revealed. The commitment binds the digest to our
+    /// hotkey before anyone can list the bytes, so a copier's commitment of them can only come
+    /// in a later block and never owns the digest (PROTOCOL §3). The digest committed is the
+    /// one the store gives these bytes (`koth_store::manifest_of_dir`, the store's own manifest
+    /// code); the put checks it again. Errors before the commitment is sent are errors of the
+    /// attempt; what goes wrong after it is in the returned record (the commitment is on chain
+    /// either way, and the validator will answer it).
+    fn submit(
+        &self,
+        digest: &Digest,
+        dir: &Path,
+        observer: &mut dyn Observer,
+    ) -> Result<PublishRecord> {
+        let location = &self.config.store_location;
+        let local = koth_store::manifest_of_dir(dir, 2)
+            .map_err(|e| MinerError::io(dir, e))?
+            .digest();
+        if local != *digest {
+            return Err(MinerError::Checkpoint {
+                path: dir.to_path_buf(),
+                message: format!("hashes to {local} now, saved as {digest}; nothing committed"),
+            });
         }
-        observer.event(&MinerEvent::Published {
-            digest: *digest,
-            location: self.config.store_location.clone(),
-        });
         let payload = CommitmentPayload {
-            location: self.config.store_location.clone(),
+            location: location.clone(),
             digest: *digest,
             hotkey: self.hotkey.clone(),
         }
         .to_string();
-        let receipt = self
-            .follower
-            .chain()
+        let chain = self.follower.chain();
+        let receipt = chain
             .commit(&self.key, &payload)
             .map_err(|e| MinerError::Chain {
                 chain: self.config.chain.describe(),
                 message: format!("committing {payload}: {e}"),
             })?;
+        let reveal_block = receipt.block.saturating_add(chain.params().reveal_delay);
         observer.event(&MinerEvent::Committed {
             block: receipt.block,
+            reveal_block,
             payload,
         });
-        Ok(receipt.block)
+        let mut record = PublishRecord {
+            commit_block: receipt.block,
+            reveal_block,
+            published_block: None,
+            problem: None,
+        };
+        if let Err(e) = self.wait_until_sealed(receipt.block) {
+            let problem = format!("not published: {e}");
+            tracing::warn!("{problem}");
+            observer.event(&MinerEvent::PublishFailed {
+                digest: *digest,
+                location: location.clone(),
+                reason: problem.clone(),
+            });
+            record.problem = Some(problem);
+            return Ok(record);
+        }
+        let put = self.publish.put(dir);
+        let head = chain.block().ok().map(|b| b.number);
+        record.published_block = head;
+        let problem = match put {
+            Err(e) => Some(format!("the upload to {location} failed: {e}")),
+            Ok(report) if report.digest != *digest => Some(format!(
+                "the upload to {location} stored {}, the commitment names {digest}",
+                report.digest
+            )),
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            tracing::warn!("{problem}");
+            observer.event(&MinerEvent::PublishFailed {
+                digest: *digest,
+                location: location.clone(),
+                reason: problem.clone(),
+            });
+            record.problem = Some(problem);
+            return Ok(record);
+        }
+        observer.event(&MinerEvent::Published {
+            digest: *digest,
+            location: location.clone(),
+            block: head,
+            reveal_block,
+        });
+        if let Some(head) = head.filter(|&h| h >= reveal_block) {
+            let problem = format!(
+                "published at block {head}, at or after the commitment's reveal at block \
+                 {reveal_block}: the validator may have looked before the checkpoint was there"
+            );
+            tracing::warn!("{problem}");
+            record.problem = Some(problem);
+        }
+        Ok(record)
+    }
+
+    /// Wait until the chain's sealed head reaches `block` (the commitment's block). Bounded:
+    /// the commitment's reveal delay in block times, plus a minute for a slow node; chain
+    /// errors meanwhile are retried.
+    fn wait_until_sealed(&self, block: u64) -> std::result::Result<u64, String> {
+        let chain = self.follower.chain();
+        let params = chain.params();
+        let block_time = params.block_time_ms.max(1);
+        let poll = Duration::from_millis((block_time / 4).clamp(10, 1000));
+        let limit =
+            Duration::from_millis(block_time.saturating_mul(params.reveal_delay.saturating_add(2)))
+                + Duration::from_secs(60);
+        let deadline = Instant::now() + limit;
+        let mut last_error = None;
+        loop {
+            match chain.block() {
+                Ok(head) if head.number >= block => return Ok(head.number),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("reading the chain head while waiting for block {block}: {e}");
+                    last_error = Some(e.to_string());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the commitment's block {block} was not seen sealed within {} s{}",
+                    limit.as_secs(),
+                    last_error.map_or(String::new(), |e| format!(" (last error: {e})"))
+                ));
+            }
+            std::thread::sleep(poll);
+        }
     }
 
     /// Wait for the validator's verdict on `digest` (until `verdict_timeout_s` or `stop`).
@@ -715,6 +842,7 @@ impl Miner {
                 submitted: false,
                 validator: None,
                 refusal: None,
+                publish: None,
             };
             self.record(&record)?;
             return Ok(record);
@@ -736,6 +864,7 @@ impl Miner {
                 submitted: false,
                 validator: None,
                 refusal: None,
+                publish: None,
             });
         }
         observer.event(&MinerEvent::TrainerDone {
@@ -767,6 +896,7 @@ impl Miner {
                 submitted: false,
                 validator: None,
                 refusal: Some(refusal),
+                publish: None,
             };
             self.record(&record)?;
             return Ok(record);
@@ -809,7 +939,7 @@ impl Miner {
     }
 
     /// The common end of an attempt, whichever trainer made the challenger: the validator's
-    /// gates, the local duel (again against a new king if it changed), then publish + commit
+    /// gates, the local duel (again against a new king if it changed), then commit and publish
     /// when the local duel crowns (or `force`), and the validator's verdict.
     fn judge_and_submit(
         &self,
@@ -840,6 +970,7 @@ impl Miner {
             submitted: false,
             validator: None,
             refusal: None,
+            publish: None,
         };
         let refusal = if gates_passed {
             None
@@ -884,7 +1015,7 @@ impl Miner {
             self.record(&record)?;
             return Ok(record);
         }
-        self.submit(&digest, &chal_dir, observer)?;
+        record.publish = Some(self.submit(&digest, &chal_dir, observer)?);
         record.submitted = true;
         record.status = AttemptStatus::Submitted;
         let verdict = self.wait_for_verdict(&digest, stop, observer)?;

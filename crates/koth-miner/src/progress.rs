@@ -135,10 +135,34 @@ pub fn describe(event: &MinerEvent) -> Option<String> {
             v.verdict, v.king_nll, v.challenger_nll, v.mu_hat, v.windows
         ),
         MinerEvent::NotSubmitted { reason } => format!("not submitted: {reason}"),
-        MinerEvent::Published { digest, location } => format!("published {digest} to {location}"),
-        MinerEvent::Committed { block, payload } => {
-            format!("committed at block {block}: {payload}")
+        MinerEvent::Committed {
+            block,
+            reveal_block,
+            payload,
+        } => {
+            format!("committed at block {block} (revealed at block {reveal_block}): {payload}")
         }
+        MinerEvent::Published {
+            digest,
+            location,
+            block,
+            reveal_block,
+        } => match block {
+            Some(b) if b >= reveal_block => format!(
+                "published {digest} to {location} at block {b}, LATE: the commitment was \
+                 revealed at block {reveal_block}"
+            ),
+            Some(b) => format!(
+                "published {digest} to {location} at block {b}, before the reveal at block \
+                 {reveal_block}"
+            ),
+            None => format!("published {digest} to {location}"),
+        },
+        MinerEvent::PublishFailed {
+            digest,
+            location,
+            reason,
+        } => format!("committed {digest} but did not publish it to {location}: {reason}"),
         MinerEvent::WaitingForVerdict { digest } => {
             format!("waiting for the validator's verdict on {digest}")
         }
