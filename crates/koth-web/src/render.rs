@@ -629,13 +629,35 @@ fn queue_section(d: &PageData, only: Option<&str>) -> String {
             ));
         }
     }
-    let body = if rows.is_empty() {
+    let mut body = if rows.is_empty() {
         r#"<p class="muted" id="queue-empty">The queue is empty.</p>"#.to_string()
     } else {
         format!(
             r#"<table id="queue-table"><thead><tr><th>Position</th><th>Class</th><th>Entry</th><th>Hotkey</th><th>UID</th><th>Digest</th><th>Location</th><th>Revealed at block</th><th>Retries</th></tr></thead><tbody>{rows}</tbody></table>"#
         )
     };
+    // Revealed commitments not decided yet: a digest goes to its earliest commitment, so each
+    // waits until the reveals up to its commit block + W have been read (PROTOCOL §3).
+    let held: Vec<String> = d
+        .state
+        .held
+        .iter()
+        .filter(|r| keep(&r.hotkey))
+        .map(|r| {
+            format!(
+                "{} (committed at block {}, decided at block {})",
+                esc(&short_key(&r.hotkey)),
+                r.commit_block,
+                d.state.release_block(r)
+            )
+        })
+        .collect();
+    if !held.is_empty() {
+        body.push_str(&format!(
+            r#"<p id="queue-held">Revealed, held until every earlier commitment could have been revealed: {}.</p>"#,
+            held.join(", ")
+        ));
+    }
     format!(
         r#"<section class="card" id="queue"><h2>Queue</h2>{body}<p class="note">Order: entries interrupted by our infrastructure first, then by reveal block, then hotkey. One entry per hotkey; a newer reveal replaces a queued one. Retries count our faults, which never cost a submission.</p></section>"#
     )
@@ -897,6 +919,11 @@ pub fn hotkey_live(d: &PageData, hotkey: &str) -> Option<String> {
         format!("entry {} is being evaluated", e.id)
     } else if let Some(pos) = s.queue_in_order().position(|e| e.hotkey == hotkey) {
         format!("queued at position {}", pos + 1)
+    } else if let Some(r) = s.held.iter().find(|r| r.hotkey == hotkey) {
+        format!(
+            "revealed; held until block {} (commit block + the reveal delay), then decided",
+            s.release_block(r)
+        )
     } else {
         "nothing in evaluation".to_string()
     };

@@ -284,6 +284,17 @@ fn game() -> Game {
         }
     }
     assert!(dave_started);
+    // Revealed one block after its commit block (W is 2): held until the reveals up to commit
+    // block + 2 are read, so not in the queue yet (PROTOCOL §3).
+    let now = d.state.block;
+    d.feed(Event::Revealed {
+        block: now,
+        reveals: vec![Reveal {
+            reveal_block: now,
+            ..reveal(&hotkey(36), 7, checkpoint("frank"), now - 1)
+        }],
+    });
+    assert_eq!(d.state.held.len(), 1);
     // The state the shell would publish is the log replayed.
     let state = koth_validator::log::open_read_only(&log_path)
         .unwrap()
@@ -420,6 +431,17 @@ async fn the_overview_renders_the_hill_without_javascript() {
     );
     // Stranger-written text is escaped.
     assert!(queue.contains("&lt;b&gt;6&lt;/b&gt;") && !queue.contains("<b>6</b>"));
+    // A held reveal is shown under the queue with the block it is decided at.
+    let held = element(&page, "p", "queue-held");
+    let r = &g.state.held[0];
+    assert!(
+        held.contains(&format!(
+            "committed at block {}, decided at block {}",
+            r.commit_block,
+            r.commit_block + 2
+        )),
+        "{held}"
+    );
     // The history: every outcome with its words.
     let history = element(&page, "section", "history");
     assert!(history.contains("config_mismatch"));
