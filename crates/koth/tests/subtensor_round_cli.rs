@@ -58,6 +58,10 @@ fn a_miner_and_a_validator_play_a_round_through_the_subtensor_adapter() {
         tmp.path(),
         &MiniOptions {
             miners: 1,
+            // The competition's W, the longest reveal lag the validator accepts: a timelocked
+            // commitment is revealed once the node has its drand round, a few blocks after
+            // `blocks_until_reveal` (measured: 5 blocks with 3).
+            reveal_delay: 20,
             ..MiniOptions::default()
         },
     )
