@@ -942,6 +942,7 @@ fn resume(state: &mut ValidatorState) -> Result<Vec<Effect>, ApplyError> {
                 hotkey: e.hotkey.clone(),
                 reign,
                 location: e.location.clone(),
+                previous: state.king().map(|r| r.digest),
             }])
         }
         Some(_) => Ok(Vec::new()),
@@ -974,12 +975,27 @@ fn next_step(state: &mut ValidatorState, rules: &Rules, from: usize) -> Result<E
         .king()
         .map(|k| (k.digest, k.location.clone()))
         .ok_or(ApplyError::Internal("no king"))?;
+    // The fingerprint gate's references, chosen here (from the reigns and the history) so that
+    // the shell reads nothing of the state.
+    let fingerprint_references = match state.entries.get(&id) {
+        Some(e) if Gate::Fingerprint.enabled(rules) => crate::fingerprint::earlier_checkpoints(
+            state,
+            rules.near_copy_history as usize,
+            &e.digest,
+        ),
+        _ => Vec::new(),
+    };
     let entry = state
         .entries
         .get_mut(&id)
         .ok_or(ApplyError::Internal("active entry missing"))?;
     for gate in Gate::PIPELINE.iter().skip(from).copied() {
         if gate.enabled(rules) {
+            let references = if gate == Gate::Fingerprint {
+                fingerprint_references
+            } else {
+                Vec::new()
+            };
             let effect = Effect::RunGate {
                 entry: id,
                 gate,
@@ -987,6 +1003,7 @@ fn next_step(state: &mut ValidatorState, rules: &Rules, from: usize) -> Result<E
                 location: entry.location.clone(),
                 king,
                 king_location: king_location.clone(),
+                references,
             };
             set_phase(
                 &mut state.active,

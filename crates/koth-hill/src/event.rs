@@ -64,6 +64,15 @@ pub struct Rules {
     /// (reveal block first, nothing held, no lag refused) so that it replays as it was run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reveal_delay_blocks: Option<u64>,
+    /// The competition's `gates.near_copy_history`: how many earlier kings and fingerprinted
+    /// submissions a challenger's fingerprint is compared with. Absent from logs started before
+    /// the rules carried it: the competition file's default.
+    #[serde(default = "default_near_copy_history")]
+    pub near_copy_history: u32,
+}
+
+fn default_near_copy_history() -> u32 {
+    koth_core::competition::GateSwitches::default().near_copy_history
 }
 
 impl Rules {
@@ -80,6 +89,7 @@ impl Rules {
             near_copy: c.gates.near_copy,
             trainability_probe: c.gates.trainability_probe,
             reveal_delay_blocks: Some(c.intake.reveal_delay_blocks),
+            near_copy_history: c.gates.near_copy_history,
         }
     }
 }
@@ -367,6 +377,10 @@ pub enum Effect {
         /// for the genesis king). `None`: nowhere is known, so the king can be used only if it
         /// is already cached.
         king_location: Option<String>,
+        /// For the fingerprint gate: the checkpoints the challenger is compared with, with the
+        /// words that name them ([`crate::fingerprint::earlier_checkpoints`]); empty for the
+        /// other gates.
+        references: Vec<(Digest, String)>,
     },
     /// Duel the entry against the king (append `DuelStarted` first).
     StartDuel {
@@ -389,6 +403,9 @@ pub enum Effect {
         reign: u64,
         /// Where the winner committed it (to fetch it from when the shell's cache lost it).
         location: String,
+        /// The king it replaces (the shell may release it from its cache once the crown is
+        /// logged).
+        previous: Option<Digest>,
     },
     /// Set these weights on chain, then append `WeightsSet`.
     SetWeights { weights: Vec<Weight> },

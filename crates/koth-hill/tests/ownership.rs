@@ -26,6 +26,7 @@ fn rules(w: Option<u64>) -> Rules {
         near_copy: false,
         trainability_probe: false,
         reveal_delay_blocks: w,
+        near_copy_history: 16,
     }
 }
 

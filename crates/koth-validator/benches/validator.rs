@@ -20,6 +20,7 @@ fn rules() -> Rules {
         near_copy: false,
         trainability_probe: false,
         reveal_delay_blocks: Some(3),
+        near_copy_history: 16,
     }
 }
 

@@ -39,6 +39,7 @@ fn main() {
                 near_copy: false,
                 trainability_probe: false,
                 reveal_delay_blocks: Some(3),
+                near_copy_history: 16,
             },
         },
     );

@@ -509,12 +509,13 @@ impl OptionalGates {
     }
 
     /// Gate 6: fingerprint the challenger (stored before the verdict), compare it with the
-    /// king's and those of the last `near_copy_history` submissions that reached this gate.
+    /// `references` the rules chose (the king's, earlier kings', and those of the last
+    /// `near_copy_history` submissions that reached this gate, with the words naming them).
     /// An earlier fingerprint that is neither stored nor recomputable from a cached checkpoint
     /// makes the gate undecidable. Returns the challenger's fingerprint digest.
     pub fn fingerprint(
         &mut self,
-        state: &crate::state::ValidatorState,
+        references: &[(koth_core::Digest, String)],
         king_config: &Value,
         king: (&koth_core::Digest, &Path),
         challenger: (&koth_core::Digest, &Path),
@@ -523,11 +524,7 @@ impl OptionalGates {
         let probes = self.probes(king_config)?;
         let mine = self.fingerprint_of(&probes, challenger.0, Some(challenger.1), true)?;
         let mut earlier = Vec::new();
-        for (digest, label) in crate::fingerprint::earlier_checkpoints(
-            state,
-            self.switches.near_copy_history as usize,
-            challenger.0,
-        ) {
+        for (digest, label) in references.iter().cloned() {
             let dir = if &digest == king.0 {
                 Some(king.1.to_path_buf())
             } else {

@@ -354,14 +354,15 @@ impl Shell {
                 location,
                 king,
                 king_location,
+                references,
             } => {
                 self.record(Event::GateStarted { entry, gate })?;
                 let verdict = self.run_gate(
                     gate,
                     &challenger,
                     &location,
-                    &king,
-                    king_location.as_deref(),
+                    (&king, king_location.as_deref()),
+                    &references,
                 );
                 let event = match verdict {
                     GateVerdict::Pass => Event::GatePassed { entry, gate },
@@ -395,7 +396,8 @@ impl Shell {
                 hotkey,
                 reign,
                 location,
-            } => self.crown(entry, (digest, location), hotkey, reign),
+                previous,
+            } => self.crown(entry, (digest, location), hotkey, reign, previous),
             Effect::SetWeights { weights } => self.set_weights(weights),
             Effect::Answer { entry, hotkey, .. } => {
                 tracing::info!(entry, hotkey, "answered");
@@ -462,8 +464,8 @@ impl Shell {
         gate: Gate,
         challenger: &Digest,
         location: &str,
-        king: &Digest,
-        king_location: Option<&str>,
+        (king, king_location): (&Digest, Option<&str>),
+        references: &[(Digest, String)],
     ) -> GateVerdict {
         if let Err(e) = self.king_dir(king, king_location) {
             return GateVerdict::Infra(e.to_string());
@@ -527,7 +529,7 @@ impl Shell {
             Gate::Fingerprint => {
                 let king = (k.digest, k.dir.clone(), k.config.clone());
                 let result = self.optional.fingerprint(
-                    self.journal.state(),
+                    references,
                     &king.2,
                     (&king.0, &king.1),
                     (challenger, &chal_dir),
@@ -781,6 +783,7 @@ impl Shell {
         (digest, committed): (Digest, String),
         hotkey: String,
         reign: u64,
+        previous: Option<Digest>,
     ) -> Result<(), ShellError> {
         let kings = crate::king_store::KingStore {
             location: &self.cfg.king_location,
@@ -816,7 +819,6 @@ impl Shell {
                 })
             }
         };
-        let old = self.journal.state().king().map(|r| r.digest);
         self.record(Event::Crowned {
             entry,
             digest,
@@ -826,7 +828,7 @@ impl Shell {
             block_hash: head.hash.to_string(),
             location: Some(copy),
         })?;
-        if let Some(old) = old.filter(|o| o != &digest) {
+        if let Some(old) = previous.filter(|o| o != &digest) {
             let _ = self.cache.unpin(&old);
         }
         Ok(())

@@ -684,12 +684,15 @@ fn the_validators_copy_of_the_king_is_the_reigns_location_for_gates_duels_and_fe
         hotkey,
         reign,
         location,
+        previous,
     } = crown_fx.clone()
     else {
         panic!("expected Crown, got {crown_fx:?}")
     };
-    // The effect says where the winner committed it (to fetch it again if the cache lost it).
+    // The effect says where the winner committed it (to fetch it again if the cache lost it),
+    // and which king it replaces (the shell releases it without reading the state).
     assert_eq!(location, "s3://bucket/alice");
+    assert!(previous.is_some() && previous != Some(d), "{previous:?}");
     let crowned = |location: Option<&str>| Event::Crowned {
         entry,
         digest: d,
