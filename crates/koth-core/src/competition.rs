@@ -202,6 +202,16 @@ pub struct DuelRule {
     /// Bootstrap resamples; only with `test = "bootstrap"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_resamples: Option<u32>,
+    /// King-loss reuse: 0 (off), or the batches of `batch_size` windows in a reign pool. The
+    /// king is scored once per reign on a pool drawn from its crowning block's hash; each duel
+    /// of the reign draws whole pool batches by its own seed and scores only the challenger
+    /// (docs/DUEL.md). The pool must hold a whole duel: `king_pool_batches × batch_size ≥ n_max`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub king_pool_batches: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl DuelRule {
@@ -215,6 +225,7 @@ impl DuelRule {
             n_max,
             batch_size,
             bootstrap_resamples: None,
+            king_pool_batches: 0,
         }
     }
 }
@@ -499,6 +510,19 @@ impl Competition {
                     d.n_max, d.batch_size
                 ),
             ));
+        }
+        if d.king_pool_batches > 0 {
+            let windows = u64::from(d.king_pool_batches) * u64::from(d.batch_size);
+            if windows < u64::from(d.n_max) || windows > u64::from(MAX_N_MAX) {
+                return Err(invalid(
+                    "duel.king_pool_batches",
+                    format!(
+                        "0 (off), or enough batches of duel.batch_size ({}) to hold a whole duel \
+                         (n_max = {}) and at most {MAX_N_MAX} windows; got {} ({windows} windows)",
+                        d.batch_size, d.n_max, d.king_pool_batches
+                    ),
+                ));
+            }
         }
         if d.test == DuelTest::Sequential && d.n_max < MIN_SEQUENTIAL_N_MAX {
             return Err(invalid(

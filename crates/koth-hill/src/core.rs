@@ -12,8 +12,8 @@
 use koth_core::{CommitmentPayload, Digest, RejectCode};
 
 use crate::event::{
-    truncate, Effect, EntryId, Event, Gate, Outcome, Reveal, Rules, SeedMaterial, VerdictSummary,
-    Weight, MAX_BACKOFF_BLOCKS, MAX_TEXT_BYTES,
+    truncate, Effect, EntryId, Event, Gate, Outcome, PoolSpec, Reveal, Rules, SeedMaterial,
+    VerdictSummary, Weight, MAX_BACKOFF_BLOCKS, MAX_TEXT_BYTES,
 };
 use crate::state::{
     Active, DigestRecord, DuelBounds, Entry, Finished, GateRecord, GateResult, Phase, QueueClass,
@@ -975,6 +975,23 @@ fn next_step(state: &mut ValidatorState, rules: &Rules, from: usize) -> Result<E
         .king()
         .map(|k| (k.digest, k.location.clone()))
         .ok_or(ApplyError::Internal("no king"))?;
+    // King-loss reuse: the reign's pool is named by the competition, the reign and its crowning
+    // block's hash (the competition's start block for the genesis king), so every validator and
+    // every duel of the reign draws the same windows.
+    let king_pool = state
+        .king()
+        .filter(|_| rules.king_pool_batches > 0)
+        .map(|k| PoolSpec {
+            seed_material: format!(
+                "koth/reign-pool/1\n{}\nreign {}\n{}",
+                rules.competition_sha256,
+                k.number,
+                k.block_hash
+                    .clone()
+                    .unwrap_or_else(|| format!("start block {}", rules.start_block))
+            ),
+            batches: rules.king_pool_batches,
+        });
     // The fingerprint gate's references, chosen here (from the reigns and the history) so that
     // the shell reads nothing of the state.
     let fingerprint_references = match state.entries.get(&id) {
@@ -1031,6 +1048,7 @@ fn next_step(state: &mut ValidatorState, rules: &Rules, from: usize) -> Result<E
         king,
         king_location,
         seed: seed.clone(),
+        king_pool,
     };
     set_phase(
         &mut state.active,

@@ -69,6 +69,23 @@ pub struct Rules {
     /// the rules carried it: the competition file's default.
     #[serde(default = "default_near_copy_history")]
     pub near_copy_history: u32,
+    /// The competition's `duel.king_pool_batches` (0: every duel scores the king live).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub king_pool_batches: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A reign pool to duel on (king-loss reuse): the king is scored once on `batches` batches of
+/// windows drawn from `seed_material`, which names the reign (its crowning block's hash), so
+/// every validator and every duel of the reign draws the same pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    pub seed_material: String,
+    pub batches: u32,
 }
 
 fn default_near_copy_history() -> u32 {
@@ -90,6 +107,7 @@ impl Rules {
             trainability_probe: c.gates.trainability_probe,
             reveal_delay_blocks: Some(c.intake.reveal_delay_blocks),
             near_copy_history: c.gates.near_copy_history,
+            king_pool_batches: c.duel.king_pool_batches,
         }
     }
 }
@@ -392,6 +410,8 @@ pub enum Effect {
         /// Where the king is stored, as for [`Effect::RunGate`].
         king_location: Option<String>,
         seed: SeedMaterial,
+        /// The reign pool to take the king's losses from; `None`: score the king live.
+        king_pool: Option<PoolSpec>,
     },
     /// Make the entry king (copy its checkpoint into the validator's own store and verify the
     /// copy, pin it, read the chain head), then append `Crowned` with the copy's location.

@@ -26,7 +26,7 @@ pub mod state;
 
 pub use crate::core::{apply, check, ApplyError};
 pub use event::{
-    Effect, EntryId, Event, Gate, LoggedEvent, Outcome, Reveal, Rules, SeedMaterial,
+    Effect, EntryId, Event, Gate, LoggedEvent, Outcome, PoolSpec, Reveal, Rules, SeedMaterial,
     VerdictSummary, Weight, EVENT_VERSION,
 };
 pub use state::ValidatorState;

@@ -36,6 +36,7 @@ fn rules(rng: &mut ChaCha20Rng) -> Rules {
         // reveals with lags below W wait for a later `revealed`), or a log from before the hold.
         reveal_delay_blocks: [Some(3), Some(5), None][rng.random_range(0..3)],
         near_copy_history: 16,
+        king_pool_batches: 0,
     }
 }
 

@@ -27,6 +27,7 @@ fn rules(w: Option<u64>) -> Rules {
         trainability_probe: false,
         reveal_delay_blocks: w,
         near_copy_history: 16,
+        king_pool_batches: 0,
     }
 }
 

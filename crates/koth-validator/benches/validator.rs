@@ -21,6 +21,7 @@ fn rules() -> Rules {
         trainability_probe: false,
         reveal_delay_blocks: Some(3),
         near_copy_history: 16,
+        king_pool_batches: 0,
     }
 }
 

@@ -47,6 +47,9 @@ pub enum DuelRunError<E = Infallible> {
     },
     #[error(transparent)]
     Duel(#[from] DuelError<E>),
+    /// Scoring the king on its reign pool failed (ours: the king is the validator's).
+    #[error("the king's reign pool: {0}")]
+    Pool(#[from] koth_duel::pool::PoolError),
 }
 
 impl<E: std::fmt::Display> DuelRunError<E> {
@@ -144,6 +147,48 @@ pub struct DuelSetup<'a> {
     /// The validator secret that windows of private (holdout) sources mix in; `None` when the
     /// bundle has no private source (sampling one without it is a setup error).
     pub holdout_secret: Option<&'a [u8]>,
+    /// King-loss reuse: the reign pool the rules named, and where this process keeps the
+    /// king's scored pool between duels. `None`: the king is scored live.
+    pub king_pool: Option<(&'a crate::event::PoolSpec, &'a PoolCache)>,
+}
+
+/// The current reign's scored pool, kept between the duels of one process (the shell's, or a
+/// remote worker's). Scoring the king once per reign is what halves a duel's cost; a pool of
+/// another king, seed or layout is replaced.
+#[derive(Default)]
+pub struct PoolCache(std::sync::Mutex<Option<std::sync::Arc<koth_duel::pool::KingPool>>>);
+
+impl PoolCache {
+    /// The cached pool if it is the one `spec` names for `king` in this layout.
+    fn get(
+        &self,
+        spec: &crate::event::PoolSpec,
+        king: &Digest,
+        batch_size: u32,
+        seq_len: u32,
+    ) -> Option<std::sync::Arc<koth_duel::pool::KingPool>> {
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref()
+            .filter(|p| {
+                &p.king == king
+                    && p.seed_material == spec.seed_material
+                    && p.batches() == spec.batches
+                    && p.batch_size == batch_size
+                    && p.seq_len == seq_len
+            })
+            .cloned()
+    }
+
+    fn put(&self, pool: koth_duel::pool::KingPool) -> std::sync::Arc<koth_duel::pool::KingPool> {
+        let pool = std::sync::Arc::new(pool);
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(pool.clone());
+        pool
+    }
+
+    /// Whether no pool has been scored yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
 }
 
 /// Load both checkpoints (the king first: a king that does not load is ours, and once it has
@@ -191,8 +236,6 @@ pub fn run_duel<S: DuelSink>(
             },
         )
     };
-    let king_model = load(Side::King, king.1)?;
-    let chal_model = load(Side::Challenger, challenger.1)?;
     let duel_setup = koth_duel::duel::DuelSetup::from_competition(
         competition,
         u64::from(competition.duel.n_max),
@@ -211,6 +254,36 @@ pub fn run_duel<S: DuelSink>(
         },
         Some(setup.bundle_path.display().to_string()),
     );
+    if let Some((spec, cache)) = setup.king_pool {
+        let (batch_size, seq_len) = (competition.duel.batch_size, competition.data.seq_len);
+        let pool = match cache.get(spec, king.0, batch_size, seq_len) {
+            Some(pool) => pool,
+            None => {
+                // The reign's first duel here: score the king once on the pool.
+                let king_model = load(Side::King, king.1)?;
+                cache.put(koth_duel::pool::KingPool::score(
+                    setup.dataset,
+                    &spec.seed_material,
+                    setup.holdout_secret,
+                    *king.0,
+                    &mut ModelScorer::new(king_model),
+                    spec.batches,
+                    batch_size,
+                    seq_len,
+                )?)
+            }
+        };
+        let chal_model = load(Side::Challenger, challenger.1)?;
+        return Ok(koth_duel::duel::run_duel_pooled(
+            setup.dataset,
+            &duel_setup,
+            &pool,
+            &mut ModelScorer::new(chal_model),
+            sink,
+        )?);
+    }
+    let king_model = load(Side::King, king.1)?;
+    let chal_model = load(Side::Challenger, challenger.1)?;
     Ok(koth_duel::duel::run_duel(
         setup.dataset,
         &duel_setup,

@@ -85,6 +85,8 @@ pub struct Shell {
     hub: SharedFeed,
     pending: VecDeque<Effect>,
     king: Option<KingFacts>,
+    /// The reign pool of the king, scored once per reign (in-process duels).
+    pools: crate::duel_run::PoolCache,
     /// The trainability probe and the fingerprint gate (secret, stored fingerprints).
     optional: gate_run::OptionalGates,
     stop: Arc<AtomicBool>,
@@ -218,6 +220,7 @@ impl Shell {
             hub,
             pending: effects.into(),
             king: None,
+            pools: Default::default(),
             optional,
             stop: Arc::new(AtomicBool::new(false)),
             crown_delay: std::time::Duration::from_millis(
@@ -389,7 +392,14 @@ impl Shell {
                 king,
                 king_location,
                 seed,
-            } => self.duel(entry, (challenger, location), (king, king_location), seed),
+                king_pool,
+            } => self.duel(
+                entry,
+                (challenger, location),
+                (king, king_location),
+                seed,
+                king_pool,
+            ),
             Effect::Crown {
                 entry,
                 digest,
@@ -593,6 +603,7 @@ impl Shell {
         (challenger, challenger_location): (Digest, String),
         (king, king_location): (Digest, Option<String>),
         seed: SeedMaterial,
+        king_pool: Option<crate::event::PoolSpec>,
     ) -> Result<(), ShellError> {
         self.record(Event::DuelStarted {
             entry,
@@ -611,9 +622,13 @@ impl Shell {
         let chal_dir = self.cache.path_of(&challenger);
         let worker = self.cfg.worker.clone();
         let result = match &worker {
-            WorkerSpec::InProcess => {
-                self.duel_in_process(entry, &king, &king_dir, &challenger, &chal_dir, &seed)
-            }
+            WorkerSpec::InProcess => self.duel_in_process(
+                entry,
+                (&king, &king_dir),
+                (&challenger, &chal_dir),
+                &seed,
+                king_pool.as_ref(),
+            ),
             WorkerSpec::Remote { url, token } => {
                 let (url, token) = (url.clone(), token.clone());
                 match king_location {
@@ -629,6 +644,7 @@ impl Shell {
                             challenger,
                             challenger_location,
                             seed: seed.clone(),
+                            king_pool,
                         };
                         self.duel_remote(entry, &url, &token, &request)
                     }
@@ -690,11 +706,10 @@ impl Shell {
     fn duel_in_process(
         &mut self,
         entry: EntryId,
-        king: &Digest,
-        king_dir: &Path,
-        challenger: &Digest,
-        chal_dir: &Path,
+        (king, king_dir): (&Digest, &Path),
+        (challenger, chal_dir): (&Digest, &Path),
         seed: &SeedMaterial,
+        king_pool: Option<&crate::event::PoolSpec>,
     ) -> Result<DuelEnd, ShellError> {
         let Some(dataset) = self.dataset.take() else {
             return Ok(DuelEnd::Failed(DuelFailure::Infra(
@@ -706,6 +721,8 @@ impl Shell {
         let device = self.cfg.device.clone();
         let dtype = self.cfg.dtype.clone();
         let holdout_secret = self.cfg.holdout_secret.as_ref().map(|h| h.bytes().to_vec());
+        // The pool cache leaves the shell while the sink borrows it (as the dataset does).
+        let pools = std::mem::take(&mut self.pools);
         let result = {
             let setup = DuelSetup {
                 competition: &competition,
@@ -714,6 +731,7 @@ impl Shell {
                 device: &device,
                 dtype: &dtype,
                 holdout_secret: holdout_secret.as_deref(),
+                king_pool: king_pool.map(|spec| (spec, &pools)),
             };
             let mut sink = DuelProgressSink::new(self, entry);
             run_duel(
@@ -725,6 +743,7 @@ impl Shell {
             )
         };
         self.dataset = Some(dataset);
+        self.pools = pools;
         match result {
             Ok(verdict) => Ok(DuelEnd::Verdict(Box::new(verdict))),
             // Logging the progress failed: that is the shell's own error, not the duel's.

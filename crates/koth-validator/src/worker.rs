@@ -50,6 +50,9 @@ pub struct DuelRequest {
     pub challenger: Digest,
     pub challenger_location: String,
     pub seed: SeedMaterial,
+    /// The reign pool to take the king's losses from (king-loss reuse); absent: live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub king_pool: Option<crate::event::PoolSpec>,
 }
 
 /// One line of the response stream.
@@ -78,6 +81,8 @@ pub struct WorkerConfig {
 struct WorkerState {
     cfg: WorkerConfig,
     dataset: Mutex<Option<Dataset>>,
+    /// The reign pool of the last king, scored once per reign.
+    pools: crate::duel_run::PoolCache,
     /// Set while a duel runs; its cancel flag.
     running: Mutex<Option<Arc<AtomicBool>>>,
 }
@@ -201,6 +206,7 @@ pub fn worker_router(cfg: WorkerConfig) -> Result<Router, WorkerError> {
     let state = Arc::new(WorkerState {
         cfg,
         dataset: Mutex::new(Some(ds)),
+        pools: Default::default(),
         running: Mutex::new(None),
     });
     Ok(Router::new()
@@ -399,6 +405,7 @@ fn run_request(
         // The worker holds no validator secret: validator.toml refuses a remote worker for a
         // bundle with private sources.
         holdout_secret: None,
+        king_pool: req.king_pool.as_ref().map(|spec| (spec, &st.pools)),
     };
     let mut sink = ProgressFn(|p: &Progress| {
         // A closed channel means the client went away: stop.

@@ -82,6 +82,7 @@ fn a_duel_on_a_device_list_gives_the_one_device_verdict() {
             device,
             dtype: "f32",
             holdout_secret: None,
+            king_pool: None,
         };
         run_duel(
             &setup,

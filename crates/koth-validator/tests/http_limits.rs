@@ -167,6 +167,7 @@ fn a_worker_answer_without_newlines_is_cut_off_at_the_line_cap() {
             reveal_block_hash: "0x00".into(),
             hotkey: "h".into(),
         },
+        king_pool: None,
     };
     let err = remote_duel(
         &format!("http://{addr}"),

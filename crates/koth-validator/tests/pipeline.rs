@@ -883,3 +883,52 @@ fn weights_on_every_crown_and_every_w_blocks_until_set() {
     assert!(h.state.weights.dirty);
     assert_eq!(h.replayed(), h.state);
 }
+
+#[test]
+fn with_king_loss_reuse_every_duel_of_a_reign_names_the_reigns_pool() {
+    let mut h = Harness::new(koth_validator::Rules {
+        king_pool_batches: 4,
+        ..rules()
+    });
+    let fx = h.reveal(vec![
+        reveal("alice", Some(1), payload(digest(1), "alice"), 101),
+        reveal("bob", Some(2), payload(digest(2), "bob"), 102),
+        reveal("carol", Some(3), payload(digest(3), "carol"), 103),
+    ]);
+    let pool_of = |e: &Effect| match e {
+        Effect::StartDuel { king_pool, .. } => king_pool.clone().expect("a pool is named"),
+        other => panic!("expected StartDuel, got {other:?}"),
+    };
+    // Alice's duel against the genesis king.
+    let start = pass_gates(&mut h, command(&fx).unwrap());
+    let genesis_pool = pool_of(&start);
+    assert_eq!(genesis_pool.batches, 4);
+    assert!(genesis_pool.seed_material.contains("reign 0"));
+    // Alice is crowned: Bob's duel names the new reign's pool (its crowning block's hash).
+    let fx = duel(&mut h, &start, true);
+    let fx = crown(&mut h, &command(&fx).unwrap(), 120);
+    let start = pass_gates(&mut h, command(&fx).unwrap());
+    let alice_pool = pool_of(&start);
+    assert_ne!(alice_pool, genesis_pool);
+    assert!(alice_pool.seed_material.contains("reign 1"));
+    // Bob loses: Carol's duel is in the same reign, on the same pool.
+    let fx = duel(&mut h, &start, false);
+    let start = pass_gates(&mut h, command(&fx).unwrap());
+    assert_eq!(pool_of(&start), alice_pool);
+    // Without reuse no pool is named.
+    let mut h = Harness::new(rules());
+    let fx = h.reveal(vec![reveal(
+        "alice",
+        Some(1),
+        payload(digest(1), "alice"),
+        101,
+    )]);
+    let start = pass_gates(&mut h, command(&fx).unwrap());
+    assert!(matches!(
+        start,
+        Effect::StartDuel {
+            king_pool: None,
+            ..
+        }
+    ));
+}

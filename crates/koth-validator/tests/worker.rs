@@ -82,6 +82,7 @@ fn worker_serves_one_authenticated_cancellable_duel_at_a_time() {
             reveal_block_hash: "sha256:00".into(),
             hotkey: "5Test".into(),
         },
+        king_pool: None,
     };
 
     // No token, wrong token: 401.
