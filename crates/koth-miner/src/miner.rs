@@ -487,14 +487,12 @@ impl Miner {
             problem: None,
         };
         if let Err(e) = self.wait_until_sealed(receipt.block) {
-            let problem = format!("not published: {e}");
-            tracing::warn!("{problem}");
-            observer.event(&MinerEvent::PublishFailed {
-                digest: *digest,
-                location: location.clone(),
-                reason: problem.clone(),
-            });
-            record.problem = Some(problem);
+            publish_failed(
+                &mut record,
+                observer,
+                (digest, location),
+                format!("not published: {e}"),
+            );
             return Ok(record);
         }
         let put = self.publish.put(dir);
@@ -509,13 +507,7 @@ impl Miner {
             Ok(_) => None,
         };
         if let Some(problem) = problem {
-            tracing::warn!("{problem}");
-            observer.event(&MinerEvent::PublishFailed {
-                digest: *digest,
-                location: location.clone(),
-                reason: problem.clone(),
-            });
-            record.problem = Some(problem);
+            publish_failed(&mut record, observer, (digest, location), problem);
             return Ok(record);
         }
         observer.event(&MinerEvent::Published {
@@ -1105,4 +1097,20 @@ pub fn stop_on_signals() -> std::sync::Arc<AtomicBool> {
         set.store(true, Ordering::SeqCst);
     });
     flag
+}
+
+/// A publication that did not happen: warned, reported to the observer, kept in the record.
+fn publish_failed(
+    record: &mut PublishRecord,
+    observer: &mut dyn Observer,
+    (digest, location): (&Digest, &str),
+    problem: String,
+) {
+    tracing::warn!("{problem}");
+    observer.event(&MinerEvent::PublishFailed {
+        digest: *digest,
+        location: location.to_string(),
+        reason: problem.clone(),
+    });
+    record.problem = Some(problem);
 }

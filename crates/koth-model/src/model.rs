@@ -223,6 +223,18 @@ pub(crate) fn common_dtype_device(
     Ok((dtype, device))
 }
 
+/// A placement's stages must cover exactly the model's decoder layers.
+fn check_placement_layers(placement: &Placement, config: &ModelConfig) -> Result<()> {
+    if placement.num_layers() != config.num_hidden_layers {
+        return Err(ModelError::Invalid(format!(
+            "placement: the stages cover {} decoder layers, the model has {}",
+            placement.num_layers(),
+            config.num_hidden_layers
+        )));
+    }
+    Ok(())
+}
+
 /// The tensors must be exactly those `config.tensor_specs()` names, with those shapes.
 fn check_tensor_shapes(config: &ModelConfig, tensors: &HashMap<String, Tensor>) -> Result<()> {
     let specs = config.tensor_specs();
@@ -372,13 +384,7 @@ impl Model {
         mut tensors: HashMap<String, Tensor>,
         placement: Placement,
     ) -> Result<Self> {
-        if placement.num_layers() != config.num_hidden_layers {
-            return Err(ModelError::Invalid(format!(
-                "placement: the stages cover {} decoder layers, the model has {}",
-                placement.num_layers(),
-                config.num_hidden_layers
-            )));
-        }
+        check_placement_layers(&placement, &config)?;
         for (name, t) in tensors.iter_mut() {
             *t = transfer(t, placement.device_of(name))?;
         }
@@ -534,13 +540,7 @@ impl Model {
         dtype: DType,
         placement: Placement,
     ) -> Result<Self> {
-        if placement.num_layers() != config.num_hidden_layers {
-            return Err(ModelError::Invalid(format!(
-                "placement: the stages cover {} decoder layers, the model has {}",
-                placement.num_layers(),
-                config.num_hidden_layers
-            )));
-        }
+        check_placement_layers(&placement, config)?;
         let tensors = crate::init::init_tensors_placed(config, seed, dtype, |name| {
             placement.device_of(name)
         })?;

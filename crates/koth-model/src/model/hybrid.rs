@@ -98,33 +98,8 @@ pub(super) fn from_tensors(
     mut tensors: HashMap<String, Tensor>,
 ) -> Result<Model> {
     let h = hybrid_of(&config)?.clone();
+    super::check_tensor_shapes(&config, &tensors)?;
     let specs = config.tensor_specs();
-    let mut problems = Vec::new();
-    for s in &specs {
-        match tensors.get(&s.name) {
-            None => problems.push(format!("missing tensor `{}`", s.name)),
-            Some(t) if t.dims() != s.shape.as_slice() => problems.push(format!(
-                "tensor `{}` has shape {:?}, expected {:?}",
-                s.name,
-                t.dims(),
-                s.shape
-            )),
-            Some(_) => {}
-        }
-    }
-    let known: std::collections::HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    let mut extra: Vec<&String> = tensors
-        .keys()
-        .filter(|k| !known.contains(k.as_str()))
-        .collect();
-    extra.sort();
-    problems.extend(extra.iter().map(|k| format!("unexpected tensor `{k}`")));
-    if !problems.is_empty() {
-        return Err(ModelError::Invalid(format!(
-            "tensors do not match the config: {}",
-            problems.join("; ")
-        )));
-    }
     let root = h.prefix.clone();
     let embed_name = format!("{root}.embed_tokens.weight");
     let (dtype, device) = super::common_dtype_device(&tensors, &embed_name)?;
