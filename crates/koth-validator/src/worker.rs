@@ -611,6 +611,20 @@ pub fn check_worker_verdict(
         competition.duel.batch_size,
         v.scoring.batch_size,
     )?;
+    // The king's losses come from the reign pool the request named (seed and size), or from
+    // scoring the king live when it named none.
+    same(
+        "king pool (seed material, windows)",
+        request.king_pool.as_ref().map(|p| {
+            (
+                p.seed_material.clone(),
+                u64::from(p.batches) * u64::from(competition.duel.batch_size),
+            )
+        }),
+        v.king_pool
+            .as_ref()
+            .map(|p| (p.seed_material.clone(), p.windows)),
+    )?;
     let boot_seed = koth_duel::rule::bootstrap_seed(&seed);
     if matches!(spec, koth_core::verdict::RuleSpec::Bootstrap { .. }) {
         same("bootstrap seed", Some(boot_seed), v.bootstrap_seed)?;

@@ -126,6 +126,34 @@ fn worker_serves_one_authenticated_cancellable_duel_at_a_time() {
     // another competition, a decision that does not follow from its own losses — is refused
     // with the field named.
     check_worker_verdict(&request(better), &competition, &verdict).unwrap();
+    // King-loss reuse on the worker: a request naming a reign pool gets a verdict that records
+    // it; a verdict that ignored the pool (or used one the request did not name) is refused.
+    let mut pooled = request(better);
+    pooled.king_pool = Some(koth_validator::event::PoolSpec {
+        seed_material: "koth/reign-pool/1\nworker test\nreign 0".into(),
+        batches: competition.duel.n_max.div_ceil(competition.duel.batch_size),
+    });
+    let pooled_verdict = remote_duel(&url, &token, &pooled, Duration::from_secs(120), &mut |_| {
+        true
+    })
+    .unwrap();
+    let record = pooled_verdict
+        .king_pool
+        .clone()
+        .expect("the pool is recorded");
+    assert_eq!(
+        record.seed_material,
+        pooled.king_pool.as_ref().unwrap().seed_material
+    );
+    check_worker_verdict(&pooled, &competition, &pooled_verdict).unwrap();
+    let e = check_worker_verdict(&pooled, &competition, &verdict)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("king pool"), "{e}");
+    let e = check_worker_verdict(&request(better), &competition, &pooled_verdict)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("king pool"), "{e}");
     let other_request = request(same);
     let e = check_worker_verdict(&other_request, &competition, &verdict)
         .unwrap_err()
