@@ -79,6 +79,23 @@ pub struct PublishRecord {
 }
 
 impl AttemptRecord {
+    /// An attempt that ended with no challenger and nothing submitted.
+    fn without_challenger(attempt: u64, status: AttemptStatus, king: Digest) -> Self {
+        AttemptRecord {
+            attempt,
+            status,
+            king,
+            challenger: None,
+            train_loss: None,
+            steps: 0,
+            local: None,
+            submitted: false,
+            validator: None,
+            refusal: None,
+            publish: None,
+        }
+    }
+
     /// An attempt that ended during training (`status`: the king changed, or a signal), with
     /// no challenger and nothing submitted.
     fn stopped_training(
@@ -88,17 +105,9 @@ impl AttemptRecord {
         result: &crate::train::TrainResult,
     ) -> Self {
         AttemptRecord {
-            attempt,
-            status,
-            king,
-            challenger: None,
             train_loss: result.losses.last().copied(),
             steps: result.steps_done,
-            local: None,
-            submitted: false,
-            validator: None,
-            refusal: None,
-            publish: None,
+            ..Self::without_challenger(attempt, status, king)
         }
     }
 }
@@ -823,19 +832,8 @@ impl Miner {
                 old: king.digest,
                 new: new.digest,
             });
-            let record = AttemptRecord {
-                attempt,
-                status: AttemptStatus::KingChanged,
-                king: king.digest,
-                challenger: None,
-                train_loss: None,
-                steps: 0,
-                local: None,
-                submitted: false,
-                validator: None,
-                refusal: None,
-                publish: None,
-            };
+            let record =
+                AttemptRecord::without_challenger(attempt, AttemptStatus::KingChanged, king.digest);
             self.record(&record)?;
             return Ok(record);
         }
@@ -845,19 +843,11 @@ impl Miner {
                          external trainer is not resumed; the next attempt starts it again)"
                     .into(),
             });
-            return Ok(AttemptRecord {
+            return Ok(AttemptRecord::without_challenger(
                 attempt,
-                status: AttemptStatus::Interrupted,
-                king: king.digest,
-                challenger: None,
-                train_loss: None,
-                steps: 0,
-                local: None,
-                submitted: false,
-                validator: None,
-                refusal: None,
-                publish: None,
-            });
+                AttemptStatus::Interrupted,
+                king.digest,
+            ));
         }
         observer.event(&MinerEvent::TrainerDone {
             seconds: started.elapsed().as_secs_f64(),
@@ -878,17 +868,9 @@ impl Miner {
                 ),
             });
             let record = AttemptRecord {
-                attempt,
-                status: AttemptStatus::Refused,
-                king: king.digest,
-                challenger: None,
-                train_loss: None,
                 steps: self.config.train.schedule.steps,
-                local: None,
-                submitted: false,
-                validator: None,
                 refusal: Some(refusal),
-                publish: None,
+                ..AttemptRecord::without_challenger(attempt, AttemptStatus::Refused, king.digest)
             };
             self.record(&record)?;
             return Ok(record);

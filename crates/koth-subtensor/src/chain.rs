@@ -196,6 +196,9 @@ type RevealedBytes = (AccountId, Vec<u8>, u64, u64);
 /// Revealed commitments under one storage key: (map keys, [(bytes, reveal block)]).
 type RevealedEntry = (Vec<Value>, Vec<(Vec<u8>, u64)>);
 
+/// Commit blocks by (hotkey, reveal block); `None` where the chain's history is gone.
+type CommitBlocks = std::collections::HashMap<([u8; 32], u64), Option<u64>>;
+
 /// A subtensor node, one subnet of it.
 pub struct SubtensorChain {
     cfg: SubtensorConfig,
@@ -208,8 +211,12 @@ pub struct SubtensorChain {
     clock: UnixClock,
     /// One writer at a time per process: nonces are taken and used under it.
     submit_lock: Mutex<()>,
-    /// Commit blocks already recovered, by (hotkey, reveal block): they never change.
-    commit_blocks: Mutex<std::collections::HashMap<([u8; 32], u64), u64>>,
+    /// Commit blocks already looked up, by (hotkey, reveal block), `None` where the history
+    /// is gone: neither ever changes, so each reveal costs one historical read per process.
+    commit_blocks: Mutex<CommitBlocks>,
+    /// The highest finalized block seen: finality never goes back, so a hash at or below it
+    /// needs no fresh look at the head.
+    finalized_floor: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SubtensorChain {
@@ -277,6 +284,7 @@ impl SubtensorChain {
             clock,
             submit_lock: Mutex::new(()),
             commit_blocks: Mutex::new(Default::default()),
+            finalized_floor: std::sync::atomic::AtomicU64::new(0),
         };
         chain.load_subnet_params()?;
         Ok(chain)
@@ -394,6 +402,8 @@ impl SubtensorChain {
         let hash =
             rpc::hash_from_hex("chain_getFinalizedHead", &hash_hex).map_err(|e| self.node(e))?;
         let number = self.header_number(Some(&hash_hex))?;
+        self.finalized_floor
+            .fetch_max(number, std::sync::atomic::Ordering::Relaxed);
         Ok(BlockRef {
             number,
             hash: Digest::from_bytes(hash),
@@ -537,14 +547,29 @@ impl SubtensorChain {
         reveal_block: u64,
     ) -> Result<Option<u64>, ChainError> {
         let key = (*hotkey, reveal_block);
-        if let Some(b) = self
+        if let Some(known) = self
             .commit_blocks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
         {
-            return Ok(Some(*b));
+            return Ok(*known);
         }
+        let found = self.read_commit_block(hotkey, reveal_block)?;
+        self.commit_blocks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, found);
+        Ok(found)
+    }
+
+    /// [`Self::commit_block_of`]'s read of the chain, uncached. Errors only for transport
+    /// failures (worth a retry); what the node answers is final.
+    fn read_commit_block(
+        &self,
+        hotkey: &[u8; 32],
+        reveal_block: u64,
+    ) -> Result<Option<u64>, ChainError> {
         let Some(before) = reveal_block.checked_sub(1) else {
             return Ok(None);
         };
@@ -573,14 +598,7 @@ impl SubtensorChain {
         let Some(commit) = timelocked_commitment_block(&registration) else {
             return Ok(None);
         };
-        if commit >= reveal_block {
-            return Ok(None);
-        }
-        self.commit_blocks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, commit);
-        Ok(Some(commit))
+        Ok((commit < reveal_block).then_some(commit))
     }
 
     /// Sign `call` with `signer` at its next nonce, submit it, and wait until it is included.
@@ -1227,20 +1245,14 @@ impl Chain for SubtensorChain {
     }
 
     fn block_hash(&self, number: u64) -> Result<Option<Digest>, ChainError> {
-        let head = self.finalized()?;
-        if number > head.number {
+        // Only a block beyond the finality already seen needs a look at the head.
+        let floor = self
+            .finalized_floor
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if number > floor && number > self.finalized()?.number {
             return Ok(None);
         }
-        let h: Option<String> = self
-            .rpc
-            .call("chain_getBlockHash", json!([number]))
-            .map_err(|e| self.node(e))?;
-        h.map(|h| {
-            rpc::hash_from_hex("chain_getBlockHash", &h)
-                .map(Digest::from_bytes)
-                .map_err(|e| self.node(e))
-        })
-        .transpose()
+        Ok(self.block_hash_any(number)?.map(Digest::from_bytes))
     }
 
     fn nonce(&self, account: &AccountId) -> Result<u64, ChainError> {
