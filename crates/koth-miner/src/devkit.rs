@@ -235,6 +235,64 @@ pub fn mini_network(root: &Path, opts: &MiniOptions) -> Result<MiniNet, MiniNetE
 }
 
 impl MiniNet {
+    /// Miner `index` (0-based) owns another model: a fresh one (init seed `seed`) saved under
+    /// `dir`, put in the store and committed, and this returns once `chain` has revealed it:
+    /// its digest and the miner's uid. How a test puts a rival king in place.
+    pub fn commit_rival(
+        &self,
+        chain: &dyn Chain,
+        index: usize,
+        seed: u64,
+        dir: &Path,
+    ) -> Result<(Digest, u16), MiniNetError> {
+        let (_, key) = self.miners.get(index).ok_or_else(|| MiniNetError {
+            step: "rival",
+            detail: format!("no miner {index}: the network has {}", self.miners.len()),
+        })?;
+        Model::init(&mini_config()?, seed, DType::F32, &Device::Cpu)
+            .map_err(err("init"))?
+            .save(dir)
+            .map_err(err("saving the rival model"))?;
+        let loc: Location = self.store_url.parse().map_err(err("store location"))?;
+        let store = BlockingStore::open(&loc, &S3Options::default()).map_err(err("store"))?;
+        let digest = store
+            .put(dir)
+            .map_err(err("putting the rival model"))?
+            .digest;
+        chain
+            .commit(
+                key,
+                &format!("v4|{}|{digest}|{}", self.store_url, key.account().to_ss58()),
+            )
+            .map_err(err("committing the rival model"))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let revealed = chain
+                .revealed_commitments()
+                .map_err(err("reading reveals"))?;
+            if revealed.iter().any(|r| r.hotkey == key.account()) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(MiniNetError {
+                    step: "rival",
+                    detail: "the commitment was not revealed within 30 s".into(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let uid = chain
+            .metagraph()
+            .map_err(err("metagraph"))?
+            .by_hotkey(&key.account())
+            .map(|n| n.uid)
+            .ok_or_else(|| MiniNetError {
+                step: "rival",
+                detail: format!("miner {index} is not registered"),
+            })?;
+        Ok((digest, uid))
+    }
+
     /// Write `<name>.toml` for miner `index` (0-based) with the given `[train]` body and
     /// optional feed; its path.
     pub fn write_miner_config(

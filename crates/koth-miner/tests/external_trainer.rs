@@ -247,45 +247,9 @@ fn a_new_king_ends_the_trainer_and_the_attempt() {
     let net = mini_network(tmp.path(), &MiniOptions::default()).unwrap();
     let chain = EmbeddedChain::open(&net.chain_path).unwrap();
     // Miner 2 commits another model; once the validator's weights pay miner 2, it is king.
-    let other_dir = tmp.path().join("other");
-    koth_model::Model::init(
-        &koth_miner::devkit::mini_config().unwrap(),
-        99,
-        koth_model::DType::F32,
-        &koth_model::Device::Cpu,
-    )
-    .unwrap()
-    .save(&other_dir)
-    .unwrap();
-    let store = koth_store::BlockingStore::open(
-        &net.store_url.parse().unwrap(),
-        &koth_store::S3Options::default(),
-    )
-    .unwrap();
-    let other = store.put(&other_dir).unwrap().digest;
-    let (_, key2) = &net.miners[1];
-    chain
-        .commit(
-            key2,
-            &format!("v4|{}|{other}|{}", net.store_url, key2.account().to_ss58()),
-        )
+    let (other, uid2) = net
+        .commit_rival(&chain, 1, 99, &tmp.path().join("other"))
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !chain
-        .revealed_commitments()
-        .unwrap()
-        .iter()
-        .any(|r| r.hotkey == key2.account())
-    {
-        assert!(Instant::now() < deadline, "no reveal");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let uid2 = chain
-        .metagraph()
-        .unwrap()
-        .by_hotkey(&key2.account())
-        .unwrap()
-        .uid;
 
     let miner = miner_with(&net, "long", "echo started\nsleep 300\n", 600);
     let stop = AtomicBool::new(false);

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use koth_chain::{Chain, EmbeddedChain};
 use koth_core::Digest;
-use koth_miner::devkit::{mini_config, mini_network, MiniNet, MiniOptions};
+use koth_miner::devkit::{mini_network, MiniNet, MiniOptions};
 use koth_miner::{AttemptRecord, AttemptStatus, Miner, MinerConfig, MinerEvent};
-use koth_model::{DType, Device, Model};
-use koth_store::{BlockingStore, S3Options};
 
 const TRAIN: &str = r#"device = "cpu"
 dtype = "f32"
@@ -30,37 +28,9 @@ fn a_king_change_mid_training_abandons_the_attempt() {
     let net = mini_network(tmp.path(), &MiniOptions::default()).unwrap();
     let chain = EmbeddedChain::open(&net.chain_path).unwrap();
     // Miner 2 owns another model, committed and revealed before miner 1 starts.
-    let other_dir = tmp.path().join("other");
-    Model::init(&mini_config().unwrap(), 99, DType::F32, &Device::Cpu)
-        .unwrap()
-        .save(&other_dir)
+    let (other, uid2) = net
+        .commit_rival(&chain, 1, 99, &tmp.path().join("other"))
         .unwrap();
-    let store =
-        BlockingStore::open(&net.store_url.parse().unwrap(), &S3Options::default()).unwrap();
-    let other = store.put(&other_dir).unwrap().digest;
-    let (_, key2) = &net.miners[1];
-    chain
-        .commit(
-            key2,
-            &format!("v4|{}|{other}|{}", net.store_url, key2.account().to_ss58()),
-        )
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !chain
-        .revealed_commitments()
-        .unwrap()
-        .iter()
-        .any(|r| r.hotkey == key2.account())
-    {
-        assert!(Instant::now() < deadline, "no reveal");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let uid2 = chain
-        .metagraph()
-        .unwrap()
-        .by_hotkey(&key2.account())
-        .unwrap()
-        .uid;
 
     let path = net.write_miner_config(0, None, 32, 5, TRAIN).unwrap();
     let miner = Miner::open(MinerConfig::load(&path).unwrap()).unwrap();
