@@ -14,7 +14,7 @@ use koth_core::Digest;
 use koth_miner::devkit::{mini_network, MiniOptions};
 use koth_miner::follow::FeedClient;
 use koth_model::{DType, Device, Model, TokenIds};
-use support::{free_port, koth};
+use support::{free_port, koth, train};
 
 fn spawn_miner(config: &Path, force: bool, log: &Path) -> Child {
     let mut c = koth();
@@ -62,19 +62,6 @@ fn record_of(out: &Output, log: &Path) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("stdout {stdout:?}: {e}"))
 }
 
-const TRAIN: &str = r#"device = "cpu"
-dtype = "f32"
-min_lr = {min_lr}
-lr = {lr}
-warmup_steps = 4
-steps = 40
-batch_size = 8
-grad_accum = 1
-seq_len = 64
-clip = 1.0
-weight_decay = 0.1
-checkpoint_every = 20"#;
-
 #[test]
 fn two_miners_train_from_the_genesis_king_and_the_better_one_is_crowned() {
     let tmp = tempfile::tempdir().unwrap();
@@ -89,7 +76,6 @@ fn two_miners_train_from_the_genesis_king_and_the_better_one_is_crowned() {
         100,
     )
     .unwrap();
-    let train = |lr: &str, min_lr: &str| TRAIN.replace("{lr}", lr).replace("{min_lr}", min_lr);
     let good = net
         .write_miner_config(0, Some(&feed), 64, 11, &train("3e-3", "3e-4"))
         .unwrap();
@@ -220,7 +206,7 @@ fn config_errors_name_the_key_and_exit_non_zero() {
         },
     )
     .unwrap();
-    let ok_train = TRAIN.replace("{lr}", "1e-3").replace("{min_lr}", "1e-4");
+    let ok_train = train("1e-3", "1e-4");
     let cases = [
         (
             ok_train.replace("steps = 40", "steps = 40\nstepz = 3"),
@@ -301,8 +287,9 @@ fn a_challenger_the_local_duel_would_not_crown_is_not_submitted() {
     let net = mini_network(tmp.path(), &MiniOptions::default()).unwrap();
     // A learning rate so small that the challenger is the king to within rounding: the local
     // duel keeps the king.
-    let train = TRAIN.replace("{lr}", "1e-9").replace("{min_lr}", "1e-10");
-    let config = net.write_miner_config(0, None, 64, 21, &train).unwrap();
+    let config = net
+        .write_miner_config(0, None, 64, 21, &train("1e-9", "1e-10"))
+        .unwrap();
     let log = tmp.path().join("miner.log");
     let out = spawn_miner(&config, false, &log)
         .wait_with_output()

@@ -18,7 +18,7 @@ use koth_subtensor::loopback::{
     bittensor_python, drand_at_round_1000, LoopbackNode, LoopbackOptions,
 };
 use koth_subtensor::{ChainSection, SubtensorChain, SubtensorConfig};
-use support::{free_port, koth};
+use support::{free_port, koth, train};
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -26,19 +26,6 @@ fn now_secs() -> u64 {
         .unwrap()
         .as_secs()
 }
-
-const TRAIN: &str = r#"device = "cpu"
-dtype = "f32"
-min_lr = 3e-4
-lr = 3e-3
-warmup_steps = 4
-steps = 40
-batch_size = 8
-grad_accum = 1
-seq_len = 64
-clip = 1.0
-weight_decay = 0.1
-checkpoint_every = 20"#;
 
 /// Point the config file at `path`'s `[chain]` to the subtensor node.
 fn use_subtensor(path: &Path, chain: &ChainSection) {
@@ -117,7 +104,7 @@ fn a_miner_and_a_validator_play_a_round_through_the_subtensor_adapter() {
     .unwrap();
     use_subtensor(&validator_toml, &section);
     let miner_toml = net
-        .write_miner_config(0, Some(&feed), 64, 11, TRAIN)
+        .write_miner_config(0, Some(&feed), 64, 11, &train("3e-3", "3e-4"))
         .unwrap();
     use_subtensor(&miner_toml, &section);
 

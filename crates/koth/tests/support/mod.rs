@@ -24,3 +24,22 @@ pub fn free_port() -> u16 {
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
+
+/// The `[train]` table of the CLI tests' miners (40 CPU steps of the mini model from the
+/// genesis king) with learning rate `lr` decaying to `min_lr`.
+pub fn train(lr: &str, min_lr: &str) -> String {
+    format!(
+        r#"device = "cpu"
+dtype = "f32"
+min_lr = {min_lr}
+lr = {lr}
+warmup_steps = 4
+steps = 40
+batch_size = 8
+grad_accum = 1
+seq_len = 64
+clip = 1.0
+weight_decay = 0.1
+checkpoint_every = 20"#
+    )
+}
