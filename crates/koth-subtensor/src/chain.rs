@@ -952,25 +952,13 @@ impl SubtensorChain {
             call: "set_weights".into(),
             reason,
         };
-        let key = items::UIDS
-            .key(
-                &self.metadata(),
-                vec![
-                    self.netuid_value(),
-                    Value::from_bytes(validator.account().as_bytes()),
-                ],
-            )
-            .map_err(|e| self.storage_err(e))?;
-        let Some(uid_bytes) = r.raw(&key).map_err(|e| self.storage_err(e))? else {
+        let Some(uid) = self.uid_at(r, &validator.account())? else {
             return Err(refuse(format!(
                 "{} is not registered on subnet {}",
                 validator.account(),
                 self.cfg.netuid
             )));
         };
-        let uid: u16 = items::UIDS
-            .decode(&self.metadata(), &uid_bytes)
-            .map_err(|e| self.storage_err(e))?;
         let limit: u64 = r
             .get(items::WEIGHTS_RATE_LIMIT, vec![self.netuid_value()])
             .map_err(|e| self.storage_err(e))?;
@@ -1414,19 +1402,15 @@ impl SubtensorChain {
     /// The uid of `hotkey` on this subnet, if registered (`Uids`).
     pub fn uid_of(&self, hotkey: &AccountId) -> Result<Option<u16>, ChainError> {
         let head = self.finalized()?;
-        let r = self.reader(head.hash.as_bytes());
-        let key = items::UIDS
-            .key(
-                &self.metadata(),
-                vec![self.netuid_value(), Value::from_bytes(hotkey.as_bytes())],
-            )
-            .map_err(|e| self.storage_err(e))?;
-        match r.raw(&key).map_err(|e| self.storage_err(e))? {
-            None => Ok(None),
-            Some(b) => items::UIDS
-                .decode::<u16>(&self.metadata(), &b)
-                .map(Some)
-                .map_err(|e| self.storage_err(e)),
-        }
+        self.uid_at(&self.reader(head.hash.as_bytes()), hotkey)
+    }
+
+    /// The uid of `hotkey` on this subnet as `r` reads it (`Uids`).
+    fn uid_at(&self, r: &Reader<'_>, hotkey: &AccountId) -> Result<Option<u16>, ChainError> {
+        r.get_opt(
+            items::UIDS,
+            vec![self.netuid_value(), Value::from_bytes(hotkey.as_bytes())],
+        )
+        .map_err(|e| self.storage_err(e))
     }
 }

@@ -129,11 +129,7 @@ impl RpcClient {
 
     /// Call `method` with positional `params` and decode its result.
     pub fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RpcError> {
-        let result = self.call_raw(method, params)?;
-        serde_json::from_value(result).map_err(|e| RpcError::BadAnswer {
-            method: method.to_string(),
-            message: e.to_string(),
-        })
+        decode(method, self.call_raw(method, params)?)
     }
 
     /// [`Self::call`] with one attempt: for requests that must not be repeated (submitting an
@@ -143,27 +139,16 @@ impl RpcClient {
         method: &str,
         params: Value,
     ) -> Result<T, RpcError> {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let result = match self.post_once(method, &body) {
-            Ok(v) => parse_response(method, v)?,
-            Err(Failure::Retryable(message)) => {
-                return Err(RpcError::Transport {
-                    url: self.url.clone(),
-                    method: method.to_string(),
-                    message,
-                    attempts: 1,
-                })
-            }
-            Err(Failure::Final(e)) => return Err(e),
-        };
-        serde_json::from_value(result).map_err(|e| RpcError::BadAnswer {
-            method: method.to_string(),
-            message: e.to_string(),
-        })
+        decode(method, self.request(method, params, 1)?)
     }
 
     /// Call `method` and return its `result` as JSON.
     pub fn call_raw(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        self.request(method, params, self.retry.attempts)
+    }
+
+    /// One call, sent up to `attempts` times while the transport fails.
+    fn request(&self, method: &str, params: Value, attempts: u32) -> Result<Value, RpcError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let mut backoff = self.retry.first_backoff;
         let mut attempt = 0;
@@ -171,7 +156,7 @@ impl RpcClient {
             attempt += 1;
             match self.post_once(method, &body) {
                 Ok(v) => return parse_response(method, v),
-                Err(Failure::Retryable(message)) if attempt < self.retry.attempts => {
+                Err(Failure::Retryable(message)) if attempt < attempts => {
                     tracing::debug!(
                         "{method} to {}: {message}; retrying in {backoff:?}",
                         self.url
@@ -233,6 +218,14 @@ impl RpcClient {
 enum Failure {
     Retryable(String),
     Final(RpcError),
+}
+
+/// A call's `result` as `T`.
+fn decode<T: DeserializeOwned>(method: &str, result: Value) -> Result<T, RpcError> {
+    serde_json::from_value(result).map_err(|e| RpcError::BadAnswer {
+        method: method.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// The `result` of a JSON-RPC response, or its `error` as [`RpcError::Node`].

@@ -138,6 +138,18 @@ impl Reader<'_> {
             .transpose()
     }
 
+    /// The value of `item` at `keys` decoded as `T`, or `None` when the key is absent.
+    pub fn get_opt<T: DecodeAsType>(
+        &self,
+        item: Item,
+        keys: Vec<Value>,
+    ) -> Result<Option<T>, StorageError> {
+        let key = item.key(&self.metadata, keys)?;
+        self.raw(&key)?
+            .map(|bytes| item.decode(&self.metadata, &bytes))
+            .transpose()
+    }
+
     /// The value of `item` at `keys` decoded as `T`, or the item's default when absent.
     pub fn get<T: DecodeAsType>(&self, item: Item, keys: Vec<Value>) -> Result<T, StorageError> {
         let key = item.key(&self.metadata, keys)?;
