@@ -141,6 +141,42 @@ __global__ void ce_bwd(const T *logits, T *out, int64_t ld, int v, const uint32_
     }
 }
 
+// The loss and its gradient in one pass over a chunk of logits, for the hand-written backward:
+// nll[r] = logsumexp(logits[r]) - logits[r, t], then logits[r, j] <- (softmax_j - [j == t]) * g
+// in place. x[t] is read by every thread before any thread writes the row.
+template <typename T>
+__global__ void ce_fwd_bwd(T *logits, int64_t ld, int v, const uint32_t *__restrict__ targets, float g,
+                           float *__restrict__ nll) {
+    int64_t row = blockIdx.x;
+    T *x = logits + row * ld;
+    float lse = row_lse(x, v);
+    uint32_t t = targets[row];
+    float xt = to_f<T>(x[t]);
+    __syncthreads();
+    if (threadIdx.x == 0) nll[row] = lse - xt;
+    for (int i = threadIdx.x; i < v; i += blockDim.x) {
+        float p = expf(to_f<T>(x[i]) - lse);
+        x[i] = from_f<T>((p - (i == (int)t ? 1.f : 0.f)) * g);
+    }
+}
+
+// The embedding's gradient: row uniq[u] of `out` (zero-filled by the caller) is the sum, in f32
+// and in the given order, of the rows dy[order[j]] for j in [offsets[u], offsets[u + 1]). One
+// block per distinct token id; no atomics, so the sum's order is fixed by the host's sort.
+template <typename T>
+__global__ void embed_bwd(const T *__restrict__ dy, const int32_t *__restrict__ order,
+                          const int32_t *__restrict__ offsets, const uint32_t *__restrict__ uniq, int cols,
+                          T *__restrict__ out) {
+    int u = blockIdx.x;
+    int s = offsets[u], e = offsets[u + 1];
+    T *o = out + (int64_t)uniq[u] * cols;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        float acc = 0.f;
+        for (int j = s; j < e; ++j) acc += to_f<T>(dy[(int64_t)order[j] * cols + c]);
+        o[c] = from_f<T>(acc);
+    }
+}
+
 // RMSNorm over rows of `cols`: one warp per row. y = round(w * round(x * rstd)); rstd (f32, one
 // per row) is kept for the backward when the pointer is not null.
 template <typename T>
@@ -368,6 +404,22 @@ int koth_ce_bwd(int dtype, const void *logits, void *out, int64_t rows, int64_t 
     if (rows == 0) return 0;
     KOTH_DISPATCH(dtype, ce_bwd<T><<<(unsigned)rows, 1024, 0, (cudaStream_t)stream>>>(
                              (const T *)logits, (T *)out, ld, v, targets, grad));
+    return check(cudaGetLastError());
+}
+
+int koth_ce_fwd_bwd(int dtype, void *logits, int64_t rows, int64_t ld, int v, const uint32_t *targets, float g,
+                    float *nll, void *stream) {
+    if (rows == 0) return 0;
+    KOTH_DISPATCH(dtype, ce_fwd_bwd<T><<<(unsigned)rows, 1024, 0, (cudaStream_t)stream>>>(
+                             (T *)logits, ld, v, targets, g, nll));
+    return check(cudaGetLastError());
+}
+
+int koth_embed_bwd(int dtype, const void *dy, const int32_t *order, const int32_t *offsets, const uint32_t *uniq,
+                   int n_uniq, int cols, void *out, void *stream) {
+    if (n_uniq == 0) return 0;
+    KOTH_DISPATCH(dtype, embed_bwd<T><<<(unsigned)n_uniq, 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)dy, order, offsets, uniq, cols, (T *)out));
     return check(cudaGetLastError());
 }
 

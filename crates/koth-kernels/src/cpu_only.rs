@@ -63,3 +63,49 @@ impl AdamWKernel {
 pub fn memory_peak(_device: &candle_core::Device, _reset: bool) -> Result<u64> {
     Err(not_compiled())
 }
+
+pub fn attention_backward_deterministic() -> bool {
+    true
+}
+pub fn attention_with_stats(
+    _q: &Tensor,
+    _k: &Tensor,
+    _v: &Tensor,
+    _scale: f32,
+) -> Result<(Tensor, Tensor)> {
+    Err(not_compiled())
+}
+pub fn attention_backward(
+    _q: &Tensor,
+    _k: &Tensor,
+    _v: &Tensor,
+    _o: &Tensor,
+    _dout: &Tensor,
+    _stats: &Tensor,
+    _scale: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    Err(not_compiled())
+}
+pub fn rms_norm_with_rstd(_x: &Tensor, _w: &Tensor, _eps: f32) -> Result<(Tensor, Tensor)> {
+    Err(not_compiled())
+}
+pub fn rms_norm_backward(
+    _x: &Tensor,
+    _w: &Tensor,
+    _rstd: &Tensor,
+    _dy: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    Err(not_compiled())
+}
+pub fn rope_backward(_dy: &Tensor, _cos: &Tensor, _sin: &Tensor) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn swiglu_backward(_gate: &Tensor, _up: &Tensor, _dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    Err(not_compiled())
+}
+pub fn cross_entropy_with_grad(_logits: &Tensor, _targets: &Tensor, _grad: f32) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn embedding_backward(_dy: &Tensor, _ids: &[u32], _vocab: usize) -> Result<Tensor> {
+    Err(not_compiled())
+}

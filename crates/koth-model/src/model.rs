@@ -17,6 +17,7 @@ use crate::pipeline::Pipeline;
 use crate::placement::{transfer, Placement};
 use crate::weights::{CheckpointFiles, DEFAULT_SHARD_LIMIT_BYTES};
 
+mod explicit;
 mod hybrid;
 
 /// A batch of token ids, `rows` sequences of `cols` tokens, row-major.
@@ -958,6 +959,9 @@ impl Model {
         ids: &TokenIds,
         path: OpPath,
     ) -> Result<(f32, Vec<(String, Tensor)>)> {
+        if path == OpPath::Kernels && self.has_explicit_backward() {
+            return self.loss_and_grads_explicit(ids);
+        }
         let mut vars = Vec::new();
         let trainable = self.map_tensors(|name, t| {
             let v = candle_core::Var::from_tensor(t)?;
@@ -977,6 +981,29 @@ impl Model {
             out.push((name, g));
         }
         Ok((value, out))
+    }
+}
+
+impl Model {
+    /// Whether [`Model::loss_and_grads_explicit`] covers this model: a dense decoder (llama,
+    /// qwen2, qwen3) on one device. The kernels' training path takes it for such models.
+    pub fn has_explicit_backward(&self) -> bool {
+        explicit::applies(self)
+    }
+
+    /// [`Model::loss_and_grads`] through the hand-written backward of `model/explicit.rs`
+    /// instead of candle's autograd: only what each layer's backward needs is kept, each layer's
+    /// tensors are freed once its backward is done, the loss's gradient is written over each
+    /// chunk's logits. koth's GPU kernels run each op where they can, the training composites
+    /// (differentiated locally) elsewhere. An error for a mixture of experts, a hybrid or a
+    /// model split across devices ([`Model::has_explicit_backward`]).
+    pub fn loss_and_grads_explicit(&self, ids: &TokenIds) -> Result<(f32, Vec<(String, Tensor)>)> {
+        let (loss, grads) = explicit::loss_and_grads(self, ids)?;
+        let grads = grads
+            .into_iter()
+            .map(|(name, g)| Ok((name, g.to_dtype(DType::F32)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((loss, grads))
     }
 }
 

@@ -13,6 +13,7 @@ use candle_core::{DType, Tensor, Var};
 
 use crate::error::{ModelError, Result};
 use crate::model::{Model, TokenIds};
+use crate::ops::OpPath;
 
 /// AdamW hyper-parameters (defaults: torch.optim.AdamW's).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -370,6 +371,16 @@ impl Trainer {
     }
 
     fn loss_and_grads(&self, ids: &TokenIds) -> Result<(f32, Vec<Tensor>)> {
+        if self.model.training_path() == OpPath::Kernels && self.model.has_explicit_backward() {
+            let (value, grads) = self.model.loss_and_grads_explicit(ids)?;
+            if !value.is_finite() {
+                return Err(ModelError::NonFinite {
+                    what: "loss".into(),
+                    value: value as f64,
+                });
+            }
+            return Ok((value, grads.into_iter().map(|(_, g)| g).collect()));
+        }
         let loss = self.model.loss(ids)?;
         let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         if !value.is_finite() {

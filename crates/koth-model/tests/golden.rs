@@ -133,3 +133,63 @@ fn bf16_scoring_stays_close_to_f32() {
         );
     }
 }
+
+/// The hand-written backward (the GPU kernels' training path; on the CPU it runs the training
+/// composites differentiated op by op) gives autograd's gradients on every dense family, a tied
+/// head included, and matches transformers.
+#[test]
+fn explicit_backward_matches_autograd_and_transformers() {
+    for name in FAMILIES {
+        let dir = golden_dir(name);
+        let model = Model::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        let exp = expected(name);
+        if !model.has_explicit_backward() {
+            let err = model
+                .loss_and_grads_explicit(&exp.ids)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("mixture of experts"), "{name}: {err}");
+            continue;
+        }
+        let golden = koth_model::weights::read_safetensors(&dir.join("grads.safetensors")).unwrap();
+        let (loss, grads) = model.loss_and_grads_explicit(&exp.ids).unwrap();
+        let (auto_loss, auto) = model.loss_and_grads(&exp.ids).unwrap();
+        assert!(
+            (loss - auto_loss).abs() < 1e-6 && (loss as f64 - exp.loss).abs() < 2e-5,
+            "{name}: loss {loss} vs autograd {auto_loss} vs transformers {}",
+            exp.loss
+        );
+        assert_eq!(grads.len(), auto.len(), "{name}: one gradient per tensor");
+        for ((tensor, g), (auto_name, a)) in grads.iter().zip(&auto) {
+            assert_eq!(tensor, auto_name, "{name}: gradient order");
+            let ours = flat_f32(g);
+            let err = rel_err(&ours, &flat_f32(a));
+            assert!(
+                err <= 1e-5,
+                "{name}: `{tensor}` differs from autograd by {err:e}"
+            );
+            let err = rel_err(&ours, &flat_f32(&golden[tensor]));
+            assert!(
+                err <= 1e-3,
+                "{name}: `{tensor}` differs from transformers by {err:e}"
+            );
+        }
+    }
+    // A tied head (qwen3-tiny's config with tie_word_embeddings): the embedding matrix gets the
+    // gather's and the head's gradients summed.
+    let dir = golden_dir("qwen3-tiny");
+    let mut config = koth_model::ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    config.tie_word_embeddings = true;
+    let model = Model::init(&config, 3, DType::F32, &Device::Cpu).unwrap();
+    let ids = expected("qwen3-tiny").ids;
+    let (loss, grads) = model.loss_and_grads_explicit(&ids).unwrap();
+    let (auto_loss, auto) = model.loss_and_grads(&ids).unwrap();
+    assert!((loss - auto_loss).abs() < 1e-6);
+    for ((tensor, g), (_, a)) in grads.iter().zip(&auto) {
+        let err = rel_err(&flat_f32(g), &flat_f32(a));
+        assert!(
+            err <= 1e-5,
+            "tied: `{tensor}` differs from autograd by {err:e}"
+        );
+    }
+}
