@@ -25,6 +25,17 @@ def per_token_nll(model, ids, chunk):
     return out
 
 
+def delta_rule_path(model):
+    """Which gated-delta-rule implementation transformers' DeltaNet layers took (Qwen3.5 and
+    Qwen3-Next): flash-linear-attention's Triton kernels when `fla` is installed, else its own
+    pure-torch chunked loop. None for models without DeltaNet layers."""
+    for module in model.modules():
+        rule = getattr(module, "chunk_gated_delta_rule", None)
+        if rule is not None:
+            return f"{rule.__module__}.{rule.__name__}"
+    return None
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--config", required=True)
@@ -58,6 +69,7 @@ def main():
     tok = a.batch * a.seq
     print(json.dumps({
         "impl": f"pytorch-eager {torch.__version__} transformers {transformers.__version__}",
+        "delta_rule": delta_rule_path(models[0]),
         "batch": a.batch, "seq": a.seq, "chunk": a.chunk,
         "median_pair_s": med, "paired_tokens_per_s": tok / med,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
