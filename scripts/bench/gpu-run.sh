@@ -4,12 +4,13 @@
 # GPU in the same call (`koth bench … --torch`). Results: $OUT (default ./gpu-out), one JSON line
 # per measurement in $OUT/bench-<UTC date>-<phase>.json (commit them into docs/bench/).
 #
-#   scripts/bench/gpu-run.sh [check|score|train|all]     (default all)
+#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all]     (default all)
 #
 # `check`: the golden set on CUDA against the CPU, the kernels' gradients against the
 # composites', and a verdict twice on the GPU plus its replay (plain and pooled). `score`: paired
 # scoring, Qwen3-0.6B shape at B=8 T=2048 (also challenger-only, as a pooled duel scores) and
-# B=2 T=8192, and the Qwen3-1.7B shape. `train`: training steps at B=1,
+# B=2 T=8192, and the Qwen3-1.7B shape. `hybrid`: a Qwen3.5-shaped 0.92B model beside
+# transformers (its torch delta rule, then fla's kernels when carried in .whl/). `train`: training steps at B=1,
 # 4 and 8 (T=2048). Each phase fits in one 10-minute call.
 set -uo pipefail
 phase=${1:-all}
@@ -50,6 +51,17 @@ if [ "$phase" = score ] || [ "$phase" = all ]; then
   bench score score --config fixtures/bench/qwen3-0.6b.json --batch 8 --seq 2048 --iters 5 --warmup 2 --reuse-king
   bench score score --config fixtures/bench/qwen3-0.6b.json --batch 2 --seq 8192 --iters 5 --warmup 2
   bench score score --config fixtures/bench/qwen3-1.7b.json --batch 8 --seq 2048 --iters 3 --warmup 1
+fi
+
+if [ "$phase" = hybrid ] || [ "$phase" = all ]; then
+  echo "== Qwen3.5-shaped 0.92B: paired scoring beside transformers on its pure-torch delta rule"
+  bench hybrid score --config fixtures/bench/qwen3.5-1b.json --batch 8 --seq 2048 --iters 3 --warmup 1
+  # With flash-linear-attention carried as wheels (.whl/, see docs/GPU.md), transformers takes
+  # fla's Triton kernels instead; the reference's JSON says which ("delta_rule").
+  if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site .whl/fla_core-*.whl .whl/flash_linear_attention-*.whl &&
+      PYTHONPATH=/tmp/fla-site bench hybrid score --config fixtures/bench/qwen3.5-1b.json --batch 8 --seq 2048 --iters 3 --warmup 2
+  fi
 fi
 
 if [ "$phase" = train ] || [ "$phase" = all ]; then
