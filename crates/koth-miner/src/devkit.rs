@@ -3,19 +3,17 @@
 //! embedded chain with a validator holding a permit and registered miner hotkeys, a store with
 //! a genesis king (a freshly initialised 2-layer llama, vocab 4096, hidden 64), a competition
 //! file whose duel data is the held-out source, and `miner.toml` files (a `validator.toml` for it
-//! is `koth_validator::devkit::write_validator_config`).
+//! is `koth_validator::devkit::write_validator_config`). The network is built by
+//! `koth_devkit::NetworkBuilder`, the one builder the validator's devkit and the devnet use too.
 //! Everything is real; only small.
 
 use std::path::{Path, PathBuf};
 
-use koth_chain::{Chain, EmbeddedChain, InitParams, Keypair, Keystore};
-use koth_core::competition::{
-    ArchitectureLock, CompetitionFile, DataSpec, Delta, DuelRule, GateSwitches, HoldoutPolicy,
-    IntakeRules, RewardPolicy, WeightsSchedule,
-};
+use koth_chain::{Chain, Keypair};
+use koth_core::competition::{Delta, DuelRule};
 use koth_core::Digest;
+use koth_devkit::{CopiedData, Data, DevkitError, Game, NetworkBuilder};
 use koth_model::{DType, Device, Model, ModelConfig};
-use koth_store::{BlockingStore, Location, S3Options};
 
 use crate::config::{DataSection, MinerFile};
 
@@ -94,143 +92,66 @@ pub fn mini_config() -> Result<ModelConfig, MiniNetError> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("building the mini network: {step}: {detail}")]
 pub struct MiniNetError {
-    pub step: &'static str,
+    pub step: String,
     pub detail: String,
 }
 
 fn err<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> MiniNetError {
     move |e| MiniNetError {
-        step,
+        step: step.to_string(),
         detail: e.to_string(),
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<(), MiniNetError> {
-    std::fs::create_dir_all(to).map_err(err("creating a data dir"))?;
-    for entry in std::fs::read_dir(from).map_err(err("reading the fixture"))? {
-        let entry = entry.map_err(err("reading the fixture"))?;
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target).map_err(err("copying the fixture"))?;
+impl From<DevkitError> for MiniNetError {
+    fn from(e: DevkitError) -> Self {
+        MiniNetError {
+            step: e.step,
+            detail: e.detail,
         }
     }
-    Ok(())
 }
 
 /// Build the network under `root` (existing and empty).
 pub fn mini_network(root: &Path, opts: &MiniOptions) -> Result<MiniNet, MiniNetError> {
-    let root = root.to_path_buf();
-    let data = root.join("data");
-    copy_tree(&fixture_dir(), &data)?;
-    let owner = Keypair::from_seed([1; 32]);
-    let validator = Keypair::from_seed([2; 32]);
-    let chain_path = root.join("chain.db");
-    let chain = EmbeddedChain::init(
-        &chain_path,
-        &InitParams {
-            netuid: 7,
-            block_time_ms: opts.block_time_ms,
-            reveal_delay: opts.reveal_delay,
-            emission_per_block_rao: 1_000_000_000,
-            max_uids: 256,
-            owner: owner.account(),
-        },
-    )
-    .map_err(err("chain init"))?;
-    chain
-        .register(&validator, &validator.account())
-        .map_err(err("registering the validator"))?;
-    chain
-        .grant_validator_permit(&owner, &validator.account())
-        .map_err(err("validator permit"))?;
-    let keystore = root.join("keys");
-    let ks = Keystore::new(&keystore);
-    ks.insert("validator", &validator)
-        .map_err(err("keystore"))?;
-    let mut miners = Vec::new();
-    for i in 0..opts.miners {
-        let key = Keypair::from_seed([40 + i as u8; 32]);
-        let name = format!("miner-{}", i + 1);
-        chain
-            .register(&key, &key.account())
-            .map_err(err("registering a miner"))?;
-        ks.insert(&name, &key).map_err(err("keystore"))?;
-        miners.push((name, key));
-    }
-    let store_dir = root.join("store");
-    std::fs::create_dir_all(&store_dir).map_err(err("store dir"))?;
-    let store_url = format!("file://{}", store_dir.display());
-    let king_dir = root.join("genesis-king");
-    let model = Model::init(&mini_config()?, 1, DType::F32, &Device::Cpu).map_err(err("init"))?;
-    model
-        .save(&king_dir)
-        .map_err(err("saving the genesis king"))?;
-    let loc: Location = store_url.parse().map_err(err("store location"))?;
-    let store = BlockingStore::open(&loc, &S3Options::default()).map_err(err("store"))?;
-    let king = store
-        .put(&king_dir)
-        .map_err(err("putting the king"))?
-        .digest;
-    let holdout_bundle = data.join("holdout-bundle.json");
-    let bundle_sha = koth_data::Bundle::read(&holdout_bundle)
-        .map_err(err("holdout bundle"))?
-        .sha256();
-    // Lock every structural key the saved king's config has.
-    let king_config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(king_dir.join("config.json")).map_err(err("the king's config.json"))?,
-    )
-    .map_err(err("the king's config.json"))?;
-    let locked = ArchitectureLock::structural_keys_of(&king_config);
-    let competition = CompetitionFile {
-        name: "koth-devnet-mini".into(),
-        netuid: 7,
-        genesis_king: king,
-        genesis_location: Some(store_url.clone()),
-        start_block: 0,
-        architecture: ArchitectureLock::hf("llama", locked),
-        data: DataSpec {
-            bundle: "data/holdout-bundle.json".into(),
-            bundle_sha256: bundle_sha,
-            seq_len: opts.seq_len,
-            holdout: HoldoutPolicy::None,
-        },
-        duel: DuelRule::sequential(
-            0.01,
-            Delta::Absolute(opts.delta_nats),
-            opts.n_max,
-            opts.duel_batch,
-        ),
-        intake: IntakeRules {
-            reveal_delay_blocks: opts.reveal_delay,
-            size_cap_bytes: 64 << 20,
-            max_infra_retries: 50,
-            history_len: 256,
-        },
-        gates: GateSwitches::default(),
-        reward: RewardPolicy::WinnerTakeAll,
-        weights: WeightsSchedule {
-            interval_blocks: 100,
-        },
-    }
-    .to_toml()
-    .map_err(err("competition.toml"))?;
-    let competition_path = root.join("competition.toml");
-    std::fs::write(&competition_path, competition).map_err(err("competition.toml"))?;
+    let game = Game {
+        reveal_delay_blocks: opts.reveal_delay,
+        size_cap_bytes: 64 << 20,
+        ..Game::new(
+            "koth-devnet-mini",
+            opts.seq_len,
+            DuelRule::sequential(
+                0.01,
+                Delta::Absolute(opts.delta_nats),
+                opts.n_max,
+                opts.duel_batch,
+            ),
+        )
+    };
+    let net = NetworkBuilder::new(game, mini_config()?)
+        .miners(opts.miners)
+        .block_time_ms(opts.block_time_ms)
+        .max_uids(256)
+        .king("genesis-king", 1)
+        .data(Data::Copied(CopiedData::all(
+            fixture_dir(),
+            "data",
+            "data/holdout-bundle.json",
+        )))
+        .build(root)?;
     Ok(MiniNet {
-        chain_path,
-        keystore,
-        store_url,
-        owner,
-        validator,
-        miners,
-        train_bundle: data.join("train-bundle.json"),
-        holdout_bundle,
-        competition_path,
-        king_dir,
-        king,
-        root,
+        train_bundle: net.root.join("data/train-bundle.json"),
+        holdout_bundle: net.bundle_path,
+        chain_path: net.chain_path,
+        keystore: net.keystore,
+        store_url: net.store_url,
+        owner: net.owner,
+        validator: net.validator,
+        miners: net.miners,
+        competition_path: net.competition_path,
+        king_dir: net.king_dir,
+        king: net.king,
+        root: net.root,
     })
 }
 
@@ -246,24 +167,16 @@ impl MiniNet {
         dir: &Path,
     ) -> Result<(Digest, u16), MiniNetError> {
         let (_, key) = self.miners.get(index).ok_or_else(|| MiniNetError {
-            step: "rival",
+            step: "rival".into(),
             detail: format!("no miner {index}: the network has {}", self.miners.len()),
         })?;
         Model::init(&mini_config()?, seed, DType::F32, &Device::Cpu)
             .map_err(err("init"))?
             .save(dir)
             .map_err(err("saving the rival model"))?;
-        let loc: Location = self.store_url.parse().map_err(err("store location"))?;
-        let store = BlockingStore::open(&loc, &S3Options::default()).map_err(err("store"))?;
-        let digest = store
-            .put(dir)
-            .map_err(err("putting the rival model"))?
-            .digest;
+        let digest = koth_devkit::put(&self.store_url, dir)?;
         chain
-            .commit(
-                key,
-                &format!("v4|{}|{digest}|{}", self.store_url, key.account().to_ss58()),
-            )
+            .commit(key, &koth_devkit::payload(&self.store_url, &digest, key))
             .map_err(err("committing the rival model"))?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
@@ -275,7 +188,7 @@ impl MiniNet {
             }
             if std::time::Instant::now() > deadline {
                 return Err(MiniNetError {
-                    step: "rival",
+                    step: "rival".into(),
                     detail: "the commitment was not revealed within 30 s".into(),
                 });
             }
@@ -287,7 +200,7 @@ impl MiniNet {
             .by_hotkey(&key.account())
             .map(|n| n.uid)
             .ok_or_else(|| MiniNetError {
-                step: "rival",
+                step: "rival".into(),
                 detail: format!("miner {index} is not registered"),
             })?;
         Ok((digest, uid))
@@ -304,7 +217,7 @@ impl MiniNet {
         train: &str,
     ) -> Result<PathBuf, MiniNetError> {
         let (name, _) = self.miners.get(index).ok_or_else(|| MiniNetError {
-            step: "miner config",
+            step: "miner config".into(),
             detail: format!("no miner {index}: the network has {}", self.miners.len()),
         })?;
         // The `[train]` body is taken as a raw table: the reader's tests pass malformed ones.
