@@ -181,17 +181,17 @@ pub fn tiny_network(root: &Path, opts: &TinyOptions) -> Result<TinyNet, DevkitEr
     })
 }
 
-/// Write `<root>/validator.toml` for a network laid out as `koth_devkit::NetworkBuilder` lays
-/// it out (`competition.toml`, `chain.db`, the key `validator` in `keys/`, a local store at
+/// The validator's config for a network laid out as `koth_devkit::NetworkBuilder` lays it out
+/// (`competition.toml`, `chain.db`, the key `validator` in `keys/`, a local store at
 /// `store_url`): the validator keeps its state in `work_dir`, listens on `listen`, polls every
-/// `poll_interval_ms` and runs duels in process on the CPU. Returns the file's path.
-pub fn write_validator_config(
-    root: &Path,
+/// `poll_interval_ms` and runs duels in process on the CPU. What [`write_validator_config`]
+/// writes, and what `koth devnet` writes with its own timeout and holdout secret.
+pub fn validator_config(
     work_dir: &str,
     listen: &str,
     store_url: &str,
     poll_interval_ms: u64,
-) -> Result<PathBuf, DevkitError> {
+) -> ValidatorConfig {
     let mut config = ValidatorConfig::new(
         koth_devkit::COMPETITION_FILE.into(),
         work_dir.into(),
@@ -204,6 +204,19 @@ pub fn write_validator_config(
     );
     config.listen = listen.to_string();
     config.poll_interval_ms = poll_interval_ms;
+    config
+}
+
+/// Write `<root>/validator.toml`: [`validator_config`] with a 600 s duel timeout. Returns the
+/// file's path.
+pub fn write_validator_config(
+    root: &Path,
+    work_dir: &str,
+    listen: &str,
+    store_url: &str,
+    poll_interval_ms: u64,
+) -> Result<PathBuf, DevkitError> {
+    let mut config = validator_config(work_dir, listen, store_url, poll_interval_ms);
     config.eval.timeout_s = 600;
     let path = root.join("validator.toml");
     let text = config.to_toml().map_err(err("validator.toml"))?;

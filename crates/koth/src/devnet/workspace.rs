@@ -31,7 +31,6 @@ use koth_core::competition::{Delta, DuelRule, GateSwitches, HoldoutPolicy};
 use koth_core::Digest;
 use koth_devkit::{CopiedData, Data, Game, Keys, NetworkBuilder};
 use koth_model::ModelConfig;
-use koth_validator::ValidatorConfig;
 use serde::{Deserialize, Serialize};
 
 use super::corpus::Corpus;
@@ -270,18 +269,12 @@ fn game(spec: &NetworkSpec) -> Game {
 /// `validator.toml`: feeds and dashboard on 127.0.0.1:`port`, duels in process on the CPU,
 /// the holdout secret from the corpus.
 pub fn validator_toml(port: u16, store_url: &str) -> Result<String, toml::ser::Error> {
-    let mut config = ValidatorConfig::new(
-        koth_devkit::COMPETITION_FILE.into(),
-        "validator".into(),
-        koth_devkit::CHAIN_FILE.into(),
-        (
-            koth_devkit::KEYS_DIR.into(),
-            koth_devkit::VALIDATOR_KEY.into(),
-        ),
-        vec![store_url.to_string()],
+    let mut config = koth_validator::devkit::validator_config(
+        "validator",
+        &format!("127.0.0.1:{port}"),
+        store_url,
+        500,
     );
-    config.listen = format!("127.0.0.1:{port}");
-    config.poll_interval_ms = 500;
     config.eval.timeout_s = 900;
     config.data.holdout_secret_file = Some("corpus/holdout-secret".into());
     Ok(format!(
