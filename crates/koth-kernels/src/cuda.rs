@@ -282,6 +282,112 @@ fn into_tensor(storage: CudaStorage, shape: impl Into<Shape>) -> Tensor {
     Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false)
 }
 
+// The launches of the forward kernels on raw device addresses, shared by the tensor functions and
+// the custom ops (whose `cuda_fwd` sees storages, not tensors).
+
+/// # Safety
+/// The addresses are those of live, contiguous device buffers of the shapes passed (`stats` may
+/// be 0: no statistics); the outputs are the caller's alone.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sdpa_fwd_raw(
+    what: &str,
+    dtype: c_int,
+    s: &AttentionShape,
+    scale: f32,
+    q: u64,
+    k: u64,
+    v: u64,
+    o: u64,
+    stats: u64,
+    stream: *mut c_void,
+) -> Result<()> {
+    let code = ffi::koth_sdpa_fwd(
+        dtype, s.b, s.hq, s.hkv, s.t, s.d, scale, q, k, v, o, stats, stream,
+    );
+    sdpa_checked(what, code)
+}
+
+/// # Safety
+/// As [`sdpa_fwd_raw`]: x [rows, cols], w [cols], y like x, rstd [rows] f32 or 0.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rmsnorm_fwd_raw(
+    what: &str,
+    dtype: c_int,
+    x: u64,
+    w: u64,
+    y: u64,
+    rstd: u64,
+    rows: i64,
+    cols: c_int,
+    eps: f32,
+    stream: *mut c_void,
+) -> Result<()> {
+    launched(
+        what,
+        ffi::koth_rmsnorm_fwd(dtype, x, w, y, rstd, rows, cols, eps, stream),
+    )
+}
+
+/// # Safety
+/// As [`sdpa_fwd_raw`]: x and y [rows = B·T·heads, D], w [D] or 0, cos/sin [T, D/2].
+#[allow(clippy::too_many_arguments)]
+unsafe fn norm_rope_raw(
+    what: &str,
+    dtype: c_int,
+    x: u64,
+    w: u64,
+    cos: u64,
+    sin: u64,
+    y: u64,
+    rows: i64,
+    heads: c_int,
+    seq: c_int,
+    head_dim: c_int,
+    eps: f32,
+    sign: f32,
+    stream: *mut c_void,
+) -> Result<()> {
+    let code = ffi::koth_norm_rope(
+        dtype, x, w, cos, sin, y, rows, heads, seq, head_dim, eps, sign, stream,
+    );
+    launched(what, code)
+}
+
+/// # Safety
+/// As [`sdpa_fwd_raw`]: g, u and y of `n` elements.
+unsafe fn swiglu_fwd_raw(
+    what: &str,
+    dtype: c_int,
+    g: u64,
+    u: u64,
+    y: u64,
+    n: i64,
+    stream: *mut c_void,
+) -> Result<()> {
+    launched(what, ffi::koth_swiglu_fwd(dtype, g, u, y, n, stream))
+}
+
+/// # Safety
+/// As [`sdpa_fwd_raw`]: logits [rows, ld] (v ≤ ld used), targets [rows] u32 below v, nll
+/// [rows] f32.
+#[allow(clippy::too_many_arguments)]
+unsafe fn ce_fwd_raw(
+    what: &str,
+    dtype: c_int,
+    logits: u64,
+    rows: i64,
+    ld: i64,
+    v: c_int,
+    targets: u64,
+    nll: u64,
+    stream: *mut c_void,
+) -> Result<()> {
+    launched(
+        what,
+        ffi::koth_ce_fwd(dtype, logits, rows, ld, v, targets, nll, stream),
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Attention
 
@@ -324,33 +430,55 @@ fn attention_shape(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<AttentionShape>
 /// Causal attention for scoring: q [B, T, Hq, D], k and v [B, T, Hkv, D] (contiguous, bf16 or
 /// f16) → [B, T, Hq, D]. cuDNN's fused kernel: the [T, T] scores never reach device memory.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
+    Ok(sdpa_forward(q, k, v, scale, false)?.0)
+}
+
+/// cuDNN's SDPA forward on tensors, with its softmax statistics (f32 [B, Hq, T]) when asked.
+fn sdpa_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f32,
+    keep_stats: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let s = attention_shape(&q, &k, &v)?;
     let (qa, dev) = tensor_addr(&q)?;
-    let (ka, _) = tensor_addr(&k)?;
-    let (va, _) = tensor_addr(&v)?;
     let (out, oa) = alloc(&dev, q.dtype(), q.elem_count())?;
+    let stats_shape = (s.b as usize, s.hq as usize, s.t as usize);
+    let stats = if keep_stats {
+        Some(alloc(
+            &dev,
+            DType::F32,
+            stats_shape.0 * stats_shape.1 * stats_shape.2,
+        )?)
+    } else {
+        None
+    };
     let stream = stream_of(&dev)?;
-    // SAFETY: addresses of live, contiguous tensors of the shapes passed; `out` is fresh.
-    let code = unsafe {
-        ffi::koth_sdpa_fwd(
+    // SAFETY: addresses of live, contiguous tensors of the checked shapes; fresh outputs.
+    unsafe {
+        sdpa_fwd_raw(
+            if keep_stats {
+                "attention (training forward)"
+            } else {
+                "attention"
+            },
             dtype_code(q.dtype())?,
-            s.b,
-            s.hq,
-            s.hkv,
-            s.t,
-            s.d,
+            &s,
             scale,
             qa,
-            ka,
-            va,
+            tensor_addr(&k)?.0,
+            tensor_addr(&v)?.0,
             oa,
-            0,
+            stats.as_ref().map_or(0, |(_, a)| *a),
             stream,
         )
-    };
-    sdpa_checked("attention", code)?;
-    Ok(into_tensor(out, q.dims()))
+    }?;
+    Ok((
+        into_tensor(out, q.dims()),
+        stats.map(|(st, _)| into_tensor(st, stats_shape)),
+    ))
 }
 
 /// The training op: forward keeps the softmax statistics for its backward.
@@ -395,14 +523,17 @@ impl CustomOp3 for Attention {
         let (out, oa) = alloc(&dev, q.dtype(), ql.shape().elem_count())?;
         let (stats, sa) = alloc(&dev, DType::F32, b * hq * t)?;
         // SAFETY: as in `attention`.
-        let code = unsafe {
-            ffi::koth_sdpa_fwd(
+        unsafe {
+            sdpa_fwd_raw(
+                "attention (training forward)",
                 dtype_code(q.dtype())?,
-                b as i64,
-                hq as i64,
-                hkv as i64,
-                t as i64,
-                d as i64,
+                &AttentionShape {
+                    b: b as i64,
+                    hq: hq as i64,
+                    hkv: hkv as i64,
+                    t: t as i64,
+                    d: d as i64,
+                },
                 self.scale,
                 addr(q, ql)?,
                 addr(k, kl)?,
@@ -411,8 +542,7 @@ impl CustomOp3 for Attention {
                 sa,
                 stream,
             )
-        };
-        sdpa_checked("attention (training forward)", code)?;
+        }?;
         *self
             .stats
             .lock()
@@ -481,8 +611,9 @@ fn ce_forward(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let stream = stream_of(&dev)?;
     // SAFETY: logits [rows, vocab] contiguous, targets [rows] u32 below vocab (checked by the
     // caller against the vocabulary), out fresh [rows] f32.
-    let code = unsafe {
-        ffi::koth_ce_fwd(
+    unsafe {
+        ce_fwd_raw(
+            "cross_entropy",
             dtype_code(logits.dtype())?,
             la,
             rows as i64,
@@ -492,8 +623,7 @@ fn ce_forward(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
             oa,
             stream,
         )
-    };
-    launched("cross_entropy", code)?;
+    }?;
     Ok(into_tensor(out, rows))
 }
 
@@ -526,8 +656,9 @@ impl CustomOp1 for CrossEntropy {
         let (out, oa) = alloc(&dev, DType::F32, rows)?;
         let stream = stream_of(&dev)?;
         // SAFETY: as in `ce_forward`.
-        let code = unsafe {
-            ffi::koth_ce_fwd(
+        unsafe {
+            ce_fwd_raw(
+                "cross_entropy",
                 dtype_code(s.dtype())?,
                 addr(s, l)?,
                 rows as i64,
@@ -537,8 +668,7 @@ impl CustomOp1 for CrossEntropy {
                 oa,
                 stream,
             )
-        };
-        launched("cross_entropy", code)?;
+        }?;
         Ok((out, Shape::from(rows)))
     }
     fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -590,27 +720,45 @@ fn rows_cols(x: &Tensor, w: &Tensor) -> Result<(usize, usize)> {
 
 /// RMSNorm over the last dimension, transformers' rounding: `w * round(x * rstd)`.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    Ok(rms_norm_forward(x, w, eps, false)?.0)
+}
+
+/// The RMSNorm kernel on tensors, with the per-row reciprocal RMS (f32 [rows]) when asked.
+fn rms_norm_forward(
+    x: &Tensor,
+    w: &Tensor,
+    eps: f32,
+    keep_rstd: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     let (rows, cols) = rows_cols(&x, &w)?;
     let (xa, dev) = tensor_addr(&x)?;
     let (out, oa) = alloc(&dev, x.dtype(), x.elem_count())?;
+    let rstd = if keep_rstd {
+        Some(alloc(&dev, DType::F32, rows)?)
+    } else {
+        None
+    };
     let stream = stream_of(&dev)?;
-    // SAFETY: x [rows, cols], w [cols] contiguous of one dtype; out fresh.
-    let code = unsafe {
-        ffi::koth_rmsnorm_fwd(
+    // SAFETY: x [rows, cols], w [cols] contiguous of one dtype; fresh outputs.
+    unsafe {
+        rmsnorm_fwd_raw(
+            "rms_norm",
             dtype_code(x.dtype())?,
             xa,
             tensor_addr(&w)?.0,
             oa,
-            0,
+            rstd.as_ref().map_or(0, |(_, a)| *a),
             rows as i64,
             cols as c_int,
             eps,
             stream,
         )
-    };
-    launched("rms_norm", code)?;
-    Ok(into_tensor(out, x.dims()))
+    }?;
+    Ok((
+        into_tensor(out, x.dims()),
+        rstd.map(|(r, _)| into_tensor(r, rows)),
+    ))
 }
 
 struct RmsNorm {
@@ -649,8 +797,9 @@ impl CustomOp2 for RmsNorm {
         let (out, oa) = alloc(&dev, x.dtype(), xl.shape().elem_count())?;
         let (rstd, ra) = alloc(&dev, DType::F32, rows)?;
         // SAFETY: as in `rms_norm`.
-        let code = unsafe {
-            ffi::koth_rmsnorm_fwd(
+        unsafe {
+            rmsnorm_fwd_raw(
+                "rms_norm",
                 dtype_code(x.dtype())?,
                 addr(x, xl)?,
                 addr(w, wl)?,
@@ -661,8 +810,7 @@ impl CustomOp2 for RmsNorm {
                 self.eps,
                 stream,
             )
-        };
-        launched("rms_norm", code)?;
+        }?;
         *self
             .rstd
             .lock()
@@ -743,8 +891,9 @@ fn rope_launch(
         None => 0,
     };
     // SAFETY: x [B, T, H, D], tables [T, D/2], gain [D] or null; out fresh.
-    let code = unsafe {
-        ffi::koth_norm_rope(
+    unsafe {
+        norm_rope_raw(
+            "norm_rope",
             dtype_code(x.dtype())?,
             xa,
             wa,
@@ -759,8 +908,7 @@ fn rope_launch(
             sign,
             stream,
         )
-    };
-    launched("norm_rope", code)?;
+    }?;
     Ok(into_tensor(out, x.dims()))
 }
 
@@ -798,8 +946,9 @@ impl CustomOp1 for Rope {
         let stream = stream_of(&dev)?;
         let (out, oa) = alloc(&dev, s.dtype(), l.shape().elem_count())?;
         // SAFETY: as in `rope_launch` (tables prepared by `rope_trainable`).
-        let code = unsafe {
-            ffi::koth_norm_rope(
+        unsafe {
+            norm_rope_raw(
+                "rope",
                 dtype_code(s.dtype())?,
                 addr(s, l)?,
                 0,
@@ -814,8 +963,7 @@ impl CustomOp1 for Rope {
                 1.0,
                 stream,
             )
-        };
-        launched("rope", code)?;
+        }?;
         Ok((out, l.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -856,8 +1004,9 @@ fn swiglu_forward(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     let (out, oa) = alloc(&dev, g.dtype(), g.elem_count())?;
     let stream = stream_of(&dev)?;
     // SAFETY: same-shaped contiguous inputs; out fresh.
-    let code = unsafe {
-        ffi::koth_swiglu_fwd(
+    unsafe {
+        swiglu_fwd_raw(
+            "swiglu",
             dtype_code(g.dtype())?,
             ga,
             tensor_addr(u)?.0,
@@ -865,8 +1014,7 @@ fn swiglu_forward(g: &Tensor, u: &Tensor) -> Result<Tensor> {
             g.elem_count() as i64,
             stream,
         )
-    };
-    launched("swiglu", code)?;
+    }?;
     Ok(into_tensor(out, g.dims()))
 }
 
@@ -904,8 +1052,9 @@ impl CustomOp2 for SwiGlu {
         let stream = stream_of(&dev)?;
         let (out, oa) = alloc(&dev, g.dtype(), n)?;
         // SAFETY: as in `swiglu_forward`.
-        let code = unsafe {
-            ffi::koth_swiglu_fwd(
+        unsafe {
+            swiglu_fwd_raw(
+                "swiglu",
                 dtype_code(g.dtype())?,
                 addr(g, gl)?,
                 addr(u, ul)?,
@@ -913,8 +1062,7 @@ impl CustomOp2 for SwiGlu {
                 n as i64,
                 stream,
             )
-        };
-        launched("swiglu", code)?;
+        }?;
         Ok((out, gl.shape().clone()))
     }
     fn bwd(
@@ -1103,37 +1251,9 @@ pub fn attention_with_stats(
     v: &Tensor,
     scale: f32,
 ) -> Result<(Tensor, Tensor)> {
-    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-    let s = attention_shape(&q, &k, &v)?;
-    let (qa, dev) = tensor_addr(&q)?;
-    let (out, oa) = alloc(&dev, q.dtype(), q.elem_count())?;
-    let stats_shape = (s.b as usize, s.hq as usize, s.t as usize);
-    let (stats, sa) = alloc(
-        &dev,
-        DType::F32,
-        stats_shape.0 * stats_shape.1 * stats_shape.2,
-    )?;
-    let stream = stream_of(&dev)?;
-    // SAFETY: live contiguous inputs of the checked shapes; fresh outputs.
-    let code = unsafe {
-        ffi::koth_sdpa_fwd(
-            dtype_code(q.dtype())?,
-            s.b,
-            s.hq,
-            s.hkv,
-            s.t,
-            s.d,
-            scale,
-            qa,
-            tensor_addr(&k)?.0,
-            tensor_addr(&v)?.0,
-            oa,
-            sa,
-            stream,
-        )
-    };
-    sdpa_checked("attention (training forward)", code)?;
-    Ok((into_tensor(out, q.dims()), into_tensor(stats, stats_shape)))
+    let (o, stats) = sdpa_forward(q, k, v, scale, true)?;
+    let stats = stats.ok_or_else(|| msg("attention: no statistics"))?;
+    Ok((o, stats))
 }
 
 /// The gradients of q, k and v from the forward's inputs, output `o`, statistics and the
@@ -1203,28 +1323,8 @@ pub fn attention_backward(
 
 /// [`rms_norm`] and the per-row reciprocal RMS (f32 [rows]) that [`rms_norm_backward`] takes.
 pub fn rms_norm_with_rstd(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
-    let (x, w) = (x.contiguous()?, w.contiguous()?);
-    let (rows, cols) = rows_cols(&x, &w)?;
-    let (xa, dev) = tensor_addr(&x)?;
-    let (out, oa) = alloc(&dev, x.dtype(), x.elem_count())?;
-    let (rstd, ra) = alloc(&dev, DType::F32, rows)?;
-    let stream = stream_of(&dev)?;
-    // SAFETY: x [rows, cols], w [cols] contiguous of one dtype; fresh outputs.
-    let code = unsafe {
-        ffi::koth_rmsnorm_fwd(
-            dtype_code(x.dtype())?,
-            xa,
-            tensor_addr(&w)?.0,
-            oa,
-            ra,
-            rows as i64,
-            cols as c_int,
-            eps,
-            stream,
-        )
-    };
-    launched("rms_norm", code)?;
-    Ok((into_tensor(out, x.dims()), into_tensor(rstd, rows)))
+    let (y, rstd) = rms_norm_forward(x, w, eps, true)?;
+    Ok((y, rstd.ok_or_else(|| msg("rms_norm: no statistics"))?))
 }
 
 /// RMSNorm's backward: dx (x's shape and dtype) and the gain's gradient dw (reduced over the
