@@ -4,9 +4,11 @@
 For every folder of fixtures/hf-golden, runs `koth model nll` on the golden input ids with
 --device cpu (f32) and --device cuda (f32 and bf16; the CUDA default path, koth's GPU kernels), and prints the largest absolute difference
 of each CUDA run from the CPU run and from transformers' golden `nll`. Exits non-zero when a
-difference exceeds its tolerance: CUDA f32 vs CPU f32 within 1e-4, CUDA bf16 vs CPU bf16 within
-2e-2 (bf16 against the f32 result is printed too, for information). Also printed: the largest
-difference of a row's mean NLL (a duel window's loss, what a verdict is computed from).
+difference exceeds its tolerance: CUDA f32 vs CPU f32 within 1e-4 per token; CUDA bf16 vs CPU
+bf16 within 2e-2 on a row's mean NLL (a duel window's loss, what a verdict is computed from; the
+CPU suite's bf16 tolerance, `bf16_scoring_stays_close_to_f32`, is on the mean too). The bf16
+per-token difference is printed beside it: one bf16 rounding can flip a near-tie (a MoE router
+choice), which moves single tokens by more than it moves a window.
 """
 import json, pathlib, subprocess, sys, tempfile
 
@@ -34,15 +36,16 @@ with tempfile.TemporaryDirectory() as tmp:
         for dt in ["f32", "bf16"]:
             cuda = out[("cuda", dt)]
             d_same = float(np.abs(cuda - out[("cpu", dt)]).max())
-            passed = d_same <= tol[dt]
+            d_mean = float(np.abs(cuda.mean(axis=1) - out[("cpu", dt)].mean(axis=1)).max())
+            passed = (d_same if dt == "f32" else d_mean) <= tol[dt]
             ok &= passed
             rows.append({"model": folder.name, "dtype": dt,
                          "max_abs_cuda_vs_cpu_same_dtype": d_same,
-                         "max_abs_row_mean_cuda_vs_cpu_same_dtype": float(np.abs(
-                             cuda.mean(axis=1) - out[("cpu", dt)].mean(axis=1)).max()),
+                         "max_abs_row_mean_cuda_vs_cpu_same_dtype": d_mean,
                          "max_abs_cuda_vs_cpu_f32": float(np.abs(cuda - cpu).max()),
                          "max_abs_cuda_vs_transformers": float(np.abs(cuda - exp["nll"]).max()),
-                         "tolerance": tol[dt], "pass": passed})
+                         "tolerance": tol[dt], "tolerance_on": "token" if dt == "f32" else "row mean",
+                         "pass": passed})
         rows.append({"model": folder.name, "dtype": "cpu-f32",
                      "max_abs_vs_transformers": float(np.abs(cpu - exp["nll"]).max())})
 for r in rows:
