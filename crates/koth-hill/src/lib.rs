@@ -6,20 +6,24 @@
 //! pure: the gate checks over data the shell has fetched ([`gates`]), the fingerprint maths of
 //! the optional gates ([`fingerprint`]), the reward policy ([`reward`]) and the feeds the
 //! validator publishes ([`feed`]) and the interface through which a reader such as the dashboard
-//! reads a running validator ([`reader`]).
+//! reads a running validator ([`reader`]). What the shell observes (a chain poll, a crown or
+//! weights carried out) becomes the events it logs through [`observe::events`], so the shell
+//! never reads the state to decide what to log.
 //!
 //! This crate's `Cargo.toml` is what keeps it pure: it depends on koth-core and plain data
 //! crates only (no tokio, axum, rusqlite, reqwest or candle), so the dashboard and any other
 //! reader of the hill's state build without the validator's shell.
 //!
 //! Modules form layers, each using only those before it (a test checks it):
-//! `event` → `state` → `reward` → `gates` → `fingerprint` → `core` → `feed` → `reader`.
+//! `event` → `state` → `reward` → `gates` → `fingerprint` → `core` → `observe` → `feed` →
+//! `reader`.
 
 pub mod core;
 pub mod event;
 pub mod feed;
 pub mod fingerprint;
 pub mod gates;
+pub mod observe;
 pub mod reader;
 pub mod reward;
 pub mod state;
@@ -29,4 +33,5 @@ pub use event::{
     Effect, EntryId, Event, Gate, LoggedEvent, Outcome, PoolSpec, Reveal, Rules, SeedMaterial,
     VerdictSummary, Weight, EVENT_VERSION,
 };
+pub use observe::Observation;
 pub use state::ValidatorState;

@@ -12,13 +12,14 @@ use std::path::Path;
 use std::process::Command;
 
 /// koth-hill's modules, lowest first: a module may use only the ones before it.
-const LAYERS: [&str; 9] = [
+const LAYERS: [&str; 10] = [
     "event",
     "state",
     "reward",
     "gates",
     "fingerprint",
     "core",
+    "observe",
     "feed",
     "reader",
     "lib",

@@ -21,7 +21,7 @@ pub mod worker;
 
 // The pure core lives in koth-hill; these paths keep `koth_validator::event` etc. working for
 // the shell's modules and the crate's users.
-pub use koth_hill::{core, event, feed, fingerprint, gates, reward, state};
+pub use koth_hill::{core, event, feed, fingerprint, gates, observe, reward, state};
 
 pub use config::{ConfigError, ResolvedConfig, ValidatorConfig, WorkerSpec};
 pub use event::{

@@ -1,5 +1,8 @@
 //! The shell: reads the world (chain, store, eval worker, clock), reports it to the core as
-//! events, and carries out the effects the core returns. It decides nothing.
+//! events, and carries out the effects the core returns. It decides nothing: which events a
+//! chain poll, a crown or weights carried out call for (none when nothing is new) and at which
+//! block is koth-hill's [`observe::events`]; the shell reads the state only to hand it to the
+//! rules and to publish it.
 //!
 //! Every outcome is recorded in the event log *before* it is acted on ([`Journal::record`]).
 //! Failures are classified: the submission's own fault (bad files, a gate refusal, a verdict)
@@ -26,6 +29,7 @@ use crate::gates::{self, GateError, TensorInfo, TensorStats, DEFAULT_MAX_SCALE_R
 use crate::http::{FeedHub, SharedFeed};
 use crate::journal::{Journal, JournalError};
 use crate::log::LoggedEvent;
+use crate::observe::{self, Observation};
 use koth_core::verdict::BoundsAfterBatch;
 use koth_duel::duel::{DuelError, DuelSink, Progress, Stop};
 use std::ops::ControlFlow;
@@ -295,33 +299,32 @@ impl Shell {
         Ok(())
     }
 
+    /// Poll the chain and log what the rules make of it ([`observe::events`]: nothing when
+    /// nothing is new).
     fn poll_logged(&mut self) -> Result<(), ShellError> {
         match self.read_chain() {
-            Ok((head, reveals)) => {
-                if head > self.journal.state().block {
-                    self.record(Event::Tick { block: head })?;
-                }
-                // A held reveal is decided only by a `revealed` event (which certifies that every
-                // commitment revealed up to its block was read), so one is appended when a held
-                // reveal falls due even if nothing new was revealed (PROTOCOL §3).
-                let block = head.max(self.journal.state().block);
-                if !reveals.is_empty() || self.journal.state().held_due(block) {
-                    self.record(Event::Revealed { block, reveals })?;
-                }
-            }
+            Ok(observation) => self.observed(observation)?,
             // The chain being unreachable is nobody's verdict: try again next poll.
             Err(e) => tracing::warn!("chain poll failed (will retry): {e}"),
         }
         Ok(())
     }
 
-    /// The chain head and the revealed commitments the state does not know yet.
-    fn read_chain(&self) -> Result<(u64, Vec<Reveal>), koth_chain::ChainError> {
+    /// Record the events the rules derive from what the shell observed, in order.
+    fn observed(&mut self, observation: Observation) -> Result<(), ShellError> {
+        for event in observe::events(self.journal.state(), observation) {
+            self.record(event)?;
+        }
+        Ok(())
+    }
+
+    /// The chain head and the commitments revealed at or before it (known ones included).
+    fn read_chain(&self) -> Result<Observation, koth_chain::ChainError> {
         let head = self.chain.block()?;
-        let reveals = self.chain.revealed_commitments()?;
+        let revealed = self.chain.revealed_commitments()?;
         let meta = self.chain.metagraph()?;
-        let mut new = Vec::new();
-        for r in reveals {
+        let mut reveals = Vec::new();
+        for r in revealed {
             if r.reveal_block > head.number {
                 continue;
             }
@@ -333,19 +336,19 @@ impl Shell {
                 .by_hotkey(&r.hotkey)
                 .filter(|n| n.uid == r.uid)
                 .map(|n| n.uid);
-            let reveal = Reveal {
+            reveals.push(Reveal {
                 hotkey: r.hotkey.to_ss58(),
                 uid,
                 payload: r.payload,
                 commit_block: r.commit_block,
                 reveal_block: r.reveal_block,
                 block_hash: hash.to_string(),
-            };
-            if self.journal.state().needs_intake(&reveal) {
-                new.push(reveal);
-            }
+            });
         }
-        Ok((head.number, new))
+        Ok(Observation::Chain {
+            head: head.number,
+            reveals,
+        })
     }
 
     fn carry_out(&mut self, effect: Effect) -> Result<(), ShellError> {
@@ -838,14 +841,14 @@ impl Shell {
                 })
             }
         };
-        self.record(Event::Crowned {
+        self.observed(Observation::Crowned {
             entry,
             digest,
             hotkey,
             reign,
-            block: head.number.max(self.journal.state().block),
-            block_hash: head.hash.to_string(),
-            location: Some(copy),
+            head: head.number,
+            head_hash: head.hash.to_string(),
+            location: copy,
         })?;
         if let Some(old) = previous.filter(|o| o != &digest) {
             let _ = self.cache.unpin(&old);
@@ -877,10 +880,7 @@ impl Shell {
             Ok(head.number)
         })();
         match result {
-            Ok(block) => {
-                let block = block.max(self.journal.state().block);
-                self.record(Event::WeightsSet { block, weights })
-            }
+            Ok(head) => self.observed(Observation::WeightsSet { head, weights }),
             Err(e) => {
                 tracing::warn!("setting weights failed (retried next tick): {e}");
                 Ok(())
