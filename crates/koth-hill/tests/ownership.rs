@@ -6,41 +6,12 @@
 //! that), so its commitment is in a later block; choosing a shorter reveal lag to reveal first
 //! does not help it. A reveal later than W is refused `reveal_too_late`.
 
-use koth_core::competition::RewardPolicy;
+mod common;
+
+use common::{reveal, rules};
 use koth_core::{Digest, RejectCode};
 use koth_hill::feed::{api_state, dashboard_json};
-use koth_hill::{apply, Effect, Event, Outcome, Reveal, Rules, ValidatorState};
-
-const START: u64 = 100;
-
-fn rules(w: Option<u64>) -> Rules {
-    Rules {
-        competition_sha256: Digest::of(b"competition"),
-        genesis_king: Digest::of(b"genesis"),
-        genesis_location: None,
-        start_block: START,
-        weights_interval_blocks: 1000,
-        reward: RewardPolicy::WinnerTakeAll,
-        max_infra_retries: 3,
-        history_len: 64,
-        near_copy: false,
-        trainability_probe: false,
-        reveal_delay_blocks: w,
-        near_copy_history: 16,
-        king_pool_batches: 0,
-    }
-}
-
-fn reveal(hotkey: &str, uid: u16, digest: Digest, commit: u64, revealed: u64) -> Reveal {
-    Reveal {
-        hotkey: hotkey.into(),
-        uid: Some(uid),
-        payload: format!("v4|file:///store/{hotkey}|{digest}|{hotkey}"),
-        commit_block: commit,
-        reveal_block: revealed,
-        block_hash: format!("0x{revealed:064x}"),
-    }
-}
+use koth_hill::{apply, Effect, Event, Outcome, Reveal, ValidatorState};
 
 /// Applies events (panicking on a refusal) and keeps the log.
 struct Hill {
