@@ -282,112 +282,6 @@ fn into_tensor(storage: CudaStorage, shape: impl Into<Shape>) -> Tensor {
     Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false)
 }
 
-// The launches of the forward kernels on raw device addresses, shared by the tensor functions and
-// the custom ops (whose `cuda_fwd` sees storages, not tensors).
-
-/// # Safety
-/// The addresses are those of live, contiguous device buffers of the shapes passed (`stats` may
-/// be 0: no statistics); the outputs are the caller's alone.
-#[allow(clippy::too_many_arguments)]
-unsafe fn sdpa_fwd_raw(
-    what: &str,
-    dtype: c_int,
-    s: &AttentionShape,
-    scale: f32,
-    q: u64,
-    k: u64,
-    v: u64,
-    o: u64,
-    stats: u64,
-    stream: *mut c_void,
-) -> Result<()> {
-    let code = ffi::koth_sdpa_fwd(
-        dtype, s.b, s.hq, s.hkv, s.t, s.d, scale, q, k, v, o, stats, stream,
-    );
-    sdpa_checked(what, code)
-}
-
-/// # Safety
-/// As [`sdpa_fwd_raw`]: x [rows, cols], w [cols], y like x, rstd [rows] f32 or 0.
-#[allow(clippy::too_many_arguments)]
-unsafe fn rmsnorm_fwd_raw(
-    what: &str,
-    dtype: c_int,
-    x: u64,
-    w: u64,
-    y: u64,
-    rstd: u64,
-    rows: i64,
-    cols: c_int,
-    eps: f32,
-    stream: *mut c_void,
-) -> Result<()> {
-    launched(
-        what,
-        ffi::koth_rmsnorm_fwd(dtype, x, w, y, rstd, rows, cols, eps, stream),
-    )
-}
-
-/// # Safety
-/// As [`sdpa_fwd_raw`]: x and y [rows = B·T·heads, D], w [D] or 0, cos/sin [T, D/2].
-#[allow(clippy::too_many_arguments)]
-unsafe fn norm_rope_raw(
-    what: &str,
-    dtype: c_int,
-    x: u64,
-    w: u64,
-    cos: u64,
-    sin: u64,
-    y: u64,
-    rows: i64,
-    heads: c_int,
-    seq: c_int,
-    head_dim: c_int,
-    eps: f32,
-    sign: f32,
-    stream: *mut c_void,
-) -> Result<()> {
-    let code = ffi::koth_norm_rope(
-        dtype, x, w, cos, sin, y, rows, heads, seq, head_dim, eps, sign, stream,
-    );
-    launched(what, code)
-}
-
-/// # Safety
-/// As [`sdpa_fwd_raw`]: g, u and y of `n` elements.
-unsafe fn swiglu_fwd_raw(
-    what: &str,
-    dtype: c_int,
-    g: u64,
-    u: u64,
-    y: u64,
-    n: i64,
-    stream: *mut c_void,
-) -> Result<()> {
-    launched(what, ffi::koth_swiglu_fwd(dtype, g, u, y, n, stream))
-}
-
-/// # Safety
-/// As [`sdpa_fwd_raw`]: logits [rows, ld] (v ≤ ld used), targets [rows] u32 below v, nll
-/// [rows] f32.
-#[allow(clippy::too_many_arguments)]
-unsafe fn ce_fwd_raw(
-    what: &str,
-    dtype: c_int,
-    logits: u64,
-    rows: i64,
-    ld: i64,
-    v: c_int,
-    targets: u64,
-    nll: u64,
-    stream: *mut c_void,
-) -> Result<()> {
-    launched(
-        what,
-        ffi::koth_ce_fwd(dtype, logits, rows, ld, v, targets, nll, stream),
-    )
-}
-
 // ---------------------------------------------------------------------------------------------
 // Attention
 
@@ -457,15 +351,14 @@ fn sdpa_forward(
     };
     let stream = stream_of(&dev)?;
     // SAFETY: addresses of live, contiguous tensors of the checked shapes; fresh outputs.
-    unsafe {
-        sdpa_fwd_raw(
-            if keep_stats {
-                "attention (training forward)"
-            } else {
-                "attention"
-            },
+    let code = unsafe {
+        ffi::koth_sdpa_fwd(
             dtype_code(q.dtype())?,
-            &s,
+            s.b,
+            s.hq,
+            s.hkv,
+            s.t,
+            s.d,
             scale,
             qa,
             tensor_addr(&k)?.0,
@@ -474,7 +367,15 @@ fn sdpa_forward(
             stats.as_ref().map_or(0, |(_, a)| *a),
             stream,
         )
-    }?;
+    };
+    sdpa_checked(
+        if keep_stats {
+            "attention (training forward)"
+        } else {
+            "attention"
+        },
+        code,
+    )?;
     Ok((
         into_tensor(out, q.dims()),
         stats.map(|(st, _)| into_tensor(st, stats_shape)),
@@ -523,17 +424,14 @@ impl CustomOp3 for Attention {
         let (out, oa) = alloc(&dev, q.dtype(), ql.shape().elem_count())?;
         let (stats, sa) = alloc(&dev, DType::F32, b * hq * t)?;
         // SAFETY: as in `attention`.
-        unsafe {
-            sdpa_fwd_raw(
-                "attention (training forward)",
+        let code = unsafe {
+            ffi::koth_sdpa_fwd(
                 dtype_code(q.dtype())?,
-                &AttentionShape {
-                    b: b as i64,
-                    hq: hq as i64,
-                    hkv: hkv as i64,
-                    t: t as i64,
-                    d: d as i64,
-                },
+                b as i64,
+                hq as i64,
+                hkv as i64,
+                t as i64,
+                d as i64,
                 self.scale,
                 addr(q, ql)?,
                 addr(k, kl)?,
@@ -542,7 +440,8 @@ impl CustomOp3 for Attention {
                 sa,
                 stream,
             )
-        }?;
+        };
+        sdpa_checked("attention (training forward)", code)?;
         *self
             .stats
             .lock()
@@ -603,27 +502,43 @@ fn ce_shape(logits: &Tensor, targets: &Tensor) -> Result<(usize, usize)> {
     Ok((rows, vocab))
 }
 
-fn ce_forward(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+/// Per-row NLL of contiguous `logits`; with `grad`, the logits are overwritten in the same
+/// pass by their gradient (softmax − one-hot) · grad (the caller owns them alone).
+fn ce_forward(logits: &Tensor, targets: &Tensor, grad: Option<f32>) -> Result<Tensor> {
     let (rows, vocab) = ce_shape(logits, targets)?;
     let (la, dev) = tensor_addr(logits)?;
     let (ta, _) = tensor_addr(targets)?;
     let (out, oa) = alloc(&dev, DType::F32, rows)?;
     let stream = stream_of(&dev)?;
-    // SAFETY: logits [rows, vocab] contiguous, targets [rows] u32 below vocab (checked by the
-    // caller against the vocabulary), out fresh [rows] f32.
-    unsafe {
-        ce_fwd_raw(
-            "cross_entropy",
-            dtype_code(logits.dtype())?,
-            la,
-            rows as i64,
-            vocab as i64,
-            vocab as c_int,
-            ta,
-            oa,
-            stream,
-        )
-    }?;
+    let dtype = dtype_code(logits.dtype())?;
+    // SAFETY: logits [rows, vocab] contiguous (and, with a gradient, the caller's alone), targets
+    // [rows] u32 below vocab (checked by the caller against the vocabulary), out fresh [rows] f32.
+    let code = unsafe {
+        match grad {
+            None => ffi::koth_ce_fwd(
+                dtype,
+                la,
+                rows as i64,
+                vocab as i64,
+                vocab as c_int,
+                ta,
+                oa,
+                stream,
+            ),
+            Some(g) => ffi::koth_ce_fwd_bwd(
+                dtype,
+                la,
+                rows as i64,
+                vocab as i64,
+                vocab as c_int,
+                ta,
+                g,
+                oa,
+                stream,
+            ),
+        }
+    };
+    launched("cross_entropy", code)?;
     Ok(into_tensor(out, rows))
 }
 
@@ -631,7 +546,7 @@ fn ce_forward(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 /// logits (bf16 logits upcast, as transformers' loss does). logits [R, V], targets [R] u32
 /// (each below V: the caller checks) → [R] f32.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    ce_forward(&logits.contiguous()?, &targets.contiguous()?)
+    ce_forward(&logits.contiguous()?, &targets.contiguous()?, None)
 }
 
 struct CrossEntropy {
@@ -656,9 +571,8 @@ impl CustomOp1 for CrossEntropy {
         let (out, oa) = alloc(&dev, DType::F32, rows)?;
         let stream = stream_of(&dev)?;
         // SAFETY: as in `ce_forward`.
-        unsafe {
-            ce_fwd_raw(
-                "cross_entropy",
+        let code = unsafe {
+            ffi::koth_ce_fwd(
                 dtype_code(s.dtype())?,
                 addr(s, l)?,
                 rows as i64,
@@ -668,7 +582,8 @@ impl CustomOp1 for CrossEntropy {
                 oa,
                 stream,
             )
-        }?;
+        };
+        launched("cross_entropy", code)?;
         Ok((out, Shape::from(rows)))
     }
     fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -741,9 +656,8 @@ fn rms_norm_forward(
     };
     let stream = stream_of(&dev)?;
     // SAFETY: x [rows, cols], w [cols] contiguous of one dtype; fresh outputs.
-    unsafe {
-        rmsnorm_fwd_raw(
-            "rms_norm",
+    let code = unsafe {
+        ffi::koth_rmsnorm_fwd(
             dtype_code(x.dtype())?,
             xa,
             tensor_addr(&w)?.0,
@@ -754,7 +668,8 @@ fn rms_norm_forward(
             eps,
             stream,
         )
-    }?;
+    };
+    launched("rms_norm", code)?;
     Ok((
         into_tensor(out, x.dims()),
         rstd.map(|(r, _)| into_tensor(r, rows)),
@@ -797,9 +712,8 @@ impl CustomOp2 for RmsNorm {
         let (out, oa) = alloc(&dev, x.dtype(), xl.shape().elem_count())?;
         let (rstd, ra) = alloc(&dev, DType::F32, rows)?;
         // SAFETY: as in `rms_norm`.
-        unsafe {
-            rmsnorm_fwd_raw(
-                "rms_norm",
+        let code = unsafe {
+            ffi::koth_rmsnorm_fwd(
                 dtype_code(x.dtype())?,
                 addr(x, xl)?,
                 addr(w, wl)?,
@@ -810,7 +724,8 @@ impl CustomOp2 for RmsNorm {
                 self.eps,
                 stream,
             )
-        }?;
+        };
+        launched("rms_norm", code)?;
         *self
             .rstd
             .lock()
@@ -891,9 +806,8 @@ fn rope_launch(
         None => 0,
     };
     // SAFETY: x [B, T, H, D], tables [T, D/2], gain [D] or null; out fresh.
-    unsafe {
-        norm_rope_raw(
-            "norm_rope",
+    let code = unsafe {
+        ffi::koth_norm_rope(
             dtype_code(x.dtype())?,
             xa,
             wa,
@@ -908,7 +822,8 @@ fn rope_launch(
             sign,
             stream,
         )
-    }?;
+    };
+    launched("norm_rope", code)?;
     Ok(into_tensor(out, x.dims()))
 }
 
@@ -946,9 +861,8 @@ impl CustomOp1 for Rope {
         let stream = stream_of(&dev)?;
         let (out, oa) = alloc(&dev, s.dtype(), l.shape().elem_count())?;
         // SAFETY: as in `rope_launch` (tables prepared by `rope_trainable`).
-        unsafe {
-            norm_rope_raw(
-                "rope",
+        let code = unsafe {
+            ffi::koth_norm_rope(
                 dtype_code(s.dtype())?,
                 addr(s, l)?,
                 0,
@@ -963,7 +877,8 @@ impl CustomOp1 for Rope {
                 1.0,
                 stream,
             )
-        }?;
+        };
+        launched("rope", code)?;
         Ok((out, l.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -1004,9 +919,8 @@ fn swiglu_forward(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     let (out, oa) = alloc(&dev, g.dtype(), g.elem_count())?;
     let stream = stream_of(&dev)?;
     // SAFETY: same-shaped contiguous inputs; out fresh.
-    unsafe {
-        swiglu_fwd_raw(
-            "swiglu",
+    let code = unsafe {
+        ffi::koth_swiglu_fwd(
             dtype_code(g.dtype())?,
             ga,
             tensor_addr(u)?.0,
@@ -1014,7 +928,8 @@ fn swiglu_forward(g: &Tensor, u: &Tensor) -> Result<Tensor> {
             g.elem_count() as i64,
             stream,
         )
-    }?;
+    };
+    launched("swiglu", code)?;
     Ok(into_tensor(out, g.dims()))
 }
 
@@ -1052,9 +967,8 @@ impl CustomOp2 for SwiGlu {
         let stream = stream_of(&dev)?;
         let (out, oa) = alloc(&dev, g.dtype(), n)?;
         // SAFETY: as in `swiglu_forward`.
-        unsafe {
-            swiglu_fwd_raw(
-                "swiglu",
+        let code = unsafe {
+            ffi::koth_swiglu_fwd(
                 dtype_code(g.dtype())?,
                 addr(g, gl)?,
                 addr(u, ul)?,
@@ -1062,7 +976,8 @@ impl CustomOp2 for SwiGlu {
                 n as i64,
                 stream,
             )
-        }?;
+        };
+        launched("swiglu", code)?;
         Ok((out, gl.shape().clone()))
     }
     fn bwd(
@@ -1418,28 +1333,7 @@ pub fn cross_entropy_with_grad(logits: &Tensor, targets: &Tensor, grad: f32) -> 
             "cross_entropy_with_grad: logits must be contiguous (written in place)",
         ));
     }
-    let targets = targets.contiguous()?;
-    let (rows, vocab) = ce_shape(logits, &targets)?;
-    let (la, dev) = tensor_addr(logits)?;
-    let (out, oa) = alloc(&dev, DType::F32, rows)?;
-    let stream = stream_of(&dev)?;
-    // SAFETY: logits [rows, vocab] contiguous and owned by the caller; targets [rows] u32 below
-    // vocab (checked by the caller); out fresh.
-    let code = unsafe {
-        ffi::koth_ce_fwd_bwd(
-            dtype_code(logits.dtype())?,
-            la,
-            rows as i64,
-            vocab as i64,
-            vocab as c_int,
-            tensor_addr(&targets)?.0,
-            grad,
-            oa,
-            stream,
-        )
-    };
-    launched("cross_entropy_with_grad", code)?;
-    Ok(into_tensor(out, rows))
+    ce_forward(logits, &targets.contiguous()?, Some(grad))
 }
 
 /// The embedding matrix's gradient [vocab, H] from the gathered rows' gradient `dy` [N, H] and
