@@ -664,8 +664,12 @@ fn mark_dueled(state: &mut ValidatorState, entry: u64) -> Result<(), ApplyError>
 
 fn check_verdict(v: &VerdictSummary) -> Result<(), ApplyError> {
     check_finite("verdict.mu_hat", v.mu_hat)?;
-    check_finite("verdict.lower", v.lower)?;
-    check_finite("verdict.upper", v.upper)?;
+    if let Some(lower) = v.lower {
+        check_finite("verdict.lower", lower)?;
+    }
+    if let Some(upper) = v.upper {
+        check_finite("verdict.upper", upper)?;
+    }
     if v.verdict_path.is_empty() {
         return Err(ApplyError::Empty("verdict.verdict_path"));
     }

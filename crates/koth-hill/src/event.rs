@@ -216,8 +216,16 @@ pub struct VerdictSummary {
     /// Windows scored.
     pub n: u64,
     pub mu_hat: f64,
-    pub lower: f64,
-    pub upper: f64,
+    /// The rule's final lower confidence bound (of the tested quantity). `None` where the rule
+    /// computed none (the bootstrap rule computes no upper bound, and no lower bound when the
+    /// resamples decide without it; the sequential rule none below two windows): absent from
+    /// the JSON, never a stand-in number. A log written before the bounds were optional carries
+    /// numbers, which read back as `Some`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<f64>,
+    /// The rule's final upper confidence bound; `None` (absent) where the rule computed none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<f64>,
     /// sha256 of the verdict record.
     pub verdict_digest: Digest,
     /// Where the verdict record is stored.
@@ -462,5 +470,70 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_old_duel_finished_line_with_numeric_bounds_still_parses() {
+        // A `duel_finished` row as logs written before the bounds were optional hold it: both
+        // bounds are plain numbers (where the rule computed none, the tested mean stood in).
+        let digest = koth_core::Digest::of(b"verdict");
+        let old = format!(
+            r#"{{"kind":"duel_finished","entry":7,"verdict":{{"accepted":true,"n":512,"mu_hat":0.02,"lower":0.01,"upper":0.02,"verdict_digest":"{digest}","verdict_path":"/v/7.json"}}}}"#
+        );
+        match serde_json::from_str::<Event>(&old).unwrap() {
+            Event::DuelFinished { entry, verdict } => {
+                assert_eq!(entry, 7);
+                assert_eq!(
+                    verdict,
+                    VerdictSummary {
+                        accepted: true,
+                        n: 512,
+                        mu_hat: 0.02,
+                        lower: Some(0.01),
+                        upper: Some(0.02),
+                        verdict_digest: digest,
+                        verdict_path: "/v/7.json".into(),
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_verdict_bound_not_computed_is_absent_and_round_trips_as_none() {
+        let finished = Event::DuelFinished {
+            entry: 3,
+            verdict: VerdictSummary {
+                accepted: true,
+                n: 96,
+                mu_hat: 0.05,
+                lower: None,
+                upper: None,
+                verdict_digest: koth_core::Digest::of(b"v"),
+                verdict_path: "/v/3.json".into(),
+            },
+        };
+        let json = serde_json::to_string(&finished).unwrap();
+        assert!(!json.contains("lower") && !json.contains("upper"), "{json}");
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), finished);
+        // One bound present, the other not.
+        let Event::DuelFinished { mut verdict, .. } = finished else {
+            unreachable!()
+        };
+        verdict.lower = Some(0.03);
+        let json = serde_json::to_string(&verdict).unwrap();
+        assert!(
+            json.contains(r#""lower":0.03"#) && !json.contains("upper"),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<VerdictSummary>(&json).unwrap(),
+            verdict
+        );
+        // An explicit null (not what koth writes) reads as None too.
+        let null = json.replace(r#""lower":0.03"#, r#""lower":null,"upper":null"#);
+        let read: VerdictSummary = serde_json::from_str(&null).unwrap();
+        assert_eq!((read.lower, read.upper), (None, None));
     }
 }

@@ -475,6 +475,8 @@ pub struct DashboardFinished {
     pub crowned: bool,
     pub n: Option<u64>,
     pub mu_hat: Option<f64>,
+    /// The verdict's bounds; `null` for an entry that did not duel and for a bound the rule did
+    /// not compute.
     pub lower: Option<f64>,
     pub upper: Option<f64>,
     pub verdict_digest: Option<Digest>,
@@ -521,8 +523,8 @@ fn dashboard_finished(f: &Finished) -> DashboardFinished {
         ),
         n: verdict.map(|v| v.n),
         mu_hat: verdict.map(|v| v.mu_hat),
-        lower: verdict.map(|v| v.lower),
-        upper: verdict.map(|v| v.upper),
+        lower: verdict.and_then(|v| v.lower),
+        upper: verdict.and_then(|v| v.upper),
         verdict_digest: verdict.map(|v| v.verdict_digest),
         error_code,
         error,

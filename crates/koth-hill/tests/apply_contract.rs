@@ -42,7 +42,7 @@ fn rules(rng: &mut ChaCha20Rng) -> Rules {
 
 /// A verdict over `n` windows; its record's digest is derived from `n`.
 fn verdict(accepted: bool, n: u64) -> VerdictSummary {
-    let (mu_hat, lower, upper) = (0.01, 0.001, 0.02);
+    let (mu_hat, lower, upper) = (0.01, Some(0.001), Some(0.02));
     let (verdict_digest, verdict_path) =
         (Digest::of(&n.to_le_bytes()), format!("/verdicts/{n}.json"));
     VerdictSummary {
@@ -207,6 +207,8 @@ fn random_event(rng: &mut ChaCha20Rng, state: &ValidatorState) -> Event {
             entry,
             verdict: VerdictSummary {
                 mu_hat: number(rng),
+                lower: rng.random_bool(0.5).then(|| number(rng)),
+                upper: rng.random_bool(0.5).then(|| number(rng)),
                 ..verdict(rng.random_bool(0.5), 64)
             },
         },

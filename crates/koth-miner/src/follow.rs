@@ -511,8 +511,9 @@ interval_blocks = 10
                             accepted: true,
                             n: 64,
                             mu_hat: 0.5,
-                            lower: 0.1,
-                            upper: 0.9,
+                            lower: Some(0.1),
+                            // As a bootstrap crown: the rule computed no upper bound.
+                            upper: None,
                             verdict_digest: Digest::of(b"v"),
                             verdict_path: "/v.json".into(),
                         },
@@ -561,6 +562,9 @@ interval_blocks = 10
         let v = verdict_from_feed(&state, &d, "5Me").unwrap();
         assert!(v.crowned());
         assert_eq!((v.mu_hat, v.n), (Some(0.5), Some(64)));
+        // The bound the rule did not compute came through the JSON as none, not as a number.
+        let crowned = state.finished(&d, "5Me").unwrap().result.verdict().unwrap();
+        assert_eq!((crowned.lower, crowned.upper), (Some(0.1), None));
         let other = verdict_from_feed(&state, &d, "5Other").unwrap();
         assert_eq!(other.outcome, "rejected");
         assert_eq!(other.code.as_deref(), Some("digest_owned"));

@@ -294,24 +294,35 @@ pub fn run_duel<S: DuelSink>(
     )?)
 }
 
-/// The numbers the event log keeps of a verdict, given where its record was written and the
-/// record's digest. Bounds the rule did not compute are shown as the mean (they are finite by
-/// construction: the log refuses non-finite statistics).
+/// The numbers the event log keeps of a verdict (its `outcome`), given where its record was
+/// written and the record's digest. A bound the rule did not compute stays `None`; one it
+/// computed is kept, clamped to a finite number as the progress events' are (the log refuses
+/// non-finite statistics: JSON has no infinity).
 pub fn summary_of(
-    verdict: &Verdict,
+    o: &koth_core::verdict::Outcome,
     verdict_digest: Digest,
     verdict_path: String,
 ) -> crate::event::VerdictSummary {
-    let o = &verdict.outcome;
-    let finite_or = |x: Option<f64>| x.filter(|v| v.is_finite()).unwrap_or(o.tested_mean);
     crate::event::VerdictSummary {
         accepted: o.decision.is_crown(),
         n: o.n_used,
         mu_hat: if o.mu_hat.is_finite() { o.mu_hat } else { 0.0 },
-        lower: finite_or(o.lower),
-        upper: finite_or(o.upper),
+        lower: o.lower.map(finite),
+        upper: o.upper.map(finite),
         verdict_digest,
         verdict_path,
+    }
+}
+
+/// `x`, or the largest finite number of its sign where it is infinite (NaN counts as
+/// negative): what the log records of a statistic the rule computed.
+pub(crate) fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else if x > 0.0 {
+        f64::MAX
+    } else {
+        f64::MIN
     }
 }
 
@@ -394,6 +405,39 @@ mod tests {
             DuelFailure::from(king_load),
             DuelFailure::Infra(_)
         ));
+    }
+
+    #[test]
+    fn the_summary_keeps_the_rules_bounds_and_invents_none() {
+        use koth_core::verdict::{Decision, KeepReason, Outcome};
+        let outcome = |decision, lower, upper| Outcome {
+            decision,
+            n_used: 640,
+            mu_hat: 0.004,
+            tested_mean: 0.003,
+            threshold: 0.0025,
+            lower,
+            upper,
+            king_mean_loss: 4.0,
+            challenger_mean_loss: 3.996,
+        };
+        let summary = |o: &Outcome| summary_of(o, Digest::of(b"record"), "/v/1.json".into());
+        // The bootstrap rule's crown: a lower bound and no upper bound; none stands in for it.
+        let s = summary(&outcome(Decision::Crown, Some(0.0031), None));
+        assert!(s.accepted);
+        assert_eq!((s.n, s.mu_hat), (640, 0.004));
+        assert_eq!((s.lower, s.upper), (Some(0.0031), None));
+        // Decided without computing either bound.
+        let s = summary(&outcome(Decision::KeepKing(KeepReason::NMax), None, None));
+        assert!(!s.accepted);
+        assert_eq!((s.lower, s.upper), (None, None));
+        // A computed bound that overflowed is kept, as the largest finite number of its sign.
+        let s = summary(&outcome(
+            Decision::KeepKing(KeepReason::Futility),
+            Some(f64::NEG_INFINITY),
+            Some(f64::INFINITY),
+        ));
+        assert_eq!((s.lower, s.upper), (Some(f64::MIN), Some(f64::MAX)));
     }
 
     #[test]

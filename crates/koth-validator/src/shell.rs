@@ -22,7 +22,7 @@ use koth_data::Dataset;
 use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, StoreError};
 
 use crate::config::{ResolvedConfig, WorkerSpec};
-use crate::duel_run::{run_duel, summary_of, DuelFailure, DuelRunError, DuelSetup};
+use crate::duel_run::{finite, run_duel, summary_of, DuelFailure, DuelRunError, DuelSetup};
 use crate::event::{clip_text, Effect, EntryId, Event, Gate, Reveal, SeedMaterial, Weight};
 use crate::gate_run;
 use crate::gates::{self, GateError, TensorInfo, TensorStats, DEFAULT_MAX_SCALE_RATIO};
@@ -688,7 +688,7 @@ impl Shell {
                         reason: clip_text(&e.to_string()),
                     });
                 }
-                let summary = summary_of(&verdict, digest, path.display().to_string());
+                let summary = summary_of(&verdict.outcome, digest, path.display().to_string());
                 self.record(Event::DuelFinished {
                     entry,
                     verdict: summary,
@@ -974,16 +974,6 @@ fn progress_event(entry: EntryId, b: &BoundsAfterBatch) -> Event {
         mu_hat: finite(b.mu_hat),
         lower: b.lower.map(finite),
         upper: b.upper.map(finite),
-    }
-}
-
-fn finite(x: f64) -> f64 {
-    if x.is_finite() {
-        x
-    } else if x > 0.0 {
-        f64::MAX
-    } else {
-        f64::MIN
     }
 }
 

@@ -7,25 +7,14 @@ use koth_core::{Digest, RejectCode};
 use koth_validator::feed::{api_state, dashboard_json, metrics_text, sse_frame};
 use koth_validator::{Effect, Event, VerdictSummary};
 
-fn pass_until_duel(h: &mut Harness, mut fx: Vec<Effect>) -> Effect {
-    loop {
-        match command(&fx).expect("a command") {
-            Effect::RunGate { entry, gate, .. } => {
-                h.feed(Event::GateStarted { entry, gate });
-                fx = h.feed(Event::GatePassed { entry, gate });
-            }
-            other => return other,
-        }
-    }
-}
-
 fn verdict(accepted: bool) -> VerdictSummary {
     VerdictSummary {
         accepted,
         n: 96,
         mu_hat: 0.25,
-        lower: 0.125,
-        upper: 0.375,
+        lower: Some(0.125),
+        // As the bootstrap rule's crown: the rule computes no upper bound.
+        upper: None,
         verdict_digest: Digest::of(b"verdict"),
         verdict_path: "verdicts/0.json".into(),
     }
@@ -106,6 +95,9 @@ fn dashboard_has_teutonics_keys_and_follows_the_game() {
     assert_eq!(d["history"][0]["hotkey"], "alice");
     assert_eq!(d["history"][0]["crowned"], true);
     assert_eq!(d["history"][0]["mu_hat"], 0.25);
+    assert_eq!(d["history"][0]["lower"], 0.125);
+    // Teutonic's shape keeps the key: a bound the rule did not compute is null, not μ̂.
+    assert!(d["history"][0]["upper"].is_null(), "{}", d["history"][0]);
     assert_eq!(d["weights"][0]["hotkey"], "alice");
     assert_eq!(d["current_eval"]["hotkey"], "bob");
 
@@ -125,6 +117,10 @@ fn dashboard_has_teutonics_keys_and_follows_the_game() {
     assert_eq!(s["current"]["gate"], "fetch");
     assert_eq!(s["queue"][0]["hotkey"], "carol");
     assert_eq!(s["queue"][0]["class"], "normal");
+    assert_eq!(s["history"][0]["result"], "crowned");
+    assert_eq!(s["history"][0]["lower"], 0.125);
+    let crowned = s["history"][0].as_object().unwrap();
+    assert!(!crowned.contains_key("upper"), "{crowned:?}");
     assert_eq!(s["history"][1]["code"], "digest_owned");
     assert_eq!(
         s["history"][1]["explain"],

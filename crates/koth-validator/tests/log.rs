@@ -88,8 +88,9 @@ fn scripted_run(log: &mut EventLog) -> ValidatorState {
                             accepted: entry % 2 == 0,
                             n: 128,
                             mu_hat: 1.0 / 7.0,
-                            lower: 1.0 / 11.0,
-                            upper: 1.0 / 3.0,
+                            lower: Some(1.0 / 11.0),
+                            // Some verdicts without an upper bound: absent from the row.
+                            upper: (entry % 3 != 0).then_some(1.0 / 3.0),
                             verdict_digest: Digest::of(&entry.to_le_bytes()),
                             verdict_path: format!("verdicts/{entry}.json"),
                         },
@@ -155,6 +156,57 @@ fn replaying_the_log_rebuilds_the_live_state_across_reopen() {
     assert_eq!(tail[1].event, tick);
     assert_eq!(tail[1].seq, seq);
     assert!(log.read_from(1, 3).unwrap().len() == 3);
+}
+
+#[test]
+fn an_old_log_whose_verdict_bounds_are_numbers_still_replays() {
+    // A game up to a running duel, appended as the shell appends it.
+    let mut h = Harness::new(rules());
+    let alice = payload(digest(1), "alice");
+    let fx = h.reveal(vec![reveal("alice", Some(1), alice, START + 1)]);
+    let Effect::StartDuel {
+        entry, king, seed, ..
+    } = pass_until_duel(&mut h, fx)
+    else {
+        panic!("no duel")
+    };
+    h.feed(Event::DuelStarted { entry, king, seed });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let mut log = EventLog::create(&path).unwrap();
+    for e in &h.log {
+        log.append(e).unwrap();
+    }
+    let seq = log.len() as i64 + 1;
+    drop(log);
+    // The `duel_finished` row as a build before the bounds were optional wrote it: both bounds
+    // are numbers (the upper one the tested mean standing in for a bound not computed).
+    let vd = Digest::of(b"old verdict");
+    let json = format!(
+        r#"{{"kind":"duel_finished","entry":{entry},"verdict":{{"accepted":false,"n":512,"mu_hat":0.001,"lower":-0.002,"upper":0.001,"verdict_digest":"{vd}","verdict_path":"verdicts/old.json"}}}}"#
+    );
+    raw(&path)
+        .execute(
+            "INSERT INTO events (seq, at_unix_ms, v, kind, json) VALUES (?1, 0, 1, 'duel_finished', ?2)",
+            rusqlite::params![seq, json],
+        )
+        .unwrap();
+    let replayed = EventLog::open(&path).unwrap().load_state().unwrap();
+    // The numbers read back as `Some`: the same state as the event applied live.
+    h.feed(Event::DuelFinished {
+        entry,
+        verdict: VerdictSummary {
+            accepted: false,
+            n: 512,
+            mu_hat: 0.001,
+            lower: Some(-0.002),
+            upper: Some(0.001),
+            verdict_digest: vd,
+            verdict_path: "verdicts/old.json".into(),
+        },
+    });
+    assert_eq!(replayed, h.state);
+    assert_eq!(replayed.history.len(), 1);
 }
 
 fn raw(path: &Path) -> Connection {

@@ -16,8 +16,8 @@ fn verdict(accepted: bool, n: u64) -> VerdictSummary {
         accepted,
         n,
         mu_hat: if accepted { 0.02 } else { -0.01 },
-        lower: if accepted { 0.01 } else { -0.02 },
-        upper: if accepted { 0.03 } else { 0.0 },
+        lower: Some(if accepted { 0.01 } else { -0.02 }),
+        upper: Some(if accepted { 0.03 } else { 0.0 }),
         verdict_digest: Digest::of(&n.to_le_bytes()),
         verdict_path: format!("verdicts/{n}.json"),
     }

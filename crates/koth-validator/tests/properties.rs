@@ -504,8 +504,8 @@ fn verdict(accepted: bool, n: u64) -> VerdictSummary {
         accepted,
         n,
         mu_hat: 0.01,
-        lower: 0.001,
-        upper: 0.02,
+        lower: Some(0.001),
+        upper: Some(0.02),
         verdict_digest: Digest::of(&n.to_le_bytes()),
         verdict_path: format!("verdicts/{n}.json"),
     }

@@ -400,6 +400,12 @@ fn every_code_is_reached_and_a_better_challenger_is_crowned() {
     };
     let bytes = std::fs::read(&verdict.verdict_path).unwrap();
     assert_eq!(Digest::of(&bytes), verdict.verdict_digest);
+    // The log's bounds are the record's own: where the rule computed none, none is logged.
+    let record: koth_core::verdict::Verdict = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (verdict.lower, verdict.upper),
+        (record.outcome.lower, record.outcome.upper)
+    );
 
     // The feeds over HTTP.
     let feed = shell.feed();

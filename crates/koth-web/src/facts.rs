@@ -18,7 +18,7 @@ pub const MAX_TRACE_POINTS: usize = 20_000;
 pub struct TracePoint {
     pub n: u64,
     pub mu_hat: f64,
-    /// `None` before the rule computes a bound (the shell then reports the bound as μ̂).
+    /// `None` where the rule has not computed the bound (the event carries none).
     pub lower: Option<f64>,
     pub upper: Option<f64>,
     pub at_unix_ms: i64,
@@ -155,8 +155,8 @@ mod tests {
             accepted,
             n: 128,
             mu_hat: 0.1,
-            lower: 0.05,
-            upper: 0.15,
+            lower: Some(0.05),
+            upper: Some(0.15),
             verdict_digest: Digest::of(b"v"),
             verdict_path: "/x.json".into(),
         }

@@ -529,11 +529,15 @@ fn duel_section(d: &PageData) -> String {
         Some((e, Phase::Crowning { reign, verdict, .. })) => {
             let _ = write!(
                 status,
-                r#"<p id="duel-status">Entry {id} from {who} won its duel (μ̂ {mu}, lower bound {lo} after {n} windows) and is being crowned as reign {reign}.</p>"#,
+                r#"<p id="duel-status">Entry {id} from {who} won its duel (μ̂ {mu}{lo} after {n} windows) and is being crowned as reign {reign}.</p>"#,
                 id = e.id,
                 who = hotkey_link(&e.hotkey),
                 mu = signed(Some(verdict.mu_hat), 5),
-                lo = signed(Some(verdict.lower), 5),
+                // Only a bound the rule computed is shown.
+                lo = verdict
+                    .lower
+                    .map(|l| format!(", lower bound {}", signed(Some(l), 5)))
+                    .unwrap_or_default(),
                 n = verdict.n,
             );
         }
@@ -684,21 +688,33 @@ fn outcome_words(f: &Finished, delta_words: &str) -> (String, &'static str, Stri
             Some(reign) => (
                 String::new(),
                 "crowned",
-                format!(
-                    "Crowned as reign {reign}: after {} windows the lower confidence bound {} exceeded the threshold ({}).",
-                    verdict.n,
-                    signed(Some(verdict.lower), 5),
-                    esc(delta_words)
-                ),
+                match verdict.lower {
+                    Some(lower) => format!(
+                        "Crowned as reign {reign}: after {} windows the lower confidence bound {} exceeded the threshold ({}).",
+                        verdict.n,
+                        signed(Some(lower), 5),
+                        esc(delta_words)
+                    ),
+                    // The rule decided without computing the bound (the bootstrap's resamples
+                    // can settle the question first).
+                    None => format!(
+                        "Crowned as reign {reign}: after {} windows the rule found the challenger better than the king by more than the threshold ({}).",
+                        verdict.n,
+                        esc(delta_words)
+                    ),
+                },
             ),
             None => (
                 String::new(),
                 "kept_king",
                 format!(
-                    "The king stays: after {} windows the evidence did not show the challenger better by more than the threshold ({}); upper bound {}.",
+                    "The king stays: after {} windows the evidence did not show the challenger better by more than the threshold ({}){}.",
                     verdict.n,
                     esc(delta_words),
-                    signed(Some(verdict.upper), 5)
+                    verdict
+                        .upper
+                        .map(|u| format!("; upper bound {}", signed(Some(u), 5)))
+                        .unwrap_or_default()
                 ),
             ),
         },
@@ -725,8 +741,9 @@ fn history_section(d: &PageData, only: Option<&str>) -> String {
             Outcome::Dueled { verdict: v, .. } => (
                 v.n.to_string(),
                 signed(Some(v.mu_hat), 5),
-                signed(Some(v.lower), 5),
-                signed(Some(v.upper), 5),
+                // "—" where the rule computed no bound.
+                signed(v.lower, 5),
+                signed(v.upper, 5),
                 digest_cell(&v.verdict_digest),
             ),
             _ => Default::default(),
@@ -966,6 +983,54 @@ mod tests {
             s.contains("last 3 kings") && s.contains("0.5, 0.3, 0.2"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn a_verdicts_words_name_only_the_bounds_the_rule_computed() {
+        let finished = |crowned: Option<u64>, lower, upper| Finished {
+            id: 4,
+            hotkey: "5Hot".into(),
+            uid: Some(1),
+            digest: Some(Digest::of(b"c")),
+            location: None,
+            commit_block: 10,
+            reveal_block: 12,
+            retries: 0,
+            gates: Vec::new(),
+            outcome: Outcome::Dueled {
+                verdict: koth_hill::VerdictSummary {
+                    accepted: crowned.is_some(),
+                    n: 640,
+                    mu_hat: 0.004,
+                    lower,
+                    upper,
+                    verdict_digest: Digest::of(b"v"),
+                    verdict_path: "/v.json".into(),
+                },
+                crowned,
+            },
+            finished_block: 20,
+        };
+        let why = |f: &Finished| outcome_words(f, "δ = 0.002").2;
+        let w = why(&finished(Some(2), Some(0.0031), None));
+        assert!(
+            w.contains("lower confidence bound +0.00310 exceeded"),
+            "{w}"
+        );
+        let w = why(&finished(Some(2), None, None));
+        assert!(
+            w.starts_with("Crowned as reign 2") && !w.contains("bound"),
+            "{w}"
+        );
+        let w = why(&finished(None, Some(-0.01), Some(0.0015)));
+        assert!(w.ends_with("; upper bound +0.00150."), "{w}");
+        let w = why(&finished(None, Some(-0.01), None));
+        assert!(
+            w.starts_with("The king stays") && !w.contains("bound"),
+            "{w}"
+        );
+        // Nothing stands in for a missing bound: μ̂ (+0.00400) is not shown as one.
+        assert!(!w.contains("0.00400"), "{w}");
     }
 
     #[test]

@@ -73,7 +73,8 @@ fn checkpoint(name: &str) -> Digest {
 }
 
 /// A complete verdict record (koth_core's `Verdict` shape) with the given numbers; written to
-/// `dir`, its summary returned.
+/// `dir`, its summary returned. A kept king's record ends without an upper bound (a rule that
+/// computed none at its last batch), so its summary has none.
 fn write_verdict(
     dir: &Path,
     entry: u64,
@@ -85,7 +86,8 @@ fn write_verdict(
     let bounds: Vec<serde_json::Value> = (1..=4u64)
         .map(|b| {
             let w = 0.2 / b as f64;
-            serde_json::json!({"n": 64 * b, "mu_hat": mu, "lower": mu - w, "upper": mu + w,
+            let upper = (accepted || b < 4).then_some(mu + w);
+            serde_json::json!({"n": 64 * b, "mu_hat": mu, "lower": mu - w, "upper": upper,
                 "decision": if b == 4 { if accepted { serde_json::json!("crown") } else { serde_json::json!({"keep_king": "futility"}) } } else { serde_json::json!("continue") }})
         })
         .collect();
@@ -120,8 +122,8 @@ fn write_verdict(
         accepted,
         n: 256,
         mu_hat: mu,
-        lower: last["lower"].as_f64().unwrap(),
-        upper: last["upper"].as_f64().unwrap(),
+        lower: last["lower"].as_f64(),
+        upper: last["upper"].as_f64(),
         verdict_digest: Digest::of(&bytes),
         verdict_path: path.display().to_string(),
     }
@@ -450,7 +452,18 @@ async fn the_overview_renders_the_hill_without_javascript() {
     assert!(history.contains("digest_owned"));
     assert!(history.contains(&koth_web::html::esc(RejectCode::DigestOwned.explain())));
     assert!(history.contains("Crowned as reign 1"));
-    assert!(history.contains("The king stays"));
+    assert!(
+        history.contains("the lower confidence bound +0.25000 exceeded"),
+        "{history}"
+    );
+    // carol's verdict has no upper bound: the row shows none, and nothing stands in for it.
+    let at = history
+        .find(r#"<tr class="kept_king">"#)
+        .expect("carol's row");
+    let kept = &history[at..at + history[at..].find("</tr>").unwrap()];
+    assert!(kept.contains("The king stays"), "{kept}");
+    assert!(!kept.contains("upper bound"), "{kept}");
+    assert!(kept.contains(r#"<td class="num">—</td>"#), "{kept}");
     assert!(history.contains(&format!("/hotkey/{}", g.carol)));
     // Rewards: the policy in words, alice's weight and her accrued emission from the chain.
     let rewards = element(&page, "section", "rewards");

@@ -125,3 +125,17 @@ pub fn command(effects: &[Effect]) -> Option<Effect> {
         })
         .cloned()
 }
+
+/// Pass every gate the core asks for, starting from `fx`; returns the next command (the
+/// `StartDuel`).
+pub fn pass_until_duel(h: &mut Harness, mut fx: Vec<Effect>) -> Effect {
+    loop {
+        match command(&fx).expect("a command") {
+            Effect::RunGate { entry, gate, .. } => {
+                h.feed(Event::GateStarted { entry, gate });
+                fx = h.feed(Event::GatePassed { entry, gate });
+            }
+            other => return other,
+        }
+    }
+}
