@@ -3,7 +3,9 @@
 # replay` reproduce it there? King and challenger are two seeded random models of the Qwen3-0.6B
 # layer shape (8 layers, the devnet's 4096-token vocabulary, bf16), dueled on the devnet-mini
 # holdout with the sequential rule, through the default CUDA scoring path (koth's kernels); then
-# the same with king-loss reuse (a reign pool of 8 batches, only the challenger scored per duel).
+# the same with king-loss reuse (a reign pool of 8 batches of 16 windows of 256 tokens: the
+# devnet-mini holdout holds only 78 windows of 512, fewer than the pool's 128; only the challenger
+# is scored per duel).
 #
 #   scripts/bench/gpu_duel_determinism.sh KOTH OUTDIR
 set -euo pipefail
@@ -35,7 +37,7 @@ for run in 1 2; do
   "$koth" duel run --king "$work/king" --challenger "$work/challenger" \
     --bundle fixtures/devnet-mini/holdout-bundle.json --seed-material gpu-determinism \
     --king-pool-batches 8 --king-pool-seed crowning-block \
-    --seq-len 512 --n-max 64 --min-n 16 --batch-size 16 --relative-delta 0.001 \
+    --seq-len 256 --n-max 64 --min-n 16 --batch-size 16 --relative-delta 0.001 \
     --device cuda --dtype bf16 --out "$work/pooled-$run.json" >/dev/null
 done
 cp "$work/pooled-1.json" "$out/determinism-pooled-verdict.json"
