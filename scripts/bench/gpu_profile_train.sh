@@ -7,6 +7,8 @@
 #   scripts/bench/gpu_profile_train.sh KOTH_BINARY OUT_DIR [BATCH]     (on the GPU host)
 #
 # Writes OUT_DIR/ncu-train-B<batch>.csv.xz (every kernel, in launch order) and prints the table.
+# Give it 5 minutes: under the profiler a B=4 step of the 0.6B shape takes ~20 s and printing
+# the report of two steps' kernels takes longer (a 70-second limit cut it on 2026-12-05).
 set -uo pipefail
 koth=$1 out=$2 batch=${3:-4}
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
@@ -26,7 +28,7 @@ if start < 0:
     sys.exit(1)
 rows = list(csv.DictReader(io.StringIO(raw[start:])))
 for r in rows:
-    r["gpu__time_duration.sum"] = r.get("gpu__time_duration.sum", "").replace(",", "")
+    r["gpu__time_duration.sum"] = (r.get("gpu__time_duration.sum") or "").replace(",", "")
 rows = [r for r in rows if r["gpu__time_duration.sum"].replace(".", "", 1).isdigit()]
 open(sys.argv[2], "w").write(raw[start:])
 def family(name):
