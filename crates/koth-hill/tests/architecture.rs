@@ -5,7 +5,8 @@
 //! - it stays pure: nothing it depends on, directly or through other crates, is an async
 //!   runtime, a web server, a database, an HTTP client or a tensor library. The dependency
 //!   graph is read from `cargo metadata`, resolved for this crate alone and for the dashboard
-//!   (`koth-web`), which must build without the validator's shell.
+//!   (`koth-web`), which must build without the validator's shell;
+//! - every library crate's errors are typed: no `Result<_, String>`, no `Result<Result<…>>`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -179,4 +180,92 @@ fn the_dashboard_builds_without_the_validator_shell() {
     );
     let bad = offenders(&deps, &FORBIDDEN_IN_WEB);
     assert!(bad.is_empty(), "koth-web depends on {bad:?}");
+}
+
+/// The `Result<…>` types a source text names, as their top-level generic arguments.
+fn result_types(text: &str) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("Result<") {
+        let after = &rest[i + "Result<".len()..];
+        let (mut depth, mut args, mut current) = (1usize, Vec::new(), String::new());
+        for c in after.chars() {
+            match c {
+                '<' | '(' => depth += 1,
+                '>' | ')' => depth -= 1,
+                ',' if depth == 1 => {
+                    args.push(current.trim().to_string());
+                    current.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            if depth == 0 {
+                break;
+            }
+            current.push(c);
+        }
+        args.push(current.trim().to_string());
+        found.push(args);
+        rest = after;
+    }
+    found
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Library crates return typed errors: no `Result<_, String>` and no `Result<Result<…>>` in any
+/// crate's `src/` but the `koth` binary's (where `anyhow` is the edge).
+#[test]
+fn library_errors_are_typed() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut offenders = Vec::new();
+    for entry in std::fs::read_dir(&crates).unwrap().flatten() {
+        let src = entry.path().join("src");
+        if entry.file_name() == "koth" || !src.is_dir() {
+            continue;
+        }
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for args in result_types(&text) {
+                let string_error = args.get(1).is_some_and(|e| e == "String");
+                let nested = args.first().is_some_and(|t| t.starts_with("Result<"));
+                if string_error || nested {
+                    offenders.push(format!("{}: Result<{}>", file.display(), args.join(", ")));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "untyped library errors: {offenders:#?}"
+    );
+}
+
+#[test]
+fn the_error_scan_sees_what_it_forbids() {
+    let caught = |s: &str| {
+        result_types(s).iter().any(|a| {
+            a.get(1).is_some_and(|e| e == "String")
+                || a.first().is_some_and(|t| t.starts_with("Result<"))
+        })
+    };
+    assert!(caught("fn f() -> std::result::Result<u64, String> {"));
+    assert!(caught("fn f() -> Result<Result<(), E>, E> {"));
+    assert!(!caught(
+        "fn f() -> Result<BTreeMap<String, String>, CorpusError> {"
+    ));
+    assert!(!caught("fn f() -> Result<String> {"));
+    assert!(!caught("fn f() -> Result<(String, u8), E> {"));
 }

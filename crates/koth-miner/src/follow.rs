@@ -299,7 +299,8 @@ impl Follower {
         self.feed.is_some()
     }
 
-    fn chain_err(&self, e: impl std::fmt::Display) -> MinerError {
+    /// `e` as an error of the chain this follower reads.
+    pub(crate) fn chain_err(&self, e: impl std::fmt::Display) -> MinerError {
         MinerError::Chain {
             chain: self.chain_name.clone(),
             message: e.to_string(),

@@ -538,8 +538,9 @@ impl Miner {
 
     /// Wait until the chain's sealed head reaches `block` (the commitment's block). Bounded:
     /// the commitment's reveal delay in block times, plus a minute for a slow node; chain
-    /// errors meanwhile are retried.
-    fn wait_until_sealed(&self, block: u64) -> std::result::Result<u64, String> {
+    /// errors meanwhile are retried; past the bound, an error of the chain that names the block,
+    /// the bound and the last chain error.
+    fn wait_until_sealed(&self, block: u64) -> Result<u64> {
         let chain = self.follower.chain();
         let params = chain.params();
         let block_time = params.block_time_ms.max(1);
@@ -559,11 +560,11 @@ impl Miner {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(format!(
+                return Err(self.follower.chain_err(format!(
                     "the commitment's block {block} was not seen sealed within {} s{}",
                     limit.as_secs(),
                     last_error.map_or(String::new(), |e| format!(" (last error: {e})"))
-                ));
+                )));
             }
             std::thread::sleep(poll);
         }
