@@ -350,24 +350,16 @@ fn sdpa_forward(
         None
     };
     let stream = stream_of(&dev)?;
+    let (dt, ka, va) = (
+        dtype_code(q.dtype())?,
+        tensor_addr(&k)?.0,
+        tensor_addr(&v)?.0,
+    );
+    let sa = stats.as_ref().map_or(0, |(_, a)| *a);
+    let AttentionShape { b, hq, hkv, t, d } = s;
     // SAFETY: addresses of live, contiguous tensors of the checked shapes; fresh outputs.
-    let code = unsafe {
-        ffi::koth_sdpa_fwd(
-            dtype_code(q.dtype())?,
-            s.b,
-            s.hq,
-            s.hkv,
-            s.t,
-            s.d,
-            scale,
-            qa,
-            tensor_addr(&k)?.0,
-            tensor_addr(&v)?.0,
-            oa,
-            stats.as_ref().map_or(0, |(_, a)| *a),
-            stream,
-        )
-    };
+    let code =
+        unsafe { ffi::koth_sdpa_fwd(dt, b, hq, hkv, t, d, scale, qa, ka, va, oa, sa, stream) };
     sdpa_checked(
         if keep_stats {
             "attention (training forward)"
@@ -511,31 +503,14 @@ fn ce_forward(logits: &Tensor, targets: &Tensor, grad: Option<f32>) -> Result<Te
     let (out, oa) = alloc(&dev, DType::F32, rows)?;
     let stream = stream_of(&dev)?;
     let dtype = dtype_code(logits.dtype())?;
+    // A contiguous matrix: its leading dimension is the vocabulary.
+    let (r, ld, v) = (rows as i64, vocab as i64, vocab as c_int);
     // SAFETY: logits [rows, vocab] contiguous (and, with a gradient, the caller's alone), targets
     // [rows] u32 below vocab (checked by the caller against the vocabulary), out fresh [rows] f32.
     let code = unsafe {
         match grad {
-            None => ffi::koth_ce_fwd(
-                dtype,
-                la,
-                rows as i64,
-                vocab as i64,
-                vocab as c_int,
-                ta,
-                oa,
-                stream,
-            ),
-            Some(g) => ffi::koth_ce_fwd_bwd(
-                dtype,
-                la,
-                rows as i64,
-                vocab as i64,
-                vocab as c_int,
-                ta,
-                g,
-                oa,
-                stream,
-            ),
+            None => ffi::koth_ce_fwd(dtype, la, r, ld, v, ta, oa, stream),
+            Some(g) => ffi::koth_ce_fwd_bwd(dtype, la, r, ld, v, ta, g, oa, stream),
         }
     };
     launched("cross_entropy", code)?;
@@ -1205,27 +1180,22 @@ pub fn attention_backward(
     let (dq, dqa) = alloc(&dev, q.dtype(), q.elem_count())?;
     let (dk, dka) = alloc(&dev, k.dtype(), k.elem_count())?;
     let (dv, dva) = alloc(&dev, v.dtype(), v.elem_count())?;
+    let det = c_int::from(attention_backward_deterministic());
+    let (dt, ka, va) = (
+        dtype_code(q.dtype())?,
+        tensor_addr(&k)?.0,
+        tensor_addr(&v)?.0,
+    );
+    let (oa, da, sa) = (
+        tensor_addr(&o)?.0,
+        tensor_addr(&dout)?.0,
+        tensor_addr(&stats)?.0,
+    );
+    let AttentionShape { b, hq, hkv, t, d } = s;
     // SAFETY: live contiguous inputs of the checked shapes; fresh outputs.
     let code = unsafe {
         ffi::koth_sdpa_bwd(
-            dtype_code(q.dtype())?,
-            s.b,
-            s.hq,
-            s.hkv,
-            s.t,
-            s.d,
-            scale,
-            c_int::from(attention_backward_deterministic()),
-            qa,
-            tensor_addr(&k)?.0,
-            tensor_addr(&v)?.0,
-            tensor_addr(&o)?.0,
-            tensor_addr(&dout)?.0,
-            tensor_addr(&stats)?.0,
-            dqa,
-            dka,
-            dva,
-            stream,
+            dt, b, hq, hkv, t, d, scale, det, qa, ka, va, oa, da, sa, dqa, dka, dva, stream,
         )
     };
     sdpa_checked("attention backward", code)?;
