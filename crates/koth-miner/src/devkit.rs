@@ -63,6 +63,17 @@ pub struct MiniNet {
     pub king: Digest,
 }
 
+/// A `[train]` table of two optimizer steps on the CPU: enough to make a challenger that differs
+/// from the king, for tests that need one quickly.
+pub const SHORT_TRAIN: &str = r#"device = "cpu"
+dtype = "f32"
+lr = 1e-3
+min_lr = 1e-4
+warmup_steps = 1
+steps = 2
+batch_size = 2
+seq_len = 32"#;
+
 /// The fixture corpus in this repository.
 pub fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/devnet-mini")

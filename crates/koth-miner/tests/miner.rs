@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use koth_chain::{Chain, EmbeddedChain};
 use koth_core::Digest;
-use koth_miner::devkit::{mini_network, MiniNet, MiniOptions};
+use koth_miner::devkit::{mini_network, MiniNet, MiniOptions, SHORT_TRAIN};
 use koth_miner::{AttemptRecord, AttemptStatus, Miner, MinerConfig, MinerEvent};
 
 const TRAIN: &str = r#"device = "cpu"
@@ -67,16 +67,6 @@ fn a_king_change_mid_training_abandons_the_attempt() {
     // The next attempt follows the new king.
     assert_eq!(miner.follower().king().unwrap().digest, other);
 }
-
-/// Two optimizer steps: enough to make a challenger that differs from the king.
-const SHORT_TRAIN: &str = r#"device = "cpu"
-dtype = "f32"
-lr = 1e-3
-min_lr = 1e-4
-warmup_steps = 1
-steps = 2
-batch_size = 2
-seq_len = 32"#;
 
 /// What a poller saw: whether the challenger's manifest was in the store, and the chain's
 /// sealed head read just after looking.

@@ -6,8 +6,7 @@ mod common;
 
 use common::*;
 use koth_model::{
-    DType, Device, Model, ModelConfig, OpPath, Pipeline, Placement, Schedule, ScoreOptions,
-    TokenIds,
+    DType, Device, Model, OpPath, Pipeline, Placement, Schedule, ScoreOptions, TokenIds,
 };
 
 const DTYPES: [DType; 2] = [DType::F32, DType::BF16];
@@ -22,27 +21,7 @@ fn cpus(n: usize) -> Vec<Device> {
 
 /// A qwen3_moe or dense model of `layers` layers with seeded random weights.
 fn init_model(model_type: &str, layers: usize, dtype: DType) -> Model {
-    let mut v = serde_json::json!({
-        "model_type": model_type,
-        "vocab_size": 96,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 8,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0,
-        "hidden_act": "silu",
-        "tie_word_embeddings": model_type == "qwen2",
-    });
-    if model_type == "qwen3_moe" {
-        v["num_experts"] = 6.into();
-        v["num_experts_per_tok"] = 2.into();
-        v["moe_intermediate_size"] = 16.into();
-        v["norm_topk_prob"] = true.into();
-    }
-    let c = ModelConfig::from_json(&v.to_string(), "tiny").unwrap();
+    let c = tiny_config_of(model_type, 96, layers, 6);
     Model::init(&c, 11, dtype, &Device::Cpu).unwrap()
 }
 

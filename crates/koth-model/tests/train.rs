@@ -6,27 +6,7 @@ use common::*;
 use koth_model::{AdamWConfig, DType, Device, Model, ModelConfig, TokenIds, Trainer};
 
 fn tiny_config(model_type: &str) -> ModelConfig {
-    let mut v = serde_json::json!({
-        "model_type": model_type,
-        "vocab_size": 64,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 8,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0,
-        "hidden_act": "silu",
-        "tie_word_embeddings": model_type == "qwen2",
-    });
-    if model_type == "qwen3_moe" {
-        v["num_experts"] = 4.into();
-        v["num_experts_per_tok"] = 2.into();
-        v["moe_intermediate_size"] = 16.into();
-        v["norm_topk_prob"] = true.into();
-    }
-    ModelConfig::from_json(&v.to_string(), "tiny").unwrap()
+    tiny_config_of(model_type, 64, 2, 4)
 }
 
 fn pattern(rows: usize, cols: usize) -> TokenIds {

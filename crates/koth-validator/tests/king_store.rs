@@ -6,36 +6,16 @@
 //! duel still loads it. The copy is idempotent (a crown carried out again after a restart) and
 //! heals a damaged copy.
 
-use std::time::{Duration, Instant};
+mod common;
 
-use koth_chain::{Chain, EmbeddedChain, Keypair};
+use common::answer_of;
+use koth_chain::{Chain, EmbeddedChain};
 use koth_core::Digest;
 use koth_store::{BlockingStore, CheckpointCache, GetOptions, Location, S3Options};
 use koth_validator::devkit::{self, key, payload, put, register, TinyOptions};
 use koth_validator::event::{Event, Outcome};
 use koth_validator::king_store::KingStore;
-use koth_validator::state::Finished;
 use koth_validator::{Shell, ValidatorConfig};
-
-/// Step the shell until `hotkey` has an answer (or fail after `secs`).
-fn answer_of(shell: &mut Shell, hotkey: &Keypair, secs: u64) -> Finished {
-    let hotkey = hotkey.account().to_ss58();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        shell.step().unwrap();
-        if let Some(f) = shell
-            .journal()
-            .state()
-            .history
-            .iter()
-            .find(|f| f.hotkey == hotkey)
-        {
-            return f.clone();
-        }
-        assert!(Instant::now() < deadline, "no answer for {hotkey}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn store(location: &str) -> BlockingStore {
     BlockingStore::open(

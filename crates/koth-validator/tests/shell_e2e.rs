@@ -7,10 +7,13 @@
 //! Separate tests reach `hotkey_unregistered` through a pruning chain, and refuse a challenger
 //! that fails in the duel itself with `weights_invalid` instead of retrying it forever.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use koth_chain::{Chain, EmbeddedChain, Keypair};
+use common::answer_of;
+use koth_chain::{Chain, EmbeddedChain};
 use koth_core::Digest;
 use koth_model::{AdamWConfig, DType, Device, Model, ModelConfig, Tensor, TokenIds, Trainer};
 use koth_validator::devkit::{self, key, payload, put, put_raw, register, TinyOptions};
@@ -83,26 +86,6 @@ fn broken_index_copy(king_dir: &Path, to: &Path) {
     assert!(removed.is_some(), "the index maps lm_head.weight");
     std::fs::write(&index_path, index.to_string()).unwrap();
     std::fs::copy(king_dir.join("config.json"), to.join("config.json")).unwrap();
-}
-
-/// Step the shell until `hotkey` has an answer (or fail after `secs`).
-fn answer_of(shell: &mut Shell, hotkey: &Keypair, secs: u64) -> Finished {
-    let hotkey = hotkey.account().to_ss58();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        shell.step().unwrap();
-        if let Some(f) = shell
-            .journal()
-            .state()
-            .history
-            .iter()
-            .find(|f| f.hotkey == hotkey)
-        {
-            return f.clone();
-        }
-        assert!(Instant::now() < deadline, "no answer for {hotkey}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn rejection(f: &Finished) -> (String, Option<Gate>, String) {

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use hostile::{Crafted, Workshop};
 use koth_chain::{Chain, EmbeddedChain, Keypair, Keystore};
 use koth_core::Digest;
+use koth_miner::devkit::SHORT_TRAIN;
 use koth_miner::follow::FeedClient;
 use koth_validator::devkit::{self, key, payload, put, register, TinyNet, TinyOptions};
 use koth_validator::feed::{FinishedView, PhaseView, ResultView, StateFeed};
@@ -647,21 +648,12 @@ fn http_held_event_streams_slow_heads_and_huge_headers_do_not_silence_the_feed()
     hill.finish();
 }
 
-const TRAIN: &str = r#"device = "cpu"
-dtype = "f32"
-lr = 1e-3
-min_lr = 1e-4
-warmup_steps = 1
-steps = 2
-batch_size = 2
-seq_len = 32"#;
-
 /// `<root>/<name>.toml` of a fresh registered miner `name` (its key in the network's keystore)
 /// that follows the validator's feed (`feed`) or, without one, the chain.
 fn fresh_miner(hill: &mut Hill, name: &str, feed: Option<String>) -> std::path::PathBuf {
     let k = hill.miner();
     Keystore::new(&hill.net.keystore).insert(name, &k).unwrap();
-    let train: toml::Table = toml::from_str(TRAIN).unwrap();
+    let train: toml::Table = toml::from_str(SHORT_TRAIN).unwrap();
     let file = koth_miner::config::MinerFile::local(
         name,
         &hill.net.store_url,

@@ -12,19 +12,10 @@ use std::time::{Duration, Instant};
 
 use koth_chain::{Chain, EmbeddedChain};
 use koth_core::RejectCode;
-use koth_miner::devkit::{mini_network, MiniOptions};
+use koth_miner::devkit::{mini_network, MiniOptions, SHORT_TRAIN};
 use koth_model::Tensor;
 use koth_validator::event::Outcome;
 use koth_validator::{Shell, ValidatorConfig};
-
-const TRAIN: &str = r#"device = "cpu"
-dtype = "f32"
-lr = 1e-3
-min_lr = 1e-4
-warmup_steps = 1
-steps = 2
-batch_size = 2
-seq_len = 32"#;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -80,7 +71,7 @@ fn miner_check_gives_the_validators_code_and_sentence() {
         .to_file();
     competition.gates.trainability_probe = true;
     std::fs::write(&net.competition_path, competition.to_toml().unwrap()).unwrap();
-    let config = net.write_miner_config(0, None, 64, 5, TRAIN).unwrap();
+    let config = net.write_miner_config(0, None, 64, 5, SHORT_TRAIN).unwrap();
     let cases: Vec<(&str, PathBuf)> = ["config", "tensor", "nan", "python", "worse"]
         .iter()
         .map(|n| (*n, tmp.path().join(format!("case-{n}"))))

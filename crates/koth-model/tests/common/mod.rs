@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use koth_model::{Tensor, TokenIds};
+use koth_model::{ModelConfig, Tensor, TokenIds};
 
 pub const FAMILIES: [&str; 4] = ["llama-tiny", "qwen2-tiny", "qwen3-tiny", "qwen3moe-tiny"];
 
@@ -79,4 +79,35 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         .sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den.max(1e-300)).sqrt()
+}
+
+/// A tiny llama / qwen2 / qwen3 / qwen3_moe config (hidden 32, 4 heads of 8, 2 kv heads; qwen2
+/// ties its head; qwen3_moe has `experts` experts, top-2).
+pub fn tiny_config_of(
+    model_type: &str,
+    vocab: usize,
+    layers: usize,
+    experts: usize,
+) -> ModelConfig {
+    let mut v = serde_json::json!({
+        "model_type": model_type,
+        "vocab_size": vocab,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 8,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "hidden_act": "silu",
+        "tie_word_embeddings": model_type == "qwen2",
+    });
+    if model_type == "qwen3_moe" {
+        v["num_experts"] = experts.into();
+        v["num_experts_per_tok"] = 2.into();
+        v["moe_intermediate_size"] = 16.into();
+        v["norm_topk_prob"] = true.into();
+    }
+    ModelConfig::from_json(&v.to_string(), "tiny").unwrap()
 }

@@ -139,3 +139,30 @@ pub fn pass_until_duel(h: &mut Harness, mut fx: Vec<Effect>) -> Effect {
         }
     }
 }
+
+/// Step the shell until `hotkey` has an answer (or fail after `secs`).
+pub fn answer_of(
+    shell: &mut koth_validator::Shell,
+    hotkey: &koth_chain::Keypair,
+    secs: u64,
+) -> koth_validator::state::Finished {
+    let hotkey = hotkey.account().to_ss58();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        shell.step().unwrap();
+        if let Some(f) = shell
+            .journal()
+            .state()
+            .history
+            .iter()
+            .find(|f| f.hotkey == hotkey)
+        {
+            return f.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer for {hotkey}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
