@@ -7,6 +7,8 @@
 //! heals a damaged copy.
 
 mod common;
+#[path = "support/hostile.rs"]
+mod hostile;
 
 use common::answer_of;
 use koth_chain::{Chain, EmbeddedChain};
@@ -102,22 +104,7 @@ fn a_crowned_king_is_copied_into_the_validators_store_and_outlives_its_owners_co
 
     // (b) The next duel still loads the king (fetched again from the validator's copy).
     let (dir, seed) = (tmp.path().join("honest"), 1.0);
-    let king_model = koth_model::Model::load(
-        &net.king_dir,
-        koth_model::DType::F32,
-        &koth_model::Device::Cpu,
-    )
-    .unwrap();
-    let nudged = king_model
-        .map_tensors(|name, t| {
-            if name.ends_with("embed_tokens.weight") {
-                Ok(t.affine(1.0, 1e-6 * seed)?)
-            } else {
-                Ok(t.clone())
-            }
-        })
-        .unwrap();
-    devkit::save_model(&nudged, &dir).unwrap();
+    hostile::variant(&net.king_dir, &dir, seed);
     let honest = put(&net.store_url, &dir).unwrap();
     let bob = key(41);
     register(&chain, &bob).unwrap();
