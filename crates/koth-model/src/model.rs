@@ -959,7 +959,7 @@ impl Model {
         ids: &TokenIds,
         path: OpPath,
     ) -> Result<(f32, Vec<(String, Tensor)>)> {
-        if path == OpPath::Kernels && self.has_explicit_backward() {
+        if self.trains_explicitly(path) {
             return self.loss_and_grads_explicit(ids);
         }
         let mut vars = Vec::new();
@@ -989,6 +989,12 @@ impl Model {
     /// qwen2, qwen3) on one device. The kernels' training path takes it for such models.
     pub fn has_explicit_backward(&self) -> bool {
         explicit::applies(self)
+    }
+
+    /// Whether gradients through `path` come from the explicit backward rather than candle's
+    /// autograd: the kernels' path on a model it covers.
+    pub(crate) fn trains_explicitly(&self, path: OpPath) -> bool {
+        path == OpPath::Kernels && self.has_explicit_backward()
     }
 
     /// [`Model::loss_and_grads`] through the hand-written backward of `model/explicit.rs`

@@ -13,7 +13,6 @@ use candle_core::{DType, Tensor, Var};
 
 use crate::error::{ModelError, Result};
 use crate::model::{Model, TokenIds};
-use crate::ops::OpPath;
 
 /// AdamW hyper-parameters (defaults: torch.optim.AdamW's).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -371,7 +370,7 @@ impl Trainer {
     }
 
     fn loss_and_grads(&self, ids: &TokenIds) -> Result<(f32, Vec<Tensor>)> {
-        if self.model.training_path() == OpPath::Kernels && self.model.has_explicit_backward() {
+        if self.model.trains_explicitly(self.model.training_path()) {
             let (value, grads) = self.model.loss_and_grads_explicit(ids)?;
             if !value.is_finite() {
                 return Err(ModelError::NonFinite {
