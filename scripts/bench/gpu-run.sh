@@ -39,6 +39,8 @@ if [ "$phase" = check ] || [ "$phase" = all ]; then
   record check python3 scripts/bench/gpu_golden_check.py /tmp/koth
   echo "== gradients: --path kernels vs --path composite on CUDA"
   record check python3 scripts/bench/gpu_grads_check.py /tmp/koth
+  echo "== training steps: CUDA (hand-written backward, multi-tensor norm and AdamW) vs CPU"
+  record check python3 scripts/bench/gpu_train_check.py /tmp/koth
   echo "== a verdict twice on the GPU, then koth duel replay"
   record check bash scripts/bench/gpu_duel_determinism.sh /tmp/koth "$OUT"
 fi

@@ -338,7 +338,7 @@ __global__ void swiglu_bwd(const T *__restrict__ g, const T *__restrict__ u, con
 // master), grads (f32), m, v (f32), and optionally the model-dtype copy of the params to refresh.
 struct AdamTensor {
     float *p;
-    const float *g;
+    const void *g;  // f32, or the model dtype T (the hand-written backward's gradients)
     float *m;
     float *v;
     void *model;  // T*, may be null
@@ -347,14 +347,15 @@ struct AdamTensor {
     float pad;
 };
 
-template <typename T>
+template <typename T, typename G>
 __global__ void adamw_multi(const AdamTensor *__restrict__ ts, int count, float lr, float beta1, float beta2,
                             float eps, float wd, float bc1, float bc2_sqrt, float gscale) {
     int j = blockIdx.y;
     if (j >= count) return;
     AdamTensor t = ts[j];
+    const G *grad = reinterpret_cast<const G *>(t.g);
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < t.n; i += (int64_t)gridDim.x * blockDim.x) {
-        float g = t.g[i] * gscale;
+        float g = to_f<G>(grad[i]) * gscale;
         float m = beta1 * t.m[i] + (1.f - beta1) * g;
         float v = beta2 * t.v[i] + (1.f - beta2) * g * g;
         t.m[i] = m;
@@ -364,6 +365,151 @@ __global__ void adamw_multi(const AdamTensor *__restrict__ ts, int count, float 
         p -= (m / (sqrtf(v) / bc2_sqrt + eps)) * (lr / bc1);
         t.p[i] = p;
         if (t.model != nullptr) reinterpret_cast<T *>(t.model)[i] = from_f<T>(p);
+    }
+}
+
+// The squared L2 norm of many tensors (a global gradient norm) in two launches: block (x, j)
+// sums the squares of its grid-strided share of tensor j into part[j * gridDim.x + x]; then one
+// block adds the partials in index order, in double. Fixed order throughout, so the norm is
+// bit-identical from run to run.
+struct SumSqTensor {
+    const void *x;
+    int64_t n;
+};
+
+__device__ float block_sum(float v) {
+    __shared__ float sw[32];
+    v = warp_sum(v);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    if (lane == 0) sw[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < warps ? sw[lane] : 0.f;
+        v = warp_sum(v);
+        if (lane == 0) sw[0] = v;
+    }
+    __syncthreads();
+    float r = sw[0];
+    __syncthreads();
+    return r;
+}
+
+template <typename T>
+__global__ void sumsq_multi(const SumSqTensor *__restrict__ ts, int count, float *__restrict__ part) {
+    int j = blockIdx.y;
+    if (j >= count) return;
+    SumSqTensor t = ts[j];
+    const T *x = reinterpret_cast<const T *>(t.x);
+    float acc = 0.f;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < t.n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v = to_f<T>(x[i]);
+        acc = fmaf(v, v, acc);
+    }
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) part[(int64_t)j * gridDim.x + blockIdx.x] = acc;
+}
+
+// out[0] = sum of part[0..n) in double, in a fixed order; one block of 1024 threads.
+__global__ void sum_parts_f64(const float *__restrict__ part, int64_t n, float *__restrict__ out) {
+    __shared__ double sd[1024];
+    double acc = 0.0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += (double)part[i];
+    sd[threadIdx.x] = acc;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if ((int)threadIdx.x < w) sd[threadIdx.x] += sd[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[0] = (float)sd[0];
+}
+
+// The gated delta rule for scoring, as transformers' recurrence (torch_recurrent_gated_delta_rule):
+// per value head a state S [dk, dv] starts at zero and for every token
+//     S <- exp(g) S;  S <- S + k (beta (v - S^T k))^T;  o = S^T q.
+// Column j of S depends only on column j: v_j, and the shared q, k, g, beta. So the state is
+// split by column, never reduced across columns: a group of P lanes owns one column, lane p
+// holding rows p, p + P, p + 2P, ... (kGdrRows of them, in registers), and the two dot products
+// per token are P-lane shuffle sums in a fixed order. Deterministic, exact in f32 up to rounding,
+// and with B * Hv * ceil(dv / 32) blocks the GPU is full for the shapes we score.
+// q, k: [B, T, Hk, dk] f32 (L2-normalised, q scaled); v: [B, T, Hv, dv]; g, beta: [B, T, Hv];
+// value head h reads key head h / (Hv / Hk). out: [B, T, Hv, dv] f32.
+constexpr int kGdrRows = 32;   // state rows per lane
+constexpr int kGdrCols = 32;   // state columns per block
+constexpr int kGdrTile = 16;   // tokens staged in shared memory at a time
+
+__device__ __forceinline__ float group_sum(float v, int lanes) {
+    for (int o = lanes / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__global__ void gdr_fwd(const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
+                        const float *__restrict__ g, const float *__restrict__ beta, float *__restrict__ out,
+                        int T, int Hk, int Hv, int dk, int dv, int P) {
+    extern __shared__ float sh[];
+    const int dpad = P * kGdrRows;
+    float *sq = sh;                          // [tile][dpad]
+    float *sk = sq + kGdrTile * dpad;        // [tile][dpad]
+    float *sv = sk + kGdrTile * dpad;        // [tile][cols]
+    float *sg = sv + kGdrTile * kGdrCols;    // [tile]
+    float *sb = sg + kGdrTile;               // [tile]
+    const int h = blockIdx.x % Hv, b = blockIdx.x / Hv;
+    const int hk = h / (Hv / Hk);
+    const int c0 = blockIdx.y * kGdrCols;
+    const int tid = threadIdx.x, p = tid % P, cl = tid / P, col = c0 + cl;
+    float s[kGdrRows];
+#pragma unroll
+    for (int r = 0; r < kGdrRows; ++r) s[r] = 0.f;
+    for (int t0 = 0; t0 < T; t0 += kGdrTile) {
+        const int tt = min(kGdrTile, T - t0);
+        __syncthreads();
+        for (int e = tid; e < kGdrTile * dpad; e += blockDim.x) {
+            int i = e / dpad, d = e % dpad;
+            float qv = 0.f, kv = 0.f;
+            if (i < tt && d < dk) {
+                size_t off = (((size_t)b * T + t0 + i) * Hk + hk) * dk + d;
+                qv = q[off];
+                kv = k[off];
+            }
+            sq[e] = qv;
+            sk[e] = kv;
+        }
+        for (int e = tid; e < kGdrTile * kGdrCols; e += blockDim.x) {
+            int i = e / kGdrCols, c = e % kGdrCols;
+            float vv = 0.f;
+            if (i < tt && c0 + c < dv) vv = v[(((size_t)b * T + t0 + i) * Hv + h) * dv + c0 + c];
+            sv[e] = vv;
+        }
+        for (int e = tid; e < kGdrTile; e += blockDim.x) {
+            float gg = 0.f, bb = 0.f;
+            if (e < tt) {
+                size_t off = ((size_t)b * T + t0 + e) * Hv + h;
+                gg = g[off];
+                bb = beta[off];
+            }
+            sg[e] = gg;
+            sb[e] = bb;
+        }
+        __syncthreads();
+        for (int i = 0; i < tt; ++i) {
+            const float *kk = sk + i * dpad, *qq = sq + i * dpad;
+            const float decay = expf(sg[i]);
+            float ks = 0.f;
+#pragma unroll
+            for (int r = 0; r < kGdrRows; ++r) {
+                s[r] *= decay;
+                ks = fmaf(s[r], kk[r * P + p], ks);
+            }
+            ks = group_sum(ks, P);
+            const float delta = sb[i] * (sv[i * kGdrCols + cl] - ks);
+            float o = 0.f;
+#pragma unroll
+            for (int r = 0; r < kGdrRows; ++r) {
+                s[r] = fmaf(kk[r * P + p], delta, s[r]);
+                o = fmaf(s[r], qq[r * P + p], o);
+            }
+            o = group_sum(o, P);
+            if (p == 0 && col < dv) out[(((size_t)b * T + t0 + i) * Hv + h) * dv + col] = o;
+        }
     }
 }
 
@@ -475,15 +621,53 @@ int koth_swiglu_bwd(int dtype, const void *g, const void *u, const void *dy, voi
     return check(cudaGetLastError());
 }
 
-// `tensors` is a device array of `count` AdamTensor records (p, g, m, v, model, n).
-int koth_adamw_multi(int dtype, const void *tensors, int count, int64_t max_n, float lr, float beta1,
-                     float beta2, float eps, float wd, float bc1, float bc2_sqrt, float gscale, void *stream) {
+// `tensors` is a device array of `count` AdamTensor records (p, g, m, v, model, n); the gradients
+// are f32, or of the model dtype when `grads_in_model_dtype`.
+int koth_adamw_multi(int dtype, int grads_in_model_dtype, const void *tensors, int count, int64_t max_n,
+                     float lr, float beta1, float beta2, float eps, float wd, float bc1, float bc2_sqrt, float gscale,
+                     void *stream) {
     if (count == 0) return 0;
     int64_t bx = (max_n + 255) / 256;
     if (bx > 1024) bx = 1024;
     dim3 grid((unsigned)bx, (unsigned)count);
-    KOTH_DISPATCH(dtype, adamw_multi<T><<<grid, 256, 0, (cudaStream_t)stream>>>(
-                             (const AdamTensor *)tensors, count, lr, beta1, beta2, eps, wd, bc1, bc2_sqrt, gscale));
+    if (grads_in_model_dtype) {
+        KOTH_DISPATCH(dtype, adamw_multi<T, T><<<grid, 256, 0, (cudaStream_t)stream>>>(
+                                 (const AdamTensor *)tensors, count, lr, beta1, beta2, eps, wd, bc1, bc2_sqrt,
+                                 gscale));
+    } else {
+        KOTH_DISPATCH(dtype, adamw_multi<T, float><<<grid, 256, 0, (cudaStream_t)stream>>>(
+                                 (const AdamTensor *)tensors, count, lr, beta1, beta2, eps, wd, bc1, bc2_sqrt,
+                                 gscale));
+    }
+    return check(cudaGetLastError());
+}
+
+// `tensors`: a device array of `count` SumSqTensor records of one dtype; `part` holds
+// count * blocks_per_tensor floats; out[0] receives the sum of every element's square.
+int koth_sumsq_multi(int dtype, const void *tensors, int count, int blocks_per_tensor, float *part, float *out,
+                     void *stream) {
+    if (count == 0 || blocks_per_tensor <= 0) return -1;
+    dim3 grid((unsigned)blocks_per_tensor, (unsigned)count);
+    KOTH_DISPATCH(dtype, sumsq_multi<T><<<grid, 256, 0, (cudaStream_t)stream>>>(
+                             (const SumSqTensor *)tensors, count, part));
+    sum_parts_f64<<<1, 1024, 0, (cudaStream_t)stream>>>(part, (int64_t)count * blocks_per_tensor, out);
+    return check(cudaGetLastError());
+}
+
+int koth_sumsq_record_bytes() { return (int)sizeof(SumSqTensor); }
+
+// See gdr_fwd. dk at most 256 (8 lanes of 32 rows per column).
+int koth_gdr_fwd(const float *q, const float *k, const float *v, const float *g, const float *beta, float *out,
+                 int batch, int T, int Hk, int Hv, int dk, int dv, void *stream) {
+    if (batch == 0 || T == 0 || dv == 0) return 0;
+    if (dk <= 0 || dk > 8 * kGdrRows) return -2;
+    if (Hk <= 0 || Hv % Hk != 0) return -3;
+    int P = 1;
+    while (P * kGdrRows < dk) P *= 2;
+    size_t smem = sizeof(float) * ((size_t)2 * kGdrTile * P * kGdrRows + kGdrTile * kGdrCols + 2 * kGdrTile);
+    if (smem > 48 * 1024) cudaFuncSetAttribute(gdr_fwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    dim3 grid((unsigned)(batch * Hv), (unsigned)((dv + kGdrCols - 1) / kGdrCols));
+    gdr_fwd<<<grid, kGdrCols * P, smem, (cudaStream_t)stream>>>(q, k, v, g, beta, out, T, Hk, Hv, dk, dv, P);
     return check(cudaGetLastError());
 }
 

@@ -59,6 +59,22 @@ impl AdamWKernel {
     }
 }
 
+/// The multi-tensor sum of squares (GPU builds only).
+pub fn sum_of_squares(_tensors: &[&Tensor]) -> Result<Tensor> {
+    Err(not_compiled())
+}
+
+/// The gated delta rule's scoring kernel (GPU builds only).
+pub fn gated_delta_rule(
+    _q: &Tensor,
+    _k: &Tensor,
+    _v: &Tensor,
+    _g: &Tensor,
+    _beta: &Tensor,
+) -> Result<Tensor> {
+    Err(not_compiled())
+}
+
 /// Peak device memory (GPU builds only).
 pub fn memory_peak(_device: &candle_core::Device, _reset: bool) -> Result<u64> {
     Err(not_compiled())

@@ -159,6 +159,7 @@ mod ffi {
         ) -> c_int;
         pub fn koth_adamw_multi(
             dtype: c_int,
+            grads_in_model_dtype: c_int,
             tensors: u64,
             count: c_int,
             max_n: i64,
@@ -173,6 +174,31 @@ mod ffi {
             stream: *mut c_void,
         ) -> c_int;
         pub fn koth_adam_record_bytes() -> c_int;
+        pub fn koth_sumsq_multi(
+            dtype: c_int,
+            tensors: u64,
+            count: c_int,
+            blocks_per_tensor: c_int,
+            part: u64,
+            out: u64,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_sumsq_record_bytes() -> c_int;
+        pub fn koth_gdr_fwd(
+            q: u64,
+            k: u64,
+            v: u64,
+            g: u64,
+            beta: u64,
+            out: u64,
+            batch: c_int,
+            t: c_int,
+            hk: c_int,
+            hv: c_int,
+            dk: c_int,
+            dv: c_int,
+            stream: *mut c_void,
+        ) -> c_int;
         pub fn koth_mem_peak(device: c_int, used_high: *mut u64, reset: c_int) -> c_int;
     }
 }
@@ -195,6 +221,7 @@ fn launched(op: &str, code: c_int) -> Result<()> {
         0 => Ok(()),
         -1 => Err(msg(format!("{op}: unsupported dtype"))),
         -2 => Err(msg(format!("{op}: unsupported head dimension"))),
+        -3 => Err(msg(format!("{op}: unsupported head counts"))),
         // SAFETY: a static string from the CUDA runtime.
         c => Err(msg(format!(
             "{op}: CUDA error {c}: {}",
@@ -994,7 +1021,8 @@ struct AdamRecord {
 }
 
 impl AdamWKernel {
-    /// `params`, `grads`, `m`, `v`: f32, contiguous, one shape per index. `model[i]`, when
+    /// `params`, `m`, `v`: f32, contiguous, one shape per index. `grads`: contiguous, all f32
+    /// or all of the model tensors' dtype (read as they are: no f32 copy). `model[i]`, when
     /// given, is overwritten with `params[i]` rounded to its dtype (one dtype for all).
     /// The tensors are written in place: the caller owns them exclusively.
     #[allow(clippy::too_many_arguments)]
@@ -1023,13 +1051,21 @@ impl AdamWKernel {
         let mut model_dtype = None;
         let mut max_n = 0i64;
         let mut dev = None;
+        let grad_dtype = grads[0].dtype();
         for i in 0..n {
-            for t in [params[i], grads[i], m[i], v[i]] {
+            for t in [params[i], m[i], v[i]] {
                 if t.dtype() != DType::F32 || !t.is_contiguous() || t.dims() != params[i].dims() {
                     return Err(msg(format!(
                         "adamw: tensor {i} is not a contiguous f32 of the parameter's shape"
                     )));
                 }
+            }
+            let g = grads[i];
+            if g.dtype() != grad_dtype || !g.is_contiguous() || g.dims() != params[i].dims() {
+                return Err(msg(format!(
+                    "adamw: gradient {i} is not contiguous, of the parameter's shape and of the \
+                     first gradient's dtype"
+                )));
             }
             let (pa, d) = tensor_addr(params[i])?;
             let model_addr = match model[i] {
@@ -1063,6 +1099,17 @@ impl AdamWKernel {
             dev.get_or_insert(d);
         }
         let dev = dev.ok_or_else(|| msg("adamw: no tensors"))?;
+        let model_dtype = model_dtype.unwrap_or(DType::F32);
+        let grads_in_model_dtype = match grad_dtype {
+            DType::F32 => 0,
+            d if d == model_dtype => 1,
+            d => {
+                return Err(msg(format!(
+                    "adamw: gradients of {d:?} with model tensors of {model_dtype:?} (expected f32 \
+                     or the model dtype)"
+                )))
+            }
+        };
         // SAFETY: AdamRecord is plain old data; viewing it as bytes is sound.
         let bytes = unsafe {
             std::slice::from_raw_parts(
@@ -1076,11 +1123,13 @@ impl AdamWKernel {
             .map_err(|e| msg(format!("adamw: upload: {e}")))?;
         let ta = table.device_ptr(&stream).0;
         let s = stream_of(&dev)?;
-        let dtype = dtype_code(model_dtype.unwrap_or(DType::F32))?;
-        // SAFETY: the table holds n records of live, exclusively owned f32 tensors.
+        let dtype = dtype_code(model_dtype)?;
+        // SAFETY: the table holds n records of live, exclusively owned tensors of the dtypes
+        // checked above.
         let code = unsafe {
             ffi::koth_adamw_multi(
                 dtype,
+                grads_in_model_dtype,
                 ta,
                 n as c_int,
                 max_n,
@@ -1102,6 +1151,156 @@ impl AdamWKernel {
             .map_err(|e| msg(format!("adamw: synchronize: {e}")))?;
         Ok(())
     }
+}
+
+/// Blocks each tensor's share of the squared norm is split over (the partials are then summed
+/// in one fixed-order pass).
+const SUMSQ_BLOCKS: usize = 64;
+
+#[repr(C)]
+struct SumSqRecord {
+    x: u64,
+    n: i64,
+}
+
+/// The sum of the squares of every element of `tensors` (a global gradient norm, squared), as
+/// an f32 scalar on their device: two launches for any number of tensors, read once, in their
+/// own dtype (f32, bf16 or f16, one for all; contiguous), accumulated in f32 per block and in
+/// f64 across blocks, in a fixed order.
+pub fn sum_of_squares(tensors: &[&Tensor]) -> Result<Tensor> {
+    let first = tensors
+        .first()
+        .ok_or_else(|| msg("sum_of_squares: no tensors"))?;
+    let dtype = first.dtype();
+    // SAFETY: reads a compile-time constant.
+    let record_bytes = unsafe { ffi::koth_sumsq_record_bytes() } as usize;
+    if record_bytes != std::mem::size_of::<SumSqRecord>() {
+        return Err(msg(
+            "sum_of_squares: record layout differs between Rust and CUDA",
+        ));
+    }
+    let mut records = Vec::with_capacity(tensors.len());
+    let mut dev = None;
+    for (i, t) in tensors.iter().enumerate() {
+        if t.dtype() != dtype || !t.is_contiguous() {
+            return Err(msg(format!(
+                "sum_of_squares: tensor {i} is not contiguous or not of the first tensor's dtype"
+            )));
+        }
+        let (a, d) = tensor_addr(t)?;
+        records.push(SumSqRecord {
+            x: a,
+            n: t.elem_count() as i64,
+        });
+        dev.get_or_insert(d);
+    }
+    let dev = dev.ok_or_else(|| msg("sum_of_squares: no tensors"))?;
+    // SAFETY: SumSqRecord is plain old data; viewing it as bytes is sound.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            records.as_ptr() as *const u8,
+            records.len() * std::mem::size_of::<SumSqRecord>(),
+        )
+    };
+    let stream = dev.cuda_stream();
+    let table = stream
+        .clone_htod(bytes)
+        .map_err(|e| msg(format!("sum_of_squares: upload: {e}")))?;
+    let ta = table.device_ptr(&stream).0;
+    let (part, pa) = alloc(&dev, DType::F32, records.len() * SUMSQ_BLOCKS)?;
+    let (out, oa) = alloc(&dev, DType::F32, 1)?;
+    let s = stream_of(&dev)?;
+    // SAFETY: the table holds live contiguous tensors of `dtype`; `part` and `out` are sized
+    // for the launch.
+    let code = unsafe {
+        ffi::koth_sumsq_multi(
+            dtype_code(dtype)?,
+            ta,
+            records.len() as c_int,
+            SUMSQ_BLOCKS as c_int,
+            pa,
+            oa,
+            s,
+        )
+    };
+    launched("sum_of_squares", code)?;
+    // The table must outlive the kernel: wait for it before it is freed.
+    stream
+        .synchronize()
+        .map_err(|e| msg(format!("sum_of_squares: synchronize: {e}")))?;
+    drop(part);
+    Ok(into_tensor(out, ()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gated delta rule (Qwen3.5's gated DeltaNet)
+
+/// The gated delta rule for scoring, by transformers' recurrence: `q`, `k` [B, T, Hk, dk]
+/// (already L2-normalised, q scaled by 1/sqrt(dk)), `v` [B, T, Hv, dv], `g` (log decay) and
+/// `beta` [B, T, Hv], all f32; value head h reads key head h / (Hv / Hk). Returns the outputs
+/// [B, T, Hv, dv] in f32. One kernel: the state stays in registers, split by column (columns
+/// never mix), so no reduction crosses threads except fixed-order lane shuffles and the result
+/// is bit-identical from run to run. No backward: training takes the chunked composite.
+pub fn gated_delta_rule(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    beta: &Tensor,
+) -> Result<Tensor> {
+    let (b, t, hk, dk) = q.dims4()?;
+    let (vb, vt, hv, dv) = v.dims4()?;
+    if k.dims() != q.dims()
+        || (vb, vt) != (b, t)
+        || g.dims() != [b, t, hv]
+        || beta.dims() != g.dims()
+    {
+        return Err(msg(format!(
+            "gated_delta_rule: shapes q {:?}, k {:?}, v {:?}, g {:?}, beta {:?} are not q, k [B, T, Hk, dk], \
+             v [B, T, Hv, dv], g and beta [B, T, Hv]",
+            q.dims(),
+            k.dims(),
+            v.dims(),
+            g.dims(),
+            beta.dims()
+        )));
+    }
+    if hk == 0 || hv % hk != 0 {
+        return Err(msg(format!(
+            "gated_delta_rule: {hv} value heads are not a multiple of {hk} key heads"
+        )));
+    }
+    if dk > 256 {
+        return Err(msg(format!(
+            "gated_delta_rule: key head dimension {dk} is above 256"
+        )));
+    }
+    let f32c = |x: &Tensor| -> Result<Tensor> { x.to_dtype(DType::F32)?.contiguous() };
+    let (q, k, v, g, beta) = (f32c(q)?, f32c(k)?, f32c(v)?, f32c(g)?, f32c(beta)?);
+    let (qa, dev) = tensor_addr(&q)?;
+    let (out, oa) = alloc(&dev, DType::F32, b * t * hv * dv)?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: every input is a live contiguous f32 tensor of the checked shape; `out` holds
+    // B*T*Hv*dv floats, all written by the kernel.
+    let code = unsafe {
+        ffi::koth_gdr_fwd(
+            qa,
+            tensor_addr(&k)?.0,
+            tensor_addr(&v)?.0,
+            tensor_addr(&g)?.0,
+            tensor_addr(&beta)?.0,
+            oa,
+            b as c_int,
+            t as c_int,
+            hk as c_int,
+            hv as c_int,
+            dk as c_int,
+            dv as c_int,
+            stream,
+        )
+    };
+    launched("gated_delta_rule", code)?;
+    Ok(into_tensor(out, (b, t, hv, dv)))
 }
 
 /// The high-water mark of bytes allocated on `device` since the last reset (the CUDA default

@@ -125,50 +125,64 @@ impl AdamW {
         let c = self.config;
         self.steps += 1;
         let t = self.steps as i32;
+        let hyper = koth_kernels::AdamHyper {
+            lr: lr as f32,
+            beta1: c.beta1 as f32,
+            beta2: c.beta2 as f32,
+            eps: c.eps as f32,
+            weight_decay: c.weight_decay as f32,
+            bias1: (1.0 - c.beta1.powi(t)) as f32,
+            bias2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+            grad_scale: grad_scale as f32,
+        };
+        // The kernel reads gradients in f32 or in the model dtype as they come (the hand-written
+        // backward gives the model dtype, a tied head's sum f32): one launch per gradient dtype,
+        // and no f32 copy of a half-precision gradient.
+        let model_dtype = vars.first().map(|v| v.dtype()).unwrap_or(DType::F32);
         let grads = grads
             .iter()
-            .map(|g| Ok(g.to_dtype(DType::F32)?.contiguous()?))
+            .map(|g| {
+                let g = if g.dtype() == DType::F32 || g.dtype() == model_dtype {
+                    g.clone()
+                } else {
+                    g.to_dtype(DType::F32)?
+                };
+                Ok(g.contiguous()?)
+            })
             .collect::<Result<Vec<_>>>()?;
-        let mut params = Vec::with_capacity(vars.len());
-        let mut models = Vec::with_capacity(vars.len());
-        for (var, s) in vars.iter().zip(&self.states) {
-            match &s.master {
-                Some(master) => {
-                    params.push(master);
-                    models.push(Some(var.as_tensor()));
+        let dtypes = if model_dtype == DType::F32 {
+            vec![DType::F32]
+        } else {
+            vec![model_dtype, DType::F32]
+        };
+        for dtype in dtypes {
+            let mut params = Vec::new();
+            let mut models = Vec::new();
+            let mut grad_refs = Vec::new();
+            let mut m = Vec::new();
+            let mut v = Vec::new();
+            let mut decay = Vec::new();
+            for ((var, s), g) in vars.iter().zip(&self.states).zip(&grads) {
+                if g.dtype() != dtype {
+                    continue;
                 }
-                None => {
-                    params.push(var.as_tensor());
-                    models.push(None);
+                match &s.master {
+                    Some(master) => {
+                        params.push(master);
+                        models.push(Some(var.as_tensor()));
+                    }
+                    None => {
+                        params.push(var.as_tensor());
+                        models.push(None);
+                    }
                 }
+                grad_refs.push(g);
+                m.push(&s.m);
+                v.push(&s.v);
+                decay.push(s.decay && c.weight_decay != 0.0);
             }
+            koth_kernels::AdamWKernel::step(&params, &grad_refs, &m, &v, &models, &decay, hyper)?;
         }
-        let grad_refs: Vec<&Tensor> = grads.iter().collect();
-        let m: Vec<&Tensor> = self.states.iter().map(|s| &s.m).collect();
-        let v: Vec<&Tensor> = self.states.iter().map(|s| &s.v).collect();
-        let decay: Vec<bool> = self
-            .states
-            .iter()
-            .map(|s| s.decay && c.weight_decay != 0.0)
-            .collect();
-        koth_kernels::AdamWKernel::step(
-            &params,
-            &grad_refs,
-            &m,
-            &v,
-            &models,
-            &decay,
-            koth_kernels::AdamHyper {
-                lr: lr as f32,
-                beta1: c.beta1 as f32,
-                beta2: c.beta2 as f32,
-                eps: c.eps as f32,
-                weight_decay: c.weight_decay as f32,
-                bias1: (1.0 - c.beta1.powi(t)) as f32,
-                bias2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
-                grad_scale: grad_scale as f32,
-            },
-        )?;
         Ok(())
     }
 
@@ -297,6 +311,32 @@ pub fn global_grad_norm(grads: &[Tensor]) -> Result<f32> {
             .sqr()?
             .sum_all()?
             .to_scalar::<f32>()? as f64;
+    }
+    Ok(total.sqrt() as f32)
+}
+
+/// [`global_grad_norm`] on the GPU: the multi-tensor sum-of-squares kernel once per gradient
+/// dtype (each gradient read once, in its own dtype, in a fixed order), one read-back.
+fn device_grad_norm(grads: &[Tensor]) -> Result<f32> {
+    let grads = grads
+        .iter()
+        .map(|g| Ok(g.contiguous()?))
+        .collect::<Result<Vec<_>>>()?;
+    let mut total = 0f64;
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let group: Vec<&Tensor> = grads.iter().filter(|g| g.dtype() == dtype).collect();
+        if !group.is_empty() {
+            total += koth_kernels::sum_of_squares(&group)?.to_scalar::<f32>()? as f64;
+        }
+    }
+    if let Some(g) = grads
+        .iter()
+        .find(|g| !matches!(g.dtype(), DType::F32 | DType::BF16 | DType::F16))
+    {
+        return Err(ModelError::Invalid(format!(
+            "a gradient of dtype {:?}; expected f32, bf16 or f16",
+            g.dtype()
+        )));
     }
     Ok(total.sqrt() as f32)
 }
@@ -487,14 +527,7 @@ impl Trainer {
     /// clipping folded into the multi-tensor AdamW launch as a scale.
     fn step_kernels(&mut self, ids: &TokenIds, lr: f64) -> Result<StepReport> {
         let (loss, grads) = self.loss_and_grads(ids)?;
-        let squares = grads
-            .iter()
-            .map(|g| Ok(g.sqr()?.sum_all()?))
-            .collect::<Result<Vec<_>>>()?;
-        let grad_norm = Tensor::stack(&squares, 0)?
-            .sum_all()?
-            .sqrt()?
-            .to_scalar::<f32>()?;
+        let grad_norm = device_grad_norm(&grads)?;
         if !grad_norm.is_finite() {
             return Err(ModelError::NonFinite {
                 what: "gradient norm".into(),

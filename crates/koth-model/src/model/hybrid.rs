@@ -13,7 +13,7 @@ use candle_core::{DType, Tensor, D};
 
 use super::{moe_forward, Linear, Mlp, Model, SparseMoe, Take};
 use crate::config::{HybridConfig, MixerKind, ModelConfig};
-use crate::deltanet::{causal_conv1d_silu, chunk_gated_delta_rule, DEFAULT_CHUNK};
+use crate::deltanet::{causal_conv1d_silu, chunk_gated_delta_rule, l2_normalize, DEFAULT_CHUNK};
 use crate::error::{ModelError, Result};
 use crate::ops::{causal_mask, softmax_last, OpPath, Rope};
 use crate::pipeline::Pipeline;
@@ -236,9 +236,11 @@ impl Model {
         ids: &Tensor,
         path: OpPath,
     ) -> Result<Tensor> {
-        // The hybrid's blocks have no koth-kernels implementation yet: on the kernel path they run
-        // candle's fused ops when scoring and the composites when training (the head's
-        // cross-entropy still takes the kernel).
+        // On the kernel path, scoring runs the gated delta rule and the gated attention's core on
+        // koth's kernels (a recurrent delta-rule kernel, cuDNN's fused attention) and the rest on
+        // candle's fused ops; training runs the differentiable composites (the delta-rule kernel
+        // has no backward), and the head's cross-entropy takes the kernel either way.
+        let kernels = path == OpPath::Kernels && !self.embed.track_op();
         let path = match path {
             OpPath::Kernels if self.embed.track_op() => OpPath::Composite,
             OpPath::Kernels => OpPath::Fused,
@@ -259,8 +261,10 @@ impl Model {
         for layer in &stack.layers {
             let normed = centered_rms_norm(&x, &layer.input_norm, eps, path)?;
             let mixed = match &layer.mixer {
-                Mixer::Linear(net) => self.gated_delta_net(net, &normed)?,
-                Mixer::Full(attn) => self.gated_attention(attn, &normed, &rope, &mask, path)?,
+                Mixer::Linear(net) => self.gated_delta_net(net, &normed, kernels)?,
+                Mixer::Full(attn) => {
+                    self.gated_attention(attn, &normed, &rope, &mask, path, kernels)?
+                }
             };
             x = (x + mixed)?;
             let normed = centered_rms_norm(&x, &layer.post_norm, eps, path)?;
@@ -283,8 +287,9 @@ impl Model {
         centered_rms_norm(&x, &self.norm, eps, path)
     }
 
-    /// transformers' `Qwen3_5GatedDeltaNet.forward` without a cache.
-    fn gated_delta_net(&self, net: &GatedDeltaNet, x: &Tensor) -> Result<Tensor> {
+    /// transformers' `Qwen3_5GatedDeltaNet.forward` without a cache. With `kernels` (scoring on
+    /// a CUDA device), the delta rule runs as koth-kernels' recurrent kernel.
+    fn gated_delta_net(&self, net: &GatedDeltaNet, x: &Tensor, kernels: bool) -> Result<Tensor> {
         let c = &self.config;
         let l = &hybrid_of(c)?.linear;
         let (b, t, hidden) = x.dims3()?;
@@ -327,6 +332,33 @@ impl Model {
         .broadcast_mul(&a_rate)?
         .neg()?;
 
+        let core = if kernels && koth_kernels::usable(&q) && l.key_head_dim <= 256 {
+            // The kernel maps each value head to its key head itself (no repeat_interleave).
+            let q =
+                (l2_normalize(&q.to_dtype(DType::F32)?)? * (1.0 / (l.key_head_dim as f64).sqrt()))?;
+            let k = l2_normalize(&k.to_dtype(DType::F32)?)?;
+            koth_kernels::gated_delta_rule(&q, &k, &v, &g, &beta)?
+        } else {
+            self.delta_rule_composite(l, (q, k, v), &g, &beta)?
+        };
+        let core = core
+            .to_dtype(self.dtype)?
+            .reshape((b * t * l.num_value_heads, l.value_head_dim))?;
+        let z = z.reshape((b * t * l.num_value_heads, l.value_head_dim))?;
+        let normed = gated_rms_norm(&core, &z, &net.norm, c.rms_norm_eps)?
+            .reshape((b * t, l.value_dim()))?;
+        Ok(net.out.forward(&normed)?.reshape((b, t, hidden))?)
+    }
+
+    /// The chunked delta rule of candle ops (differentiable), f32 [B, T, Hv, dv].
+    fn delta_rule_composite(
+        &self,
+        l: &crate::config::LinearAttentionConfig,
+        (q, k, v): (Tensor, Tensor, Tensor),
+        g: &Tensor,
+        beta: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, t, _, _) = q.dims4()?;
         // Each key head serves num_value_heads / num_key_heads consecutive value heads
         // (repeat_interleave).
         let rep = l.num_value_heads / l.num_key_heads;
@@ -339,14 +371,7 @@ impl Model {
                 .reshape((b, t, l.num_value_heads, l.key_head_dim))?)
         };
         let (q, k) = (expand(q)?, expand(k)?);
-
-        let core = chunk_gated_delta_rule(&q, &k, &v, &g, &beta, DEFAULT_CHUNK)?
-            .to_dtype(self.dtype)?
-            .reshape((b * t * l.num_value_heads, l.value_head_dim))?;
-        let z = z.reshape((b * t * l.num_value_heads, l.value_head_dim))?;
-        let normed = gated_rms_norm(&core, &z, &net.norm, c.rms_norm_eps)?
-            .reshape((b * t, l.value_dim()))?;
-        Ok(net.out.forward(&normed)?.reshape((b, t, hidden))?)
+        chunk_gated_delta_rule(&q, &k, &v, g, beta, DEFAULT_CHUNK)
     }
 
     /// transformers' `Qwen3_5Attention.forward` (eager) without a cache.
@@ -357,6 +382,7 @@ impl Model {
         rope: &Rope,
         mask: &Tensor,
         path: OpPath,
+        kernels: bool,
     ) -> Result<Tensor> {
         let c = &self.config;
         let rot = hybrid_of(c)?.rotary_dim;
@@ -381,6 +407,16 @@ impl Model {
         };
         let q = partial_rope(q)?;
         let k = partial_rope(k)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        if kernels && koth_kernels::attention_usable(&q, hd) {
+            // cuDNN's fused causal attention (GQA natively) in [B, T, H, D]: no [B, H, T, T].
+            let bthd = |x: Tensor| -> Result<Tensor> { Ok(x.transpose(1, 2)?.contiguous()?) };
+            let v = v.contiguous()?;
+            let out = koth_kernels::attention(&bthd(q)?, &bthd(k)?, &v, scale as f32)?
+                .reshape((b * t, nh * hd))?;
+            let gated = (out * sigmoid_rounded_once(&gate)?)?;
+            return Ok(attn.o.forward(&gated)?.reshape((b, t, hidden))?);
+        }
         let v = v.transpose(1, 2)?.contiguous()?;
         let rep = nh / nkv;
         let (k, v) = if rep == 1 {
@@ -393,7 +429,6 @@ impl Model {
             };
             (expand(k)?, expand(v)?)
         };
-        let scale = 1.0 / (hd as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?;
         let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
         let probs = softmax_last(&scores, path)?.to_dtype(self.dtype)?;

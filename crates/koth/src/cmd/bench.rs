@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use koth_model::placement::{duel_placement, CHALLENGER, KING};
 use koth_model::{
     parse_devices, parse_dtype, AdamWConfig, Device, Model, ModelConfig, OpPath, Pipeline,
-    Placement, Schedule, ScoreOptions, TokenIds, Trainer,
+    Placement, Schedule, ScoreOptions, StepReport, TokenIds, Trainer,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -134,6 +134,12 @@ struct Report {
     /// (whether the micro-batch size changes the kernels' results).
     #[serde(skip_serializing_if = "Option::is_none")]
     equal_to_whole_batch: Option<bool>,
+    /// `bench train`: every step's loss and gradient norm (warm-up included), in order. The same
+    /// config, seed and batches on two devices should give the same sequence, up to rounding.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    losses: Vec<f32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    grad_norms: Vec<f32>,
     /// The PyTorch reference's own report (`--torch`).
     #[serde(skip_serializing_if = "Option::is_none")]
     torch: Option<serde_json::Value>,
@@ -253,6 +259,7 @@ struct Staging {
     schedule: Option<String>,
     bit_identical_to_one_stage: Option<bool>,
     equal_to_whole_batch: Option<bool>,
+    steps: Vec<StepReport>,
 }
 
 fn report(
@@ -297,6 +304,8 @@ fn report(
         schedule: staging.schedule,
         bit_identical_to_one_stage: staging.bit_identical_to_one_stage,
         equal_to_whole_batch: staging.equal_to_whole_batch,
+        losses: staging.steps.iter().map(|s| s.loss).collect(),
+        grad_norms: staging.steps.iter().map(|s| s.grad_norm).collect(),
         speedup_vs_torch: torch_tps.map(|t| tokens_per_s / t),
         torch,
     };
@@ -533,13 +542,15 @@ fn train(a: CommonArgs) -> Result<()> {
     drop(model);
     let batches = random_batches(&a, config.vocab_size, 4)?;
     reset_peak(devices)?;
+    let mut steps = Vec::with_capacity(a.warmup + a.iters);
     let times = timed(&a, devices, |i| {
-        trainer.step(&batches[i % batches.len()], 1e-4)?;
+        steps.push(trainer.step(&batches[i % batches.len()], 1e-4)?);
         Ok(())
     })?;
     let staging = Staging {
         peaks: read_peak(devices)?,
         stages: 1,
+        steps,
         ..Staging::default()
     };
     drop(trainer);
