@@ -29,11 +29,20 @@ def delta_rule_path(model):
     """Which gated-delta-rule implementation transformers' DeltaNet layers took (Qwen3.5 and
     Qwen3-Next): flash-linear-attention's Triton kernels when `fla` is installed, else its own
     pure-torch chunked loop. None for models without DeltaNet layers."""
+    has_deltanet = False
     for module in model.modules():
-        rule = getattr(module, "chunk_gated_delta_rule", None)
-        if rule is not None:
-            return f"{rule.__module__}.{rule.__name__}"
-    return None
+        if "GatedDeltaNet" not in type(module).__name__:
+            continue
+        has_deltanet = True
+        # transformers 5 binds the chosen function to an attribute whose name says delta rule.
+        for name, val in vars(module).items():
+            if "delta_rule" in name and callable(val):
+                inner = getattr(val, "func", val)  # functools.partial
+                return f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__name__', name)}"
+    if not has_deltanet:
+        return None
+    import importlib.util
+    return "fla (importable)" if importlib.util.find_spec("fla") else "torch (fla not importable)"
 
 
 def main():
