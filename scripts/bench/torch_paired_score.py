@@ -58,7 +58,14 @@ def main():
     torch.manual_seed(0)
     models = []
     for _ in range(2):
-        m = transformers.AutoModelForCausalLM.from_config(cfg).to(device="cuda", dtype=torch.bfloat16).eval()
+        # Built on the GPU in bf16 (initialising billions of f32 weights on the host takes
+        # minutes); older transformers without the dtype argument build on the host.
+        try:
+            with torch.device("cuda"):
+                m = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        except TypeError:
+            m = transformers.AutoModelForCausalLM.from_config(cfg)
+        m = m.to(device="cuda", dtype=torch.bfloat16).eval()
         models.append(m)
     g = torch.Generator(device="cuda").manual_seed(1)
     batches = [torch.randint(0, cfg.vocab_size, (a.batch, a.seq), device="cuda", generator=g) for _ in range(4)]

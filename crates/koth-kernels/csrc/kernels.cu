@@ -423,16 +423,21 @@ __global__ void sum_parts_f64(const float *__restrict__ part, int64_t n, float *
     if (threadIdx.x == 0) out[0] = (float)sd[0];
 }
 
-// The gated delta rule for scoring, as transformers' recurrence (torch_recurrent_gated_delta_rule):
-// per value head a state S [dk, dv] starts at zero and for every token
+// The gated delta rule for scoring, as transformers' recurrence (torch_recurrent_gated_delta_rule
+// with q/k L2-normalised in f32 and q scaled by 1/sqrt(dk)): per value head a state S [dk, dv]
+// starts at zero and for every token
 //     S <- exp(g) S;  S <- S + k (beta (v - S^T k))^T;  o = S^T q.
 // Column j of S depends only on column j: v_j, and the shared q, k, g, beta. So the state is
 // split by column, never reduced across columns: a group of P lanes owns one column, lane p
 // holding rows p, p + P, p + 2P, ... (kGdrRows of them, in registers), and the two dot products
-// per token are P-lane shuffle sums in a fixed order. Deterministic, exact in f32 up to rounding,
-// and with B * Hv * ceil(dv / 32) blocks the GPU is full for the shapes we score.
-// q, k: [B, T, Hk, dk] f32 (L2-normalised, q scaled); v: [B, T, Hv, dv]; g, beta: [B, T, Hv];
-// value head h reads key head h / (Hv / Hk). out: [B, T, Hv, dv] f32.
+// per token are P-lane shuffle sums in a fixed order. Deterministic, exact in f32 up to rounding.
+//
+// q, k and v are read where the short convolution wrote them: token (b, t) of the packed
+// [B, T, ld] activations holds q (Hk heads of dk) at channel 0, k at Hk*dk, v (Hv heads of dv)
+// at 2*Hk*dk; value head h reads key head h / (Hv / Hk). g (log decay) is f32 [B, T, Hv], beta
+// [B, T, Hv] in T. Tokens are staged kGdrTile at a time in shared memory; the next tile's loads
+// are issued into registers before the current tile is computed, so their latency hides behind
+// it. out: [B, T, Hv, dv] in T (the f32 result rounded once).
 constexpr int kGdrRows = 32;   // state rows per lane
 constexpr int kGdrCols = 32;   // state columns per block
 constexpr int kGdrTile = 16;   // tokens staged in shared memory at a time
@@ -442,74 +447,183 @@ __device__ __forceinline__ float group_sum(float v, int lanes) {
     return v;
 }
 
-__global__ void gdr_fwd(const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
-                        const float *__restrict__ g, const float *__restrict__ beta, float *__restrict__ out,
-                        int T, int Hk, int Hv, int dk, int dv, int P) {
+template <typename T>
+struct GdrTileRegs {
+    // 2 * kGdrTile * (P * kGdrRows) q/k values over 32 * P threads: 32 per thread, whatever P.
+    float qk[32];
+    float v[kGdrTile];  // kGdrTile * kGdrCols values over 32 * P threads: 16 / P per thread
+    float g, beta;
+};
+
+template <typename T>
+__device__ __forceinline__ void gdr_load(GdrTileRegs<T> &r, const T *__restrict__ qkv, int64_t ld,
+                                         const float *__restrict__ g, const T *__restrict__ beta, int b, int Tn,
+                                         int t0, int Hk, int hk, int Hv, int h, int dk, int dv, int c0, int P) {
+    const int tid = threadIdx.x, nthreads = blockDim.x, dpad = P * kGdrRows;
+    const int tt = min(kGdrTile, Tn - t0);
+#pragma unroll
+    for (int u = 0; u < 32; ++u) {
+        int e = tid + u * nthreads;  // over [2][tile][dpad]
+        int which = e / (kGdrTile * dpad), rem = e % (kGdrTile * dpad);
+        int i = rem / dpad, d = rem % dpad;
+        float x = 0.f;
+        if (i < tt && d < dk) {
+            const T *row = qkv + ((int64_t)b * Tn + t0 + i) * ld;
+            x = to_f<T>(row[which * Hk * dk + hk * dk + d]);
+        }
+        r.qk[u] = x;
+    }
+    const int vd = 2 * Hk * dk;
+#pragma unroll
+    for (int u = 0; u < kGdrTile; ++u) {
+        int e = tid + u * nthreads;
+        float x = 0.f;
+        if (e < kGdrTile * kGdrCols) {
+            int i = e / kGdrCols, c = e % kGdrCols;
+            if (i < tt && c0 + c < dv) x = to_f<T>(qkv[((int64_t)b * Tn + t0 + i) * ld + vd + h * dv + c0 + c]);
+        }
+        r.v[u] = x;
+    }
+    r.g = 0.f;
+    r.beta = 0.f;
+    if (tid < tt) {
+        int64_t off = ((int64_t)b * Tn + t0 + tid) * Hv + h;
+        r.g = g[off];
+        r.beta = to_f<T>(beta[off]);
+    }
+}
+
+template <typename T>
+__global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__restrict__ g,
+                        const T *__restrict__ beta, T *__restrict__ out, int Tn, int Hk, int Hv, int dk, int dv,
+                        int P, float eps, float q_scale) {
     extern __shared__ float sh[];
     const int dpad = P * kGdrRows;
-    float *sq = sh;                          // [tile][dpad]
-    float *sk = sq + kGdrTile * dpad;        // [tile][dpad]
-    float *sv = sk + kGdrTile * dpad;        // [tile][cols]
-    float *sg = sv + kGdrTile * kGdrCols;    // [tile]
-    float *sb = sg + kGdrTile;               // [tile]
+    float *sqk = sh;                          // [2][tile][dpad]: q rows, then k rows
+    float *sv = sqk + 2 * kGdrTile * dpad;    // [tile][cols]
+    float *sg = sv + kGdrTile * kGdrCols;     // [tile]
+    float *sb = sg + kGdrTile;                // [tile]
     const int h = blockIdx.x % Hv, b = blockIdx.x / Hv;
     const int hk = h / (Hv / Hk);
     const int c0 = blockIdx.y * kGdrCols;
-    const int tid = threadIdx.x, p = tid % P, cl = tid / P, col = c0 + cl;
+    const int tid = threadIdx.x, nthreads = blockDim.x, p = tid % P, cl = tid / P, col = c0 + cl;
+    const int warp = tid / 32, lane = tid % 32, warps = nthreads / 32;
     float s[kGdrRows];
 #pragma unroll
     for (int r = 0; r < kGdrRows; ++r) s[r] = 0.f;
-    for (int t0 = 0; t0 < T; t0 += kGdrTile) {
-        const int tt = min(kGdrTile, T - t0);
+    GdrTileRegs<T> regs;
+    gdr_load(regs, qkv, ld, g, beta, b, Tn, 0, Hk, hk, Hv, h, dk, dv, c0, P);
+    for (int t0 = 0; t0 < Tn; t0 += kGdrTile) {
+        const int tt = min(kGdrTile, Tn - t0);
+        __syncthreads();  // the previous tile is done with shared memory
+#pragma unroll
+        for (int u = 0; u < 32; ++u) sqk[tid + u * nthreads] = regs.qk[u];
+#pragma unroll
+        for (int u = 0; u < kGdrTile; ++u) {
+            int e = tid + u * nthreads;
+            if (e < kGdrTile * kGdrCols) sv[e] = regs.v[u];
+        }
+        if (tid < kGdrTile) {
+            sg[tid] = regs.g;
+            sb[tid] = regs.beta;
+        }
         __syncthreads();
-        for (int e = tid; e < kGdrTile * dpad; e += blockDim.x) {
-            int i = e / dpad, d = e % dpad;
-            float qv = 0.f, kv = 0.f;
-            if (i < tt && d < dk) {
-                size_t off = (((size_t)b * T + t0 + i) * Hk + hk) * dk + d;
-                qv = q[off];
-                kv = k[off];
+        if (t0 + kGdrTile < Tn) gdr_load(regs, qkv, ld, g, beta, b, Tn, t0 + kGdrTile, Hk, hk, Hv, h, dk, dv, c0, P);
+        // L2-normalise every q and k row of the tile in f32 (q then scaled), one warp per row.
+        for (int row = warp; row < 2 * kGdrTile; row += warps) {
+            float *x = sqk + row * dpad;
+            float ss = 0.f;
+            for (int d = lane; d < dpad; d += 32) ss = fmaf(x[d], x[d], ss);
+            ss = warp_sum(ss);
+            float inv = 1.f / sqrtf(ss + eps);
+            bool is_q = row < kGdrTile;
+            for (int d = lane; d < dpad; d += 32) {
+                float y = x[d] * inv;
+                x[d] = is_q ? y * q_scale : y;
             }
-            sq[e] = qv;
-            sk[e] = kv;
-        }
-        for (int e = tid; e < kGdrTile * kGdrCols; e += blockDim.x) {
-            int i = e / kGdrCols, c = e % kGdrCols;
-            float vv = 0.f;
-            if (i < tt && c0 + c < dv) vv = v[(((size_t)b * T + t0 + i) * Hv + h) * dv + c0 + c];
-            sv[e] = vv;
-        }
-        for (int e = tid; e < kGdrTile; e += blockDim.x) {
-            float gg = 0.f, bb = 0.f;
-            if (e < tt) {
-                size_t off = ((size_t)b * T + t0 + e) * Hv + h;
-                gg = g[off];
-                bb = beta[off];
-            }
-            sg[e] = gg;
-            sb[e] = bb;
         }
         __syncthreads();
         for (int i = 0; i < tt; ++i) {
-            const float *kk = sk + i * dpad, *qq = sq + i * dpad;
+            const float *qq = sqk + i * dpad, *kk = sqk + (kGdrTile + i) * dpad;
             const float decay = expf(sg[i]);
-            float ks = 0.f;
+            float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
 #pragma unroll
-            for (int r = 0; r < kGdrRows; ++r) {
+            for (int r = 0; r < kGdrRows; r += 4) {
                 s[r] *= decay;
-                ks = fmaf(s[r], kk[r * P + p], ks);
+                s[r + 1] *= decay;
+                s[r + 2] *= decay;
+                s[r + 3] *= decay;
+                a0 = fmaf(s[r], kk[r * P + p], a0);
+                a1 = fmaf(s[r + 1], kk[(r + 1) * P + p], a1);
+                a2 = fmaf(s[r + 2], kk[(r + 2) * P + p], a2);
+                a3 = fmaf(s[r + 3], kk[(r + 3) * P + p], a3);
             }
-            ks = group_sum(ks, P);
+            const float ks = group_sum((a0 + a1) + (a2 + a3), P);
             const float delta = sb[i] * (sv[i * kGdrCols + cl] - ks);
-            float o = 0.f;
+            a0 = a1 = a2 = a3 = 0.f;
 #pragma unroll
-            for (int r = 0; r < kGdrRows; ++r) {
+            for (int r = 0; r < kGdrRows; r += 4) {
                 s[r] = fmaf(kk[r * P + p], delta, s[r]);
-                o = fmaf(s[r], qq[r * P + p], o);
+                s[r + 1] = fmaf(kk[(r + 1) * P + p], delta, s[r + 1]);
+                s[r + 2] = fmaf(kk[(r + 2) * P + p], delta, s[r + 2]);
+                s[r + 3] = fmaf(kk[(r + 3) * P + p], delta, s[r + 3]);
+                a0 = fmaf(s[r], qq[r * P + p], a0);
+                a1 = fmaf(s[r + 1], qq[(r + 1) * P + p], a1);
+                a2 = fmaf(s[r + 2], qq[(r + 2) * P + p], a2);
+                a3 = fmaf(s[r + 3], qq[(r + 3) * P + p], a3);
             }
-            o = group_sum(o, P);
-            if (p == 0 && col < dv) out[(((size_t)b * T + t0 + i) * Hv + h) * dv + col] = o;
+            const float o = group_sum((a0 + a1) + (a2 + a3), P);
+            if (p == 0 && col < dv) out[(((int64_t)b * Tn + t0 + i) * Hv + h) * dv + col] = from_f<T>(o);
         }
+    }
+}
+
+// The short causal convolution of the gated DeltaNet, then SiLU, as transformers' torch
+// fallback computes it: per channel c of x [B, T, C], y_t = sum_j w[c, j] x[t - (K-1) + j]
+// (zeros before the sequence), each product and sum rounded in f32 in tap order (no FMA: the
+// same as the composite's separate multiply and add), rounded to T, then SiLU in f32, rounded
+// again.
+template <typename T>
+__global__ void conv_silu(const T *__restrict__ x, const T *__restrict__ w, T *__restrict__ y, int64_t n, int Tn,
+                          int C, int K) {
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (int64_t)gridDim.x * blockDim.x) {
+        int c = (int)(idx % C);
+        int64_t bt = idx / C;
+        int t = (int)(bt % Tn);
+        float acc = 0.f;
+        for (int j = 0; j < K; ++j) {
+            int back = K - 1 - j;
+            float xv = t - back >= 0 ? to_f<T>(x[idx - (int64_t)back * C]) : 0.f;
+            float term = __fmul_rn(xv, to_f<T>(w[(int64_t)c * K + j]));
+            acc = j == 0 ? term : __fadd_rn(acc, term);
+        }
+        float a = rnd<T>(acc);
+        y[idx] = from_f<T>(a / (1.f + expf(-a)));
+    }
+}
+
+// Qwen3.5's gated RMSNorm: y = round(round(round(x * rsqrt(mean(x^2) + eps)) * w) * silu(z)), the
+// normalisation and the gate in f32; one warp per row of `cols`.
+template <typename T>
+__global__ void gated_rmsnorm(const T *__restrict__ x, const T *__restrict__ z, const T *__restrict__ w,
+                              T *__restrict__ y, int64_t rows, int cols, float eps) {
+    int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const T *xr = x + row * cols, *zr = z + row * cols;
+    T *yr = y + row * cols;
+    float ss = 0.f;
+    for (int c = lane; c < cols; c += 32) {
+        float v = to_f<T>(xr[c]);
+        ss = fmaf(v, v, ss);
+    }
+    ss = warp_sum(ss);
+    float inv = 1.f / sqrtf(ss / (float)cols + eps);
+    for (int c = lane; c < cols; c += 32) {
+        float n = rnd<T>(to_f<T>(xr[c]) * inv);
+        n = rnd<T>(n * to_f<T>(w[c]));
+        float zv = to_f<T>(zr[c]);
+        yr[c] = from_f<T>(n * (zv / (1.f + expf(-zv))));
     }
 }
 
@@ -657,17 +771,38 @@ int koth_sumsq_multi(int dtype, const void *tensors, int count, int blocks_per_t
 int koth_sumsq_record_bytes() { return (int)sizeof(SumSqTensor); }
 
 // See gdr_fwd. dk at most 256 (8 lanes of 32 rows per column).
-int koth_gdr_fwd(const float *q, const float *k, const float *v, const float *g, const float *beta, float *out,
-                 int batch, int T, int Hk, int Hv, int dk, int dv, void *stream) {
-    if (batch == 0 || T == 0 || dv == 0) return 0;
+int koth_gdr_fwd(int dtype, const void *qkv, int64_t ld, const float *g, const void *beta, void *out, int batch,
+                 int seq, int Hk, int Hv, int dk, int dv, float eps, float q_scale, void *stream) {
+    if (batch == 0 || seq == 0 || dv == 0) return 0;
     if (dk <= 0 || dk > 8 * kGdrRows) return -2;
     if (Hk <= 0 || Hv % Hk != 0) return -3;
     int P = 1;
     while (P * kGdrRows < dk) P *= 2;
     size_t smem = sizeof(float) * ((size_t)2 * kGdrTile * P * kGdrRows + kGdrTile * kGdrCols + 2 * kGdrTile);
-    if (smem > 48 * 1024) cudaFuncSetAttribute(gdr_fwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     dim3 grid((unsigned)(batch * Hv), (unsigned)((dv + kGdrCols - 1) / kGdrCols));
-    gdr_fwd<<<grid, kGdrCols * P, smem, (cudaStream_t)stream>>>(q, k, v, g, beta, out, T, Hk, Hv, dk, dv, P);
+    KOTH_DISPATCH(dtype, {
+        if (smem > 48 * 1024)
+            cudaFuncSetAttribute(gdr_fwd<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        gdr_fwd<T><<<grid, kGdrCols * P, smem, (cudaStream_t)stream>>>(
+            (const T *)qkv, ld, g, (const T *)beta, (T *)out, seq, Hk, Hv, dk, dv, P, eps, q_scale);
+    });
+    return check(cudaGetLastError());
+}
+
+int koth_conv_silu(int dtype, const void *x, const void *w, void *y, int batch, int seq, int C, int K, void *stream) {
+    int64_t n = (int64_t)batch * seq * C;
+    if (n == 0) return 0;
+    KOTH_DISPATCH(dtype, conv_silu<T><<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)x, (const T *)w, (T *)y, n, seq, C, K));
+    return check(cudaGetLastError());
+}
+
+int koth_gated_rmsnorm(int dtype, const void *x, const void *z, const void *w, void *y, int64_t rows, int cols,
+                       float eps, void *stream) {
+    if (rows == 0) return 0;
+    unsigned blocks = (unsigned)((rows + 7) / 8);
+    KOTH_DISPATCH(dtype, gated_rmsnorm<T><<<blocks, 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)x, (const T *)z, (const T *)w, (T *)y, rows, cols, eps));
     return check(cudaGetLastError());
 }
 

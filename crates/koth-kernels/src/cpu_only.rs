@@ -66,12 +66,22 @@ pub fn sum_of_squares(_tensors: &[&Tensor]) -> Result<Tensor> {
 
 /// The gated delta rule's scoring kernel (GPU builds only).
 pub fn gated_delta_rule(
-    _q: &Tensor,
-    _k: &Tensor,
-    _v: &Tensor,
+    _qkv: &Tensor,
+    _heads: crate::DeltaHeads,
     _g: &Tensor,
     _beta: &Tensor,
+    _eps: f32,
 ) -> Result<Tensor> {
+    Err(not_compiled())
+}
+
+/// The short convolution + SiLU kernel (GPU builds only).
+pub fn causal_conv1d_silu(_x: &Tensor, _weight: &Tensor) -> Result<Tensor> {
+    Err(not_compiled())
+}
+
+/// The gated RMSNorm kernel (GPU builds only).
+pub fn gated_rms_norm(_x: &Tensor, _z: &Tensor, _w: &Tensor, _eps: f32) -> Result<Tensor> {
     Err(not_compiled())
 }
 

@@ -13,7 +13,7 @@ use candle_core::{
     Tensor,
 };
 
-use crate::AdamHyper;
+use crate::{AdamHyper, DeltaHeads};
 
 mod ffi {
     use std::ffi::{c_char, c_int, c_void};
@@ -185,18 +185,42 @@ mod ffi {
         ) -> c_int;
         pub fn koth_sumsq_record_bytes() -> c_int;
         pub fn koth_gdr_fwd(
-            q: u64,
-            k: u64,
-            v: u64,
+            dtype: c_int,
+            qkv: u64,
+            ld: i64,
             g: u64,
             beta: u64,
             out: u64,
             batch: c_int,
-            t: c_int,
+            seq: c_int,
             hk: c_int,
             hv: c_int,
             dk: c_int,
             dv: c_int,
+            eps: f32,
+            q_scale: f32,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_conv_silu(
+            dtype: c_int,
+            x: u64,
+            w: u64,
+            y: u64,
+            batch: c_int,
+            seq: c_int,
+            channels: c_int,
+            width: c_int,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_gated_rmsnorm(
+            dtype: c_int,
+            x: u64,
+            z: u64,
+            w: u64,
+            y: u64,
+            rows: i64,
+            cols: c_int,
+            eps: f32,
             stream: *mut c_void,
         ) -> c_int;
         pub fn koth_mem_peak(device: c_int, used_high: *mut u64, reset: c_int) -> c_int;
@@ -1235,34 +1259,38 @@ pub fn sum_of_squares(tensors: &[&Tensor]) -> Result<Tensor> {
 // ---------------------------------------------------------------------------------------------
 // The gated delta rule (Qwen3.5's gated DeltaNet)
 
-/// The gated delta rule for scoring, by transformers' recurrence: `q`, `k` [B, T, Hk, dk]
-/// (already L2-normalised, q scaled by 1/sqrt(dk)), `v` [B, T, Hv, dv], `g` (log decay) and
-/// `beta` [B, T, Hv], all f32; value head h reads key head h / (Hv / Hk). Returns the outputs
-/// [B, T, Hv, dv] in f32. One kernel: the state stays in registers, split by column (columns
-/// never mix), so no reduction crosses threads except fixed-order lane shuffles and the result
-/// is bit-identical from run to run. No backward: training takes the chunked composite.
+/// The gated delta rule for scoring, by transformers' recurrence, straight from the short
+/// convolution's output: `qkv` [B, T, C] (contiguous, f32/bf16/f16) holds per token q (key_heads
+/// × key_dim) at channel 0, k after it, then v (value_heads × value_dim), as Qwen3.5 packs them;
+/// `g` (log decay, f32) and `beta` (qkv's dtype) are [B, T, value_heads]. q and k are
+/// L2-normalised in f32 in the kernel (epsilon `eps`) and q scaled by 1/sqrt(key_dim); value head
+/// h reads key head h / (value_heads / key_heads). Returns [B, T, value_heads, value_dim] in
+/// qkv's dtype (the f32 result rounded once). One kernel: the state stays in registers, split by
+/// column (columns never mix), so no reduction crosses threads except fixed-order lane shuffles
+/// and the result is bit-identical from run to run. No backward: training takes the chunked
+/// composite.
 pub fn gated_delta_rule(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    qkv: &Tensor,
+    heads: DeltaHeads,
     g: &Tensor,
     beta: &Tensor,
+    eps: f32,
 ) -> Result<Tensor> {
-    let (b, t, hk, dk) = q.dims4()?;
-    let (vb, vt, hv, dv) = v.dims4()?;
-    if k.dims() != q.dims()
-        || (vb, vt) != (b, t)
-        || g.dims() != [b, t, hv]
-        || beta.dims() != g.dims()
-    {
+    let DeltaHeads {
+        key_heads: hk,
+        key_dim: dk,
+        value_heads: hv,
+        value_dim: dv,
+    } = heads;
+    let (b, t, c) = qkv.dims3()?;
+    if c != 2 * hk * dk + hv * dv || g.dims() != [b, t, hv] || beta.dims() != g.dims() {
         return Err(msg(format!(
-            "gated_delta_rule: shapes q {:?}, k {:?}, v {:?}, g {:?}, beta {:?} are not q, k [B, T, Hk, dk], \
-             v [B, T, Hv, dv], g and beta [B, T, Hv]",
-            q.dims(),
-            k.dims(),
-            v.dims(),
+            "gated_delta_rule: qkv {:?}, g {:?}, beta {:?} do not fit {heads:?} (expected qkv \
+             [B, T, {}], g and beta [B, T, {hv}])",
+            qkv.dims(),
             g.dims(),
-            beta.dims()
+            beta.dims(),
+            2 * hk * dk + hv * dv
         )));
     }
     if hk == 0 || hv % hk != 0 {
@@ -1270,23 +1298,24 @@ pub fn gated_delta_rule(
             "gated_delta_rule: {hv} value heads are not a multiple of {hk} key heads"
         )));
     }
-    if dk > 256 {
+    if dk == 0 || dk > 256 {
         return Err(msg(format!(
-            "gated_delta_rule: key head dimension {dk} is above 256"
+            "gated_delta_rule: key head dimension {dk} is not in 1..=256"
         )));
     }
-    let f32c = |x: &Tensor| -> Result<Tensor> { x.to_dtype(DType::F32)?.contiguous() };
-    let (q, k, v, g, beta) = (f32c(q)?, f32c(k)?, f32c(v)?, f32c(g)?, f32c(beta)?);
-    let (qa, dev) = tensor_addr(&q)?;
-    let (out, oa) = alloc(&dev, DType::F32, b * t * hv * dv)?;
+    let qkv = qkv.contiguous()?;
+    let g = g.to_dtype(DType::F32)?.contiguous()?;
+    let beta = beta.to_dtype(qkv.dtype())?.contiguous()?;
+    let (qa, dev) = tensor_addr(&qkv)?;
+    let (out, oa) = alloc(&dev, qkv.dtype(), b * t * hv * dv)?;
     let stream = stream_of(&dev)?;
-    // SAFETY: every input is a live contiguous f32 tensor of the checked shape; `out` holds
-    // B*T*Hv*dv floats, all written by the kernel.
+    // SAFETY: qkv, g and beta are live contiguous tensors of the checked shapes and dtypes; `out`
+    // holds B*T*Hv*dv elements of qkv's dtype, all written by the kernel.
     let code = unsafe {
         ffi::koth_gdr_fwd(
+            dtype_code(qkv.dtype())?,
             qa,
-            tensor_addr(&k)?.0,
-            tensor_addr(&v)?.0,
+            c as i64,
             tensor_addr(&g)?.0,
             tensor_addr(&beta)?.0,
             oa,
@@ -1296,11 +1325,84 @@ pub fn gated_delta_rule(
             hv as c_int,
             dk as c_int,
             dv as c_int,
+            eps,
+            (1.0 / (dk as f64).sqrt()) as f32,
             stream,
         )
     };
     launched("gated_delta_rule", code)?;
     Ok(into_tensor(out, (b, t, hv, dv)))
+}
+
+/// The gated DeltaNet's short causal convolution and SiLU in one pass: `x` [B, T, C], `weight`
+/// [C, 1, K] of x's dtype; each product and sum in f32 in tap order, rounded to the dtype, SiLU
+/// in f32, rounded again (transformers' torch fallback, `causal_conv1d_silu` in koth-model).
+pub fn causal_conv1d_silu(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let (b, t, c) = x.dims3()?;
+    let (wc, one, k) = weight.dims3()?;
+    if wc != c || one != 1 || k == 0 || weight.dtype() != x.dtype() {
+        return Err(msg(format!(
+            "causal_conv1d_silu: weight {:?} {:?} does not fit x {:?} {:?} (expected [{c}, 1, K] of x's dtype)",
+            weight.dims(),
+            weight.dtype(),
+            x.dims(),
+            x.dtype()
+        )));
+    }
+    let (x, w) = (x.contiguous()?, weight.contiguous()?);
+    let (xa, dev) = tensor_addr(&x)?;
+    let (out, oa) = alloc(&dev, x.dtype(), b * t * c)?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: x and w are live contiguous tensors of the checked shapes; `out` has B*T*C elements.
+    let code = unsafe {
+        ffi::koth_conv_silu(
+            dtype_code(x.dtype())?,
+            xa,
+            tensor_addr(&w)?.0,
+            oa,
+            b as c_int,
+            t as c_int,
+            c as c_int,
+            k as c_int,
+            stream,
+        )
+    };
+    launched("causal_conv1d_silu", code)?;
+    Ok(into_tensor(out, (b, t, c)))
+}
+
+/// Qwen3.5's gated RMSNorm over the last dimension: `round(round(round(x * rsqrt(mean(x²) + eps))
+/// * w) * silu(z))`, the statistics and the gate in f32. `x`, `z` [rows, D], `w` [D], one dtype.
+pub fn gated_rms_norm(x: &Tensor, z: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    let (rows, d) = x.dims2()?;
+    if z.dims() != x.dims() || w.dims() != [d] || z.dtype() != x.dtype() || w.dtype() != x.dtype() {
+        return Err(msg(format!(
+            "gated_rms_norm: x {:?}, z {:?}, w {:?} are not [rows, D], [rows, D], [D] of one dtype",
+            x.dims(),
+            z.dims(),
+            w.dims()
+        )));
+    }
+    let (x, z, w) = (x.contiguous()?, z.contiguous()?, w.contiguous()?);
+    let (xa, dev) = tensor_addr(&x)?;
+    let (out, oa) = alloc(&dev, x.dtype(), rows * d)?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: live contiguous tensors of the checked shapes; `out` has rows*D elements.
+    let code = unsafe {
+        ffi::koth_gated_rmsnorm(
+            dtype_code(x.dtype())?,
+            xa,
+            tensor_addr(&z)?.0,
+            tensor_addr(&w)?.0,
+            oa,
+            rows as i64,
+            d as c_int,
+            eps,
+            stream,
+        )
+    };
+    launched("gated_rms_norm", code)?;
+    Ok(into_tensor(out, (rows, d)))
 }
 
 /// The high-water mark of bytes allocated on `device` since the last reset (the CUDA default

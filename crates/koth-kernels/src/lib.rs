@@ -69,3 +69,14 @@ pub struct AdamHyper {
     pub bias2_sqrt: f32,
     pub grad_scale: f32,
 }
+
+/// The head layout of a gated DeltaNet's packed q/k/v activations.
+#[derive(Debug, Clone, Copy)]
+pub struct DeltaHeads {
+    /// Query/key heads and their dimension.
+    pub key_heads: usize,
+    pub key_dim: usize,
+    /// Value heads (a multiple of the key heads) and their dimension.
+    pub value_heads: usize,
+    pub value_dim: usize,
+}

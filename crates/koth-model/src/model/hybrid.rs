@@ -13,7 +13,7 @@ use candle_core::{DType, Tensor, D};
 
 use super::{moe_forward, Linear, Mlp, Model, SparseMoe, Take};
 use crate::config::{HybridConfig, MixerKind, ModelConfig};
-use crate::deltanet::{causal_conv1d_silu, chunk_gated_delta_rule, l2_normalize, DEFAULT_CHUNK};
+use crate::deltanet::{causal_conv1d_silu, chunk_gated_delta_rule, DEFAULT_CHUNK, L2_NORM_EPS};
 use crate::error::{ModelError, Result};
 use crate::ops::{causal_mask, softmax_last, OpPath, Rope};
 use crate::pipeline::Pipeline;
@@ -288,7 +288,8 @@ impl Model {
     }
 
     /// transformers' `Qwen3_5GatedDeltaNet.forward` without a cache. With `kernels` (scoring on
-    /// a CUDA device), the delta rule runs as koth-kernels' recurrent kernel.
+    /// a CUDA device), the short convolution, the delta rule and the gated norm run as
+    /// koth-kernels' kernels.
     fn gated_delta_net(&self, net: &GatedDeltaNet, x: &Tensor, kernels: bool) -> Result<Tensor> {
         let c = &self.config;
         let l = &hybrid_of(c)?.linear;
@@ -305,20 +306,13 @@ impl Model {
             .forward(&flat)?
             .reshape((b, t, l.num_value_heads))?;
 
-        let mixed = causal_conv1d_silu(&mixed, &net.conv)?;
-        let kd = l.key_dim();
-        let q = mixed
-            .narrow(2, 0, kd)?
-            .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
-        let k = mixed
-            .narrow(2, kd, kd)?
-            .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
-        let v = mixed.narrow(2, 2 * kd, l.value_dim())?.reshape((
-            b,
-            t,
-            l.num_value_heads,
-            l.value_head_dim,
-        ))?;
+        // The kernels take the packed activations as they are: no q/k/v copies, no f32 casts.
+        let kernels = kernels && koth_kernels::usable(&mixed) && l.key_head_dim <= 256;
+        let mixed = if kernels {
+            koth_kernels::causal_conv1d_silu(&mixed, &net.conv)?
+        } else {
+            causal_conv1d_silu(&mixed, &net.conv)?
+        };
 
         let beta = sigmoid_rounded_once(&beta_in)?;
         // g = -exp(A_log) * softplus(a + dt_bias), in f32 (transformers upcasts here so that a
@@ -332,21 +326,41 @@ impl Model {
         .broadcast_mul(&a_rate)?
         .neg()?;
 
-        let core = if kernels && koth_kernels::usable(&q) && l.key_head_dim <= 256 {
-            // The kernel maps each value head to its key head itself (no repeat_interleave).
-            let q =
-                (l2_normalize(&q.to_dtype(DType::F32)?)? * (1.0 / (l.key_head_dim as f64).sqrt()))?;
-            let k = l2_normalize(&k.to_dtype(DType::F32)?)?;
-            koth_kernels::gated_delta_rule(&q, &k, &v, &g, &beta)?
+        let core = if kernels {
+            // The kernel normalises q and k itself and maps each value head to its key head
+            // (no repeat_interleave).
+            let heads = koth_kernels::DeltaHeads {
+                key_heads: l.num_key_heads,
+                key_dim: l.key_head_dim,
+                value_heads: l.num_value_heads,
+                value_dim: l.value_head_dim,
+            };
+            koth_kernels::gated_delta_rule(&mixed, heads, &g, &beta, L2_NORM_EPS as f32)?
         } else {
+            let kd = l.key_dim();
+            let q = mixed
+                .narrow(2, 0, kd)?
+                .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
+            let k = mixed
+                .narrow(2, kd, kd)?
+                .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
+            let v = mixed.narrow(2, 2 * kd, l.value_dim())?.reshape((
+                b,
+                t,
+                l.num_value_heads,
+                l.value_head_dim,
+            ))?;
             self.delta_rule_composite(l, (q, k, v), &g, &beta)?
+                .to_dtype(self.dtype)?
         };
-        let core = core
-            .to_dtype(self.dtype)?
-            .reshape((b * t * l.num_value_heads, l.value_head_dim))?;
+        let core = core.reshape((b * t * l.num_value_heads, l.value_head_dim))?;
         let z = z.reshape((b * t * l.num_value_heads, l.value_head_dim))?;
-        let normed = gated_rms_norm(&core, &z, &net.norm, c.rms_norm_eps)?
-            .reshape((b * t, l.value_dim()))?;
+        let normed = if kernels {
+            koth_kernels::gated_rms_norm(&core, &z, &net.norm, c.rms_norm_eps as f32)?
+        } else {
+            gated_rms_norm(&core, &z, &net.norm, c.rms_norm_eps)?
+        }
+        .reshape((b * t, l.value_dim()))?;
         Ok(net.out.forward(&normed)?.reshape((b, t, hidden))?)
     }
 
