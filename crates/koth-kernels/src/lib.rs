@@ -9,7 +9,10 @@
 //! | [`rms_norm`] / [`rms_norm_trainable`] | one pass, f32 statistics | dx and a fixed-order dw reduction |
 //! | [`norm_rope`] / [`rope_trainable`] | qwen3's q/k RMSNorm and RoPE in one pass | the inverse rotation |
 //! | [`swiglu`] / [`swiglu_trainable`] | silu(gate) · up | both inputs' gradients |
-//! | [`AdamWKernel`] | every parameter's AdamW update in one launch | — |
+//! | [`AdamWKernel`] | every parameter's AdamW update in one launch (f32 or model-dtype gradients) | — |
+//! | [`sum_of_squares`] | a global gradient norm: every tensor read once, two launches | — |
+//! | [`gated_delta_rule`] | Qwen3.5's delta rule, recurrent, state split by column | — (training takes the composite) |
+//! | [`causal_conv1d_silu`] / [`gated_rms_norm`] | the gated DeltaNet's short convolution + SiLU, and its gated norm | — |
 //!
 //! Every reduction runs in a fixed order (no atomics), and every row is computed from that row
 //! alone, so the same inputs give bit-identical outputs on the same kind of device.

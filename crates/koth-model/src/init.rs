@@ -69,39 +69,95 @@ pub fn init_tensors_placed<'d>(
     device_of: impl Fn(&str) -> &'d Device,
 ) -> Result<HashMap<String, Tensor>> {
     let std = config.initializer_range;
+    let specs = config.tensor_specs();
+    // Each tensor's values depend only on (seed, name, shape), so they are drawn on several
+    // threads at once (a 30B model's draws take minutes on one core) and moved to their devices
+    // in order on this thread. At most `threads` tensors' values are in host memory at a time.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
     let mut out = HashMap::new();
-    for spec in config.tensor_specs() {
-        let n: usize = spec.shape.iter().product();
-        let values: Vec<f32> = match spec.kind {
-            TensorKind::Matrix => {
-                let mut rng = tensor_rng(seed, &spec.name);
-                standard_normals(&mut rng, n)
-                    .into_iter()
-                    .map(|z| (z * std) as f32)
-                    .collect()
-            }
-            TensorKind::Norm => vec![1.0; n],
-            TensorKind::Bias | TensorKind::CenteredNorm => vec![0.0; n],
-            TensorKind::LogDecayRate => {
-                // transformers: A = uniform(0.01, 16), stored as ln(A) (lower bound away from 0
-                // so that ln(A) stays finite).
-                let mut rng = tensor_rng(seed, &spec.name);
-                (0..n)
-                    .map(|_| libm::log(0.01 + (16.0 - 0.01) * unit(&mut rng)) as f32)
-                    .collect()
-            }
-        };
-        let t = Tensor::from_vec(values, spec.shape.as_slice(), &Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(device_of(&spec.name))?;
-        out.insert(spec.name, t);
+    for group in specs.chunks(threads) {
+        let drawn: Vec<Vec<f32>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|spec| scope.spawn(move || draw(spec, seed, std)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an init thread panicked"))
+                .collect()
+        });
+        for (spec, values) in group.iter().zip(drawn) {
+            let t = Tensor::from_vec(values, spec.shape.as_slice(), &Device::Cpu)?
+                .to_dtype(dtype)?
+                .to_device(device_of(&spec.name))?;
+            out.insert(spec.name.clone(), t);
+        }
     }
     Ok(out)
+}
+
+/// One tensor's initial values, in f32.
+fn draw(spec: &crate::config::TensorSpec, seed: u64, std: f64) -> Vec<f32> {
+    let n: usize = spec.shape.iter().product();
+    match spec.kind {
+        TensorKind::Matrix => {
+            let mut rng = tensor_rng(seed, &spec.name);
+            standard_normals(&mut rng, n)
+                .into_iter()
+                .map(|z| (z * std) as f32)
+                .collect()
+        }
+        TensorKind::Norm => vec![1.0; n],
+        TensorKind::Bias | TensorKind::CenteredNorm => vec![0.0; n],
+        TensorKind::LogDecayRate => {
+            // transformers: A = uniform(0.01, 16), stored as ln(A) (lower bound away from 0
+            // so that ln(A) stays finite).
+            let mut rng = tensor_rng(seed, &spec.name);
+            (0..n)
+                .map(|_| libm::log(0.01 + (16.0 - 0.01) * unit(&mut rng)) as f32)
+                .collect()
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The draws are part of the protocol's reproducibility (a devnet's genesis king, the
+    /// benches' models): the digest of a small hybrid's every tensor at seed 1 is pinned, so
+    /// drawing on several threads, or any later change, cannot move a single bit.
+    #[test]
+    fn init_values_are_pinned() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/hf-golden/qwen35moe-tiny/config.json"
+        );
+        let config = ModelConfig::from_file(std::path::Path::new(path)).unwrap();
+        let tensors = init_tensors(&config, 1, DType::F32, &Device::Cpu).unwrap();
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        let mut h = Sha256::new();
+        for name in names {
+            h.update(name.as_bytes());
+            for v in tensors[name]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+            {
+                h.update(v.to_le_bytes());
+            }
+        }
+        let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(digest, PINNED_INIT_DIGEST);
+    }
+
+    const PINNED_INIT_DIGEST: &str =
+        "1e9cd19f5ea51e5e2e3438ece44121e4ceacbaf473d058d0cf2f02b603a30ed7";
 
     #[test]
     fn normals_have_unit_moments_and_are_reproducible() {
