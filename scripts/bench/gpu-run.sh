@@ -4,14 +4,16 @@
 # GPU in the same call (`koth bench … --torch`). Results: $OUT (default ./gpu-out), one JSON line
 # per measurement in $OUT/bench-<UTC date>-<phase>.json (commit them into docs/bench/).
 #
-#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all]     (default all)
+#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|scale]     (default all)
 #
 # `check`: the golden set on CUDA against the CPU, the kernels' gradients against the
 # composites', and a verdict twice on the GPU plus its replay (plain and pooled). `score`: paired
 # scoring, Qwen3-0.6B shape at B=8 T=2048 (also challenger-only, as a pooled duel scores) and
 # B=2 T=8192, and the Qwen3-1.7B shape. `hybrid`: a Qwen3.5-shaped 0.92B model beside
 # transformers (its torch delta rule, then fla's kernels when carried in .whl/). `train`: training steps at B=1,
-# 4 and 8 (T=2048). Each phase fits in one 10-minute call.
+# 4 and 8 (T=2048). Each phase fits in one 10-minute call. `pending`: what earlier calls could
+# not finish (the Qwen3-1.7B shape; the hybrid beside fla). `scale`: the Qwen3-30B-A3B shape on
+# one GPU (docs/SCALE.md).
 set -uo pipefail
 phase=${1:-all}
 OUT=${OUT:-gpu-out}
@@ -64,6 +66,33 @@ if [ "$phase" = hybrid ] || [ "$phase" = all ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site .whl/fla_core-*.whl .whl/flash_linear_attention-*.whl &&
       PYTHONPATH=/tmp/fla-site bench hybrid score --config fixtures/bench/qwen3.5-1b.json --batch 8 --seq 2048 --iters 3 --warmup 2
   fi
+fi
+
+if [ "$phase" = pending ]; then
+  # What the 2026-12-05 calls could not finish, each with the time it needs (one call, ~8 min).
+  echo "== Qwen3-1.7B shape, paired (the models are drawn on 16 threads, PyTorch's on the GPU)"
+  timeout 280 /tmp/koth bench score --config fixtures/bench/qwen3-1.7b.json --batch 8 --seq 2048 --iters 3 \
+    --warmup 1 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-score.json"
+  if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
+    echo "== Qwen3.5-shaped 0.92B beside transformers on fla (Triton compiles on first use: 200 s)"
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site .whl/fla_core-*.whl .whl/flash_linear_attention-*.whl &&
+      PYTHONPATH=/tmp/fla-site timeout 240 /tmp/koth bench score --config fixtures/bench/qwen3.5-1b.json --batch 8 \
+        --seq 2048 --iters 3 --warmup 2 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-hybrid.json"
+  fi
+fi
+
+if [ "$phase" = scale ]; then
+  # docs/SCALE.md's list for one H200: the planner's prediction, one stage beside transformers
+  # (device_map) in the same call, then two virtual stages (bit identity and peak memory).
+  cfg=fixtures/bench/qwen3-30b-a3b.json
+  echo "== Qwen3-30B-A3B shape: the planner, for the batch one stage scores"
+  /tmp/koth model plan --config $cfg --gpus 1 --gpu-mem 139GiB --batch 8 --seq 2048 --json | tee "$OUT/plan-$stamp-30b-a3b.json"
+  echo "== one stage, beside transformers"
+  timeout 290 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --device cuda \
+    --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-scale.json"
+  echo "== two virtual stages on the one GPU"
+  timeout 250 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
+    --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
 fi
 
 if [ "$phase" = train ] || [ "$phase" = all ]; then

@@ -811,6 +811,19 @@ int koth_adam_record_bytes() { return (int)sizeof(AdamTensor); }
 // High-water mark of the bytes allocated from the device's default memory pool (where candle's
 // stream-ordered allocations and the cuDNN workspaces come from): the analogue of PyTorch's
 // max_memory_allocated. `reset` starts a new measurement.
+// Hand the memory the default pool holds but no allocation uses back to the driver, so that
+// another process (the PyTorch reference of `koth bench --torch`) can have it.
+int koth_mem_release(int device) {
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess) return (int)e;
+    e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) return (int)e;
+    cudaMemPool_t pool;
+    e = cudaDeviceGetDefaultMemPool(&pool, device);
+    if (e != cudaSuccess) return (int)e;
+    return check(cudaMemPoolTrimTo(pool, 0));
+}
+
 int koth_mem_peak(int device, uint64_t *used_high, int reset) {
     cudaMemPool_t pool;
     cudaError_t e = cudaDeviceGetDefaultMemPool(&pool, device);

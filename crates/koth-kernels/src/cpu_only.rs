@@ -85,6 +85,11 @@ pub fn gated_rms_norm(_x: &Tensor, _z: &Tensor, _w: &Tensor, _eps: f32) -> Resul
     Err(not_compiled())
 }
 
+/// Releasing cached device memory (GPU builds only).
+pub fn memory_release(_device: &candle_core::Device) -> Result<()> {
+    Err(not_compiled())
+}
+
 /// Peak device memory (GPU builds only).
 pub fn memory_peak(_device: &candle_core::Device, _reset: bool) -> Result<u64> {
     Err(not_compiled())

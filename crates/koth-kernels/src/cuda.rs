@@ -224,6 +224,7 @@ mod ffi {
             stream: *mut c_void,
         ) -> c_int;
         pub fn koth_mem_peak(device: c_int, used_high: *mut u64, reset: c_int) -> c_int;
+        pub fn koth_mem_release(device: c_int) -> c_int;
     }
 }
 
@@ -1403,6 +1404,16 @@ pub fn gated_rms_norm(x: &Tensor, z: &Tensor, w: &Tensor, eps: f32) -> Result<Te
     };
     launched("gated_rms_norm", code)?;
     Ok(into_tensor(out, (rows, d)))
+}
+
+/// Return the device memory that `device`'s pool caches but nothing uses to the driver (after
+/// the models are dropped, before another process needs the GPU).
+pub fn memory_release(device: &candle_core::Device) -> Result<()> {
+    let dev = device.as_cuda_device()?;
+    let ordinal = dev.cuda_stream().context().ordinal();
+    // SAFETY: plain runtime calls on a valid ordinal.
+    let code = unsafe { ffi::koth_mem_release(ordinal as c_int) };
+    launched("memory_release", code)
 }
 
 /// The high-water mark of bytes allocated on `device` since the last reset (the CUDA default

@@ -54,3 +54,9 @@ pub fn kernels_compiled() -> bool {
 pub fn memory_peak(device: &Device, reset: bool) -> Result<u64> {
     Ok(koth_kernels::memory_peak(device, reset)?)
 }
+
+/// Give the memory a CUDA `device`'s pool caches but no tensor uses back to the driver (after
+/// the models are dropped, so that another process can have it).
+pub fn memory_release(device: &Device) -> Result<()> {
+    Ok(koth_kernels::memory_release(device)?)
+}

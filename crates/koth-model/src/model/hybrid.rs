@@ -246,6 +246,9 @@ impl Model {
             OpPath::Kernels => OpPath::Fused,
             other => other,
         };
+        // The FFNs are qwen3's SwiGLU MLP: when scoring on the kernels they take koth's SwiGLU
+        // kernel (the same rounding as the fused path's silu-then-multiply, in one pass).
+        let ff_path = if kernels { OpPath::Kernels } else { path };
         let c = &self.config;
         let h = hybrid_of(c)?;
         let (b, t) = ids.dims2()?;
@@ -270,15 +273,15 @@ impl Model {
             let normed = centered_rms_norm(&x, &layer.post_norm, eps, path)?;
             let flat = normed.reshape((b * t, c.hidden_size))?;
             let y = match &layer.ff {
-                HybridFeedForward::Dense(mlp) => mlp.forward(&flat, path)?,
+                HybridFeedForward::Dense(mlp) => mlp.forward(&flat, ff_path)?,
                 HybridFeedForward::Sparse {
                     routed,
                     shared,
                     shared_gate,
                 } => {
-                    let routed_out = moe_forward(routed, &flat, path)?;
+                    let routed_out = moe_forward(routed, &flat, ff_path)?;
                     let gate = sigmoid_rounded_once(&flat.matmul(&shared_gate.t()?)?)?;
-                    let shared_out = shared.forward(&flat, path)?.broadcast_mul(&gate)?;
+                    let shared_out = shared.forward(&flat, ff_path)?.broadcast_mul(&gate)?;
                     (routed_out + shared_out)?
                 }
             };

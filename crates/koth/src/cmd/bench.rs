@@ -369,6 +369,17 @@ fn reset_peak(devices: &[Device]) -> Result<()> {
     Ok(())
 }
 
+/// After koth's models are dropped: the memory pools' cached blocks go back to the driver, so
+/// that the PyTorch reference (another process) has the whole GPU, as it would alone.
+fn release_memory(devices: &[Device]) -> Result<()> {
+    for d in distinct(devices) {
+        if d.is_cuda() {
+            koth_model::memory_release(d)?;
+        }
+    }
+    Ok(())
+}
+
 fn read_peak(devices: &[Device]) -> Result<Vec<u64>> {
     let mut out = Vec::new();
     for d in distinct(devices) {
@@ -506,6 +517,7 @@ fn score(a: ScoreArgs) -> Result<()> {
     let torch = if c.torch {
         let mut args = torch_args(c);
         args.extend(["--chunk".into(), a.torch_chunk.to_string()]);
+        release_memory(&devices)?;
         Some(run_torch(c, TORCH_SCORE, &args)?)
     } else {
         None
@@ -555,6 +567,7 @@ fn train(a: CommonArgs) -> Result<()> {
     };
     drop(trainer);
     let torch = if a.torch {
+        release_memory(devices)?;
         Some(run_torch(&a, TORCH_TRAIN, &torch_args(&a))?)
     } else {
         None
