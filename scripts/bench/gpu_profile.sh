@@ -20,7 +20,7 @@ timeout "${KOTH_PROFILE_TIMEOUT:-240}" "$ncu" --clock-control none --cache-contr
   --metrics gpu__time_duration.sum --csv --page raw --print-units base \
   "$koth" bench "$@" >"$csv.raw" 2>&1
 python3 - "$csv.raw" "$csv" <<'PY'
-import csv, io, re, sys, collections
+import csv, io, os, re, sys, collections
 raw = open(sys.argv[1], errors="replace").read()
 start = raw.find('"ID"')
 if start < 0:
@@ -28,12 +28,19 @@ if start < 0:
     sys.exit(1)
 open(sys.argv[2], "w").write(raw[start:])
 rows = list(csv.DictReader(io.StringIO(raw[start:])))
+# KOTH_PROFILE_STEP=adamw: keep the kernels of the second optimizer step only (after the first
+# AdamW launch, up to the second), the timed step of a `bench train --warmup 1 --iters 1` run.
+if os.environ.get("KOTH_PROFILE_STEP") == "adamw":
+    ends = [i for i, r in enumerate(rows) if "adamw" in r["Kernel Name"].lower()]
+    if len(ends) >= 2:
+        rows = rows[ends[0] + 1 : ends[1] + 1]
 tot = collections.Counter(); cnt = collections.Counter()
 for r in rows:
     v = (r.get("gpu__time_duration.sum") or "").replace(",", "")
     if not v.replace(".", "", 1).isdigit():
         continue
-    fam = re.sub(r"\(.*", "", re.sub(r"<.*", "", r["Kernel Name"]))[:90]
+    name = r["Kernel Name"].replace("(anonymous namespace)::", "")
+    fam = re.sub(r"\(.*", "", re.sub(r"<.*", "", name))[:90] or name[:90]
     tot[fam] += float(v); cnt[fam] += 1
 total = sum(tot.values())
 print(f"kernels: {sum(cnt.values())}, total kernel time {total/1e6:.1f} ms")

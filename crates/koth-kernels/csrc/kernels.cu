@@ -201,6 +201,26 @@ __global__ void rmsnorm_fwd(const T *__restrict__ x, const T *__restrict__ w, T 
     if (rstd_out != nullptr && lane == 0) rstd_out[row] = r;
 }
 
+// Qwen3.5's zero-centred RMSNorm: y = round((x * rstd) * (1 + w)), all in f32 and rounded once
+// (transformers' Qwen3_5RMSNorm); one warp per row.
+template <typename T>
+__global__ void rmsnorm_centered_fwd(const T *__restrict__ x, const T *__restrict__ w, T *__restrict__ y,
+                                     int64_t rows, int cols, float eps) {
+    int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const T *xr = x + row * cols;
+    float ss = 0.f;
+    for (int i = lane; i < cols; i += 32) {
+        float a = to_f<T>(xr[i]);
+        ss += a * a;
+    }
+    ss = warp_sum(ss);
+    float r = 1.f / sqrtf(ss / cols + eps);
+    T *yr = y + row * cols;
+    for (int i = lane; i < cols; i += 32) yr[i] = from_f<T>((to_f<T>(xr[i]) * r) * (1.f + to_f<T>(w[i])));
+}
+
 // dx for RMSNorm, and per-block partial sums of dw (f32 [gridDim.x, cols]) reduced afterwards by
 // `sum_rows` in a fixed order. Each block takes a fixed contiguous range of rows.
 template <typename T>
@@ -689,6 +709,15 @@ int koth_rmsnorm_fwd(int dtype, const void *x, const void *w, void *y, float *rs
     unsigned blocks = (unsigned)((rows + 7) / 8);
     KOTH_DISPATCH(dtype, rmsnorm_fwd<T><<<blocks, 256, 0, (cudaStream_t)stream>>>(
                              (const T *)x, (const T *)w, (T *)y, rstd, rows, cols, eps));
+    return check(cudaGetLastError());
+}
+
+int koth_rmsnorm_centered_fwd(int dtype, const void *x, const void *w, void *y, int64_t rows, int cols, float eps,
+                              void *stream) {
+    if (rows == 0) return 0;
+    unsigned blocks = (unsigned)((rows + 7) / 8);
+    KOTH_DISPATCH(dtype, rmsnorm_centered_fwd<T><<<blocks, 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)x, (const T *)w, (T *)y, rows, cols, eps));
     return check(cudaGetLastError());
 }
 

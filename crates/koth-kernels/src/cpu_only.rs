@@ -80,6 +80,11 @@ pub fn causal_conv1d_silu(_x: &Tensor, _weight: &Tensor) -> Result<Tensor> {
     Err(not_compiled())
 }
 
+/// The zero-centred RMSNorm kernel (GPU builds only).
+pub fn rms_norm_centered(_x: &Tensor, _w: &Tensor, _eps: f32) -> Result<Tensor> {
+    Err(not_compiled())
+}
+
 /// The gated RMSNorm kernel (GPU builds only).
 pub fn gated_rms_norm(_x: &Tensor, _z: &Tensor, _w: &Tensor, _eps: f32) -> Result<Tensor> {
     Err(not_compiled())

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr};
 use candle_core::cuda_backend::{CudaDevice, CudaStorageSlice};
 use candle_core::op::BackpropOp;
 use candle_core::{
@@ -105,6 +105,16 @@ mod ffi {
             w: u64,
             y: u64,
             rstd: u64,
+            rows: i64,
+            cols: c_int,
+            eps: f32,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_rmsnorm_centered_fwd(
+            dtype: c_int,
+            x: u64,
+            w: u64,
+            y: u64,
             rows: i64,
             cols: c_int,
             eps: f32,
@@ -665,6 +675,36 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
     Ok(rms_norm_forward(x, w, eps, false)?.0)
 }
 
+/// Qwen3.5's zero-centred RMSNorm over the last dimension for scoring: `round((x * rstd) * (1 +
+/// w))`, in f32 and rounded once, as transformers' `Qwen3_5RMSNorm`. No backward.
+pub fn rms_norm_centered(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let (rows, cols) = rows_cols(&x, &w)?;
+    if w.dtype() != x.dtype() {
+        return Err(msg(
+            "rms_norm_centered: the gain's dtype differs from the input's",
+        ));
+    }
+    let (xa, dev) = tensor_addr(&x)?;
+    let (out, oa) = alloc(&dev, x.dtype(), x.elem_count())?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: x [rows, cols], w [cols] contiguous of one dtype; a fresh output of x's size.
+    let code = unsafe {
+        ffi::koth_rmsnorm_centered_fwd(
+            dtype_code(x.dtype())?,
+            xa,
+            tensor_addr(&w)?.0,
+            oa,
+            rows as i64,
+            cols as c_int,
+            eps,
+            stream,
+        )
+    };
+    launched("rms_norm_centered", code)?;
+    Ok(into_tensor(out, x.dims()))
+}
+
 /// The RMSNorm kernel on tensors, with the per-row reciprocal RMS (f32 [rows]) when asked.
 fn rms_norm_forward(
     x: &Tensor,
@@ -1027,6 +1067,38 @@ pub fn swiglu_trainable(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Multi-tensor kernels: a device table of per-tensor records, one launch
+
+/// A record of a multi-tensor kernel's device table.
+///
+/// # Safety
+/// Implementors are `#[repr(C)]` structs of integers and floats only (plain old data), laid out
+/// as the matching struct in `csrc/kernels.cu`, so viewing them as bytes is sound.
+unsafe trait TableRecord: Sized {}
+
+/// Copies `records` to the device for a multi-tensor launch: the table (keep it alive until the
+/// kernel has finished) and its device address.
+fn upload_table<R: TableRecord>(
+    op: &str,
+    dev: &CudaDevice,
+    records: &[R],
+) -> Result<(CudaSlice<u8>, u64)> {
+    // SAFETY: R is plain old data (TableRecord's contract).
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            records.as_ptr() as *const u8,
+            std::mem::size_of_val(records),
+        )
+    };
+    let stream = dev.cuda_stream();
+    let table = stream
+        .clone_htod(bytes)
+        .map_err(|e| msg(format!("{op}: upload: {e}")))?;
+    let address = table.device_ptr(&stream).0;
+    Ok((table, address))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Multi-tensor AdamW
 
 /// Every parameter's AdamW update in one launch (f32 master weights, moments and gradients,
@@ -1044,6 +1116,9 @@ struct AdamRecord {
     decay: f32,
     pad: f32,
 }
+
+// SAFETY: repr(C), integers and floats only, the layout of `AdamTensor` in kernels.cu.
+unsafe impl TableRecord for AdamRecord {}
 
 impl AdamWKernel {
     /// `params`, `m`, `v`: f32, contiguous, one shape per index. `grads`: contiguous, all f32
@@ -1135,18 +1210,8 @@ impl AdamWKernel {
                 )))
             }
         };
-        // SAFETY: AdamRecord is plain old data; viewing it as bytes is sound.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                records.as_ptr() as *const u8,
-                records.len() * std::mem::size_of::<AdamRecord>(),
-            )
-        };
+        let (table, ta) = upload_table("adamw", &dev, &records)?;
         let stream = dev.cuda_stream();
-        let table = stream
-            .clone_htod(bytes)
-            .map_err(|e| msg(format!("adamw: upload: {e}")))?;
-        let ta = table.device_ptr(&stream).0;
         let s = stream_of(&dev)?;
         let dtype = dtype_code(model_dtype)?;
         // SAFETY: the table holds n records of live, exclusively owned tensors of the dtypes
@@ -1174,6 +1239,7 @@ impl AdamWKernel {
         stream
             .synchronize()
             .map_err(|e| msg(format!("adamw: synchronize: {e}")))?;
+        drop(table);
         Ok(())
     }
 }
@@ -1187,6 +1253,9 @@ struct SumSqRecord {
     x: u64,
     n: i64,
 }
+
+// SAFETY: repr(C), integers only, the layout of `SumSqTensor` in kernels.cu.
+unsafe impl TableRecord for SumSqRecord {}
 
 /// The sum of the squares of every element of `tensors` (a global gradient norm, squared), as
 /// an f32 scalar on their device: two launches for any number of tensors, read once, in their
@@ -1220,18 +1289,8 @@ pub fn sum_of_squares(tensors: &[&Tensor]) -> Result<Tensor> {
         dev.get_or_insert(d);
     }
     let dev = dev.ok_or_else(|| msg("sum_of_squares: no tensors"))?;
-    // SAFETY: SumSqRecord is plain old data; viewing it as bytes is sound.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(
-            records.as_ptr() as *const u8,
-            records.len() * std::mem::size_of::<SumSqRecord>(),
-        )
-    };
+    let (table, ta) = upload_table("sum_of_squares", &dev, &records)?;
     let stream = dev.cuda_stream();
-    let table = stream
-        .clone_htod(bytes)
-        .map_err(|e| msg(format!("sum_of_squares: upload: {e}")))?;
-    let ta = table.device_ptr(&stream).0;
     let (part, pa) = alloc(&dev, DType::F32, records.len() * SUMSQ_BLOCKS)?;
     let (out, oa) = alloc(&dev, DType::F32, 1)?;
     let s = stream_of(&dev)?;
@@ -1253,7 +1312,7 @@ pub fn sum_of_squares(tensors: &[&Tensor]) -> Result<Tensor> {
     stream
         .synchronize()
         .map_err(|e| msg(format!("sum_of_squares: synchronize: {e}")))?;
-    drop(part);
+    drop((table, part));
     Ok(into_tensor(out, ()))
 }
 

@@ -12,7 +12,7 @@
 //! | [`AdamWKernel`] | every parameter's AdamW update in one launch (f32 or model-dtype gradients) | — |
 //! | [`sum_of_squares`] | a global gradient norm: every tensor read once, two launches | — |
 //! | [`gated_delta_rule`] | Qwen3.5's delta rule, recurrent, state split by column | — (training takes the composite) |
-//! | [`causal_conv1d_silu`] / [`gated_rms_norm`] | the gated DeltaNet's short convolution + SiLU, and its gated norm | — |
+//! | [`causal_conv1d_silu`] / [`gated_rms_norm`] / [`rms_norm_centered`] | the gated DeltaNet's short convolution + SiLU, its gated norm, Qwen3.5's `1 + w` RMSNorm | — |
 //!
 //! Every reduction runs in a fixed order (no atomics), and every row is computed from that row
 //! alone, so the same inputs give bit-identical outputs on the same kind of device.

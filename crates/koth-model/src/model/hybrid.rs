@@ -183,6 +183,11 @@ pub(super) fn from_tensors(
 /// Qwen3.5's RMSNorm: normalise in f32, scale by `1 + w` in f32, round once to the input dtype.
 fn centered_rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<Tensor> {
     let dtype = x.dtype();
+    if path == OpPath::Kernels && koth_kernels::usable(x) && !x.track_op() && !weight.track_op() {
+        // Scoring on the kernels: one pass, the same f32 arithmetic and single rounding.
+        let w = weight.to_dtype(dtype)?;
+        return Ok(koth_kernels::rms_norm_centered(x, &w, eps as f32)?);
+    }
     let x32 = x.to_dtype(DType::F32)?;
     let gain = (weight.to_dtype(DType::F32)? + 1.0)?;
     let y = match path {
@@ -249,6 +254,8 @@ impl Model {
         // The FFNs are qwen3's SwiGLU MLP: when scoring on the kernels they take koth's SwiGLU
         // kernel (the same rounding as the fused path's silu-then-multiply, in one pass).
         let ff_path = if kernels { OpPath::Kernels } else { path };
+        // So do the zero-centred RMSNorms (koth's one-pass kernel).
+        let norm_path = ff_path;
         let c = &self.config;
         let h = hybrid_of(c)?;
         let (b, t) = ids.dims2()?;
@@ -262,7 +269,7 @@ impl Model {
         let mask = causal_mask(t, &self.device)?;
         let eps = c.rms_norm_eps;
         for layer in &stack.layers {
-            let normed = centered_rms_norm(&x, &layer.input_norm, eps, path)?;
+            let normed = centered_rms_norm(&x, &layer.input_norm, eps, norm_path)?;
             let mixed = match &layer.mixer {
                 Mixer::Linear(net) => self.gated_delta_net(net, &normed, kernels)?,
                 Mixer::Full(attn) => {
@@ -270,7 +277,7 @@ impl Model {
                 }
             };
             x = (x + mixed)?;
-            let normed = centered_rms_norm(&x, &layer.post_norm, eps, path)?;
+            let normed = centered_rms_norm(&x, &layer.post_norm, eps, norm_path)?;
             let flat = normed.reshape((b * t, c.hidden_size))?;
             let y = match &layer.ff {
                 HybridFeedForward::Dense(mlp) => mlp.forward(&flat, ff_path)?,
@@ -287,7 +294,7 @@ impl Model {
             };
             x = (x + y.reshape((b, t, c.hidden_size))?)?;
         }
-        centered_rms_norm(&x, &self.norm, eps, path)
+        centered_rms_norm(&x, &self.norm, eps, norm_path)
     }
 
     /// transformers' `Qwen3_5GatedDeltaNet.forward` without a cache. With `kernels` (scoring on
@@ -412,8 +419,9 @@ impl Model {
         let gate = qg.narrow(3, hd, hd)?.reshape((b * t, nh * hd))?;
         let k = attn.k.forward(&flat)?.reshape((b, t, nkv, hd))?;
         let v = attn.v.forward(&flat)?.reshape((b, t, nkv, hd))?;
-        let q = centered_rms_norm(&q, &attn.q_norm, c.rms_norm_eps, path)?;
-        let k = centered_rms_norm(&k, &attn.k_norm, c.rms_norm_eps, path)?;
+        let norm_path = if kernels { OpPath::Kernels } else { path };
+        let q = centered_rms_norm(&q, &attn.q_norm, c.rms_norm_eps, norm_path)?;
+        let k = centered_rms_norm(&k, &attn.k_norm, c.rms_norm_eps, norm_path)?;
         let partial_rope = |x: Tensor| -> Result<Tensor> {
             let x = x.transpose(1, 2)?.contiguous()?; // [B, heads, T, hd]
             if rot == hd {
