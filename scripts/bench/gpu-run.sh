@@ -39,6 +39,8 @@ record() { # phase: append stdout JSON lines of the command to the phase's file
 if [ "$phase" = check ] || [ "$phase" = all ]; then
   echo "== golden set: CUDA (koth's kernels) vs CPU, f32 and bf16"
   record check python3 scripts/bench/gpu_golden_check.py /tmp/koth
+  echo "== CUDA vs CPU on real Qwen3.5 head widths (the golden fixtures' heads are 16 wide)"
+  record check python3 scripts/bench/gpu_shape_check.py /tmp/koth
   echo "== gradients: --path kernels vs --path composite on CUDA"
   record check python3 scripts/bench/gpu_grads_check.py /tmp/koth
   echo "== training steps: CUDA (hand-written backward, multi-tensor norm and AdamW) vs CPU"
@@ -69,7 +71,11 @@ if [ "$phase" = hybrid ] || [ "$phase" = all ]; then
 fi
 
 if [ "$phase" = pending ]; then
-  # What the 2026-12-05 calls could not finish, each with the time it needs (one call, ~8 min).
+  # What the 2026-12-05 calls could not finish, each with the time it needs (one call, ~9 min).
+  # First the kernels that have not run on a GPU yet, against the CPU (see docs/GPU.md).
+  echo "== Qwen3.5 on CUDA vs CPU: golden fixtures, then real head widths"
+  record check env KOTH_GOLDEN_ONLY=qwen35 python3 scripts/bench/gpu_golden_check.py /tmp/koth
+  record check python3 scripts/bench/gpu_shape_check.py /tmp/koth
   echo "== Qwen3-1.7B shape, paired (the models are drawn on 16 threads, PyTorch's on the GPU)"
   timeout 280 /tmp/koth bench score --config fixtures/bench/qwen3-1.7b.json --batch 8 --seq 2048 --iters 3 \
     --warmup 1 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-score.json"
