@@ -76,6 +76,13 @@ if [ "$phase" = pending ]; then
   echo "== Qwen3.5 on CUDA vs CPU: golden fixtures, then real head widths"
   record check env KOTH_GOLDEN_ONLY=qwen35 python3 scripts/bench/gpu_golden_check.py /tmp/koth
   record check python3 scripts/bench/gpu_shape_check.py /tmp/koth
+  echo "== the delta-rule backward kernel (opt-in until this passes): its gradients vs the composite's"
+  record check env KOTH_GRADS_ONLY=qwen35 KOTH_GDR_BACKWARD=kernel python3 scripts/bench/gpu_grads_check.py /tmp/koth
+  echo "== Qwen3.5 0.92B training step: the composite, then the backward kernel (B=2, T=2048)"
+  timeout 100 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch 2 --seq 2048 --iters 3 \
+    --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+  KOTH_GDR_BACKWARD=kernel timeout 100 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch 2 \
+    --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
   echo "== Qwen3-1.7B shape, paired (the models are drawn on 16 threads, PyTorch's on the GPU)"
   timeout 280 /tmp/koth bench score --config fixtures/bench/qwen3-1.7b.json --batch 8 --seq 2048 --iters 3 \
     --warmup 1 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-score.json"

@@ -461,6 +461,7 @@ __global__ void sum_parts_f64(const float *__restrict__ part, int64_t n, float *
 constexpr int kGdrRows = 32;   // state rows per lane
 constexpr int kGdrCols = 32;   // state columns per block
 constexpr int kGdrTile = 16;   // tokens staged in shared memory at a time
+constexpr int kGdrChunk = 64;  // tokens between the state checkpoints the backward starts from
 
 __device__ __forceinline__ float group_sum(float v, int lanes) {
     for (int o = lanes / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -513,10 +514,13 @@ __device__ __forceinline__ void gdr_load(GdrTileRegs<T> &r, const T *__restrict_
     }
 }
 
+// With `normalize` 0, q and k are taken as they are (already normalised and scaled: the training
+// op). `out` may be null (only the checkpoints wanted). `ckpt`, when not null, receives the state
+// before every kGdrChunk-th token: [block][chunk][row][thread] (see gdr_bwd).
 template <typename T>
 __global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__restrict__ g,
                         const T *__restrict__ beta, T *__restrict__ out, int Tn, int Hk, int Hv, int dk, int dv,
-                        int P, float eps, float q_scale) {
+                        int P, float eps, float q_scale, int normalize, float *__restrict__ ckpt) {
     extern __shared__ float sh[];
     const int dpad = P * kGdrRows;
     float *sqk = sh;                          // [2][tile][dpad]: q rows, then k rows
@@ -533,8 +537,16 @@ __global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__re
     for (int r = 0; r < kGdrRows; ++r) s[r] = 0.f;
     GdrTileRegs<T> regs;
     gdr_load(regs, qkv, ld, g, beta, b, Tn, 0, Hk, hk, Hv, h, dk, dv, c0, P);
+    const int nchunks = (Tn + kGdrChunk - 1) / kGdrChunk;
+    const size_t state_floats = (size_t)kGdrRows * nthreads;
+    const size_t blk = (size_t)blockIdx.x * gridDim.y + blockIdx.y;
     for (int t0 = 0; t0 < Tn; t0 += kGdrTile) {
         const int tt = min(kGdrTile, Tn - t0);
+        if (ckpt != nullptr && t0 % kGdrChunk == 0) {
+            float *ck = ckpt + (blk * nchunks + t0 / kGdrChunk) * state_floats;
+#pragma unroll
+            for (int r = 0; r < kGdrRows; ++r) ck[(size_t)r * nthreads + tid] = s[r];
+        }
         __syncthreads();  // the previous tile is done with shared memory
 #pragma unroll
         for (int u = 0; u < 32; ++u) sqk[tid + u * nthreads] = regs.qk[u];
@@ -550,7 +562,7 @@ __global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__re
         __syncthreads();
         if (t0 + kGdrTile < Tn) gdr_load(regs, qkv, ld, g, beta, b, Tn, t0 + kGdrTile, Hk, hk, Hv, h, dk, dv, c0, P);
         // L2-normalise every q and k row of the tile in f32 (q then scaled), one warp per row.
-        for (int row = warp; row < 2 * kGdrTile; row += warps) {
+        for (int row = warp; normalize && row < 2 * kGdrTile; row += warps) {
             float *x = sqk + row * dpad;
             float ss = 0.f;
             for (int d = lane; d < dpad; d += 32) ss = fmaf(x[d], x[d], ss);
@@ -593,8 +605,190 @@ __global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__re
                 a3 = fmaf(s[r + 3], qq[(r + 3) * P + p], a3);
             }
             const float o = group_sum((a0 + a1) + (a2 + a3), P);
-            if (p == 0 && col < dv) out[(((int64_t)b * Tn + t0 + i) * Hv + h) * dv + col] = from_f<T>(o);
+            if (p == 0 && col < dv && out != nullptr) out[(((int64_t)b * Tn + t0 + i) * Hv + h) * dv + col] = from_f<T>(o);
         }
+    }
+}
+
+// The gated delta rule's backward (f32), per state column as the forward: for each chunk of
+// kGdrChunk tokens from the last, the state is reloaded from the forward's checkpoint and
+// stepped through the chunk, each token's incoming state kept in `scratch` ([block][token of
+// chunk][row][thread]); then the tokens are walked backwards with the state's gradient ds in
+// registers:
+//     ds += do_j q;  dq += do_j s_t;  dd = k . ds;  dk += d ds - beta dd s_a;  dbeta += dd (v_j - u);
+//     dv_j = beta dd;  ds_a = ds - beta dd k;  dg += s_a . ds_a;  ds = exp(g) ds_a
+// (s_a = exp(g) s_{t-1}, u = k . s_a, d = beta (v_j - u), s_t = s_a + d k). dv is the column's
+// own; dq, dk, dbeta and dg sum over columns: over the block's 32 columns through shared memory
+// in column order, then over column blocks and the value heads of a key head by gdr_reduce_*,
+// in index order. No atomics: the gradients are bit-identical from run to run.
+// packed: [B, T, ld] f32 with q at channel 0, k at Hk*dk, v at 2*Hk*dk (q, k already normalised
+// and scaled). dpacked: the same layout; this kernel writes its v channels.
+// part_q, part_k: [B, T, Hv, ncb, dk]; part_b, part_g: [B, T, Hv, ncb].
+__global__ void gdr_bwd(const float *__restrict__ packed, int64_t ld, const float *__restrict__ g,
+                        const float *__restrict__ beta, const float *__restrict__ dout,
+                        const float *__restrict__ ckpt, float *__restrict__ scratch, float *__restrict__ dpacked,
+                        float *__restrict__ part_q, float *__restrict__ part_k, float *__restrict__ part_b,
+                        float *__restrict__ part_g, int Tn, int Hk, int Hv, int dk, int dv, int P) {
+    extern __shared__ float sh[];
+    const int dpad = P * kGdrRows;
+    float *sq = sh;                            // [dpad]
+    float *sk = sq + dpad;                     // [dpad]
+    float *red_q = sk + dpad;                  // [cols][dpad]
+    float *red_k = red_q + kGdrCols * dpad;    // [cols][dpad]
+    float *red_b = red_k + kGdrCols * dpad;    // [cols]
+    float *red_g = red_b + kGdrCols;           // [cols]
+    float *sv = red_g + kGdrCols;              // [cols]
+    float *sdo = sv + kGdrCols;                // [cols]
+    float *sgb = sdo + kGdrCols;               // [2]: g, beta
+    const int h = blockIdx.x % Hv, b = blockIdx.x / Hv;
+    const int hk = h / (Hv / Hk);
+    const int ncb = gridDim.y, cb = blockIdx.y, c0 = cb * kGdrCols;
+    const int tid = threadIdx.x, nthreads = blockDim.x, p = tid % P, cl = tid / P, col = c0 + cl;
+    const int nchunks = (Tn + kGdrChunk - 1) / kGdrChunk;
+    const size_t state_floats = (size_t)kGdrRows * nthreads;
+    const size_t blk = (size_t)blockIdx.x * ncb + cb;
+    float *my_scratch = scratch + blk * kGdrChunk * state_floats;
+    const int vd = 2 * Hk * dk;
+    auto stage = [&](int t) {
+        const float *row = packed + ((int64_t)b * Tn + t) * ld;
+        for (int e = tid; e < dpad; e += nthreads) {
+            sq[e] = e < dk ? row[hk * dk + e] : 0.f;
+            sk[e] = e < dk ? row[Hk * dk + hk * dk + e] : 0.f;
+        }
+        for (int e = tid; e < kGdrCols; e += nthreads) {
+            bool in = c0 + e < dv;
+            sv[e] = in ? row[vd + h * dv + c0 + e] : 0.f;
+            sdo[e] = in ? dout[(((int64_t)b * Tn + t) * Hv + h) * dv + c0 + e] : 0.f;
+        }
+        if (tid == 0) {
+            int64_t o = ((int64_t)b * Tn + t) * Hv + h;
+            sgb[0] = g[o];
+            sgb[1] = beta[o];
+        }
+    };
+    float s[kGdrRows], ds[kGdrRows];
+#pragma unroll
+    for (int r = 0; r < kGdrRows; ++r) ds[r] = 0.f;
+    for (int c = nchunks - 1; c >= 0; --c) {
+        const int tb = c * kGdrChunk, te = min(Tn, tb + kGdrChunk);
+        const float *ck = ckpt + (blk * nchunks + c) * state_floats;
+#pragma unroll
+        for (int r = 0; r < kGdrRows; ++r) s[r] = ck[(size_t)r * nthreads + tid];
+        for (int t = tb; t < te; ++t) {
+            __syncthreads();
+            stage(t);
+            __syncthreads();
+            float *sc = my_scratch + (size_t)(t - tb) * state_floats;
+            const float a = expf(sgb[0]);
+            float acc = 0.f;
+#pragma unroll
+            for (int r = 0; r < kGdrRows; ++r) {
+                sc[(size_t)r * nthreads + tid] = s[r];
+                s[r] *= a;
+                acc = fmaf(s[r], sk[r * P + p], acc);
+            }
+            const float u = group_sum(acc, P);
+            const float d = sgb[1] * (sv[cl] - u);
+#pragma unroll
+            for (int r = 0; r < kGdrRows; ++r) s[r] = fmaf(sk[r * P + p], d, s[r]);
+        }
+        for (int t = te - 1; t >= tb; --t) {
+            __syncthreads();
+            stage(t);
+            __syncthreads();
+            const float *sc = my_scratch + (size_t)(t - tb) * state_floats;
+            const float a = expf(sgb[0]), bt = sgb[1];
+            float acc = 0.f;
+#pragma unroll
+            for (int r = 0; r < kGdrRows; ++r) {
+                s[r] = a * sc[(size_t)r * nthreads + tid];  // s_a
+                acc = fmaf(s[r], sk[r * P + p], acc);
+            }
+            const float u = group_sum(acc, P);
+            const float vj = sv[cl], doj = sdo[cl];
+            const float d = bt * (vj - u);
+            float dd_acc = 0.f;
+#pragma unroll
+            for (int r = 0; r < kGdrRows; ++r) {
+                const int i = r * P + p;
+                ds[r] = fmaf(doj, sq[i], ds[r]);
+                red_q[cl * dpad + i] = doj * fmaf(sk[i], d, s[r]);
+                dd_acc = fmaf(sk[i], ds[r], dd_acc);
+            }
+            const float dd = group_sum(dd_acc, P);
+            const float bdd = bt * dd;
+            float dg_acc = 0.f;
+#pragma unroll
+            for (int r = 0; r < kGdrRows; ++r) {
+                const int i = r * P + p;
+                red_k[cl * dpad + i] = d * ds[r] - bdd * s[r];
+                const float dsa = ds[r] - bdd * sk[i];
+                dg_acc = fmaf(s[r], dsa, dg_acc);
+                ds[r] = a * dsa;
+            }
+            const float dgc = group_sum(dg_acc, P);
+            if (p == 0) {
+                red_b[cl] = dd * (vj - u);
+                red_g[cl] = dgc;
+                if (col < dv) dpacked[((int64_t)b * Tn + t) * ld + vd + h * dv + col] = bdd;
+            }
+            __syncthreads();
+            const int64_t prow = (((int64_t)b * Tn + t) * Hv + h) * ncb + cb;
+            for (int e = tid; e < dk; e += nthreads) {
+                float aq = 0.f, ak = 0.f;
+                for (int cc = 0; cc < kGdrCols; ++cc) {
+                    aq += red_q[cc * dpad + e];
+                    ak += red_k[cc * dpad + e];
+                }
+                part_q[prow * dk + e] = aq;
+                part_k[prow * dk + e] = ak;
+            }
+            if (tid == 0) {
+                float ab = 0.f, ag = 0.f;
+                for (int cc = 0; cc < kGdrCols; ++cc) {
+                    ab += red_b[cc];
+                    ag += red_g[cc];
+                }
+                part_b[prow] = ab;
+                part_g[prow] = ag;
+            }
+        }
+    }
+}
+
+// dq and dk into dpacked: for key head hk, the sum over its value heads and their column blocks,
+// in index order.
+__global__ void gdr_reduce_qk(const float *__restrict__ part_q, const float *__restrict__ part_k,
+                              float *__restrict__ dpacked, int64_t ld, int64_t n, int Hk, int Hv, int dk, int ncb) {
+    const int rep = Hv / Hk;
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (int64_t)gridDim.x * blockDim.x) {
+        int d = (int)(idx % dk);
+        int hk = (int)((idx / dk) % Hk);
+        int64_t bt = idx / ((int64_t)dk * Hk);
+        float aq = 0.f, ak = 0.f;
+        for (int i = 0; i < rep; ++i) {
+            for (int cb = 0; cb < ncb; ++cb) {
+                int64_t prow = (bt * Hv + hk * rep + i) * ncb + cb;
+                aq += part_q[prow * dk + d];
+                ak += part_k[prow * dk + d];
+            }
+        }
+        dpacked[bt * ld + hk * dk + d] = aq;
+        dpacked[bt * ld + (int64_t)Hk * dk + hk * dk + d] = ak;
+    }
+}
+
+// dbeta and dg: the sum over column blocks, in order. n = B * T * Hv.
+__global__ void gdr_reduce_bg(const float *__restrict__ part_b, const float *__restrict__ part_g,
+                              float *__restrict__ dbeta, float *__restrict__ dg, int64_t n, int ncb) {
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (int64_t)gridDim.x * blockDim.x) {
+        float ab = 0.f, ag = 0.f;
+        for (int cb = 0; cb < ncb; ++cb) {
+            ab += part_b[idx * ncb + cb];
+            ag += part_g[idx * ncb + cb];
+        }
+        dbeta[idx] = ab;
+        dg[idx] = ag;
     }
 }
 
@@ -800,21 +994,64 @@ int koth_sumsq_multi(int dtype, const void *tensors, int count, int blocks_per_t
 int koth_sumsq_record_bytes() { return (int)sizeof(SumSqTensor); }
 
 // See gdr_fwd. dk at most 256 (8 lanes of 32 rows per column).
+static int gdr_lanes(int dk) {
+    int P = 1;
+    while (P * kGdrRows < dk) P *= 2;
+    return P;
+}
+
+// The scratch sizes (in floats) of the backward for a shape: sizes[0] the checkpoints,
+// sizes[1] the per-chunk states, sizes[2] each of part_q and part_k, sizes[3] each of part_b and
+// part_g.
+int koth_gdr_bwd_sizes(int batch, int seq, int Hv, int dk, int dv, int64_t *sizes) {
+    if (dk <= 0 || dk > 8 * kGdrRows) return -2;
+    int64_t P = gdr_lanes(dk), ncb = (dv + kGdrCols - 1) / kGdrCols, blocks = (int64_t)batch * Hv * ncb;
+    int64_t state = (int64_t)kGdrRows * kGdrCols * P;
+    sizes[0] = blocks * ((seq + kGdrChunk - 1) / kGdrChunk) * state;
+    sizes[1] = blocks * kGdrChunk * state;
+    sizes[2] = (int64_t)batch * seq * Hv * ncb * dk;
+    sizes[3] = (int64_t)batch * seq * Hv * ncb;
+    return 0;
+}
+
 int koth_gdr_fwd(int dtype, const void *qkv, int64_t ld, const float *g, const void *beta, void *out, int batch,
-                 int seq, int Hk, int Hv, int dk, int dv, float eps, float q_scale, void *stream) {
+                 int seq, int Hk, int Hv, int dk, int dv, float eps, float q_scale, int normalize, float *ckpt,
+                 void *stream) {
     if (batch == 0 || seq == 0 || dv == 0) return 0;
     if (dk <= 0 || dk > 8 * kGdrRows) return -2;
     if (Hk <= 0 || Hv % Hk != 0) return -3;
-    int P = 1;
-    while (P * kGdrRows < dk) P *= 2;
+    int P = gdr_lanes(dk);
     size_t smem = sizeof(float) * ((size_t)2 * kGdrTile * P * kGdrRows + kGdrTile * kGdrCols + 2 * kGdrTile);
     dim3 grid((unsigned)(batch * Hv), (unsigned)((dv + kGdrCols - 1) / kGdrCols));
     KOTH_DISPATCH(dtype, {
         if (smem > 48 * 1024)
             cudaFuncSetAttribute(gdr_fwd<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         gdr_fwd<T><<<grid, kGdrCols * P, smem, (cudaStream_t)stream>>>(
-            (const T *)qkv, ld, g, (const T *)beta, (T *)out, seq, Hk, Hv, dk, dv, P, eps, q_scale);
+            (const T *)qkv, ld, g, (const T *)beta, (T *)out, seq, Hk, Hv, dk, dv, P, eps, q_scale, normalize, ckpt);
     });
+    return check(cudaGetLastError());
+}
+
+// See gdr_bwd; the buffers are sized by koth_gdr_bwd_sizes, `ckpt` filled by koth_gdr_fwd.
+int koth_gdr_bwd(const float *packed, int64_t ld, const float *g, const float *beta, const float *dout,
+                 const float *ckpt, float *scratch, float *dpacked, float *part_q, float *part_k, float *part_b,
+                 float *part_g, float *dbeta, float *dg, int batch, int seq, int Hk, int Hv, int dk, int dv,
+                 void *stream) {
+    if (batch == 0 || seq == 0 || dv == 0) return 0;
+    if (dk <= 0 || dk > 8 * kGdrRows) return -2;
+    if (Hk <= 0 || Hv % Hk != 0) return -3;
+    int P = gdr_lanes(dk), ncb = (dv + kGdrCols - 1) / kGdrCols;
+    size_t smem = sizeof(float) * ((size_t)2 * P * kGdrRows + (size_t)2 * kGdrCols * P * kGdrRows + 4 * kGdrCols + 2);
+    if (smem > 48 * 1024) cudaFuncSetAttribute(gdr_bwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    dim3 grid((unsigned)(batch * Hv), (unsigned)ncb);
+    gdr_bwd<<<grid, kGdrCols * P, smem, (cudaStream_t)stream>>>(packed, ld, g, beta, dout, ckpt, scratch, dpacked,
+                                                                  part_q, part_k, part_b, part_g, seq, Hk, Hv, dk, dv,
+                                                                  P);
+    int64_t nqk = (int64_t)batch * seq * Hk * dk;
+    gdr_reduce_qk<<<grid_for(nqk, 256), 256, 0, (cudaStream_t)stream>>>(part_q, part_k, dpacked, ld, nqk, Hk, Hv, dk,
+                                                                         ncb);
+    int64_t nbg = (int64_t)batch * seq * Hv;
+    gdr_reduce_bg<<<grid_for(nbg, 256), 256, 0, (cudaStream_t)stream>>>(part_b, part_g, dbeta, dg, nbg, ncb);
     return check(cudaGetLastError());
 }
 

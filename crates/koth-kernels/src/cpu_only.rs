@@ -75,6 +75,16 @@ pub fn gated_delta_rule(
     Err(not_compiled())
 }
 
+/// The gated delta rule's training op (GPU builds only).
+pub fn gated_delta_rule_trainable(
+    _packed: &Tensor,
+    _heads: crate::DeltaHeads,
+    _g: &Tensor,
+    _beta: &Tensor,
+) -> Result<Tensor> {
+    Err(not_compiled())
+}
+
 /// The short convolution + SiLU kernel (GPU builds only).
 pub fn causal_conv1d_silu(_x: &Tensor, _weight: &Tensor) -> Result<Tensor> {
     Err(not_compiled())

@@ -209,6 +209,39 @@ mod ffi {
             dv: c_int,
             eps: f32,
             q_scale: f32,
+            normalize: c_int,
+            ckpt: u64,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_gdr_bwd_sizes(
+            batch: c_int,
+            seq: c_int,
+            hv: c_int,
+            dk: c_int,
+            dv: c_int,
+            sizes: *mut i64,
+        ) -> c_int;
+        pub fn koth_gdr_bwd(
+            packed: u64,
+            ld: i64,
+            g: u64,
+            beta: u64,
+            dout: u64,
+            ckpt: u64,
+            scratch: u64,
+            dpacked: u64,
+            part_q: u64,
+            part_k: u64,
+            part_b: u64,
+            part_g: u64,
+            dbeta: u64,
+            dg: u64,
+            batch: c_int,
+            seq: c_int,
+            hk: c_int,
+            hv: c_int,
+            dk: c_int,
+            dv: c_int,
             stream: *mut c_void,
         ) -> c_int;
         pub fn koth_conv_silu(
@@ -1336,33 +1369,13 @@ pub fn gated_delta_rule(
     beta: &Tensor,
     eps: f32,
 ) -> Result<Tensor> {
+    let (b, t, c) = delta_shapes("gated_delta_rule", qkv, heads, g, beta)?;
     let DeltaHeads {
         key_heads: hk,
         key_dim: dk,
         value_heads: hv,
         value_dim: dv,
     } = heads;
-    let (b, t, c) = qkv.dims3()?;
-    if c != 2 * hk * dk + hv * dv || g.dims() != [b, t, hv] || beta.dims() != g.dims() {
-        return Err(msg(format!(
-            "gated_delta_rule: qkv {:?}, g {:?}, beta {:?} do not fit {heads:?} (expected qkv \
-             [B, T, {}], g and beta [B, T, {hv}])",
-            qkv.dims(),
-            g.dims(),
-            beta.dims(),
-            2 * hk * dk + hv * dv
-        )));
-    }
-    if hk == 0 || hv % hk != 0 {
-        return Err(msg(format!(
-            "gated_delta_rule: {hv} value heads are not a multiple of {hk} key heads"
-        )));
-    }
-    if dk == 0 || dk > 256 {
-        return Err(msg(format!(
-            "gated_delta_rule: key head dimension {dk} is not in 1..=256"
-        )));
-    }
     let qkv = qkv.contiguous()?;
     let g = g.to_dtype(DType::F32)?.contiguous()?;
     let beta = beta.to_dtype(qkv.dtype())?.contiguous()?;
@@ -1387,11 +1400,247 @@ pub fn gated_delta_rule(
             dv as c_int,
             eps,
             (1.0 / (dk as f64).sqrt()) as f32,
+            1,
+            0,
             stream,
         )
     };
     launched("gated_delta_rule", code)?;
     Ok(into_tensor(out, (b, t, hv, dv)))
+}
+
+/// Checks `packed` [B, T, C] against `heads` and `g`, `beta` [B, T, Hv]; returns (B, T, C).
+fn delta_shapes(
+    op: &str,
+    packed: &Tensor,
+    heads: DeltaHeads,
+    g: &Tensor,
+    beta: &Tensor,
+) -> Result<(usize, usize, usize)> {
+    let DeltaHeads {
+        key_heads: hk,
+        key_dim: dk,
+        value_heads: hv,
+        value_dim: dv,
+    } = heads;
+    let (b, t, c) = packed.dims3()?;
+    if c != 2 * hk * dk + hv * dv || g.dims() != [b, t, hv] || beta.dims() != g.dims() {
+        return Err(msg(format!(
+            "{op}: qkv {:?}, g {:?}, beta {:?} do not fit {heads:?} (expected qkv [B, T, {}], g \
+             and beta [B, T, {hv}])",
+            packed.dims(),
+            g.dims(),
+            beta.dims(),
+            2 * hk * dk + hv * dv
+        )));
+    }
+    if hk == 0 || hv % hk != 0 {
+        return Err(msg(format!(
+            "{op}: {hv} value heads are not a multiple of {hk} key heads"
+        )));
+    }
+    if dk == 0 || dk > 256 {
+        return Err(msg(format!(
+            "{op}: key head dimension {dk} is not in 1..=256"
+        )));
+    }
+    Ok((b, t, c))
+}
+
+/// The gated delta rule for training, with its backward kernel (f32): `packed` [B, T, C] holds
+/// q and k **already L2-normalised and q scaled** (the caller's differentiable ops do that, so
+/// autograd carries their gradients), then v, in [`gated_delta_rule`]'s layout; `g` and `beta`
+/// [B, T, Hv] f32. Returns [B, T, Hv, dv] f32. The backward re-runs the forward to checkpoint
+/// the state every 64 tokens, then walks each chunk backwards (see `gdr_bwd` in
+/// `csrc/kernels.cu`); every cross-column sum is taken in a fixed order, so gradients are
+/// bit-identical from run to run.
+pub fn gated_delta_rule_trainable(
+    packed: &Tensor,
+    heads: DeltaHeads,
+    g: &Tensor,
+    beta: &Tensor,
+) -> Result<Tensor> {
+    delta_shapes("gated_delta_rule_trainable", packed, heads, g, beta)?;
+    let f32c = |x: &Tensor| -> Result<Tensor> { x.to_dtype(DType::F32)?.contiguous() };
+    f32c(packed)?.apply_op3(&f32c(g)?, &f32c(beta)?, GatedDeltaRule { heads })
+}
+
+struct GatedDeltaRule {
+    heads: DeltaHeads,
+}
+
+impl CustomOp3 for GatedDeltaRule {
+    fn name(&self) -> &'static str {
+        "koth-gated-delta-rule"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        Err(msg("gated_delta_rule_trainable runs on CUDA only"))
+    }
+
+    fn cuda_fwd(
+        &self,
+        packed: &CudaStorage,
+        pl: &Layout,
+        g: &CudaStorage,
+        gl: &Layout,
+        beta: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (b, t, c) = pl.shape().dims3()?;
+        let h = self.heads;
+        let dev = packed.device.clone();
+        let (out, oa) = alloc(&dev, DType::F32, b * t * h.value_heads * h.value_dim)?;
+        let stream = stream_of(&dev)?;
+        // SAFETY: contiguous f32 inputs of the shapes checked by gated_delta_rule_trainable;
+        // `out` holds B*T*Hv*dv floats, all written.
+        let code = unsafe {
+            ffi::koth_gdr_fwd(
+                0,
+                addr(packed, pl)?,
+                c as i64,
+                addr(g, gl)?,
+                addr(beta, bl)?,
+                oa,
+                b as c_int,
+                t as c_int,
+                h.key_heads as c_int,
+                h.value_heads as c_int,
+                h.key_dim as c_int,
+                h.value_dim as c_int,
+                0.0,
+                1.0,
+                0,
+                0,
+                stream,
+            )
+        };
+        launched("gated_delta_rule_trainable", code)?;
+        Ok((out, Shape::from((b, t, h.value_heads, h.value_dim))))
+    }
+
+    fn bwd(
+        &self,
+        packed: &Tensor,
+        g: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dpacked, dg, dbeta) = gated_delta_rule_backward(packed, self.heads, g, beta, grad)?;
+        Ok((Some(dpacked), Some(dg), Some(dbeta)))
+    }
+}
+
+/// The gradients of [`gated_delta_rule_trainable`]'s inputs given its output's: (d packed, dg,
+/// dbeta), all f32.
+fn gated_delta_rule_backward(
+    packed: &Tensor,
+    heads: DeltaHeads,
+    g: &Tensor,
+    beta: &Tensor,
+    grad: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b, t, c) = delta_shapes("gated_delta_rule backward", packed, heads, g, beta)?;
+    let h = heads;
+    let f32c = |x: &Tensor| -> Result<Tensor> { x.to_dtype(DType::F32)?.contiguous() };
+    let (packed, g, beta, grad) = (f32c(packed)?, f32c(g)?, f32c(beta)?, f32c(grad)?);
+    let mut sizes = [0i64; 4];
+    // SAFETY: writes four i64.
+    let code = unsafe {
+        ffi::koth_gdr_bwd_sizes(
+            b as c_int,
+            t as c_int,
+            h.value_heads as c_int,
+            h.key_dim as c_int,
+            h.value_dim as c_int,
+            sizes.as_mut_ptr(),
+        )
+    };
+    launched("gated_delta_rule backward", code)?;
+    let (pa, dev) = tensor_addr(&packed)?;
+    let buffer = |n: i64| alloc(&dev, DType::F32, n as usize);
+    let (ckpt, cka) = buffer(sizes[0])?;
+    let (scratch, sca) = buffer(sizes[1])?;
+    let (part_q, pqa) = buffer(sizes[2])?;
+    let (part_k, pka) = buffer(sizes[2])?;
+    let (part_b, pba) = buffer(sizes[3])?;
+    let (part_g, pga) = buffer(sizes[3])?;
+    let (dpacked, dpa) = alloc(&dev, DType::F32, b * t * c)?;
+    let (dbeta, dba) = alloc(&dev, DType::F32, b * t * h.value_heads)?;
+    let (dg, dga) = alloc(&dev, DType::F32, b * t * h.value_heads)?;
+    let (ga, ba) = (tensor_addr(&g)?.0, tensor_addr(&beta)?.0);
+    let stream = stream_of(&dev)?;
+    // SAFETY: the inputs are live contiguous f32 tensors of the checked shapes; every buffer is
+    // sized by koth_gdr_bwd_sizes for this shape; the forward fills the checkpoints, the backward
+    // reads them and writes every element of dpacked, dbeta and dg.
+    let code = unsafe {
+        let fwd = ffi::koth_gdr_fwd(
+            0,
+            pa,
+            c as i64,
+            ga,
+            ba,
+            0,
+            b as c_int,
+            t as c_int,
+            h.key_heads as c_int,
+            h.value_heads as c_int,
+            h.key_dim as c_int,
+            h.value_dim as c_int,
+            0.0,
+            1.0,
+            0,
+            cka,
+            stream,
+        );
+        if fwd != 0 {
+            fwd
+        } else {
+            ffi::koth_gdr_bwd(
+                pa,
+                c as i64,
+                ga,
+                ba,
+                tensor_addr(&grad)?.0,
+                cka,
+                sca,
+                dpa,
+                pqa,
+                pka,
+                pba,
+                pga,
+                dba,
+                dga,
+                b as c_int,
+                t as c_int,
+                h.key_heads as c_int,
+                h.value_heads as c_int,
+                h.key_dim as c_int,
+                h.value_dim as c_int,
+                stream,
+            )
+        }
+    };
+    launched("gated_delta_rule backward", code)?;
+    // The scratch buffers must outlive the kernels: wait for them before they are freed.
+    dev.cuda_stream()
+        .synchronize()
+        .map_err(|e| msg(format!("gated_delta_rule backward: synchronize: {e}")))?;
+    drop((ckpt, scratch, part_q, part_k, part_b, part_g));
+    Ok((
+        into_tensor(dpacked, (b, t, c)),
+        into_tensor(dg, (b, t, h.value_heads)),
+        into_tensor(dbeta, (b, t, h.value_heads)),
+    ))
 }
 
 /// The gated DeltaNet's short causal convolution and SiLU in one pass: `x` [B, T, C], `weight`

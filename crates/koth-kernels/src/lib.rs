@@ -11,7 +11,7 @@
 //! | [`swiglu`] / [`swiglu_trainable`] | silu(gate) · up | both inputs' gradients |
 //! | [`AdamWKernel`] | every parameter's AdamW update in one launch (f32 or model-dtype gradients) | — |
 //! | [`sum_of_squares`] | a global gradient norm: every tensor read once, two launches | — |
-//! | [`gated_delta_rule`] | Qwen3.5's delta rule, recurrent, state split by column | — (training takes the composite) |
+//! | [`gated_delta_rule`] / [`gated_delta_rule_trainable`] | Qwen3.5's delta rule, recurrent, state split by column | the recurrence walked back from 64-token checkpoints (opt-in: [`delta_rule_backward_kernel`]) |
 //! | [`causal_conv1d_silu`] / [`gated_rms_norm`] / [`rms_norm_centered`] | the gated DeltaNet's short convolution + SiLU, its gated norm, Qwen3.5's `1 + w` RMSNorm | — |
 //!
 //! Every reduction runs in a fixed order (no atomics), and every row is computed from that row
@@ -82,4 +82,13 @@ pub struct DeltaHeads {
     /// Value heads (a multiple of the key heads) and their dimension.
     pub value_heads: usize,
     pub value_dim: usize,
+}
+
+/// Whether hybrid training on CUDA takes the delta-rule backward kernel
+/// ([`gated_delta_rule_trainable`]): only with `KOTH_GDR_BACKWARD=kernel` (read once) until the
+/// kernel has been checked against the composite on a GPU (`scripts/bench/gpu-run.sh pending`);
+/// otherwise training runs the chunked composite through candle's autograd.
+pub fn delta_rule_backward_kernel() -> bool {
+    static MODE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| std::env::var("KOTH_GDR_BACKWARD").is_ok_and(|v| v == "kernel"))
 }

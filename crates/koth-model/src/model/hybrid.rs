@@ -13,7 +13,9 @@ use candle_core::{DType, Tensor, D};
 
 use super::{moe_forward, Linear, Mlp, Model, SparseMoe, Take};
 use crate::config::{HybridConfig, MixerKind, ModelConfig};
-use crate::deltanet::{causal_conv1d_silu, chunk_gated_delta_rule, DEFAULT_CHUNK, L2_NORM_EPS};
+use crate::deltanet::{
+    causal_conv1d_silu, chunk_gated_delta_rule, l2_normalize, DEFAULT_CHUNK, L2_NORM_EPS,
+};
 use crate::error::{ModelError, Result};
 use crate::ops::{causal_mask, softmax_last, OpPath, Rope};
 use crate::pipeline::Pipeline;
@@ -246,6 +248,10 @@ impl Model {
         // candle's fused ops; training runs the differentiable composites (the delta-rule kernel
         // has no backward), and the head's cross-entropy takes the kernel either way.
         let kernels = path == OpPath::Kernels && !self.embed.track_op();
+        // Training on the kernels: the delta rule may take its backward kernel (opt-in).
+        let train_kernels = path == OpPath::Kernels
+            && self.embed.track_op()
+            && koth_kernels::delta_rule_backward_kernel();
         let path = match path {
             OpPath::Kernels if self.embed.track_op() => OpPath::Composite,
             OpPath::Kernels => OpPath::Fused,
@@ -271,7 +277,7 @@ impl Model {
         for layer in &stack.layers {
             let normed = centered_rms_norm(&x, &layer.input_norm, eps, norm_path)?;
             let mixed = match &layer.mixer {
-                Mixer::Linear(net) => self.gated_delta_net(net, &normed, kernels)?,
+                Mixer::Linear(net) => self.gated_delta_net(net, &normed, kernels, train_kernels)?,
                 Mixer::Full(attn) => {
                     self.gated_attention(attn, &normed, &rope, &mask, path, kernels)?
                 }
@@ -300,7 +306,13 @@ impl Model {
     /// transformers' `Qwen3_5GatedDeltaNet.forward` without a cache. With `kernels` (scoring on
     /// a CUDA device), the short convolution, the delta rule and the gated norm run as
     /// koth-kernels' kernels.
-    fn gated_delta_net(&self, net: &GatedDeltaNet, x: &Tensor, kernels: bool) -> Result<Tensor> {
+    fn gated_delta_net(
+        &self,
+        net: &GatedDeltaNet,
+        x: &Tensor,
+        kernels: bool,
+        train_kernels: bool,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let l = &hybrid_of(c)?.linear;
         let (b, t, hidden) = x.dims3()?;
@@ -336,15 +348,35 @@ impl Model {
         .broadcast_mul(&a_rate)?
         .neg()?;
 
-        let core = if kernels {
+        let heads = koth_kernels::DeltaHeads {
+            key_heads: l.num_key_heads,
+            key_dim: l.key_head_dim,
+            value_heads: l.num_value_heads,
+            value_dim: l.value_head_dim,
+        };
+        let train_kernels = train_kernels && koth_kernels::usable(&mixed) && l.key_head_dim <= 256;
+        let core = if train_kernels {
+            // q and k normalised (and q scaled) by differentiable ops, so autograd carries their
+            // gradients; the kernel op differentiates the recurrence itself.
+            let kd = l.key_dim();
+            let q = mixed
+                .narrow(2, 0, kd)?
+                .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
+            let k = mixed
+                .narrow(2, kd, kd)?
+                .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
+            let scale = 1.0 / (l.key_head_dim as f64).sqrt();
+            let q = (l2_normalize(&q.to_dtype(DType::F32)?)? * scale)?.reshape((b, t, kd))?;
+            let k = l2_normalize(&k.to_dtype(DType::F32)?)?.reshape((b, t, kd))?;
+            let v = mixed
+                .narrow(2, 2 * kd, l.value_dim())?
+                .to_dtype(DType::F32)?;
+            let packed = Tensor::cat(&[&q, &k, &v], 2)?;
+            koth_kernels::gated_delta_rule_trainable(&packed, heads, &g, &beta)?
+                .to_dtype(self.dtype)?
+        } else if kernels {
             // The kernel normalises q and k itself and maps each value head to its key head
             // (no repeat_interleave).
-            let heads = koth_kernels::DeltaHeads {
-                key_heads: l.num_key_heads,
-                key_dim: l.key_head_dim,
-                value_heads: l.num_value_heads,
-                value_dim: l.value_head_dim,
-            };
             koth_kernels::gated_delta_rule(&mixed, heads, &g, &beta, L2_NORM_EPS as f32)?
         } else {
             let kd = l.key_dim();
