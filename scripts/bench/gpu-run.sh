@@ -4,7 +4,7 @@
 # GPU in the same call (`koth bench … --torch`). Results: $OUT (default ./gpu-out), one JSON line
 # per measurement in $OUT/bench-<UTC date>-<phase>.json (commit them into docs/bench/).
 #
-#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|scale]     (default all)
+#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|scale|moe-batched]   (default all)
 #
 # `check`: the golden set on CUDA against the CPU, the kernels' gradients against the
 # composites', and a verdict twice on the GPU plus its replay (plain and pooled). `score`: paired
@@ -13,7 +13,7 @@
 # transformers (its torch delta rule, then fla's kernels when carried in .whl/). `train`: training steps at B=1,
 # 4 and 8 (T=2048). Each phase fits in one 10-minute call. `pending`: what earlier calls could
 # not finish (the Qwen3-1.7B shape; the hybrid beside fla). `scale`: the Qwen3-30B-A3B shape on
-# one GPU (docs/SCALE.md).
+# one GPU (docs/SCALE.md). `moe-batched`: the experts as batched GEMMs (KOTH_MOE_BATCHED=1).
 set -uo pipefail
 phase=${1:-all}
 OUT=${OUT:-gpu-out}
@@ -106,6 +106,15 @@ if [ "$phase" = scale ]; then
   echo "== two virtual stages on the one GPU"
   timeout 250 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
     --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
+fi
+
+if [ "$phase" = moe-batched ]; then
+  # The experts as batched GEMMs (KOTH_MOE_BATCHED=1, opt-in until this passes): the MoE golden
+  # fixtures on CUDA against the CPU, then the 30B-A3B shape's paired scoring (compare with
+  # `scale`'s one-stage row).
+  record check env KOTH_MOE_BATCHED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth
+  KOTH_MOE_BATCHED=1 timeout 300 /tmp/koth bench score --config fixtures/bench/qwen3-30b-a3b.json --batch 8 \
+    --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
 fi
 
 if [ "$phase" = train ] || [ "$phase" = all ]; then

@@ -180,6 +180,65 @@ struct SparseMoe {
     experts: Vec<Mlp>,
     top_k: usize,
     norm_topk_prob: bool,
+    /// On a CUDA device: every expert's projections stacked ([E, I, H] gate and up, [E, H, I]
+    /// down), the experts' own weights being views into them (no second copy), so that scoring
+    /// runs each projection of all experts as one batched GEMM.
+    stacked: Option<StackedExperts>,
+}
+
+#[derive(Clone)]
+struct StackedExperts {
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+}
+
+impl SparseMoe {
+    fn new(
+        router: Tensor,
+        mut experts: Vec<Mlp>,
+        top_k: usize,
+        norm_topk_prob: bool,
+    ) -> Result<Self> {
+        // Never for variables: a trainer updates its variables in place, and the model must
+        // keep reading them, not a stacked copy.
+        let plain = |l: &Linear| l.bias.is_none() && !l.weight.is_variable();
+        let stackable = batched_experts_enabled()
+            && koth_kernels::usable(&router)
+            && !router.is_variable()
+            && !experts.is_empty()
+            && experts
+                .iter()
+                .all(|m| plain(&m.gate) && plain(&m.up) && plain(&m.down));
+        let stacked = if stackable {
+            let stack = |of: fn(&Mlp) -> &Tensor| -> Result<Tensor> {
+                Ok(Tensor::stack(
+                    &experts.iter().map(of).collect::<Vec<_>>(),
+                    0,
+                )?)
+            };
+            let s = StackedExperts {
+                gate: stack(|m| &m.gate.weight)?,
+                up: stack(|m| &m.up.weight)?,
+                down: stack(|m| &m.down.weight)?,
+            };
+            for (e, m) in experts.iter_mut().enumerate() {
+                m.gate.weight = s.gate.get(e)?;
+                m.up.weight = s.up.get(e)?;
+                m.down.weight = s.down.get(e)?;
+            }
+            Some(s)
+        } else {
+            None
+        };
+        Ok(Self {
+            router,
+            experts,
+            top_k,
+            norm_topk_prob,
+            stacked,
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -432,14 +491,14 @@ impl Model {
                     num_experts_per_tok,
                     norm_topk_prob,
                     ..
-                }) if config.is_sparse_layer(i) => FeedForward::Sparse(SparseMoe {
-                    router: take.get(&format!("{p}.mlp.gate.weight"))?,
-                    experts: (0..*num_experts)
+                }) if config.is_sparse_layer(i) => FeedForward::Sparse(SparseMoe::new(
+                    take.get(&format!("{p}.mlp.gate.weight"))?,
+                    (0..*num_experts)
                         .map(|e| take.mlp(&format!("{p}.mlp.experts.{e}"), false))
                         .collect::<Result<_>>()?,
-                    top_k: *num_experts_per_tok,
-                    norm_topk_prob: *norm_topk_prob,
-                }),
+                    *num_experts_per_tok,
+                    *norm_topk_prob,
+                )?),
                 _ => FeedForward::Dense(take.mlp(&format!("{p}.mlp"), config.mlp_bias)?),
             };
             layers.push(Layer {
@@ -1080,6 +1139,13 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
     // per expert.
     let (slots, offsets) = crate::plan::group_by_expert(&chosen, num_experts);
     let rows: Vec<u32> = slots.iter().map(|&s| s / k as u32).collect();
+    let batched = match &moe.stacked {
+        Some(stacked) if path == OpPath::Kernels && !x.track_op() => {
+            crate::plan::pad_groups(&rows, &offsets, n as u32, MAX_EXPERT_PADDING)
+                .map(|padded| (stacked, padded))
+        }
+        _ => None,
+    };
     let device = x.device();
     let chosen = Tensor::from_vec(chosen, (n, k), device)?;
     let mut weights = probs.gather(&chosen, 1)?; // [N, k]
@@ -1090,19 +1156,68 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
     let routed = rows.len();
     let rows = Tensor::from_vec(rows, routed, device)?;
     let slots = Tensor::from_vec(slots, routed, device)?;
-    let gathered = x.index_select(&rows, 0)?; // [N*k, hidden], grouped by expert
-    let mut outputs = Vec::new();
-    for (e, expert) in moe.experts.iter().enumerate() {
-        let (start, end) = (offsets[e], offsets[e + 1]);
-        if start == end {
-            continue;
+    let y = match batched {
+        // Scoring on CUDA: all experts in one batched GEMM per projection over their rows
+        // padded to the largest group (padding rows read a zero row and are dropped).
+        Some((stacked, padded)) => experts_batched(stacked, x, &padded, routed)?,
+        None => {
+            let gathered = x.index_select(&rows, 0)?; // [N*k, hidden], grouped by expert
+            let mut outputs = Vec::new();
+            for (e, expert) in moe.experts.iter().enumerate() {
+                let (start, end) = (offsets[e], offsets[e + 1]);
+                if start == end {
+                    continue;
+                }
+                outputs.push(expert.forward(&gathered.narrow(0, start, end - start)?, path)?);
+            }
+            Tensor::cat(&outputs, 0)?
         }
-        outputs.push(expert.forward(&gathered.narrow(0, start, end - start)?, path)?);
-    }
-    let y = Tensor::cat(&outputs, 0)?;
+    };
     let w = weights.index_select(&slots, 0)?.unsqueeze(1)?;
     let out = x.zeros_like()?.index_add(&rows, &y.broadcast_mul(&w)?, 0)?;
     Ok(out)
+}
+
+/// Whether MoE scoring on CUDA stacks the experts for batched GEMMs: only with
+/// `KOTH_MOE_BATCHED=1` (read once) until it has been measured and checked on a GPU
+/// (`scripts/bench/gpu-run.sh scale`). Off, each expert runs its own GEMMs, as before.
+/// Stacking happens when a model is assembled, so a model placed from another's tensors (`koth
+/// bench score --stages N`) would stack a second copy: leave it off there.
+fn batched_experts_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KOTH_MOE_BATCHED").is_ok_and(|v| v == "1"))
+}
+
+/// The most padding the batched expert GEMM accepts: experts × largest group at most this many
+/// times the routed rows (beyond it, a skewed router, the per-expert loop does less work).
+const MAX_EXPERT_PADDING: usize = 2;
+
+/// Every expert's SwiGLU MLP on its rows as three batched GEMMs: `padded` (from
+/// [`crate::plan::pad_groups`]) gathers each expert's rows into a [E, M, hidden] block (padding
+/// rows read the zero row appended at index N); the outputs of the real rows come back in the
+/// grouped order, [routed, hidden].
+fn experts_batched(
+    stacked: &StackedExperts,
+    x: &Tensor,
+    padded: &crate::plan::PaddedGroups,
+    routed: usize,
+) -> Result<Tensor> {
+    let (_, hidden) = x.dims2()?;
+    let experts = stacked.gate.dim(0)?;
+    let device = x.device();
+    let x_pad = Tensor::cat(&[x, &x.narrow(0, 0, 1)?.zeros_like()?], 0)?;
+    let index = Tensor::from_vec(padded.rows.clone(), padded.rows.len(), device)?;
+    let xe = x_pad
+        .index_select(&index, 0)?
+        .reshape((experts, padded.width, hidden))?;
+    let g = xe.matmul(&stacked.gate.transpose(1, 2)?)?;
+    let u = xe.matmul(&stacked.up.transpose(1, 2)?)?;
+    let p = koth_kernels::swiglu(&g, &u)?;
+    let y = p
+        .matmul(&stacked.down.transpose(1, 2)?)?
+        .reshape((experts * padded.width, hidden))?;
+    let valid = Tensor::from_vec(padded.valid.clone(), routed, device)?;
+    Ok(y.index_select(&valid, 0)?)
 }
 
 /// Describe a checkpoint directory without loading its weights: config.json is validated, every

@@ -298,9 +298,83 @@ pub fn group_by_expert(chosen: &[u32], num_experts: usize) -> (Vec<u32>, Vec<usi
     (slots, offsets)
 }
 
+/// The grouped rows laid out for one batched GEMM over all experts: each expert's rows padded to
+/// the largest group's count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaddedGroups {
+    /// Rows per expert in the padded layout (the largest group's count, at least 1).
+    pub width: usize,
+    /// `experts * width` row ids: expert e's rows at `e * width ..`, in their grouped order, then
+    /// the padding row id.
+    pub rows: Vec<u32>,
+    /// For each grouped row, in the grouped order, its position in `rows`.
+    pub valid: Vec<u32>,
+}
+
+/// Pads the groups of [`group_by_expert`] (`rows[offsets[e]..offsets[e + 1]]` are expert e's
+/// token rows) to one width, with `pad_row` for the empty places. `None` when the padded layout
+/// would hold more than `max_padding` times the routed rows (a skewed router: the per-expert
+/// loop then does less work) or there are no rows.
+pub fn pad_groups(
+    rows: &[u32],
+    offsets: &[usize],
+    pad_row: u32,
+    max_padding: usize,
+) -> Option<PaddedGroups> {
+    let experts = offsets.len().checked_sub(1)?;
+    if rows.is_empty() || experts == 0 {
+        return None;
+    }
+    let width = (0..experts)
+        .map(|e| offsets[e + 1] - offsets[e])
+        .max()?
+        .max(1);
+    if experts * width > max_padding.saturating_mul(rows.len()) {
+        return None;
+    }
+    let mut padded = vec![pad_row; experts * width];
+    let mut valid = Vec::with_capacity(rows.len());
+    for e in 0..experts {
+        for (i, &row) in rows[offsets[e]..offsets[e + 1]].iter().enumerate() {
+            padded[e * width + i] = row;
+            valid.push((e * width + i) as u32);
+        }
+    }
+    Some(PaddedGroups {
+        width,
+        rows: padded,
+        valid,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every grouped row lands once, in its expert's block, in order; gathering the padded rows
+    /// at `valid` gives the grouped rows back; the rest is padding; too much padding is refused.
+    #[test]
+    fn padded_groups_hold_every_row_once_in_order() {
+        // 5 tokens, top-2 of 4 experts.
+        let chosen = [0, 2, 2, 1, 0, 2, 3, 2, 2, 0];
+        let (slots, offsets) = group_by_expert(&chosen, 4);
+        let rows: Vec<u32> = slots.iter().map(|&s| s / 2).collect();
+        let p = pad_groups(&rows, &offsets, 99, 2).unwrap();
+        assert_eq!(p.width, 5); // expert 2 has five rows
+        assert_eq!(p.rows.len(), 4 * 5);
+        let back: Vec<u32> = p.valid.iter().map(|&i| p.rows[i as usize]).collect();
+        assert_eq!(back, rows);
+        assert_eq!(p.rows.iter().filter(|&&r| r == 99).count(), 20 - rows.len());
+        for e in 0..4 {
+            let block = &p.rows[e * 5..(e + 1) * 5];
+            let own = &rows[offsets[e]..offsets[e + 1]];
+            assert_eq!(&block[..own.len()], own, "expert {e}");
+            assert!(block[own.len()..].iter().all(|&r| r == 99));
+        }
+        // 4 experts x 5 > 1 x 10 routed rows: refused at a padding bound of 1.
+        assert_eq!(pad_groups(&rows, &offsets, 99, 1), None);
+        assert_eq!(pad_groups(&[], &[0, 0], 99, 2), None);
+    }
 
     fn teutonic() -> ModelConfig {
         let text = include_str!("../../../fixtures/bench/teutonic-lxxx.json");

@@ -144,14 +144,14 @@ pub(super) fn from_tensors(
         };
         let ff = match &config.moe {
             Some(m) => HybridFeedForward::Sparse {
-                routed: SparseMoe {
-                    router: take.get(&format!("{p}.mlp.gate.weight"))?,
-                    experts: (0..m.num_experts)
+                routed: SparseMoe::new(
+                    take.get(&format!("{p}.mlp.gate.weight"))?,
+                    (0..m.num_experts)
                         .map(|e| take.mlp(&format!("{p}.mlp.experts.{e}"), false))
                         .collect::<Result<_>>()?,
-                    top_k: m.num_experts_per_tok,
-                    norm_topk_prob: m.norm_topk_prob,
-                },
+                    m.num_experts_per_tok,
+                    m.norm_topk_prob,
+                )?,
                 shared: take.mlp(&format!("{p}.mlp.shared_expert"), false)?,
                 shared_gate: take.get(&format!("{p}.mlp.shared_expert_gate.weight"))?,
             },
