@@ -843,6 +843,9 @@ __global__ void gated_rmsnorm(const T *__restrict__ x, const T *__restrict__ z, 
 
 int check(cudaError_t e) { return e == cudaSuccess ? 0 : (int)e; }
 
+// The largest gridDim.y: multi-tensor launches put one tensor per blockIdx.y and split beyond it.
+constexpr int kMaxGridY = 65535;
+
 int grid_for(int64_t n, int threads) {
     int64_t blocks = (n + threads - 1) / threads;
     return (int)(blocks > 65535 * 8 ? 65535 * 8 : blocks);
@@ -966,15 +969,18 @@ int koth_adamw_multi(int dtype, int grads_in_model_dtype, const void *tensors, i
     if (count == 0) return 0;
     int64_t bx = (max_n + 255) / 256;
     if (bx > 1024) bx = 1024;
-    dim3 grid((unsigned)bx, (unsigned)count);
-    if (grads_in_model_dtype) {
-        KOTH_DISPATCH(dtype, adamw_multi<T, T><<<grid, 256, 0, (cudaStream_t)stream>>>(
-                                 (const AdamTensor *)tensors, count, lr, beta1, beta2, eps, wd, bc1, bc2_sqrt,
-                                 gscale));
-    } else {
-        KOTH_DISPATCH(dtype, adamw_multi<T, float><<<grid, 256, 0, (cudaStream_t)stream>>>(
-                                 (const AdamTensor *)tensors, count, lr, beta1, beta2, eps, wd, bc1, bc2_sqrt,
-                                 gscale));
+    // One tensor per blockIdx.y, at most kMaxGridY of them per launch.
+    for (int j0 = 0; j0 < count; j0 += kMaxGridY) {
+        int n = count - j0 < kMaxGridY ? count - j0 : kMaxGridY;
+        const AdamTensor *ts = (const AdamTensor *)tensors + j0;
+        dim3 grid((unsigned)bx, (unsigned)n);
+        if (grads_in_model_dtype) {
+            KOTH_DISPATCH(dtype, adamw_multi<T, T><<<grid, 256, 0, (cudaStream_t)stream>>>(
+                                     ts, n, lr, beta1, beta2, eps, wd, bc1, bc2_sqrt, gscale));
+        } else {
+            KOTH_DISPATCH(dtype, adamw_multi<T, float><<<grid, 256, 0, (cudaStream_t)stream>>>(
+                                     ts, n, lr, beta1, beta2, eps, wd, bc1, bc2_sqrt, gscale));
+        }
     }
     return check(cudaGetLastError());
 }
@@ -984,9 +990,12 @@ int koth_adamw_multi(int dtype, int grads_in_model_dtype, const void *tensors, i
 int koth_sumsq_multi(int dtype, const void *tensors, int count, int blocks_per_tensor, float *part, float *out,
                      void *stream) {
     if (count == 0 || blocks_per_tensor <= 0) return -1;
-    dim3 grid((unsigned)blocks_per_tensor, (unsigned)count);
-    KOTH_DISPATCH(dtype, sumsq_multi<T><<<grid, 256, 0, (cudaStream_t)stream>>>(
-                             (const SumSqTensor *)tensors, count, part));
+    for (int j0 = 0; j0 < count; j0 += kMaxGridY) {
+        int n = count - j0 < kMaxGridY ? count - j0 : kMaxGridY;
+        dim3 grid((unsigned)blocks_per_tensor, (unsigned)n);
+        KOTH_DISPATCH(dtype, sumsq_multi<T><<<grid, 256, 0, (cudaStream_t)stream>>>(
+                                 (const SumSqTensor *)tensors + j0, n, part + (int64_t)j0 * blocks_per_tensor));
+    }
     sum_parts_f64<<<1, 1024, 0, (cudaStream_t)stream>>>(part, (int64_t)count * blocks_per_tensor, out);
     return check(cudaGetLastError());
 }

@@ -1200,10 +1200,21 @@ impl AdamWKernel {
                      first gradient's dtype"
                 )));
             }
+            for t in [params[i], grads[i], m[i], v[i]] {
+                if !t.device().same_device(params[0].device()) {
+                    return Err(msg(format!(
+                        "adamw: tensor {i} is on another device than the first parameter (one launch \
+                         runs on one GPU)"
+                    )));
+                }
+            }
             let (pa, d) = tensor_addr(params[i])?;
             let model_addr = match model[i] {
                 Some(t) => {
-                    if t.dims() != params[i].dims() || !t.is_contiguous() {
+                    if t.dims() != params[i].dims()
+                        || !t.is_contiguous()
+                        || !t.device().same_device(params[0].device())
+                    {
                         return Err(msg(format!("adamw: model tensor {i} does not match")));
                     }
                     match model_dtype {
@@ -1309,9 +1320,10 @@ pub fn sum_of_squares(tensors: &[&Tensor]) -> Result<Tensor> {
     let mut records = Vec::with_capacity(tensors.len());
     let mut dev = None;
     for (i, t) in tensors.iter().enumerate() {
-        if t.dtype() != dtype || !t.is_contiguous() {
+        if t.dtype() != dtype || !t.is_contiguous() || !t.device().same_device(first.device()) {
             return Err(msg(format!(
-                "sum_of_squares: tensor {i} is not contiguous or not of the first tensor's dtype"
+                "sum_of_squares: tensor {i} is not contiguous, not of the first tensor's dtype, or \
+                 on another device"
             )));
         }
         let (a, d) = tensor_addr(t)?;
@@ -1434,9 +1446,9 @@ fn delta_shapes(
             2 * hk * dk + hv * dv
         )));
     }
-    if hk == 0 || hv % hk != 0 {
+    if hk == 0 || hv == 0 || hv % hk != 0 || dv == 0 {
         return Err(msg(format!(
-            "{op}: {hv} value heads are not a multiple of {hk} key heads"
+            "{op}: {hv} value heads of {dv} are not a positive multiple of {hk} key heads"
         )));
     }
     if dk == 0 || dk > 256 {
