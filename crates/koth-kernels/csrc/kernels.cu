@@ -177,6 +177,17 @@ __global__ void embed_bwd(const T *__restrict__ dy, const int32_t *__restrict__ 
     }
 }
 
+// The sum of squares of one row of `cols`, in f32, by the calling warp (every lane gets it).
+template <typename T>
+__device__ __forceinline__ float row_sum_squares(const T *__restrict__ xr, int cols, int lane) {
+    float ss = 0.f;
+    for (int i = lane; i < cols; i += 32) {
+        float a = to_f<T>(xr[i]);
+        ss += a * a;
+    }
+    return warp_sum(ss);
+}
+
 // RMSNorm over rows of `cols`: one warp per row. y = round(w * round(x * rstd)); rstd (f32, one
 // per row) is kept for the backward when the pointer is not null.
 template <typename T>
@@ -186,13 +197,7 @@ __global__ void rmsnorm_fwd(const T *__restrict__ x, const T *__restrict__ w, T 
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
     const T *xr = x + row * cols;
-    float ss = 0.f;
-    for (int i = lane; i < cols; i += 32) {
-        float a = to_f<T>(xr[i]);
-        ss += a * a;
-    }
-    ss = warp_sum(ss);
-    float r = rsqrtf(ss / cols + eps);
+    float r = rsqrtf(row_sum_squares(xr, cols, lane) / cols + eps);
     T *yr = y + row * cols;
     for (int i = lane; i < cols; i += 32) {
         float n = rnd<T>(to_f<T>(xr[i]) * r);
@@ -210,13 +215,7 @@ __global__ void rmsnorm_centered_fwd(const T *__restrict__ x, const T *__restric
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
     const T *xr = x + row * cols;
-    float ss = 0.f;
-    for (int i = lane; i < cols; i += 32) {
-        float a = to_f<T>(xr[i]);
-        ss += a * a;
-    }
-    ss = warp_sum(ss);
-    float r = 1.f / sqrtf(ss / cols + eps);
+    float r = 1.f / sqrtf(row_sum_squares(xr, cols, lane) / cols + eps);
     T *yr = y + row * cols;
     for (int i = lane; i < cols; i += 32) yr[i] = from_f<T>((to_f<T>(xr[i]) * r) * (1.f + to_f<T>(w[i])));
 }
@@ -826,13 +825,7 @@ __global__ void gated_rmsnorm(const T *__restrict__ x, const T *__restrict__ z, 
     if (row >= rows) return;
     const T *xr = x + row * cols, *zr = z + row * cols;
     T *yr = y + row * cols;
-    float ss = 0.f;
-    for (int c = lane; c < cols; c += 32) {
-        float v = to_f<T>(xr[c]);
-        ss = fmaf(v, v, ss);
-    }
-    ss = warp_sum(ss);
-    float inv = 1.f / sqrtf(ss / (float)cols + eps);
+    float inv = 1.f / sqrtf(row_sum_squares(xr, cols, lane) / (float)cols + eps);
     for (int c = lane; c < cols; c += 32) {
         float n = rnd<T>(to_f<T>(xr[c]) * inv);
         n = rnd<T>(n * to_f<T>(w[c]));

@@ -1382,12 +1382,7 @@ pub fn gated_delta_rule(
     eps: f32,
 ) -> Result<Tensor> {
     let (b, t, c) = delta_shapes("gated_delta_rule", qkv, heads, g, beta)?;
-    let DeltaHeads {
-        key_heads: hk,
-        key_dim: dk,
-        value_heads: hv,
-        value_dim: dv,
-    } = heads;
+    let (hv, dv) = (heads.value_heads, heads.value_dim);
     let qkv = qkv.contiguous()?;
     let g = g.to_dtype(DType::F32)?.contiguous()?;
     let beta = beta.to_dtype(qkv.dtype())?.contiguous()?;
@@ -1397,28 +1392,72 @@ pub fn gated_delta_rule(
     // SAFETY: qkv, g and beta are live contiguous tensors of the checked shapes and dtypes; `out`
     // holds B*T*Hv*dv elements of qkv's dtype, all written by the kernel.
     let code = unsafe {
-        ffi::koth_gdr_fwd(
-            dtype_code(qkv.dtype())?,
-            qa,
-            c as i64,
-            tensor_addr(&g)?.0,
-            tensor_addr(&beta)?.0,
-            oa,
-            b as c_int,
-            t as c_int,
-            hk as c_int,
-            hv as c_int,
-            dk as c_int,
-            dv as c_int,
-            eps,
-            (1.0 / (dk as f64).sqrt()) as f32,
-            1,
-            0,
+        gdr_forward(
+            GdrBuffers {
+                dtype: dtype_code(qkv.dtype())?,
+                packed: qa,
+                g: tensor_addr(&g)?.0,
+                beta: tensor_addr(&beta)?.0,
+                out: oa,
+                ckpt: 0,
+            },
+            (b, t, c),
+            heads,
+            Some(eps),
             stream,
         )
     };
     launched("gated_delta_rule", code)?;
     Ok(into_tensor(out, (b, t, hv, dv)))
+}
+
+/// The device addresses of one `gdr_fwd` launch; `out` or `ckpt` may be 0 (not wanted).
+struct GdrBuffers {
+    dtype: c_int,
+    packed: u64,
+    g: u64,
+    beta: u64,
+    out: u64,
+    ckpt: u64,
+}
+
+/// Launches `gdr_fwd` on packed activations of shape (B, T, C). `normalize`: Some(eps) when the
+/// kernel L2-normalises q and k (and scales q by 1/sqrt(dk)) itself, as scoring does; None when
+/// they come normalised (the training op). Returns the launch's code.
+///
+/// # Safety
+/// The addresses must be live contiguous buffers of the shapes `heads` and (B, T, C) give, of
+/// `dtype` (g f32), and `ckpt` sized by `koth_gdr_bwd_sizes`.
+unsafe fn gdr_forward(
+    buf: GdrBuffers,
+    (b, t, c): (usize, usize, usize),
+    heads: DeltaHeads,
+    normalize: Option<f32>,
+    stream: *mut c_void,
+) -> c_int {
+    let (eps, q_scale, on) = match normalize {
+        Some(eps) => (eps, (1.0 / (heads.key_dim as f64).sqrt()) as f32, 1),
+        None => (0.0, 1.0, 0),
+    };
+    ffi::koth_gdr_fwd(
+        buf.dtype,
+        buf.packed,
+        c as i64,
+        buf.g,
+        buf.beta,
+        buf.out,
+        b as c_int,
+        t as c_int,
+        heads.key_heads as c_int,
+        heads.value_heads as c_int,
+        heads.key_dim as c_int,
+        heads.value_dim as c_int,
+        eps,
+        q_scale,
+        on,
+        buf.ckpt,
+        stream,
+    )
 }
 
 /// Checks `packed` [B, T, C] against `heads` and `g`, `beta` [B, T, Hv]; returns (B, T, C).
@@ -1515,23 +1554,18 @@ impl CustomOp3 for GatedDeltaRule {
         // SAFETY: contiguous f32 inputs of the shapes checked by gated_delta_rule_trainable;
         // `out` holds B*T*Hv*dv floats, all written.
         let code = unsafe {
-            ffi::koth_gdr_fwd(
-                0,
-                addr(packed, pl)?,
-                c as i64,
-                addr(g, gl)?,
-                addr(beta, bl)?,
-                oa,
-                b as c_int,
-                t as c_int,
-                h.key_heads as c_int,
-                h.value_heads as c_int,
-                h.key_dim as c_int,
-                h.value_dim as c_int,
-                0.0,
-                1.0,
-                0,
-                0,
+            gdr_forward(
+                GdrBuffers {
+                    dtype: 0,
+                    packed: addr(packed, pl)?,
+                    g: addr(g, gl)?,
+                    beta: addr(beta, bl)?,
+                    out: oa,
+                    ckpt: 0,
+                },
+                (b, t, c),
+                h,
+                None,
                 stream,
             )
         };
@@ -1595,23 +1629,18 @@ fn gated_delta_rule_backward(
     // sized by koth_gdr_bwd_sizes for this shape; the forward fills the checkpoints, the backward
     // reads them and writes every element of dpacked, dbeta and dg.
     let code = unsafe {
-        let fwd = ffi::koth_gdr_fwd(
-            0,
-            pa,
-            c as i64,
-            ga,
-            ba,
-            0,
-            b as c_int,
-            t as c_int,
-            h.key_heads as c_int,
-            h.value_heads as c_int,
-            h.key_dim as c_int,
-            h.value_dim as c_int,
-            0.0,
-            1.0,
-            0,
-            cka,
+        let fwd = gdr_forward(
+            GdrBuffers {
+                dtype: 0,
+                packed: pa,
+                g: ga,
+                beta: ba,
+                out: 0,
+                ckpt: cka,
+            },
+            (b, t, c),
+            h,
+            None,
             stream,
         );
         if fwd != 0 {

@@ -180,7 +180,7 @@ struct SparseMoe {
     experts: Vec<Mlp>,
     top_k: usize,
     norm_topk_prob: bool,
-    /// On a CUDA device: every expert's projections stacked ([E, I, H] gate and up, [E, H, I]
+    /// On a CUDA device with `KOTH_MOE_BATCHED=1` ([`batched_experts_enabled`]): every expert's projections stacked ([E, I, H] gate and up, [E, H, I]
     /// down), the experts' own weights being views into them (no second copy), so that scoring
     /// runs each projection of all experts as one batched GEMM.
     stacked: Option<StackedExperts>,

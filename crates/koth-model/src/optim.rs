@@ -156,31 +156,28 @@ impl AdamW {
             vec![model_dtype, DType::F32]
         };
         for dtype in dtypes {
-            let mut params = Vec::new();
-            let mut models = Vec::new();
-            let mut grad_refs = Vec::new();
-            let mut m = Vec::new();
-            let mut v = Vec::new();
-            let mut decay = Vec::new();
-            for ((var, s), g) in vars.iter().zip(&self.states).zip(&grads) {
-                if g.dtype() != dtype {
-                    continue;
-                }
-                match &s.master {
-                    Some(master) => {
-                        params.push(master);
-                        models.push(Some(var.as_tensor()));
-                    }
-                    None => {
-                        params.push(var.as_tensor());
-                        models.push(None);
-                    }
-                }
-                grad_refs.push(g);
-                m.push(&s.m);
-                v.push(&s.v);
-                decay.push(s.decay && c.weight_decay != 0.0);
-            }
+            let idx: Vec<usize> = (0..grads.len())
+                .filter(|&i| grads[i].dtype() == dtype)
+                .collect();
+            let states = || idx.iter().map(|&i| &self.states[i]);
+            // With an f32 master copy, the kernel updates it and refreshes the model's tensor.
+            let params: Vec<&Tensor> = idx
+                .iter()
+                .map(|&i| {
+                    self.states[i]
+                        .master
+                        .as_ref()
+                        .unwrap_or(vars[i].as_tensor())
+                })
+                .collect();
+            let models: Vec<Option<&Tensor>> = idx
+                .iter()
+                .map(|&i| self.states[i].master.as_ref().map(|_| vars[i].as_tensor()))
+                .collect();
+            let grad_refs: Vec<&Tensor> = idx.iter().map(|&i| &grads[i]).collect();
+            let m: Vec<&Tensor> = states().map(|s| &s.m).collect();
+            let v: Vec<&Tensor> = states().map(|s| &s.v).collect();
+            let decay: Vec<bool> = states().map(|s| s.decay && c.weight_decay != 0.0).collect();
             koth_kernels::AdamWKernel::step(&params, &grad_refs, &m, &v, &models, &decay, hyper)?;
         }
         Ok(())
@@ -318,25 +315,23 @@ pub fn global_grad_norm(grads: &[Tensor]) -> Result<f32> {
 /// [`global_grad_norm`] on the GPU: the multi-tensor sum-of-squares kernel once per gradient
 /// dtype (each gradient read once, in its own dtype, in a fixed order), one read-back.
 fn device_grad_norm(grads: &[Tensor]) -> Result<f32> {
+    const KERNEL_DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
+    if let Some(g) = grads.iter().find(|g| !KERNEL_DTYPES.contains(&g.dtype())) {
+        return Err(ModelError::Invalid(format!(
+            "a gradient of dtype {:?}; expected f32, bf16 or f16",
+            g.dtype()
+        )));
+    }
     let grads = grads
         .iter()
         .map(|g| Ok(g.contiguous()?))
         .collect::<Result<Vec<_>>>()?;
     let mut total = 0f64;
-    for dtype in [DType::F32, DType::BF16, DType::F16] {
+    for dtype in KERNEL_DTYPES {
         let group: Vec<&Tensor> = grads.iter().filter(|g| g.dtype() == dtype).collect();
         if !group.is_empty() {
             total += koth_kernels::sum_of_squares(&group)?.to_scalar::<f32>()? as f64;
         }
-    }
-    if let Some(g) = grads
-        .iter()
-        .find(|g| !matches!(g.dtype(), DType::F32 | DType::BF16 | DType::F16))
-    {
-        return Err(ModelError::Invalid(format!(
-            "a gradient of dtype {:?}; expected f32, bf16 or f16",
-            g.dtype()
-        )));
     }
     Ok(total.sqrt() as f32)
 }

@@ -355,22 +355,26 @@ impl Model {
             value_dim: l.value_head_dim,
         };
         let train_kernels = train_kernels && koth_kernels::usable(&mixed) && l.key_head_dim <= 256;
+        // q, k [B, T, Hk, dk] and v [B, T, Hv, dv]: views of the packed activations.
+        let kd = l.key_dim();
+        let split = || -> Result<(Tensor, Tensor, Tensor)> {
+            let heads_of = |start: usize, width: usize, n: usize, d: usize| -> Result<Tensor> {
+                Ok(mixed.narrow(2, start, width)?.reshape((b, t, n, d))?)
+            };
+            Ok((
+                heads_of(0, kd, l.num_key_heads, l.key_head_dim)?,
+                heads_of(kd, kd, l.num_key_heads, l.key_head_dim)?,
+                heads_of(2 * kd, l.value_dim(), l.num_value_heads, l.value_head_dim)?,
+            ))
+        };
         let core = if train_kernels {
             // q and k normalised (and q scaled) by differentiable ops, so autograd carries their
             // gradients; the kernel op differentiates the recurrence itself.
-            let kd = l.key_dim();
-            let q = mixed
-                .narrow(2, 0, kd)?
-                .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
-            let k = mixed
-                .narrow(2, kd, kd)?
-                .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
+            let (q, k, v) = split()?;
             let scale = 1.0 / (l.key_head_dim as f64).sqrt();
             let q = (l2_normalize(&q.to_dtype(DType::F32)?)? * scale)?.reshape((b, t, kd))?;
             let k = l2_normalize(&k.to_dtype(DType::F32)?)?.reshape((b, t, kd))?;
-            let v = mixed
-                .narrow(2, 2 * kd, l.value_dim())?
-                .to_dtype(DType::F32)?;
+            let v = v.to_dtype(DType::F32)?.reshape((b, t, l.value_dim()))?;
             let packed = Tensor::cat(&[&q, &k, &v], 2)?;
             koth_kernels::gated_delta_rule_trainable(&packed, heads, &g, &beta)?
                 .to_dtype(self.dtype)?
@@ -379,20 +383,7 @@ impl Model {
             // (no repeat_interleave).
             koth_kernels::gated_delta_rule(&mixed, heads, &g, &beta, L2_NORM_EPS as f32)?
         } else {
-            let kd = l.key_dim();
-            let q = mixed
-                .narrow(2, 0, kd)?
-                .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
-            let k = mixed
-                .narrow(2, kd, kd)?
-                .reshape((b, t, l.num_key_heads, l.key_head_dim))?;
-            let v = mixed.narrow(2, 2 * kd, l.value_dim())?.reshape((
-                b,
-                t,
-                l.num_value_heads,
-                l.value_head_dim,
-            ))?;
-            self.delta_rule_composite(l, (q, k, v), &g, &beta)?
+            self.delta_rule_composite(l, split()?, &g, &beta)?
                 .to_dtype(self.dtype)?
         };
         let core = core.reshape((b * t * l.num_value_heads, l.value_head_dim))?;
