@@ -182,6 +182,21 @@ fn the_dashboard_builds_without_the_validator_shell() {
     assert!(bad.is_empty(), "koth-web depends on {bad:?}");
 }
 
+#[test]
+fn the_binary_never_links_the_emulated_kernels() {
+    // koth-kernels-emu compiles the CUDA kernels for the host, for tests only; a shipped
+    // validator must score with the real ones or with the CPU model, never with the emulator.
+    let deps = normal_dependencies("koth");
+    assert!(
+        deps.contains("koth-kernels"),
+        "cargo tree output not understood: {deps:?}"
+    );
+    assert!(
+        !deps.contains("koth-kernels-emu"),
+        "the koth binary depends on koth-kernels-emu"
+    );
+}
+
 /// The `Result<…>` types a source text names, as their top-level generic arguments.
 fn result_types(text: &str) -> Vec<Vec<String>> {
     let mut found = Vec::new();

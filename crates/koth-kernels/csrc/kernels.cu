@@ -1076,9 +1076,9 @@ int koth_gated_rmsnorm(int dtype, const void *x, const void *z, const void *w, v
 
 int koth_adam_record_bytes() { return (int)sizeof(AdamTensor); }
 
-// High-water mark of the bytes allocated from the device's default memory pool (where candle's
-// stream-ordered allocations and the cuDNN workspaces come from): the analogue of PyTorch's
-// max_memory_allocated. `reset` starts a new measurement.
+// The memory pool's host functions have nothing a host emulation could check
+// (crates/koth-kernels-emu compiles this file with KOTH_EMULATE).
+#ifndef KOTH_EMULATE
 // Hand the memory the default pool holds but no allocation uses back to the driver, so that
 // another process (the PyTorch reference of `koth bench --torch`) can have it.
 int koth_mem_release(int device) {
@@ -1092,6 +1092,9 @@ int koth_mem_release(int device) {
     return check(cudaMemPoolTrimTo(pool, 0));
 }
 
+// High-water mark of the bytes allocated from the device's default memory pool (where candle's
+// stream-ordered allocations and the cuDNN workspaces come from): the analogue of PyTorch's
+// max_memory_allocated. `reset` starts a new measurement.
 int koth_mem_peak(int device, uint64_t *used_high, int reset) {
     cudaMemPool_t pool;
     cudaError_t e = cudaDeviceGetDefaultMemPool(&pool, device);
@@ -1107,5 +1110,6 @@ int koth_mem_peak(int device, uint64_t *used_high, int reset) {
     }
     return 0;
 }
+#endif  // KOTH_EMULATE
 
 }  // extern "C"

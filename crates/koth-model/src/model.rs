@@ -194,17 +194,24 @@ struct StackedExperts {
 }
 
 impl SparseMoe {
-    fn new(
+    fn new(router: Tensor, experts: Vec<Mlp>, top_k: usize, norm_topk_prob: bool) -> Result<Self> {
+        let stack = batched_experts_enabled() && koth_kernels::usable(&router);
+        Self::assemble(router, experts, top_k, norm_topk_prob, stack)
+    }
+
+    /// The block, its experts stacked for batched GEMMs when `stack` asks for it and the
+    /// weights allow it.
+    fn assemble(
         router: Tensor,
         mut experts: Vec<Mlp>,
         top_k: usize,
         norm_topk_prob: bool,
+        stack: bool,
     ) -> Result<Self> {
         // Never for variables: a trainer updates its variables in place, and the model must
         // keep reading them, not a stacked copy.
         let plain = |l: &Linear| l.bias.is_none() && !l.weight.is_variable();
-        let stackable = batched_experts_enabled()
-            && koth_kernels::usable(&router)
+        let stackable = stack
             && !router.is_variable()
             && !experts.is_empty()
             && experts
@@ -1140,7 +1147,7 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
     let (slots, offsets) = crate::plan::group_by_expert(&chosen, num_experts);
     let rows: Vec<u32> = slots.iter().map(|&s| s / k as u32).collect();
     let batched = match &moe.stacked {
-        Some(stacked) if path == OpPath::Kernels && !x.track_op() => {
+        Some(stacked) if !x.track_op() => {
             crate::plan::pad_groups(&rows, &offsets, n as u32, MAX_EXPERT_PADDING)
                 .map(|padded| (stacked, padded))
         }
@@ -1157,8 +1164,9 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
     let rows = Tensor::from_vec(rows, routed, device)?;
     let slots = Tensor::from_vec(slots, routed, device)?;
     let y = match batched {
-        // Scoring on CUDA: all experts in one batched GEMM per projection over their rows
-        // padded to the largest group (padding rows read a zero row and are dropped).
+        // Scoring with stacked experts (on CUDA): all experts in one batched GEMM per
+        // projection over their rows padded to the largest group (padding rows read a zero row
+        // and are dropped).
         Some((stacked, padded)) => experts_batched(stacked, x, &padded, routed)?,
         None => {
             let gathered = x.index_select(&rows, 0)?; // [N*k, hidden], grouped by expert
@@ -1212,7 +1220,12 @@ fn experts_batched(
         .reshape((experts, padded.width, hidden))?;
     let g = xe.matmul(&stacked.gate.transpose(1, 2)?)?;
     let u = xe.matmul(&stacked.up.transpose(1, 2)?)?;
-    let p = koth_kernels::swiglu(&g, &u)?;
+    // The same product as `Mlp::forward` on this device's scoring path.
+    let p = if koth_kernels::usable(&g) {
+        koth_kernels::swiglu(&g, &u)?
+    } else {
+        (silu_rounded_once(&g)? * u)?
+    };
     let y = p
         .matmul(&stacked.down.transpose(1, 2)?)?
         .reshape((experts * padded.width, hidden))?;
@@ -1242,6 +1255,66 @@ pub fn inspect(dir: &Path) -> Result<ModelInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The batched expert GEMMs (stacked weights, groups padded to the largest) give the
+    /// per-expert loop's output: the gather, the padding rows and the return to grouped order.
+    #[test]
+    fn stacked_experts_match_the_per_expert_loop() {
+        use rand::{Rng, SeedableRng};
+        let (hidden, inter, experts, tokens) = (8, 6, 4, 64);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
+        let mut t = |shape: &[usize]| -> Tensor {
+            let n = shape.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        };
+        let linear = |w: Tensor| Linear {
+            weight: w,
+            bias: None,
+        };
+        let mlps: Vec<Mlp> = (0..experts)
+            .map(|_| Mlp {
+                gate: linear(t(&[inter, hidden])),
+                up: linear(t(&[inter, hidden])),
+                down: linear(t(&[hidden, inter])),
+            })
+            .collect();
+        let router = t(&[experts, hidden]);
+        let x = t(&[tokens, hidden]);
+        for dtype in [DType::F32, DType::BF16] {
+            let cast = |w: &Tensor| w.to_dtype(dtype).unwrap();
+            let mlps: Vec<Mlp> = mlps
+                .iter()
+                .map(|m| Mlp {
+                    gate: linear(cast(&m.gate.weight)),
+                    up: linear(cast(&m.up.weight)),
+                    down: linear(cast(&m.down.weight)),
+                })
+                .collect();
+            let looped = SparseMoe::assemble(cast(&router), mlps.clone(), 2, true, false).unwrap();
+            let stacked = SparseMoe::assemble(cast(&router), mlps, 2, true, true).unwrap();
+            assert!(looped.stacked.is_none() && stacked.stacked.is_some());
+            let x = cast(&x);
+            let host = |m: &SparseMoe| -> Vec<f32> {
+                moe_forward(m, &x, OpPath::Fused)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            let (want, got) = (host(&looped), host(&stacked));
+            let tol = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= tol * b.abs().max(1.0),
+                    "{dtype:?} element {i}: stacked {a}, per expert {b}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn half_precision_silu_is_the_f32_result_rounded_once() {

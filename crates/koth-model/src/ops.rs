@@ -76,6 +76,44 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<T
     }
 }
 
+/// Qwen3.5's RMSNorm: normalise in f32, scale by `1 + w` in f32, round once to the input dtype.
+pub fn centered_rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<Tensor> {
+    let dtype = x.dtype();
+    if path == OpPath::Kernels && koth_kernels::usable(x) && !x.track_op() && !weight.track_op() {
+        // Scoring on the kernels: one pass, the same f32 arithmetic and single rounding.
+        let w = weight.to_dtype(dtype)?;
+        return Ok(koth_kernels::rms_norm_centered(x, &w, eps as f32)?);
+    }
+    let x32 = x.to_dtype(DType::F32)?;
+    let gain = (weight.to_dtype(DType::F32)? + 1.0)?;
+    let y = match path {
+        OpPath::Fused => candle_nn::ops::rms_norm(&x32.contiguous()?, &gain, eps as f32)?,
+        OpPath::Composite | OpPath::Kernels => {
+            let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?
+                .sqrt()?
+                .recip()?;
+            x32.broadcast_mul(&inv)?.broadcast_mul(&gain)?
+        }
+    };
+    Ok(y.to_dtype(dtype)?)
+}
+
+/// transformers' `Qwen3_5RMSNormGated`: normalise in f32, round to the input dtype, scale by
+/// `w`, multiply by `silu(z)` in f32, round once more.
+pub fn gated_rms_norm(x: &Tensor, z: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x32 = x.to_dtype(DType::F32)?;
+    let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?
+        .sqrt()?
+        .recip()?;
+    let normed = x32
+        .broadcast_mul(&inv)?
+        .to_dtype(dtype)?
+        .broadcast_mul(weight)?;
+    let gate = z.to_dtype(DType::F32)?.silu()?;
+    Ok((normed.to_dtype(DType::F32)? * gate)?.to_dtype(dtype)?)
+}
+
 /// Softmax over the last dimension. The composite version subtracts a detached row maximum
 /// (softmax does not depend on it, so no gradient is lost).
 pub fn softmax_last(x: &Tensor, path: OpPath) -> Result<Tensor> {

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 use super::{moe_forward, Linear, Mlp, Model, SparseMoe, Take};
 use crate::config::{HybridConfig, MixerKind, ModelConfig};
@@ -17,7 +17,7 @@ use crate::deltanet::{
     causal_conv1d_silu, chunk_gated_delta_rule, l2_normalize, DEFAULT_CHUNK, L2_NORM_EPS,
 };
 use crate::error::{ModelError, Result};
-use crate::ops::{causal_mask, softmax_last, OpPath, Rope};
+use crate::ops::{causal_mask, centered_rms_norm, gated_rms_norm, softmax_last, OpPath, Rope};
 use crate::pipeline::Pipeline;
 use crate::placement::Placement;
 
@@ -180,44 +180,6 @@ pub(super) fn from_tensors(
         pipeline: Pipeline::default(),
         hybrid: Some(HybridStack { layers, named }),
     })
-}
-
-/// Qwen3.5's RMSNorm: normalise in f32, scale by `1 + w` in f32, round once to the input dtype.
-fn centered_rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<Tensor> {
-    let dtype = x.dtype();
-    if path == OpPath::Kernels && koth_kernels::usable(x) && !x.track_op() && !weight.track_op() {
-        // Scoring on the kernels: one pass, the same f32 arithmetic and single rounding.
-        let w = weight.to_dtype(dtype)?;
-        return Ok(koth_kernels::rms_norm_centered(x, &w, eps as f32)?);
-    }
-    let x32 = x.to_dtype(DType::F32)?;
-    let gain = (weight.to_dtype(DType::F32)? + 1.0)?;
-    let y = match path {
-        OpPath::Fused => candle_nn::ops::rms_norm(&x32.contiguous()?, &gain, eps as f32)?,
-        OpPath::Composite | OpPath::Kernels => {
-            let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?
-                .sqrt()?
-                .recip()?;
-            x32.broadcast_mul(&inv)?.broadcast_mul(&gain)?
-        }
-    };
-    Ok(y.to_dtype(dtype)?)
-}
-
-/// transformers' `Qwen3_5RMSNormGated`: normalise in f32, round to the input dtype, scale by
-/// `w`, multiply by `silu(z)` in f32, round once more.
-fn gated_rms_norm(x: &Tensor, z: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let x32 = x.to_dtype(DType::F32)?;
-    let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?
-        .sqrt()?
-        .recip()?;
-    let normed = x32
-        .broadcast_mul(&inv)?
-        .to_dtype(dtype)?
-        .broadcast_mul(weight)?;
-    let gate = z.to_dtype(DType::F32)?.silu()?;
-    Ok((normed.to_dtype(DType::F32)? * gate)?.to_dtype(dtype)?)
 }
 
 /// Sigmoid computed in f32 and rounded once to the input dtype, as torch does for bf16/f16 (and

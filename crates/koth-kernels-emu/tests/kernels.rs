@@ -1,0 +1,728 @@
+//! koth's CUDA kernels, run under the host emulator (see the crate docs), against the CPU
+//! references in koth-model: the arithmetic and layout every GPU run relies on, checked
+//! without a GPU.
+//!
+//! The delta-rule kernels come first: their one-lane path (16-wide heads) ran on a GPU against
+//! the golden fixtures, but their 4- and 8-lane paths (Qwen3.5's 128-wide heads) and the
+//! backward had not been compared with anything before these tests.
+
+use std::ffi::c_void;
+use std::ptr::{null, null_mut};
+
+use candle_core::{DType, Device, IndexOp, Tensor, Var};
+use koth_kernels_emu::{ffi, BF16, F32};
+use koth_model::deltanet::{causal_conv1d_silu, recurrent_gated_delta_rule_f64};
+use koth_model::ops::{centered_rms_norm, gated_rms_norm, OpPath};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn uniform(rng: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+fn to_bf16(x: &[f32]) -> Vec<u16> {
+    x.iter()
+        .map(|&a| half::bf16::from_f32(a).to_bits())
+        .collect()
+}
+
+fn from_bf16(x: &[u16]) -> Vec<f32> {
+    x.iter()
+        .map(|&a| half::bf16::from_bits(a).to_f32())
+        .collect()
+}
+
+/// max |a - r| / max(1, max |r|), and asserts it is within `tol`.
+fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1.0f64, |m, r| m.max(r.abs()));
+    let mut worst = (0.0f64, 0usize);
+    for (i, (&a, &r)) in got.iter().zip(want).enumerate() {
+        let e = if a.is_finite() {
+            (a as f64 - r).abs() / scale
+        } else {
+            f64::INFINITY
+        };
+        if e > worst.0 {
+            worst = (e, i);
+        }
+    }
+    assert!(
+        worst.0 <= tol,
+        "{what}: error {:.3e} > {tol:.1e} at {} (kernel {}, reference {})",
+        worst.0,
+        worst.1,
+        got[worst.1],
+        want[worst.1]
+    );
+}
+
+/// A gated DeltaNet's heads and sequence.
+#[derive(Debug, Clone, Copy)]
+struct Delta {
+    b: usize,
+    t: usize,
+    hk: usize,
+    hv: usize,
+    dk: usize,
+    dv: usize,
+}
+
+impl Delta {
+    fn channels(&self) -> usize {
+        2 * self.hk * self.dk + self.hv * self.dv
+    }
+}
+
+/// Packed [B, T, C] q/k/v activations, g [B, T, Hv] (log decay) and beta.
+struct DeltaInputs {
+    packed: Vec<f32>,
+    g: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+fn delta_inputs(s: Delta, seed: u64) -> DeltaInputs {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    DeltaInputs {
+        packed: uniform(&mut rng, s.b * s.t * s.channels(), -1.0, 1.0),
+        g: uniform(&mut rng, s.b * s.t * s.hv, -1.5, -0.02),
+        beta: uniform(&mut rng, s.b * s.t * s.hv, 0.05, 0.95),
+    }
+}
+
+/// q, k [B, T, Hv, dk] (each value head with its key head's vectors) and v [B, T, Hv, dv] from
+/// the packed activations, in f64.
+fn per_value_head(s: Delta, packed: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let c = s.channels();
+    let rep = s.hv / s.hk;
+    let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
+    for bt in 0..s.b * s.t {
+        let row = &packed[bt * c..(bt + 1) * c];
+        for h in 0..s.hv {
+            let hk = h / rep;
+            q.extend(row[hk * s.dk..(hk + 1) * s.dk].iter().map(|&x| x as f64));
+            let k0 = s.hk * s.dk + hk * s.dk;
+            k.extend(row[k0..k0 + s.dk].iter().map(|&x| x as f64));
+            let v0 = 2 * s.hk * s.dk + h * s.dv;
+            v.extend(row[v0..v0 + s.dv].iter().map(|&x| x as f64));
+        }
+    }
+    (q, k, v)
+}
+
+fn f64s(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&a| a as f64).collect()
+}
+
+/// The scoring kernel (q and k normalised in the kernel) in f32 against the f64 recurrence.
+fn delta_forward_f32(s: Delta) {
+    let x = delta_inputs(s, 7 + s.dk as u64);
+    let mut out = vec![f32::NAN; s.b * s.t * s.hv * s.dv];
+    // SAFETY: every buffer has the size its shape gives; the emulator runs synchronously.
+    let code = unsafe {
+        ffi::koth_gdr_fwd(
+            F32,
+            x.packed.as_ptr().cast(),
+            s.channels() as i64,
+            x.g.as_ptr(),
+            x.beta.as_ptr().cast(),
+            out.as_mut_ptr().cast(),
+            s.b as i32,
+            s.t as i32,
+            s.hk as i32,
+            s.hv as i32,
+            s.dk as i32,
+            s.dv as i32,
+            1e-6,
+            1.0 / (s.dk as f32).sqrt(),
+            1,
+            null_mut(),
+            null_mut(),
+        )
+    };
+    assert_eq!(code, 0, "koth_gdr_fwd");
+    let (q, k, v) = per_value_head(s, &x.packed);
+    let want = recurrent_gated_delta_rule_f64(
+        &q,
+        &k,
+        &v,
+        &f64s(&x.g),
+        &f64s(&x.beta),
+        (s.b, s.t, s.hv, s.dk, s.dv),
+    );
+    assert_close(&format!("delta rule f32 {s:?}"), &out, &want, 2e-5);
+}
+
+#[test]
+fn delta_rule_forward_one_lane_per_column() {
+    // 16-wide heads: one lane per state column; two column blocks, the second partial; a key
+    // head shared by two value heads; tiles of 16 tokens and a partial last one.
+    delta_forward_f32(Delta {
+        b: 2,
+        t: 37,
+        hk: 2,
+        hv: 4,
+        dk: 16,
+        dv: 40,
+    });
+}
+
+#[test]
+fn delta_rule_forward_four_lanes_per_column() {
+    // Qwen3.5's 128-wide heads: four lanes per column, 32 state rows each.
+    delta_forward_f32(Delta {
+        b: 1,
+        t: 35,
+        hk: 1,
+        hv: 2,
+        dk: 128,
+        dv: 40,
+    });
+}
+
+#[test]
+fn delta_rule_forward_eight_lanes_with_padded_rows() {
+    // 192-wide heads: eight lanes of 32 rows hold 256, the last 64 padding.
+    delta_forward_f32(Delta {
+        b: 1,
+        t: 20,
+        hk: 1,
+        hv: 1,
+        dk: 192,
+        dv: 32,
+    });
+}
+
+#[test]
+fn delta_rule_forward_bf16_rounds_once() {
+    let s = Delta {
+        b: 1,
+        t: 33,
+        hk: 1,
+        hv: 2,
+        dk: 128,
+        dv: 24,
+    };
+    let x = delta_inputs(s, 11);
+    let (packed, beta) = (to_bf16(&x.packed), to_bf16(&x.beta));
+    let mut out = vec![0u16; s.b * s.t * s.hv * s.dv];
+    // SAFETY: as in delta_forward_f32, with bf16 activations.
+    let code = unsafe {
+        ffi::koth_gdr_fwd(
+            BF16,
+            packed.as_ptr().cast(),
+            s.channels() as i64,
+            x.g.as_ptr(),
+            beta.as_ptr().cast(),
+            out.as_mut_ptr().cast(),
+            s.b as i32,
+            s.t as i32,
+            s.hk as i32,
+            s.hv as i32,
+            s.dk as i32,
+            s.dv as i32,
+            1e-6,
+            1.0 / (s.dk as f32).sqrt(),
+            1,
+            null_mut(),
+            null_mut(),
+        )
+    };
+    assert_eq!(code, 0);
+    // The reference sees the same bf16 inputs; the kernel's only other rounding is the output's.
+    let (q, k, v) = per_value_head(s, &from_bf16(&packed));
+    let want = recurrent_gated_delta_rule_f64(
+        &q,
+        &k,
+        &v,
+        &f64s(&x.g),
+        &f64s(&from_bf16(&beta)),
+        (s.b, s.t, s.hv, s.dk, s.dv),
+    );
+    let got = from_bf16(&out);
+    for (i, (&a, &r)) in got.iter().zip(&want).enumerate() {
+        let e = (a as f64 - r).abs();
+        assert!(
+            e <= r.abs() / 256.0 + 1e-5,
+            "bf16 output {i}: kernel {a}, reference {r} (more than the output's rounding)"
+        );
+    }
+}
+
+/// q and k of every row L2-normalised in f64 and rounded to f32, q scaled by 1/sqrt(dk): the
+/// training op's input.
+fn normalised(s: Delta, packed: &[f32]) -> Vec<f32> {
+    let c = s.channels();
+    let mut out = packed.to_vec();
+    for row in out.chunks_mut(c) {
+        for head in 0..2 * s.hk {
+            let x = &mut row[head * s.dk..(head + 1) * s.dk];
+            let norm = x.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+            let scale = if head < s.hk {
+                1.0 / (s.dk as f64).sqrt()
+            } else {
+                1.0
+            };
+            x.iter_mut()
+                .for_each(|a| *a = (*a as f64 / norm * scale) as f32);
+        }
+    }
+    out
+}
+
+/// The gradients of sum(out * dout) by candle's autograd through the step-by-step recurrence
+/// in f64, with q and k taken as given (the training op's contract): (dq, dk) [B, T, Hk, dk],
+/// dv [B, T, Hv, dv], dg and dbeta [B, T, Hv].
+fn delta_grads_autograd(
+    s: Delta,
+    packed: &[f32],
+    g: &[f32],
+    beta: &[f32],
+    dout: &[f32],
+) -> [Vec<f64>; 5] {
+    let dev = Device::Cpu;
+    let c = s.channels();
+    let t64 = |x: Vec<f64>, shape: &[usize]| Tensor::from_vec(x, shape, &dev).unwrap();
+    let cols = |lo: usize, n: usize| -> Vec<f64> {
+        packed
+            .chunks(c)
+            .flat_map(|row| row[lo..lo + n].iter().map(|&x| x as f64))
+            .collect()
+    };
+    let q = Var::from_tensor(&t64(cols(0, s.hk * s.dk), &[s.b, s.t, s.hk, s.dk])).unwrap();
+    let k = Var::from_tensor(&t64(
+        cols(s.hk * s.dk, s.hk * s.dk),
+        &[s.b, s.t, s.hk, s.dk],
+    ))
+    .unwrap();
+    let v = Var::from_tensor(&t64(
+        cols(2 * s.hk * s.dk, s.hv * s.dv),
+        &[s.b, s.t, s.hv, s.dv],
+    ))
+    .unwrap();
+    let gv = Var::from_tensor(&t64(f64s(g), &[s.b, s.t, s.hv])).unwrap();
+    let bv = Var::from_tensor(&t64(f64s(beta), &[s.b, s.t, s.hv])).unwrap();
+    let rep: Vec<u32> = (0..s.hv).map(|h| (h / (s.hv / s.hk)) as u32).collect();
+    let rep = Tensor::new(rep.as_slice(), &dev).unwrap();
+    let qh = q.as_tensor().index_select(&rep, 2).unwrap();
+    let kh = k.as_tensor().index_select(&rep, 2).unwrap();
+    let mut state = Tensor::zeros((s.b, s.hv, s.dk, s.dv), DType::F64, &dev).unwrap();
+    let mut outs = Vec::new();
+    for ti in 0..s.t {
+        let qt = qh.i((.., ti)).unwrap().unsqueeze(3).unwrap(); // [B, Hv, dk, 1]
+        let kt = kh.i((.., ti)).unwrap().unsqueeze(3).unwrap();
+        let vt = v.as_tensor().i((.., ti)).unwrap(); // [B, Hv, dv]
+        let decay = gv.as_tensor().i((.., ti)).unwrap().exp().unwrap();
+        let bt = bv.as_tensor().i((.., ti)).unwrap().unsqueeze(2).unwrap(); // [B, Hv, 1]
+        state = state
+            .broadcast_mul(&decay.reshape((s.b, s.hv, 1, 1)).unwrap())
+            .unwrap();
+        let u = state.broadcast_mul(&kt).unwrap().sum(2).unwrap(); // [B, Hv, dv]
+        let d = (vt - u).unwrap().broadcast_mul(&bt).unwrap();
+        state = (state + kt.broadcast_mul(&d.unsqueeze(2).unwrap()).unwrap()).unwrap();
+        outs.push(state.broadcast_mul(&qt).unwrap().sum(2).unwrap());
+    }
+    let out = Tensor::stack(&outs, 1).unwrap(); // [B, T, Hv, dv]
+    let dout = t64(f64s(dout), &[s.b, s.t, s.hv, s.dv]);
+    let loss = (out * dout).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let flat = |x: &Var| -> Vec<f64> {
+        grads
+            .get(x.as_tensor())
+            .expect("a gradient")
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    [flat(&q), flat(&k), flat(&v), flat(&gv), flat(&bv)]
+}
+
+/// The training op's forward (checkpoints only) and backward kernels against autograd.
+fn delta_backward(s: Delta) {
+    let x = delta_inputs(s, 23 + s.dk as u64);
+    let packed = normalised(s, &x.packed);
+    let c = s.channels();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let dout = uniform(&mut rng, s.b * s.t * s.hv * s.dv, -1.0, 1.0);
+    let mut sizes = [0i64; 4];
+    // SAFETY: writes four i64.
+    let code = unsafe {
+        ffi::koth_gdr_bwd_sizes(
+            s.b as i32,
+            s.t as i32,
+            s.hv as i32,
+            s.dk as i32,
+            s.dv as i32,
+            sizes.as_mut_ptr(),
+        )
+    };
+    assert_eq!(code, 0);
+    // NaN everywhere a kernel should write, so that an element it misses shows.
+    let buf = |n: i64| vec![f32::NAN; n as usize];
+    let (mut ckpt, mut scratch) = (buf(sizes[0]), buf(sizes[1]));
+    let (mut part_q, mut part_k) = (buf(sizes[2]), buf(sizes[2]));
+    let (mut part_b, mut part_g) = (buf(sizes[3]), buf(sizes[3]));
+    let mut dpacked = vec![f32::NAN; s.b * s.t * c];
+    let (mut dbeta, mut dg) = (
+        vec![f32::NAN; s.b * s.t * s.hv],
+        vec![f32::NAN; s.b * s.t * s.hv],
+    );
+    let dims = (s.b as i32, s.t as i32, s.hk as i32, s.hv as i32);
+    // SAFETY: buffers sized by koth_gdr_bwd_sizes and the shape, as gated_delta_rule_backward
+    // in koth-kernels sizes them; the emulator runs synchronously.
+    unsafe {
+        let code = ffi::koth_gdr_fwd(
+            F32,
+            packed.as_ptr().cast(),
+            c as i64,
+            x.g.as_ptr(),
+            x.beta.as_ptr().cast(),
+            null_mut(),
+            dims.0,
+            dims.1,
+            dims.2,
+            dims.3,
+            s.dk as i32,
+            s.dv as i32,
+            0.0,
+            1.0,
+            0,
+            ckpt.as_mut_ptr(),
+            null_mut(),
+        );
+        assert_eq!(code, 0, "koth_gdr_fwd (checkpoints)");
+        let code = ffi::koth_gdr_bwd(
+            packed.as_ptr(),
+            c as i64,
+            x.g.as_ptr(),
+            x.beta.as_ptr(),
+            dout.as_ptr(),
+            ckpt.as_ptr(),
+            scratch.as_mut_ptr(),
+            dpacked.as_mut_ptr(),
+            part_q.as_mut_ptr(),
+            part_k.as_mut_ptr(),
+            part_b.as_mut_ptr(),
+            part_g.as_mut_ptr(),
+            dbeta.as_mut_ptr(),
+            dg.as_mut_ptr(),
+            dims.0,
+            dims.1,
+            dims.2,
+            dims.3,
+            s.dk as i32,
+            s.dv as i32,
+            null_mut(),
+        );
+        assert_eq!(code, 0, "koth_gdr_bwd");
+    }
+    let [wq, wk, wv, wg, wb] = delta_grads_autograd(s, &packed, &x.g, &x.beta, &dout);
+    let cols = |lo: usize, n: usize| -> Vec<f32> {
+        dpacked
+            .chunks(c)
+            .flat_map(|row| row[lo..lo + n].to_vec())
+            .collect()
+    };
+    let tol = 5e-5;
+    assert_close(&format!("dq {s:?}"), &cols(0, s.hk * s.dk), &wq, tol);
+    assert_close(
+        &format!("dk {s:?}"),
+        &cols(s.hk * s.dk, s.hk * s.dk),
+        &wk,
+        tol,
+    );
+    assert_close(
+        &format!("dv {s:?}"),
+        &cols(2 * s.hk * s.dk, s.hv * s.dv),
+        &wv,
+        tol,
+    );
+    assert_close(&format!("dg {s:?}"), &dg, &wg, tol);
+    assert_close(&format!("dbeta {s:?}"), &dbeta, &wb, tol);
+}
+
+#[test]
+fn delta_rule_backward_one_lane_across_checkpoints() {
+    // 150 tokens: three 64-token chunks, the last partial; two column blocks; shared key heads.
+    delta_backward(Delta {
+        b: 2,
+        t: 150,
+        hk: 2,
+        hv: 4,
+        dk: 16,
+        dv: 40,
+    });
+}
+
+#[test]
+fn delta_rule_backward_four_lanes_per_column() {
+    delta_backward(Delta {
+        b: 1,
+        t: 70,
+        hk: 1,
+        hv: 2,
+        dk: 128,
+        dv: 36,
+    });
+}
+
+#[test]
+fn delta_rule_refuses_shapes_it_cannot_hold() {
+    let mut sizes = [0i64; 4];
+    // SAFETY: writes four i64 at most; the forward returns before touching a buffer.
+    unsafe {
+        assert_eq!(
+            ffi::koth_gdr_bwd_sizes(1, 4, 1, 257, 8, sizes.as_mut_ptr()),
+            -2
+        );
+        let code = ffi::koth_gdr_fwd(
+            F32,
+            null(),
+            0,
+            null(),
+            null(),
+            null_mut(),
+            1,
+            4,
+            2,
+            3,
+            16,
+            8,
+            1e-6,
+            0.25,
+            1,
+            null_mut(),
+            null_mut(),
+        );
+        assert_eq!(code, -3, "3 value heads over 2 key heads");
+    }
+}
+
+fn cpu(x: &[f32], shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::from_vec(x.to_vec(), shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+fn host(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// Runs a kernel on f32 or bf16 host copies of `inputs` and returns its output as f32.
+fn run_typed(
+    dtype: DType,
+    inputs: &[&[f32]],
+    out_len: usize,
+    launch: impl FnOnce(i32, &[*const c_void], *mut c_void) -> i32,
+) -> Vec<f32> {
+    match dtype {
+        DType::F32 => {
+            let mut out = vec![f32::NAN; out_len];
+            let ptrs: Vec<*const c_void> = inputs.iter().map(|x| x.as_ptr().cast()).collect();
+            assert_eq!(launch(F32, &ptrs, out.as_mut_ptr().cast()), 0);
+            out
+        }
+        DType::BF16 => {
+            let held: Vec<Vec<u16>> = inputs.iter().map(|x| to_bf16(x)).collect();
+            let mut out = vec![0x7fc0u16; out_len];
+            let ptrs: Vec<*const c_void> = held.iter().map(|x| x.as_ptr().cast()).collect();
+            assert_eq!(launch(BF16, &ptrs, out.as_mut_ptr().cast()), 0);
+            from_bf16(&out)
+        }
+        other => panic!("no test dtype {other:?}"),
+    }
+}
+
+/// Exact in f32 up to an ulp of the transcendental functions; in bf16 within one unit of the
+/// last place.
+fn assert_same_rounding(what: &str, got: &[f32], want: &[f32], dtype: DType) {
+    let ulp = if dtype == DType::BF16 {
+        1.0 / 128.0
+    } else {
+        4e-7
+    };
+    for (i, (&a, &r)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - r).abs() <= r.abs() * ulp + 1e-7,
+            "{what} {dtype:?} element {i}: kernel {a}, CPU {r}"
+        );
+    }
+}
+
+#[test]
+fn short_convolution_and_silu_match_the_cpu_op() {
+    let (b, t, c, k) = (2, 9, 37, 4);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x = uniform(&mut rng, b * t * c, -2.0, 2.0);
+    let w = uniform(&mut rng, c * k, -1.0, 1.0);
+    for dtype in [DType::F32, DType::BF16] {
+        let got = run_typed(dtype, &[&x, &w], b * t * c, |code, p, out| {
+            // SAFETY: x [B, T, C], w [C, K] and out [B, T, C] of the dtype `code` names.
+            unsafe {
+                ffi::koth_conv_silu(
+                    code,
+                    p[0],
+                    p[1],
+                    out,
+                    b as i32,
+                    t as i32,
+                    c as i32,
+                    k as i32,
+                    null_mut(),
+                )
+            }
+        });
+        let want =
+            causal_conv1d_silu(&cpu(&x, &[b, t, c], dtype), &cpu(&w, &[c, 1, k], dtype)).unwrap();
+        assert_same_rounding("conv + silu", &got, &host(&want), dtype);
+    }
+}
+
+#[test]
+fn gated_and_centred_norms_match_the_cpu_ops() {
+    // 72 columns: not a multiple of the warp; 11 rows: a partial last block of 8 rows.
+    let (rows, cols, eps) = (11, 72, 1e-6);
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let x = uniform(&mut rng, rows * cols, -3.0, 3.0);
+    let z = uniform(&mut rng, rows * cols, -3.0, 3.0);
+    let w = uniform(&mut rng, cols, -0.5, 1.5);
+    for dtype in [DType::F32, DType::BF16] {
+        let got = run_typed(dtype, &[&x, &z, &w], rows * cols, |code, p, out| {
+            // SAFETY: x, z, out [rows, cols] and w [cols] of the dtype `code` names.
+            unsafe {
+                ffi::koth_gated_rmsnorm(
+                    code,
+                    p[0],
+                    p[1],
+                    p[2],
+                    out,
+                    rows as i64,
+                    cols as i32,
+                    eps,
+                    null_mut(),
+                )
+            }
+        });
+        let want = gated_rms_norm(
+            &cpu(&x, &[rows, cols], dtype),
+            &cpu(&z, &[rows, cols], dtype),
+            &cpu(&w, &[cols], dtype),
+            eps as f64,
+        )
+        .unwrap();
+        assert_same_rounding("gated rmsnorm", &got, &host(&want), dtype);
+
+        let got = run_typed(dtype, &[&x, &w], rows * cols, |code, p, out| {
+            // SAFETY: x, out [rows, cols] and w [cols] of the dtype `code` names.
+            unsafe {
+                ffi::koth_rmsnorm_centered_fwd(
+                    code,
+                    p[0],
+                    p[1],
+                    out,
+                    rows as i64,
+                    cols as i32,
+                    eps,
+                    null_mut(),
+                )
+            }
+        });
+        let want = centered_rms_norm(
+            &cpu(&x, &[rows, cols], dtype),
+            &cpu(&w, &[cols], dtype),
+            eps as f64,
+            OpPath::Composite,
+        )
+        .unwrap();
+        assert_same_rounding("centred rmsnorm", &got, &host(&want), dtype);
+    }
+}
+
+#[test]
+fn cross_entropy_rows_match_log_softmax() {
+    // 1,000 logits take the 16-byte loads; 999 the scalar path.
+    for v in [1000usize, 999] {
+        let rows = 3;
+        let mut rng = ChaCha8Rng::seed_from_u64(v as u64);
+        let logits = uniform(&mut rng, rows * v, -8.0, 8.0);
+        let targets: Vec<u32> = (0..rows).map(|r| (r * 331 % v) as u32).collect();
+        let mut nll = vec![f32::NAN; rows];
+        // SAFETY: logits [rows, v], targets and nll [rows].
+        let code = unsafe {
+            ffi::koth_ce_fwd(
+                F32,
+                logits.as_ptr().cast(),
+                rows as i64,
+                v as i64,
+                v as i32,
+                targets.as_ptr(),
+                nll.as_mut_ptr(),
+                null_mut(),
+            )
+        };
+        assert_eq!(code, 0);
+        let want: Vec<f64> = (0..rows)
+            .map(|r| {
+                let row = &logits[r * v..(r + 1) * v];
+                let m = row.iter().fold(f64::MIN, |m, &x| m.max(x as f64));
+                let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+                lse - row[targets[r] as usize] as f64
+            })
+            .collect();
+        assert_close(&format!("nll over {v} logits"), &nll, &want, 1e-6);
+    }
+}
+
+#[test]
+fn sum_of_squares_over_tensors_of_two_sizes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let tensors = [
+        uniform(&mut rng, 3, -1.0, 1.0),
+        uniform(&mut rng, 70_001, -1.0, 1.0),
+        uniform(&mut rng, 1000, -4.0, 4.0),
+    ];
+    // SumSqTensor: a pointer and an i64.
+    #[repr(C)]
+    struct Record {
+        x: *const c_void,
+        n: i64,
+    }
+    // SAFETY: no arguments.
+    assert_eq!(unsafe { ffi::koth_sumsq_record_bytes() } as usize, 16);
+    let records: Vec<Record> = tensors
+        .iter()
+        .map(|t| Record {
+            x: t.as_ptr().cast(),
+            n: t.len() as i64,
+        })
+        .collect();
+    let blocks = 4;
+    let mut part = vec![f32::NAN; tensors.len() * blocks];
+    let mut out = [f32::NAN];
+    // SAFETY: the records point at live f32 slices; part holds count * blocks floats.
+    let code = unsafe {
+        ffi::koth_sumsq_multi(
+            F32,
+            records.as_ptr().cast(),
+            records.len() as i32,
+            blocks as i32,
+            part.as_mut_ptr(),
+            out.as_mut_ptr(),
+            null_mut(),
+        )
+    };
+    assert_eq!(code, 0);
+    let want: f64 = tensors.iter().flatten().map(|&x| (x as f64).powi(2)).sum();
+    assert!(
+        ((out[0] as f64 - want) / want).abs() < 1e-6,
+        "sum of squares {} against {want}",
+        out[0]
+    );
+}
