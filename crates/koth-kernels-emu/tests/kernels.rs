@@ -6,56 +6,17 @@
 //! the golden fixtures, but their 4- and 8-lane paths (Qwen3.5's 128-wide heads) and the
 //! backward had not been compared with anything before these tests.
 
-use std::ffi::c_void;
 use std::ptr::{null, null_mut};
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
 use koth_kernels_emu::{ffi, BF16, F32};
 use koth_model::deltanet::{causal_conv1d_silu, recurrent_gated_delta_rule_f64};
 use koth_model::ops::{centered_rms_norm, gated_rms_norm, OpPath};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-fn uniform(rng: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(lo..hi)).collect()
-}
-
-fn to_bf16(x: &[f32]) -> Vec<u16> {
-    x.iter()
-        .map(|&a| half::bf16::from_f32(a).to_bits())
-        .collect()
-}
-
-fn from_bf16(x: &[u16]) -> Vec<f32> {
-    x.iter()
-        .map(|&a| half::bf16::from_bits(a).to_f32())
-        .collect()
-}
-
-/// max |a - r| / max(1, max |r|), and asserts it is within `tol`.
-fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(1.0f64, |m, r| m.max(r.abs()));
-    let mut worst = (0.0f64, 0usize);
-    for (i, (&a, &r)) in got.iter().zip(want).enumerate() {
-        let e = if a.is_finite() {
-            (a as f64 - r).abs() / scale
-        } else {
-            f64::INFINITY
-        };
-        if e > worst.0 {
-            worst = (e, i);
-        }
-    }
-    assert!(
-        worst.0 <= tol,
-        "{what}: error {:.3e} > {tol:.1e} at {} (kernel {}, reference {})",
-        worst.0,
-        worst.1,
-        got[worst.1],
-        want[worst.1]
-    );
-}
+mod common;
+use common::*;
 
 /// A gated DeltaNet's heads and sequence.
 #[derive(Debug, Clone, Copy)]
@@ -108,10 +69,6 @@ fn per_value_head(s: Delta, packed: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         }
     }
     (q, k, v)
-}
-
-fn f64s(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&a| a as f64).collect()
 }
 
 /// The scoring kernel (q and k normalised in the kernel) in f32 against the f64 recurrence.
@@ -499,63 +456,6 @@ fn delta_rule_refuses_shapes_it_cannot_hold() {
     }
 }
 
-fn cpu(x: &[f32], shape: &[usize], dtype: DType) -> Tensor {
-    Tensor::from_vec(x.to_vec(), shape, &Device::Cpu)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap()
-}
-
-fn host(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-/// Runs a kernel on f32 or bf16 host copies of `inputs` and returns its output as f32.
-fn run_typed(
-    dtype: DType,
-    inputs: &[&[f32]],
-    out_len: usize,
-    launch: impl FnOnce(i32, &[*const c_void], *mut c_void) -> i32,
-) -> Vec<f32> {
-    match dtype {
-        DType::F32 => {
-            let mut out = vec![f32::NAN; out_len];
-            let ptrs: Vec<*const c_void> = inputs.iter().map(|x| x.as_ptr().cast()).collect();
-            assert_eq!(launch(F32, &ptrs, out.as_mut_ptr().cast()), 0);
-            out
-        }
-        DType::BF16 => {
-            let held: Vec<Vec<u16>> = inputs.iter().map(|x| to_bf16(x)).collect();
-            let mut out = vec![0x7fc0u16; out_len];
-            let ptrs: Vec<*const c_void> = held.iter().map(|x| x.as_ptr().cast()).collect();
-            assert_eq!(launch(BF16, &ptrs, out.as_mut_ptr().cast()), 0);
-            from_bf16(&out)
-        }
-        other => panic!("no test dtype {other:?}"),
-    }
-}
-
-/// Exact in f32 up to an ulp of the transcendental functions; in bf16 within one unit of the
-/// last place.
-fn assert_same_rounding(what: &str, got: &[f32], want: &[f32], dtype: DType) {
-    let ulp = if dtype == DType::BF16 {
-        1.0 / 128.0
-    } else {
-        4e-7
-    };
-    for (i, (&a, &r)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (a - r).abs() <= r.abs() * ulp + 1e-7,
-            "{what} {dtype:?} element {i}: kernel {a}, CPU {r}"
-        );
-    }
-}
-
 #[test]
 fn short_convolution_and_silu_match_the_cpu_op() {
     let (b, t, c, k) = (2, 9, 37, 4);
@@ -643,86 +543,4 @@ fn gated_and_centred_norms_match_the_cpu_ops() {
         .unwrap();
         assert_same_rounding("centred rmsnorm", &got, &host(&want), dtype);
     }
-}
-
-#[test]
-fn cross_entropy_rows_match_log_softmax() {
-    // 1,000 logits take the 16-byte loads; 999 the scalar path.
-    for v in [1000usize, 999] {
-        let rows = 3;
-        let mut rng = ChaCha8Rng::seed_from_u64(v as u64);
-        let logits = uniform(&mut rng, rows * v, -8.0, 8.0);
-        let targets: Vec<u32> = (0..rows).map(|r| (r * 331 % v) as u32).collect();
-        let mut nll = vec![f32::NAN; rows];
-        // SAFETY: logits [rows, v], targets and nll [rows].
-        let code = unsafe {
-            ffi::koth_ce_fwd(
-                F32,
-                logits.as_ptr().cast(),
-                rows as i64,
-                v as i64,
-                v as i32,
-                targets.as_ptr(),
-                nll.as_mut_ptr(),
-                null_mut(),
-            )
-        };
-        assert_eq!(code, 0);
-        let want: Vec<f64> = (0..rows)
-            .map(|r| {
-                let row = &logits[r * v..(r + 1) * v];
-                let m = row.iter().fold(f64::MIN, |m, &x| m.max(x as f64));
-                let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
-                lse - row[targets[r] as usize] as f64
-            })
-            .collect();
-        assert_close(&format!("nll over {v} logits"), &nll, &want, 1e-6);
-    }
-}
-
-#[test]
-fn sum_of_squares_over_tensors_of_two_sizes() {
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let tensors = [
-        uniform(&mut rng, 3, -1.0, 1.0),
-        uniform(&mut rng, 70_001, -1.0, 1.0),
-        uniform(&mut rng, 1000, -4.0, 4.0),
-    ];
-    // SumSqTensor: a pointer and an i64.
-    #[repr(C)]
-    struct Record {
-        x: *const c_void,
-        n: i64,
-    }
-    // SAFETY: no arguments.
-    assert_eq!(unsafe { ffi::koth_sumsq_record_bytes() } as usize, 16);
-    let records: Vec<Record> = tensors
-        .iter()
-        .map(|t| Record {
-            x: t.as_ptr().cast(),
-            n: t.len() as i64,
-        })
-        .collect();
-    let blocks = 4;
-    let mut part = vec![f32::NAN; tensors.len() * blocks];
-    let mut out = [f32::NAN];
-    // SAFETY: the records point at live f32 slices; part holds count * blocks floats.
-    let code = unsafe {
-        ffi::koth_sumsq_multi(
-            F32,
-            records.as_ptr().cast(),
-            records.len() as i32,
-            blocks as i32,
-            part.as_mut_ptr(),
-            out.as_mut_ptr(),
-            null_mut(),
-        )
-    };
-    assert_eq!(code, 0);
-    let want: f64 = tensors.iter().flatten().map(|&x| (x as f64).powi(2)).sum();
-    assert!(
-        ((out[0] as f64 - want) / want).abs() < 1e-6,
-        "sum of squares {} against {want}",
-        out[0]
-    );
 }

@@ -1,0 +1,111 @@
+//! Helpers shared by the emulated-kernel tests.
+#![allow(dead_code)]
+
+use std::ffi::c_void;
+
+use candle_core::{DType, Device, Tensor};
+use koth_kernels_emu::{BF16, F32};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+pub fn uniform(rng: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+pub fn to_bf16(x: &[f32]) -> Vec<u16> {
+    x.iter()
+        .map(|&a| half::bf16::from_f32(a).to_bits())
+        .collect()
+}
+
+pub fn from_bf16(x: &[u16]) -> Vec<f32> {
+    x.iter()
+        .map(|&a| half::bf16::from_bits(a).to_f32())
+        .collect()
+}
+
+/// max |a - r| / max(1, max |r|), and asserts it is within `tol`.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1.0f64, |m, r| m.max(r.abs()));
+    let mut worst = (0.0f64, 0usize);
+    for (i, (&a, &r)) in got.iter().zip(want).enumerate() {
+        let e = if a.is_finite() {
+            (a as f64 - r).abs() / scale
+        } else {
+            f64::INFINITY
+        };
+        if e > worst.0 {
+            worst = (e, i);
+        }
+    }
+    assert!(
+        worst.0 <= tol,
+        "{what}: error {:.3e} > {tol:.1e} at {} (kernel {}, reference {})",
+        worst.0,
+        worst.1,
+        got[worst.1],
+        want[worst.1]
+    );
+}
+
+pub fn f64s(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&a| a as f64).collect()
+}
+
+pub fn cpu(x: &[f32], shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::from_vec(x.to_vec(), shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+pub fn host(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// Runs a kernel on f32 or bf16 host copies of `inputs` and returns its output as f32.
+pub fn run_typed(
+    dtype: DType,
+    inputs: &[&[f32]],
+    out_len: usize,
+    launch: impl FnOnce(i32, &[*const c_void], *mut c_void) -> i32,
+) -> Vec<f32> {
+    match dtype {
+        DType::F32 => {
+            let mut out = vec![f32::NAN; out_len];
+            let ptrs: Vec<*const c_void> = inputs.iter().map(|x| x.as_ptr().cast()).collect();
+            assert_eq!(launch(F32, &ptrs, out.as_mut_ptr().cast()), 0);
+            out
+        }
+        DType::BF16 => {
+            let held: Vec<Vec<u16>> = inputs.iter().map(|x| to_bf16(x)).collect();
+            let mut out = vec![0x7fc0u16; out_len];
+            let ptrs: Vec<*const c_void> = held.iter().map(|x| x.as_ptr().cast()).collect();
+            assert_eq!(launch(BF16, &ptrs, out.as_mut_ptr().cast()), 0);
+            from_bf16(&out)
+        }
+        other => panic!("no test dtype {other:?}"),
+    }
+}
+
+/// Exact in f32 up to an ulp of the transcendental functions; in bf16 within one unit of the
+/// last place.
+pub fn assert_same_rounding(what: &str, got: &[f32], want: &[f32], dtype: DType) {
+    let ulp = if dtype == DType::BF16 {
+        1.0 / 128.0
+    } else {
+        4e-7
+    };
+    for (i, (&a, &r)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - r).abs() <= r.abs() * ulp + 1e-7,
+            "{what} {dtype:?} element {i}: kernel {a}, CPU {r}"
+        );
+    }
+}
