@@ -10,9 +10,11 @@
 # composites', and a verdict twice on the GPU plus its replay (plain and pooled). `score`: paired
 # scoring, Qwen3-0.6B shape at B=8 T=2048 (also challenger-only, as a pooled duel scores) and
 # B=2 T=8192, and the Qwen3-1.7B shape. `hybrid`: a Qwen3.5-shaped 0.92B model beside
-# transformers (its torch delta rule, then fla's kernels when carried in .whl/). `train`: training steps at B=1,
-# 4 and 8 (T=2048). Each phase fits in one 10-minute call. `pending`: what earlier calls could
-# not finish, and the checks of the kernels that have not run yet (run it before `hybrid`). `scale`: the Qwen3-30B-A3B shape on
+# transformers (its torch delta rule, then fla's kernels when carried in .whl/), and its training
+# step with and without the delta-rule backward kernel. `train`: training steps at B=1,
+# 4 and 8 (T=2048). Each phase fits in one 10-minute call. `pending`: the checks of the kernels
+# that have not run on a GPU yet, a per-kernel profile of the hybrid's scoring, and the 1.7B
+# number (run it before `hybrid`). `scale`: the Qwen3-30B-A3B shape on
 # one GPU (docs/SCALE.md). `moe-batched`: the experts as batched GEMMs (KOTH_MOE_BATCHED=1).
 set -uo pipefail
 phase=${1:-all}
@@ -71,22 +73,27 @@ if [ "$phase" = hybrid ] || [ "$phase" = all ]; then
       PYTHONPATH=/tmp/fla-site timeout 240 /tmp/koth bench score --config fixtures/bench/qwen3.5-1b.json --batch 8 \
         --seq 2048 --iters 3 --warmup 2 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-hybrid.json"
   fi
+  echo "== Qwen3.5 0.92B training step: the chunked composite, then the delta-rule backward kernel (B=2, T=2048)"
+  timeout 80 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch 2 --seq 2048 --iters 3 \
+    --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+  KOTH_GDR_BACKWARD=kernel timeout 80 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch 2 \
+    --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
 fi
 
 if [ "$phase" = pending ]; then
-  # What the 2026-12-05 calls could not finish, each with the time it needs (one call, at most
-  # ~10 min; the fla comparison is in `hybrid`, a call of its own).
-  # First the kernels that have not run on a GPU yet, against the CPU (see docs/GPU.md).
+  # What the 2026-12-05 calls could not finish (one call, at most ~9 min; the hybrid's training
+  # steps and the fla comparison are in `hybrid`, a call of its own).
+  # First the kernels that have not run on a GPU yet, against the CPU (see docs/GPU.md; their
+  # arithmetic already passes under the host emulator, crates/koth-kernels-emu).
   echo "== Qwen3.5 on CUDA vs CPU: golden fixtures, then real head widths"
-  record check env KOTH_GOLDEN_ONLY=qwen35 python3 scripts/bench/gpu_golden_check.py /tmp/koth
-  record check python3 scripts/bench/gpu_shape_check.py /tmp/koth
+  # Each with a time limit, so that a hang cannot spend the call.
+  record check timeout 90 env KOTH_GOLDEN_ONLY=qwen35 python3 scripts/bench/gpu_golden_check.py /tmp/koth
+  record check timeout 60 python3 scripts/bench/gpu_shape_check.py /tmp/koth
   echo "== the delta-rule backward kernel (opt-in until this passes): its gradients vs the composite's"
-  record check env KOTH_GRADS_ONLY=qwen35 KOTH_GDR_BACKWARD=kernel python3 scripts/bench/gpu_grads_check.py /tmp/koth
-  echo "== Qwen3.5 0.92B training step: the composite, then the backward kernel (B=2, T=2048)"
-  timeout 100 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch 2 --seq 2048 --iters 3 \
-    --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
-  KOTH_GDR_BACKWARD=kernel timeout 100 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch 2 \
-    --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+  record check timeout 90 env KOTH_GRADS_ONLY=qwen35 KOTH_GDR_BACKWARD=kernel python3 scripts/bench/gpu_grads_check.py /tmp/koth
+  echo "== where the hybrid's scoring time goes (every kernel timed; B=2, one iteration)"
+  KOTH_PROFILE_TIMEOUT=120 bash scripts/bench/gpu_profile.sh /tmp/koth "$OUT" hybrid-score -- score \
+    --config fixtures/bench/qwen3.5-1b.json --batch 2 --seq 2048 --iters 1 --warmup 0 --device cuda --dtype bf16
   echo "== Qwen3-1.7B shape, paired (the models are drawn on 16 threads, PyTorch's on the GPU)"
   timeout 280 /tmp/koth bench score --config fixtures/bench/qwen3-1.7b.json --batch 8 --seq 2048 --iters 3 \
     --warmup 1 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-score.json"

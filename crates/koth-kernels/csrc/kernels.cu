@@ -467,42 +467,40 @@ __device__ __forceinline__ float group_sum(float v, int lanes) {
     return v;
 }
 
-template <typename T>
+// The next tile's loads, held in registers while the current tile is computed. A block has
+// exactly dpad = 32 * P threads, so thread `tid` loads channel `tid` of q and k for each of the
+// tile's tokens (qk[u]: q for u < kGdrTile, k after; token u % kGdrTile), and column tid % 32 of
+// v for tokens tid / 32 + u * P. Stored to shared memory at [u][tid] (q/k) and [token][column]
+// (v), the layouts gdr_fwd reads.
+template <typename T, int P>
 struct GdrTileRegs {
-    // 2 * kGdrTile * (P * kGdrRows) q/k values over 32 * P threads: 32 per thread, whatever P.
-    float qk[32];
-    float v[kGdrTile];  // kGdrTile * kGdrCols values over 32 * P threads: 16 / P per thread
+    float qk[2 * kGdrTile];
+    float v[kGdrTile / P];
     float g, beta;
 };
 
-template <typename T>
-__device__ __forceinline__ void gdr_load(GdrTileRegs<T> &r, const T *__restrict__ qkv, int64_t ld,
+template <typename T, int P>
+__device__ __forceinline__ void gdr_load(GdrTileRegs<T, P> &r, const T *__restrict__ qkv, int64_t ld,
                                          const float *__restrict__ g, const T *__restrict__ beta, int b, int Tn,
-                                         int t0, int Hk, int hk, int Hv, int h, int dk, int dv, int c0, int P) {
-    const int tid = threadIdx.x, nthreads = blockDim.x, dpad = P * kGdrRows;
+                                         int t0, int Hk, int hk, int Hv, int h, int dk, int dv, int c0) {
+    const int tid = threadIdx.x;
     const int tt = min(kGdrTile, Tn - t0);
+    // Every index below is a constant offset from one row pointer per token.
+    const T *tile = qkv + ((int64_t)b * Tn + t0) * ld;
+    const bool channel = tid < dk;
 #pragma unroll
-    for (int u = 0; u < 32; ++u) {
-        int e = tid + u * nthreads;  // over [2][tile][dpad]
-        int which = e / (kGdrTile * dpad), rem = e % (kGdrTile * dpad);
-        int i = rem / dpad, d = rem % dpad;
-        float x = 0.f;
-        if (i < tt && d < dk) {
-            const T *row = qkv + ((int64_t)b * Tn + t0 + i) * ld;
-            x = to_f<T>(row[which * Hk * dk + hk * dk + d]);
-        }
-        r.qk[u] = x;
+    for (int i = 0; i < kGdrTile; ++i) {
+        const T *row = tile + i * ld + hk * dk + tid;
+        const bool in = channel && i < tt;
+        r.qk[i] = in ? to_f<T>(row[0]) : 0.f;
+        r.qk[kGdrTile + i] = in ? to_f<T>(row[Hk * dk]) : 0.f;
     }
-    const int vd = 2 * Hk * dk;
+    const int c = tid % kGdrCols, col = c0 + c;
+    const T *vcol = tile + 2 * Hk * dk + h * dv + col;
 #pragma unroll
-    for (int u = 0; u < kGdrTile; ++u) {
-        int e = tid + u * nthreads;
-        float x = 0.f;
-        if (e < kGdrTile * kGdrCols) {
-            int i = e / kGdrCols, c = e % kGdrCols;
-            if (i < tt && c0 + c < dv) x = to_f<T>(qkv[((int64_t)b * Tn + t0 + i) * ld + vd + h * dv + c0 + c]);
-        }
-        r.v[u] = x;
+    for (int u = 0; u < kGdrTile / P; ++u) {
+        const int i = tid / kGdrCols + u * P;
+        r.v[u] = (i < tt && col < dv) ? to_f<T>(vcol[i * ld]) : 0.f;
     }
     r.g = 0.f;
     r.beta = 0.f;
@@ -515,13 +513,15 @@ __device__ __forceinline__ void gdr_load(GdrTileRegs<T> &r, const T *__restrict_
 
 // With `normalize` 0, q and k are taken as they are (already normalised and scaled: the training
 // op). `out` may be null (only the checkpoints wanted). `ckpt`, when not null, receives the state
-// before every kGdrChunk-th token: [block][chunk][row][thread] (see gdr_bwd).
-template <typename T>
+// before every kGdrChunk-th token: [block][chunk][row][thread] (see gdr_bwd). P (lanes per
+// column) is a template argument so that every shared-memory offset and lane index is a
+// compile-time constant; blocks are kGdrCols * P threads.
+template <typename T, int P>
 __global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__restrict__ g,
                         const T *__restrict__ beta, T *__restrict__ out, int Tn, int Hk, int Hv, int dk, int dv,
-                        int P, float eps, float q_scale, int normalize, float *__restrict__ ckpt) {
+                        float eps, float q_scale, int normalize, float *__restrict__ ckpt) {
     extern __shared__ float sh[];
-    const int dpad = P * kGdrRows;
+    constexpr int dpad = P * kGdrRows, nthreads = kGdrCols * P;
     float *sqk = sh;                          // [2][tile][dpad]: q rows, then k rows
     float *sv = sqk + 2 * kGdrTile * dpad;    // [tile][cols]
     float *sg = sv + kGdrTile * kGdrCols;     // [tile]
@@ -529,13 +529,14 @@ __global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__re
     const int h = blockIdx.x % Hv, b = blockIdx.x / Hv;
     const int hk = h / (Hv / Hk);
     const int c0 = blockIdx.y * kGdrCols;
-    const int tid = threadIdx.x, nthreads = blockDim.x, p = tid % P, cl = tid / P, col = c0 + cl;
+    const int tid = threadIdx.x, p = tid % P, cl = tid / P, col = c0 + cl;
     const int warp = tid / 32, lane = tid % 32, warps = nthreads / 32;
     float s[kGdrRows];
 #pragma unroll
     for (int r = 0; r < kGdrRows; ++r) s[r] = 0.f;
-    GdrTileRegs<T> regs;
-    gdr_load(regs, qkv, ld, g, beta, b, Tn, 0, Hk, hk, Hv, h, dk, dv, c0, P);
+    static_assert(nthreads == dpad, "one thread per padded key channel");
+    GdrTileRegs<T, P> regs;
+    gdr_load<T, P>(regs, qkv, ld, g, beta, b, Tn, 0, Hk, hk, Hv, h, dk, dv, c0);
     const int nchunks = (Tn + kGdrChunk - 1) / kGdrChunk;
     const size_t state_floats = (size_t)kGdrRows * nthreads;
     const size_t blk = (size_t)blockIdx.x * gridDim.y + blockIdx.y;
@@ -548,18 +549,15 @@ __global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__re
         }
         __syncthreads();  // the previous tile is done with shared memory
 #pragma unroll
-        for (int u = 0; u < 32; ++u) sqk[tid + u * nthreads] = regs.qk[u];
+        for (int u = 0; u < 2 * kGdrTile; ++u) sqk[u * dpad + tid] = regs.qk[u];
 #pragma unroll
-        for (int u = 0; u < kGdrTile; ++u) {
-            int e = tid + u * nthreads;
-            if (e < kGdrTile * kGdrCols) sv[e] = regs.v[u];
-        }
+        for (int u = 0; u < kGdrTile / P; ++u) sv[tid + u * nthreads] = regs.v[u];
         if (tid < kGdrTile) {
             sg[tid] = regs.g;
             sb[tid] = regs.beta;
         }
         __syncthreads();
-        if (t0 + kGdrTile < Tn) gdr_load(regs, qkv, ld, g, beta, b, Tn, t0 + kGdrTile, Hk, hk, Hv, h, dk, dv, c0, P);
+        if (t0 + kGdrTile < Tn) gdr_load<T, P>(regs, qkv, ld, g, beta, b, Tn, t0 + kGdrTile, Hk, hk, Hv, h, dk, dv, c0);
         // L2-normalise every q and k row of the tile in f32 (q then scaled), one warp per row.
         for (int row = warp; normalize && row < 2 * kGdrTile; row += warps) {
             float *x = sqk + row * dpad;
@@ -623,13 +621,14 @@ __global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__re
 // packed: [B, T, ld] f32 with q at channel 0, k at Hk*dk, v at 2*Hk*dk (q, k already normalised
 // and scaled). dpacked: the same layout; this kernel writes its v channels.
 // part_q, part_k: [B, T, Hv, ncb, dk]; part_b, part_g: [B, T, Hv, ncb].
+template <int P>
 __global__ void gdr_bwd(const float *__restrict__ packed, int64_t ld, const float *__restrict__ g,
                         const float *__restrict__ beta, const float *__restrict__ dout,
                         const float *__restrict__ ckpt, float *__restrict__ scratch, float *__restrict__ dpacked,
                         float *__restrict__ part_q, float *__restrict__ part_k, float *__restrict__ part_b,
-                        float *__restrict__ part_g, int Tn, int Hk, int Hv, int dk, int dv, int P) {
+                        float *__restrict__ part_g, int Tn, int Hk, int Hv, int dk, int dv) {
     extern __shared__ float sh[];
-    const int dpad = P * kGdrRows;
+    constexpr int dpad = P * kGdrRows, nthreads = kGdrCols * P;
     float *sq = sh;                            // [dpad]
     float *sk = sq + dpad;                     // [dpad]
     float *red_q = sk + dpad;                  // [cols][dpad]
@@ -642,7 +641,7 @@ __global__ void gdr_bwd(const float *__restrict__ packed, int64_t ld, const floa
     const int h = blockIdx.x % Hv, b = blockIdx.x / Hv;
     const int hk = h / (Hv / Hk);
     const int ncb = gridDim.y, cb = blockIdx.y, c0 = cb * kGdrCols;
-    const int tid = threadIdx.x, nthreads = blockDim.x, p = tid % P, cl = tid / P, col = c0 + cl;
+    const int tid = threadIdx.x, p = tid % P, cl = tid / P, col = c0 + cl;
     const int nchunks = (Tn + kGdrChunk - 1) / kGdrChunk;
     const size_t state_floats = (size_t)kGdrRows * nthreads;
     const size_t blk = (size_t)blockIdx.x * ncb + cb;
@@ -1002,6 +1001,17 @@ static int gdr_lanes(int dk) {
     return P;
 }
 
+// Runs the statement with `P` a constant: the lanes per column the delta-rule kernels are
+// instantiated for.
+#define KOTH_GDR_LANES(lanes, ...)                                   \
+    switch (lanes) {                                                 \
+        case 1: { constexpr int P = 1; __VA_ARGS__; break; }         \
+        case 2: { constexpr int P = 2; __VA_ARGS__; break; }         \
+        case 4: { constexpr int P = 4; __VA_ARGS__; break; }         \
+        case 8: { constexpr int P = 8; __VA_ARGS__; break; }         \
+        default: return -2;                                          \
+    }
+
 // The scratch sizes (in floats) of the backward for a shape: sizes[0] the checkpoints,
 // sizes[1] the per-chunk states, sizes[2] each of part_q and part_k, sizes[3] each of part_b and
 // part_g.
@@ -1022,15 +1032,15 @@ int koth_gdr_fwd(int dtype, const void *qkv, int64_t ld, const float *g, const v
     if (batch == 0 || seq == 0 || dv == 0) return 0;
     if (dk <= 0 || dk > 8 * kGdrRows) return -2;
     if (Hk <= 0 || Hv % Hk != 0) return -3;
-    int P = gdr_lanes(dk);
-    size_t smem = sizeof(float) * ((size_t)2 * kGdrTile * P * kGdrRows + kGdrTile * kGdrCols + 2 * kGdrTile);
+    const int lanes = gdr_lanes(dk);
+    size_t smem = sizeof(float) * ((size_t)2 * kGdrTile * lanes * kGdrRows + kGdrTile * kGdrCols + 2 * kGdrTile);
     dim3 grid((unsigned)(batch * Hv), (unsigned)((dv + kGdrCols - 1) / kGdrCols));
-    KOTH_DISPATCH(dtype, {
+    KOTH_DISPATCH(dtype, KOTH_GDR_LANES(lanes, {
         if (smem > 48 * 1024)
-            cudaFuncSetAttribute(gdr_fwd<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        gdr_fwd<T><<<grid, kGdrCols * P, smem, (cudaStream_t)stream>>>(
-            (const T *)qkv, ld, g, (const T *)beta, (T *)out, seq, Hk, Hv, dk, dv, P, eps, q_scale, normalize, ckpt);
-    });
+            cudaFuncSetAttribute(gdr_fwd<T, P>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        gdr_fwd<T, P><<<grid, kGdrCols * P, smem, (cudaStream_t)stream>>>(
+            (const T *)qkv, ld, g, (const T *)beta, (T *)out, seq, Hk, Hv, dk, dv, eps, q_scale, normalize, ckpt);
+    }));
     return check(cudaGetLastError());
 }
 
@@ -1042,13 +1052,17 @@ int koth_gdr_bwd(const float *packed, int64_t ld, const float *g, const float *b
     if (batch == 0 || seq == 0 || dv == 0) return 0;
     if (dk <= 0 || dk > 8 * kGdrRows) return -2;
     if (Hk <= 0 || Hv % Hk != 0) return -3;
-    int P = gdr_lanes(dk), ncb = (dv + kGdrCols - 1) / kGdrCols;
-    size_t smem = sizeof(float) * ((size_t)2 * P * kGdrRows + (size_t)2 * kGdrCols * P * kGdrRows + 4 * kGdrCols + 2);
-    if (smem > 48 * 1024) cudaFuncSetAttribute(gdr_bwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    const int lanes = gdr_lanes(dk), ncb = (dv + kGdrCols - 1) / kGdrCols;
+    size_t smem =
+        sizeof(float) * ((size_t)2 * lanes * kGdrRows + (size_t)2 * kGdrCols * lanes * kGdrRows + 4 * kGdrCols + 2);
     dim3 grid((unsigned)(batch * Hv), (unsigned)ncb);
-    gdr_bwd<<<grid, kGdrCols * P, smem, (cudaStream_t)stream>>>(packed, ld, g, beta, dout, ckpt, scratch, dpacked,
-                                                                  part_q, part_k, part_b, part_g, seq, Hk, Hv, dk, dv,
-                                                                  P);
+    KOTH_GDR_LANES(lanes, {
+        if (smem > 48 * 1024)
+            cudaFuncSetAttribute(gdr_bwd<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        gdr_bwd<P><<<grid, kGdrCols * P, smem, (cudaStream_t)stream>>>(packed, ld, g, beta, dout, ckpt, scratch,
+                                                                         dpacked, part_q, part_k, part_b, part_g, seq,
+                                                                         Hk, Hv, dk, dv);
+    });
     int64_t nqk = (int64_t)batch * seq * Hk * dk;
     gdr_reduce_qk<<<grid_for(nqk, 256), 256, 0, (cudaStream_t)stream>>>(part_q, part_k, dpacked, ld, nqk, Hk, Hv, dk,
                                                                          ncb);

@@ -234,14 +234,21 @@ impl Model {
         // Text tokens carry one position on every multimodal-RoPE axis, so the rotation is
         // plain RoPE over the first `rotary_dim` dims of each head.
         let rope = Rope::new(c.rope_theta, h.rotary_dim, t, self.dtype, &self.device)?;
-        let mask = causal_mask(t, &self.device)?;
+        // The additive [T, T] mask (built on the host, 16 MB at T=2048) only serves the
+        // unfused attention; cuDNN's causal attention needs none.
+        let fused_attention = kernels && koth_kernels::attention_usable(&x, c.head_dim);
+        let mask = if fused_attention {
+            None
+        } else {
+            Some(causal_mask(t, &self.device)?)
+        };
         let eps = c.rms_norm_eps;
         for layer in &stack.layers {
             let normed = centered_rms_norm(&x, &layer.input_norm, eps, norm_path)?;
             let mixed = match &layer.mixer {
                 Mixer::Linear(net) => self.gated_delta_net(net, &normed, kernels, train_kernels)?,
                 Mixer::Full(attn) => {
-                    self.gated_attention(attn, &normed, &rope, &mask, path, kernels)?
+                    self.gated_attention(attn, &normed, &rope, mask.as_ref(), path, kernels)?
                 }
             };
             x = (x + mixed)?;
@@ -389,7 +396,7 @@ impl Model {
         attn: &GatedAttention,
         x: &Tensor,
         rope: &Rope,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         path: OpPath,
         kernels: bool,
     ) -> Result<Tensor> {
@@ -440,7 +447,11 @@ impl Model {
             (expand(k)?, expand(v)?)
         };
         let scores = (q.matmul(&k.t()?)? * scale)?;
-        let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+        let mask = match mask {
+            Some(m) => m.clone(),
+            None => causal_mask(t, &self.device)?,
+        };
+        let scores = scores.to_dtype(DType::F32)?.broadcast_add(&mask)?;
         let probs = softmax_last(&scores, path)?.to_dtype(self.dtype)?;
         let out = probs
             .matmul(&v)?
