@@ -53,6 +53,9 @@ struct uint3 {
 struct alignas(16) uint4 {
     unsigned x, y, z, w;
 };
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
 
 // bf16 and f16 storage types with CUDA's round-to-nearest-even conversions.
 struct __nv_bfloat16 {

@@ -448,7 +448,7 @@ __global__ void sum_parts_f64(const float *__restrict__ part, int64_t n, float *
 //     S <- exp(g) S;  S <- S + k (beta (v - S^T k))^T;  o = S^T q.
 // Column j of S depends only on column j: v_j, and the shared q, k, g, beta. So the state is
 // split by column, never reduced across columns: a group of P lanes owns one column, lane p
-// holding rows p, p + P, p + 2P, ... (kGdrRows of them, in registers), and the two dot products
+// holding rows 32p .. 32p + 31 (kGdrRows of them, in registers), and the two dot products
 // per token are P-lane shuffle sums in a fixed order. Deterministic, exact in f32 up to rounding.
 //
 // q, k and v are read where the short convolution wrote them: token (b, t) of the packed
@@ -458,6 +458,9 @@ __global__ void sum_parts_f64(const float *__restrict__ part, int64_t n, float *
 // are issued into registers before the current tile is computed, so their latency hides behind
 // it. out: [B, T, Hv, dv] in T (the f32 result rounded once).
 constexpr int kGdrRows = 32;   // state rows per lane
+// Shared-memory stride of a lane's 32 rows: 4 floats of padding put the P lanes of a column on
+// different banks, so each lane reads its rows as 16-byte vectors without conflicts.
+constexpr int kGdrLane = kGdrRows + 4;
 constexpr int kGdrCols = 32;   // state columns per block
 constexpr int kGdrTile = 16;   // tokens staged in shared memory at a time
 constexpr int kGdrChunk = 64;  // tokens between the state checkpoints the backward starts from
@@ -521,9 +524,9 @@ __global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__re
                         const T *__restrict__ beta, T *__restrict__ out, int Tn, int Hk, int Hv, int dk, int dv,
                         float eps, float q_scale, int normalize, float *__restrict__ ckpt) {
     extern __shared__ float sh[];
-    constexpr int dpad = P * kGdrRows, nthreads = kGdrCols * P;
-    float *sqk = sh;                          // [2][tile][dpad]: q rows, then k rows
-    float *sv = sqk + 2 * kGdrTile * dpad;    // [tile][cols]
+    constexpr int dpad = P * kGdrRows, nthreads = kGdrCols * P, stride = P * kGdrLane;
+    float *sqk = sh;                          // [2][tile][stride]: q rows, then k rows, padded
+    float *sv = sqk + 2 * kGdrTile * stride;  // [tile][cols]
     float *sg = sv + kGdrTile * kGdrCols;     // [tile]
     float *sb = sg + kGdrTile;                // [tile]
     const int h = blockIdx.x % Hv, b = blockIdx.x / Hv;
@@ -549,7 +552,7 @@ __global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__re
         }
         __syncthreads();  // the previous tile is done with shared memory
 #pragma unroll
-        for (int u = 0; u < 2 * kGdrTile; ++u) sqk[u * dpad + tid] = regs.qk[u];
+        for (int u = 0; u < 2 * kGdrTile; ++u) sqk[u * stride + (tid / kGdrRows) * kGdrLane + tid % kGdrRows] = regs.qk[u];
 #pragma unroll
         for (int u = 0; u < kGdrTile / P; ++u) sv[tid + u * nthreads] = regs.v[u];
         if (tid < kGdrTile) {
@@ -560,46 +563,52 @@ __global__ void gdr_fwd(const T *__restrict__ qkv, int64_t ld, const float *__re
         if (t0 + kGdrTile < Tn) gdr_load<T, P>(regs, qkv, ld, g, beta, b, Tn, t0 + kGdrTile, Hk, hk, Hv, h, dk, dv, c0);
         // L2-normalise every q and k row of the tile in f32 (q then scaled), one warp per row.
         for (int row = warp; normalize && row < 2 * kGdrTile; row += warps) {
-            float *x = sqk + row * dpad;
+            float *x = sqk + row * stride + lane;  // channel 32 j + lane at x[j * kGdrLane]
             float ss = 0.f;
-            for (int d = lane; d < dpad; d += 32) ss = fmaf(x[d], x[d], ss);
+#pragma unroll
+            for (int j = 0; j < P; ++j) ss = fmaf(x[j * kGdrLane], x[j * kGdrLane], ss);
             ss = warp_sum(ss);
             float inv = 1.f / sqrtf(ss + eps);
             bool is_q = row < kGdrTile;
-            for (int d = lane; d < dpad; d += 32) {
-                float y = x[d] * inv;
-                x[d] = is_q ? y * q_scale : y;
+#pragma unroll
+            for (int j = 0; j < P; ++j) {
+                float y = x[j * kGdrLane] * inv;
+                x[j * kGdrLane] = is_q ? y * q_scale : y;
             }
         }
         __syncthreads();
         for (int i = 0; i < tt; ++i) {
-            const float *qq = sqk + i * dpad, *kk = sqk + (kGdrTile + i) * dpad;
+            // This lane's 32 rows of q and k, as 16-byte vectors.
+            const float4 *qq = reinterpret_cast<const float4 *>(sqk + i * stride + p * kGdrLane);
+            const float4 *kk = reinterpret_cast<const float4 *>(sqk + (kGdrTile + i) * stride + p * kGdrLane);
             const float decay = expf(sg[i]);
             float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
 #pragma unroll
             for (int r = 0; r < kGdrRows; r += 4) {
+                const float4 k4 = kk[r / 4];
                 s[r] *= decay;
                 s[r + 1] *= decay;
                 s[r + 2] *= decay;
                 s[r + 3] *= decay;
-                a0 = fmaf(s[r], kk[r * P + p], a0);
-                a1 = fmaf(s[r + 1], kk[(r + 1) * P + p], a1);
-                a2 = fmaf(s[r + 2], kk[(r + 2) * P + p], a2);
-                a3 = fmaf(s[r + 3], kk[(r + 3) * P + p], a3);
+                a0 = fmaf(s[r], k4.x, a0);
+                a1 = fmaf(s[r + 1], k4.y, a1);
+                a2 = fmaf(s[r + 2], k4.z, a2);
+                a3 = fmaf(s[r + 3], k4.w, a3);
             }
             const float ks = group_sum((a0 + a1) + (a2 + a3), P);
             const float delta = sb[i] * (sv[i * kGdrCols + cl] - ks);
             a0 = a1 = a2 = a3 = 0.f;
 #pragma unroll
             for (int r = 0; r < kGdrRows; r += 4) {
-                s[r] = fmaf(kk[r * P + p], delta, s[r]);
-                s[r + 1] = fmaf(kk[(r + 1) * P + p], delta, s[r + 1]);
-                s[r + 2] = fmaf(kk[(r + 2) * P + p], delta, s[r + 2]);
-                s[r + 3] = fmaf(kk[(r + 3) * P + p], delta, s[r + 3]);
-                a0 = fmaf(s[r], qq[r * P + p], a0);
-                a1 = fmaf(s[r + 1], qq[(r + 1) * P + p], a1);
-                a2 = fmaf(s[r + 2], qq[(r + 2) * P + p], a2);
-                a3 = fmaf(s[r + 3], qq[(r + 3) * P + p], a3);
+                const float4 k4 = kk[r / 4], q4 = qq[r / 4];
+                s[r] = fmaf(k4.x, delta, s[r]);
+                s[r + 1] = fmaf(k4.y, delta, s[r + 1]);
+                s[r + 2] = fmaf(k4.z, delta, s[r + 2]);
+                s[r + 3] = fmaf(k4.w, delta, s[r + 3]);
+                a0 = fmaf(s[r], q4.x, a0);
+                a1 = fmaf(s[r + 1], q4.y, a1);
+                a2 = fmaf(s[r + 2], q4.z, a2);
+                a3 = fmaf(s[r + 3], q4.w, a3);
             }
             const float o = group_sum((a0 + a1) + (a2 + a3), P);
             if (p == 0 && col < dv && out != nullptr) out[(((int64_t)b * Tn + t0 + i) * Hv + h) * dv + col] = from_f<T>(o);
@@ -628,12 +637,15 @@ __global__ void gdr_bwd(const float *__restrict__ packed, int64_t ld, const floa
                         float *__restrict__ part_q, float *__restrict__ part_k, float *__restrict__ part_b,
                         float *__restrict__ part_g, int Tn, int Hk, int Hv, int dk, int dv) {
     extern __shared__ float sh[];
-    constexpr int dpad = P * kGdrRows, nthreads = kGdrCols * P;
-    float *sq = sh;                            // [dpad]
-    float *sk = sq + dpad;                     // [dpad]
-    float *red_q = sk + dpad;                  // [cols][dpad]
-    float *red_k = red_q + kGdrCols * dpad;    // [cols][dpad]
-    float *red_b = red_k + kGdrCols * dpad;    // [cols]
+    constexpr int dpad = P * kGdrRows, nthreads = kGdrCols * P, stride = P * kGdrLane;
+    // The column partials: column cl's channel 32 j + r at [cl][j][r] with rows of 33, so that
+    // the 32 lanes of a warp (its columns and their lanes) write to 32 different banks.
+    constexpr int red_lane = kGdrRows + 1, red_row = P * red_lane;
+    float *sq = sh;                            // [stride]: q, lane blocks padded as in gdr_fwd
+    float *sk = sq + stride;                   // [stride]
+    float *red_q = sk + stride;                // [cols][red_row]
+    float *red_k = red_q + kGdrCols * red_row; // [cols][red_row]
+    float *red_b = red_k + kGdrCols * red_row; // [cols]
     float *red_g = red_b + kGdrCols;           // [cols]
     float *sv = red_g + kGdrCols;              // [cols]
     float *sdo = sv + kGdrCols;                // [cols]
@@ -650,8 +662,9 @@ __global__ void gdr_bwd(const float *__restrict__ packed, int64_t ld, const floa
     auto stage = [&](int t) {
         const float *row = packed + ((int64_t)b * Tn + t) * ld;
         for (int e = tid; e < dpad; e += nthreads) {
-            sq[e] = e < dk ? row[hk * dk + e] : 0.f;
-            sk[e] = e < dk ? row[Hk * dk + hk * dk + e] : 0.f;
+            const int at = (e / kGdrRows) * kGdrLane + e % kGdrRows;
+            sq[at] = e < dk ? row[hk * dk + e] : 0.f;
+            sk[at] = e < dk ? row[Hk * dk + hk * dk + e] : 0.f;
         }
         for (int e = tid; e < kGdrCols; e += nthreads) {
             bool in = c0 + e < dv;
@@ -683,12 +696,12 @@ __global__ void gdr_bwd(const float *__restrict__ packed, int64_t ld, const floa
             for (int r = 0; r < kGdrRows; ++r) {
                 sc[(size_t)r * nthreads + tid] = s[r];
                 s[r] *= a;
-                acc = fmaf(s[r], sk[r * P + p], acc);
+                acc = fmaf(s[r], sk[p * kGdrLane + r], acc);
             }
             const float u = group_sum(acc, P);
             const float d = sgb[1] * (sv[cl] - u);
 #pragma unroll
-            for (int r = 0; r < kGdrRows; ++r) s[r] = fmaf(sk[r * P + p], d, s[r]);
+            for (int r = 0; r < kGdrRows; ++r) s[r] = fmaf(sk[p * kGdrLane + r], d, s[r]);
         }
         for (int t = te - 1; t >= tb; --t) {
             __syncthreads();
@@ -700,7 +713,7 @@ __global__ void gdr_bwd(const float *__restrict__ packed, int64_t ld, const floa
 #pragma unroll
             for (int r = 0; r < kGdrRows; ++r) {
                 s[r] = a * sc[(size_t)r * nthreads + tid];  // s_a
-                acc = fmaf(s[r], sk[r * P + p], acc);
+                acc = fmaf(s[r], sk[p * kGdrLane + r], acc);
             }
             const float u = group_sum(acc, P);
             const float vj = sv[cl], doj = sdo[cl];
@@ -708,9 +721,9 @@ __global__ void gdr_bwd(const float *__restrict__ packed, int64_t ld, const floa
             float dd_acc = 0.f;
 #pragma unroll
             for (int r = 0; r < kGdrRows; ++r) {
-                const int i = r * P + p;
+                const int i = p * kGdrLane + r;
                 ds[r] = fmaf(doj, sq[i], ds[r]);
-                red_q[cl * dpad + i] = doj * fmaf(sk[i], d, s[r]);
+                red_q[cl * red_row + p * red_lane + r] = doj * fmaf(sk[i], d, s[r]);
                 dd_acc = fmaf(sk[i], ds[r], dd_acc);
             }
             const float dd = group_sum(dd_acc, P);
@@ -718,8 +731,8 @@ __global__ void gdr_bwd(const float *__restrict__ packed, int64_t ld, const floa
             float dg_acc = 0.f;
 #pragma unroll
             for (int r = 0; r < kGdrRows; ++r) {
-                const int i = r * P + p;
-                red_k[cl * dpad + i] = d * ds[r] - bdd * s[r];
+                const int i = p * kGdrLane + r;
+                red_k[cl * red_row + p * red_lane + r] = d * ds[r] - bdd * s[r];
                 const float dsa = ds[r] - bdd * sk[i];
                 dg_acc = fmaf(s[r], dsa, dg_acc);
                 ds[r] = a * dsa;
@@ -734,9 +747,10 @@ __global__ void gdr_bwd(const float *__restrict__ packed, int64_t ld, const floa
             const int64_t prow = (((int64_t)b * Tn + t) * Hv + h) * ncb + cb;
             for (int e = tid; e < dk; e += nthreads) {
                 float aq = 0.f, ak = 0.f;
+                const int at = (e / kGdrRows) * red_lane + e % kGdrRows;
                 for (int cc = 0; cc < kGdrCols; ++cc) {
-                    aq += red_q[cc * dpad + e];
-                    ak += red_k[cc * dpad + e];
+                    aq += red_q[cc * red_row + at];
+                    ak += red_k[cc * red_row + at];
                 }
                 part_q[prow * dk + e] = aq;
                 part_k[prow * dk + e] = ak;
@@ -1033,7 +1047,7 @@ int koth_gdr_fwd(int dtype, const void *qkv, int64_t ld, const float *g, const v
     if (dk <= 0 || dk > 8 * kGdrRows) return -2;
     if (Hk <= 0 || Hv % Hk != 0) return -3;
     const int lanes = gdr_lanes(dk);
-    size_t smem = sizeof(float) * ((size_t)2 * kGdrTile * lanes * kGdrRows + kGdrTile * kGdrCols + 2 * kGdrTile);
+    size_t smem = sizeof(float) * ((size_t)2 * kGdrTile * lanes * kGdrLane + kGdrTile * kGdrCols + 2 * kGdrTile);
     dim3 grid((unsigned)(batch * Hv), (unsigned)((dv + kGdrCols - 1) / kGdrCols));
     KOTH_DISPATCH(dtype, KOTH_GDR_LANES(lanes, {
         if (smem > 48 * 1024)
@@ -1054,7 +1068,7 @@ int koth_gdr_bwd(const float *packed, int64_t ld, const float *g, const float *b
     if (Hk <= 0 || Hv % Hk != 0) return -3;
     const int lanes = gdr_lanes(dk), ncb = (dv + kGdrCols - 1) / kGdrCols;
     size_t smem =
-        sizeof(float) * ((size_t)2 * lanes * kGdrRows + (size_t)2 * kGdrCols * lanes * kGdrRows + 4 * kGdrCols + 2);
+        sizeof(float) * ((size_t)2 * lanes * kGdrLane + (size_t)2 * kGdrCols * lanes * (kGdrRows + 1) + 4 * kGdrCols + 2);
     dim3 grid((unsigned)(batch * Hv), (unsigned)ncb);
     KOTH_GDR_LANES(lanes, {
         if (smem > 48 * 1024)
