@@ -297,6 +297,10 @@ T shfl_xor(T v, int lane_mask) {
 #define gridDim (::koth_emu::grid_dim())
 
 inline void __syncthreads() { ::koth_emu::wait_at(::koth_emu::State::AtBlockBarrier); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    if (mask != 0xffffffffu) ::koth_emu::fail("only full-warp __syncwarp is emulated");
+    ::koth_emu::wait_at(::koth_emu::State::AtWarpBarrier);
+}
 
 template <typename T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {

@@ -122,6 +122,32 @@ pub mod ffi {
             gscale: f32,
             stream: *mut c_void,
         ) -> c_int;
+        pub fn koth_centered_norm_rope(
+            dtype: c_int,
+            x: *const c_void,
+            ld: i64,
+            w: *const c_void,
+            cos_t: *const c_void,
+            sin_t: *const c_void,
+            y: *mut c_void,
+            rows: i64,
+            heads: c_int,
+            seq: c_int,
+            d: c_int,
+            rot: c_int,
+            eps: f32,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_sigmoid_gate(
+            dtype: c_int,
+            out: *const c_void,
+            gate: *const c_void,
+            ld: i64,
+            y: *mut c_void,
+            rows: i64,
+            cols: c_int,
+            stream: *mut c_void,
+        ) -> c_int;
         pub fn koth_rmsnorm_fwd(
             dtype: c_int,
             x: *const c_void,

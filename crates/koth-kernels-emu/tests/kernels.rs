@@ -11,7 +11,7 @@ use std::ptr::{null, null_mut};
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
 use koth_kernels_emu::{ffi, BF16, F32};
 use koth_model::deltanet::{causal_conv1d_silu, recurrent_gated_delta_rule_f64};
-use koth_model::ops::{centered_rms_norm, gated_rms_norm, OpPath};
+use koth_model::ops::{centered_rms_norm, gated_rms_norm, OpPath, Rope};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -543,5 +543,112 @@ fn gated_and_centred_norms_match_the_cpu_ops() {
         )
         .unwrap();
         assert_same_rounding("centred rmsnorm", &got, &host(&want), dtype);
+    }
+}
+
+/// Bytes per element of a kernel dtype code.
+fn elem_bytes(code: i32) -> usize {
+    if code == F32 {
+        4
+    } else {
+        2
+    }
+}
+
+#[test]
+fn gated_attention_norm_rope_and_gate_match_the_composite() {
+    // Qwen3.5's heads (256 wide, RoPE on the first 64: partners in the same lane) and a shape
+    // whose partners sit in other lanes (96 wide, RoPE on 32).
+    for (d, rot) in [(256usize, 64usize), (96, 32)] {
+        let (b, t, heads, theta, eps) = (2usize, 5usize, 3usize, 1e4f64, 1e-6f32);
+        let rows = b * t * heads;
+        let mut rng = ChaCha8Rng::seed_from_u64(d as u64 + 40);
+        // q_proj's output: [B, T, H, 2D], query then gate in every head.
+        let qg = uniform(&mut rng, rows * 2 * d, -2.0, 2.0);
+        let w = uniform(&mut rng, d, -0.5, 0.5);
+        let out = uniform(&mut rng, rows * d, -1.0, 1.0);
+        for dtype in [DType::F32, DType::BF16] {
+            let rope = Rope::new(theta, rot, t, dtype, &Device::Cpu).unwrap();
+            let (cos, sin) = rope.half_tables();
+            let (cos, sin) = (host(cos), host(sin));
+            let got = run_typed(dtype, &[&qg, &w, &cos, &sin], rows * d, |code, p, y| {
+                // SAFETY: rows of d read 2d apart from qg [rows, 2d]; w [d]; tables [t, rot/2];
+                // y [rows, d].
+                unsafe {
+                    ffi::koth_centered_norm_rope(
+                        code,
+                        p[0],
+                        2 * d as i64,
+                        p[1],
+                        p[2],
+                        p[3],
+                        y,
+                        rows as i64,
+                        heads as i32,
+                        t as i32,
+                        d as i32,
+                        rot as i32,
+                        eps,
+                        null_mut(),
+                    )
+                }
+            });
+            // The composite path of koth-model's hybrid: norm, then RoPE on [B, H, T, rot].
+            let q = cpu(&qg, &[b, t, heads, 2 * d], dtype)
+                .narrow(3, 0, d)
+                .unwrap();
+            let normed =
+                centered_rms_norm(&q, &cpu(&w, &[d], dtype), eps as f64, OpPath::Composite)
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap();
+            let rotated = rope
+                .apply(
+                    &normed.narrow(3, 0, rot).unwrap().contiguous().unwrap(),
+                    OpPath::Composite,
+                )
+                .unwrap();
+            let want = Tensor::cat(&[&rotated, &normed.narrow(3, rot, d - rot).unwrap()], 3)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap();
+            assert_same_rounding(
+                &format!("norm + rope d={d} rot={rot}"),
+                &got,
+                &host(&want),
+                dtype,
+            );
+
+            let got = run_typed(dtype, &[&out, &qg], rows * d, |code, p, y| {
+                // SAFETY: out and y [rows, d]; the gate rows start d elements into qg's rows of 2d.
+                let gate = unsafe { p[1].cast::<u8>().add(d * elem_bytes(code)) };
+                unsafe {
+                    ffi::koth_sigmoid_gate(
+                        code,
+                        p[0],
+                        gate.cast(),
+                        2 * d as i64,
+                        y,
+                        rows as i64,
+                        d as i32,
+                        null_mut(),
+                    )
+                }
+            });
+            let gate = cpu(&qg, &[rows, 2 * d], dtype)
+                .narrow(1, d, d)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+            let sig = ((gate.neg().unwrap().exp().unwrap() + 1.0).unwrap())
+                .recip()
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let want = (cpu(&out, &[rows, d], dtype) * sig).unwrap();
+            assert_same_rounding(&format!("sigmoid gate d={d}"), &got, &host(&want), dtype);
+        }
     }
 }

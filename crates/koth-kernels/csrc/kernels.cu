@@ -847,6 +847,57 @@ __global__ void gated_rmsnorm(const T *__restrict__ x, const T *__restrict__ z, 
     }
 }
 
+// Qwen3.5's gated attention, q or k: each (token, head) row gets the zero-centred RMSNorm
+// (x * rstd * (1 + w) in f32, rounded once, as rmsnorm_centered_fwd), then RoPE on its first
+// `rot` dims (rotate_half within them; cos/sin [T, rot/2]), the other dims passed through. Rows
+// are read `ld` elements apart (q is the first half of every head of q_proj's [query | gate]
+// output, so no copy precedes this) and written contiguous, [B, T, H, D] as cuDNN takes them.
+// Each RoPE product is rounded to T and their sum rounded again, as PyTorch computes
+// `q * cos + rotate_half(q) * sin` in the activation dtype. One warp per row; the normalised row
+// is staged in shared memory, so a dim's partner (i +- rot/2) may sit in any lane.
+template <typename T>
+__global__ void centered_norm_rope(const T *__restrict__ x, int64_t ld, const T *__restrict__ w,
+                                   const T *__restrict__ cos_t, const T *__restrict__ sin_t, T *__restrict__ y,
+                                   int64_t rows, int heads, int seq, int d, int rot, float eps) {
+    __shared__ float staged[8][256];  // 8 warps per block, d <= 256
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t row = (int64_t)blockIdx.x * 8 + warp;
+    if (row >= rows) return;
+    const T *xr = x + row * ld;
+    const float r = 1.f / sqrtf(row_sum_squares(xr, d, lane) / d + eps);
+    float *nb = staged[warp];
+    for (int i = lane; i < d; i += 32) nb[i] = rnd<T>((to_f<T>(xr[i]) * r) * (1.f + to_f<T>(w[i])));
+    __syncwarp();
+    const int half = rot / 2, pos = (int)((row / heads) % seq);
+    const T *cr = cos_t + (int64_t)pos * half, *sr = sin_t + (int64_t)pos * half;
+    T *yr = y + row * d;
+    for (int i = lane; i < d; i += 32) {
+        float v = nb[i];
+        if (i < half) {
+            v = rnd<T>(v * to_f<T>(cr[i])) + rnd<T>(-nb[i + half] * to_f<T>(sr[i]));
+        } else if (i < rot) {
+            v = rnd<T>(v * to_f<T>(cr[i - half])) + rnd<T>(nb[i - half] * to_f<T>(sr[i - half]));
+        }
+        yr[i] = from_f<T>(v);
+    }
+}
+
+// The gated attention's output gate: y[r, c] = round(out[r, c] * round(sigmoid(gate[r * ld + c]))),
+// the sigmoid in f32 (transformers: `attn_output * torch.sigmoid(gate)` in the activation dtype).
+// out and y are [rows, cols] contiguous; gate rows are `ld` apart (the second half of every head
+// of q_proj's output, read in place).
+template <typename T>
+__global__ void sigmoid_gate(const T *__restrict__ out, const T *__restrict__ gate, int64_t ld, T *__restrict__ y,
+                             int64_t rows, int cols) {
+    const int64_t n = rows * cols;
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = idx / cols;
+        const int c = (int)(idx % cols);
+        const float g = to_f<T>(gate[r * ld + c]);
+        y[idx] = from_f<T>(to_f<T>(out[idx]) * rnd<T>(1.f / (1.f + expf(-g))));
+    }
+}
+
 int check(cudaError_t e) { return e == cudaSuccess ? 0 : (int)e; }
 
 // The largest gridDim.y: multi-tensor launches put one tensor per blockIdx.y and split beyond it.
@@ -1099,6 +1150,28 @@ int koth_gated_rmsnorm(int dtype, const void *x, const void *z, const void *w, v
     unsigned blocks = (unsigned)((rows + 7) / 8);
     KOTH_DISPATCH(dtype, gated_rmsnorm<T><<<blocks, 256, 0, (cudaStream_t)stream>>>(
                              (const T *)x, (const T *)z, (const T *)w, (T *)y, rows, cols, eps));
+    return check(cudaGetLastError());
+}
+
+int koth_centered_norm_rope(int dtype, const void *x, int64_t ld, const void *w, const void *cos_t,
+                            const void *sin_t, void *y, int64_t rows, int heads, int seq, int d, int rot,
+                            float eps, void *stream) {
+    if (rows == 0) return 0;
+    if (d <= 0 || d > 256 || rot < 0 || rot > d || rot % 2 != 0 || ld < d || heads <= 0 || seq <= 0) return -2;
+    unsigned blocks = (unsigned)((rows + 7) / 8);
+    KOTH_DISPATCH(dtype, centered_norm_rope<T><<<blocks, 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)x, ld, (const T *)w, (const T *)cos_t, (const T *)sin_t, (T *)y, rows,
+                             heads, seq, d, rot, eps));
+    return check(cudaGetLastError());
+}
+
+int koth_sigmoid_gate(int dtype, const void *out, const void *gate, int64_t ld, void *y, int64_t rows, int cols,
+                      void *stream) {
+    int64_t n = rows * cols;
+    if (n == 0) return 0;
+    if (ld < cols) return -2;
+    KOTH_DISPATCH(dtype, sigmoid_gate<T><<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)out, (const T *)gate, ld, (T *)y, rows, cols));
     return check(cudaGetLastError());
 }
 

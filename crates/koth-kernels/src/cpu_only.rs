@@ -31,6 +31,18 @@ pub fn norm_rope(
 ) -> Result<Tensor> {
     Err(not_compiled())
 }
+pub fn centered_norm_rope(
+    _x: &Tensor,
+    _w: &Tensor,
+    _cos: &Tensor,
+    _sin: &Tensor,
+    _eps: f32,
+) -> Result<Tensor> {
+    Err(not_compiled())
+}
+pub fn sigmoid_gate(_out: &Tensor, _gate: &Tensor) -> Result<Tensor> {
+    Err(not_compiled())
+}
 pub fn rope_trainable(_x: &Tensor, _cos: &Tensor, _sin: &Tensor) -> Result<Tensor> {
     Err(not_compiled())
 }

@@ -149,6 +149,32 @@ mod ffi {
             sign: f32,
             stream: *mut c_void,
         ) -> c_int;
+        pub fn koth_centered_norm_rope(
+            dtype: c_int,
+            x: u64,
+            ld: i64,
+            w: u64,
+            cos: u64,
+            sin: u64,
+            y: u64,
+            rows: i64,
+            heads: c_int,
+            seq: c_int,
+            head_dim: c_int,
+            rot: c_int,
+            eps: f32,
+            stream: *mut c_void,
+        ) -> c_int;
+        pub fn koth_sigmoid_gate(
+            dtype: c_int,
+            out: u64,
+            gate: u64,
+            ld: i64,
+            y: u64,
+            rows: i64,
+            cols: c_int,
+            stream: *mut c_void,
+        ) -> c_int;
         pub fn koth_swiglu_fwd(
             dtype: c_int,
             g: u64,
@@ -925,6 +951,147 @@ fn rope_launch(
     };
     launched("norm_rope", code)?;
     Ok(into_tensor(out, x.dims()))
+}
+
+/// The address of the first element of `x` [.., H, D] and the distance between its rows, when
+/// its last dimension is contiguous and its rows are evenly spaced (a view such as the first
+/// half of every head of q_proj's [query | gate] output); None otherwise.
+fn strided_rows(x: &Tensor) -> Result<Option<(u64, i64)>> {
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cuda(s) = &*storage else {
+        return Err(msg("expects a CUDA tensor"));
+    };
+    let (dims, stride) = (layout.dims(), layout.stride());
+    let Some((&d, _)) = dims.split_last() else {
+        return Ok(None);
+    };
+    if dims.len() < 2 || stride[dims.len() - 1] != 1 {
+        return Ok(None);
+    }
+    let ld = stride[dims.len() - 2];
+    // Every outer dimension steps over whole rows of the one below it.
+    let even = (0..dims.len() - 2).all(|i| stride[i] == stride[i + 1] * dims[i + 1]);
+    if ld < d || !even {
+        return Ok(None);
+    }
+    let stream = s.device.cuda_stream();
+    let (base, size) = match &s.slice {
+        CudaStorageSlice::BF16(v) => (v.device_ptr(&stream).0, 2),
+        CudaStorageSlice::F16(v) => (v.device_ptr(&stream).0, 2),
+        CudaStorageSlice::F32(v) => (v.device_ptr(&stream).0, 4),
+        _ => return Ok(None),
+    };
+    Ok(Some((
+        base + (layout.start_offset() * size) as u64,
+        ld as i64,
+    )))
+}
+
+/// Qwen3.5's gated-attention q or k for scoring, in one pass: the zero-centred RMSNorm of each
+/// head (gain `1 + w`), then RoPE on the first `2 * cos.dim(1)` dims of each head, the rest
+/// passed through. `x` [B, T, H, D] may be a view whose rows are evenly spaced (q read in place
+/// from q_proj's output); returns [B, T, H, D] contiguous, the layout cuDNN's attention takes.
+/// cos and sin are [T, rot/2].
+pub fn centered_norm_rope(
+    x: &Tensor,
+    w: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    let (b, t, heads, d) = x.dims4()?;
+    let (ct, half) = cos.dims2()?;
+    let rot = 2 * half;
+    if ct != t || sin.dims() != cos.dims() || rot > d || d > 256 || w.dims() != [d] {
+        return Err(msg(format!(
+            "centered_norm_rope: x {:?}, gain {:?}, tables {:?}/{:?} (expected a gain [D], tables              [T, rot/2] with rot <= D <= 256)",
+            x.dims(),
+            w.dims(),
+            cos.dims(),
+            sin.dims()
+        )));
+    }
+    let dtype = x.dtype();
+    let cast = |t: &Tensor| -> Result<Tensor> { t.to_dtype(dtype)?.contiguous() };
+    let (w, cos, sin) = (cast(w)?, cast(cos)?, cast(sin)?);
+    let held;
+    let (xa, ld) = match strided_rows(x)? {
+        Some(v) => v,
+        None => {
+            held = x.contiguous()?;
+            (tensor_addr(&held)?.0, d as i64)
+        }
+    };
+    let (_, dev) = tensor_addr(&w)?;
+    let (out, oa) = alloc(&dev, dtype, b * t * heads * d)?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: B*T*H rows of D read `ld` apart from a live tensor (or its contiguous copy, held
+    // until the launch is queued); gain [D], tables [T, rot/2] of x's dtype; out fresh.
+    let code = unsafe {
+        ffi::koth_centered_norm_rope(
+            dtype_code(dtype)?,
+            xa,
+            ld,
+            tensor_addr(&w)?.0,
+            tensor_addr(&cos)?.0,
+            tensor_addr(&sin)?.0,
+            oa,
+            (b * t * heads) as i64,
+            heads as c_int,
+            t as c_int,
+            d as c_int,
+            rot as c_int,
+            eps,
+            stream,
+        )
+    };
+    launched("centered_norm_rope", code)?;
+    Ok(into_tensor(out, (b, t, heads, d)))
+}
+
+/// The gated attention's output gate for scoring: `out * sigmoid(gate)`, the sigmoid in f32
+/// rounded once to the dtype. `out` [.., D] contiguous, `gate` of the same shape, possibly a view
+/// with evenly spaced rows (read in place from q_proj's output). Returns out's shape.
+pub fn sigmoid_gate(out: &Tensor, gate: &Tensor) -> Result<Tensor> {
+    if out.dims() != gate.dims() || out.dtype() != gate.dtype() || out.rank() < 2 {
+        return Err(msg(format!(
+            "sigmoid_gate: out {:?} {:?} and gate {:?} {:?} differ",
+            out.dims(),
+            out.dtype(),
+            gate.dims(),
+            gate.dtype()
+        )));
+    }
+    let out = out.contiguous()?;
+    let cols = out.dim(candle_core::D::Minus1)?;
+    let rows = out.elem_count() / cols.max(1);
+    let held;
+    let (ga, ld) = match strided_rows(gate)? {
+        Some(v) => v,
+        None => {
+            held = gate.contiguous()?;
+            (tensor_addr(&held)?.0, cols as i64)
+        }
+    };
+    let (oa, dev) = tensor_addr(&out)?;
+    let (y, ya) = alloc(&dev, out.dtype(), out.elem_count())?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: `rows` rows of `cols` from out (contiguous) and from gate (`ld` apart, or its held
+    // contiguous copy); y fresh, of out's size.
+    let code = unsafe {
+        ffi::koth_sigmoid_gate(
+            dtype_code(out.dtype())?,
+            oa,
+            ga,
+            ld,
+            ya,
+            rows as i64,
+            cols as c_int,
+            stream,
+        )
+    };
+    launched("sigmoid_gate", code)?;
+    Ok(into_tensor(y, out.dims()))
 }
 
 /// qwen3's per-head RMSNorm (when `w` is given) then RoPE, in one pass, for scoring. x is

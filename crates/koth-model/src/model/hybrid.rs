@@ -408,10 +408,25 @@ impl Model {
         // q_proj yields [query | gate] per head.
         let qg = attn.q.forward(&flat)?.reshape((b, t, nh, 2 * hd))?;
         let q = qg.narrow(3, 0, hd)?;
-        let gate = qg.narrow(3, hd, hd)?.reshape((b * t, nh * hd))?;
+        let gate = qg.narrow(3, hd, hd)?; // [B, T, nh, hd], a view
         let k = attn.k.forward(&flat)?.reshape((b, t, nkv, hd))?;
         let v = attn.v.forward(&flat)?.reshape((b, t, nkv, hd))?;
-        let norm_path = if kernels { OpPath::Kernels } else { path };
+        let scale = 1.0 / (hd as f64).sqrt();
+        if kernels && koth_kernels::attention_usable(&k, hd) {
+            // Scoring on the kernels: q and k normalised and rotated in one pass each, read in
+            // place and written as [B, T, H, D] for cuDNN's fused causal attention (GQA
+            // natively, no [B, H, T, T]); the output gate reads its half of q_proj in place.
+            let (cos, sin) = rope.half_tables();
+            let eps = c.rms_norm_eps as f32;
+            let q = koth_kernels::centered_norm_rope(&q, &attn.q_norm, cos, sin, eps)?;
+            let k = koth_kernels::centered_norm_rope(&k, &attn.k_norm, cos, sin, eps)?;
+            let out = koth_kernels::attention(&q, &k, &v.contiguous()?, scale as f32)?
+                .reshape((b, t, nh, hd))?;
+            let gated = koth_kernels::sigmoid_gate(&out, &gate)?.reshape((b * t, nh * hd))?;
+            return Ok(attn.o.forward(&gated)?.reshape((b, t, hidden))?);
+        }
+        let gate = gate.reshape((b * t, nh * hd))?;
+        let norm_path = path;
         let q = centered_rms_norm(&q, &attn.q_norm, c.rms_norm_eps, norm_path)?;
         let k = centered_rms_norm(&k, &attn.k_norm, c.rms_norm_eps, norm_path)?;
         let partial_rope = |x: Tensor| -> Result<Tensor> {
@@ -424,16 +439,6 @@ impl Model {
         };
         let q = partial_rope(q)?;
         let k = partial_rope(k)?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        if kernels && koth_kernels::attention_usable(&q, hd) {
-            // cuDNN's fused causal attention (GQA natively) in [B, T, H, D]: no [B, H, T, T].
-            let bthd = |x: Tensor| -> Result<Tensor> { Ok(x.transpose(1, 2)?.contiguous()?) };
-            let v = v.contiguous()?;
-            let out = koth_kernels::attention(&bthd(q)?, &bthd(k)?, &v, scale as f32)?
-                .reshape((b * t, nh * hd))?;
-            let gated = (out * sigmoid_rounded_once(&gate)?)?;
-            return Ok(attn.o.forward(&gated)?.reshape((b, t, hidden))?);
-        }
         let v = v.transpose(1, 2)?.contiguous()?;
         let rep = nh / nkv;
         let (k, v) = if rep == 1 {
