@@ -138,6 +138,18 @@ pub mod ffi {
             eps: f32,
             stream: *mut c_void,
         ) -> c_int;
+        pub fn koth_delta_gates(
+            dtype: c_int,
+            a: *const c_void,
+            b: *const c_void,
+            a_log: *const f32,
+            dt_bias: *const f32,
+            g: *mut f32,
+            beta: *mut c_void,
+            n: i64,
+            hv: c_int,
+            stream: *mut c_void,
+        ) -> c_int;
         pub fn koth_sigmoid_gate(
             dtype: c_int,
             out: *const c_void,

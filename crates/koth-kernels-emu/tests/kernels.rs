@@ -652,3 +652,53 @@ fn gated_attention_norm_rope_and_gate_match_the_composite() {
         }
     }
 }
+
+#[test]
+fn delta_gates_match_the_composite() {
+    let (n_tok, hv) = (37usize, 16usize);
+    let mut rng = ChaCha8Rng::seed_from_u64(50);
+    // Wide enough for softplus's two regimes and a sigmoid near 0 and 1.
+    let a = uniform(&mut rng, n_tok * hv, -12.0, 12.0);
+    let b = uniform(&mut rng, n_tok * hv, -8.0, 8.0);
+    let a_log = uniform(&mut rng, hv, -1.0, 2.5);
+    let dt_bias = uniform(&mut rng, hv, -1.0, 1.0);
+    for dtype in [DType::F32, DType::BF16] {
+        let mut g = vec![f32::NAN; n_tok * hv];
+        let a_t = cpu(&a, &[n_tok, hv], dtype);
+        let b_t = cpu(&b, &[n_tok, hv], dtype);
+        // The kernel takes A_log and dt_bias in f32, as the model's own dtype converts them.
+        let a_log_m = host(&cpu(&a_log, &[hv], dtype));
+        let dt_bias_m = host(&cpu(&dt_bias, &[hv], dtype));
+        let beta = run_typed(
+            dtype,
+            &[&host(&a_t), &host(&b_t)],
+            n_tok * hv,
+            |code, p, beta| {
+                // SAFETY: a, b, beta [n, hv] of `code`'s dtype; A_log and dt_bias [hv] f32; g [n, hv].
+                unsafe {
+                    ffi::koth_delta_gates(
+                        code,
+                        p[0],
+                        p[1],
+                        a_log_m.as_ptr(),
+                        dt_bias_m.as_ptr(),
+                        g.as_mut_ptr(),
+                        beta,
+                        (n_tok * hv) as i64,
+                        hv as i32,
+                        null_mut(),
+                    )
+                }
+            },
+        );
+        let (want_g, want_beta) = koth_model::deltanet::gates(
+            &a_t,
+            &b_t,
+            &cpu(&a_log, &[hv], dtype),
+            &cpu(&dt_bias, &[hv], dtype),
+        )
+        .unwrap();
+        assert_same_rounding("log decay g", &g, &host(&want_g), DType::F32);
+        assert_same_rounding("beta", &beta, &host(&want_beta), dtype);
+    }
+}

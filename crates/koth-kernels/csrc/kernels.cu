@@ -898,6 +898,23 @@ __global__ void sigmoid_gate(const T *__restrict__ out, const T *__restrict__ ga
     }
 }
 
+// Qwen3.5's gated DeltaNet gates, per (token, value head) of [n / hv, hv]: the log decay
+// g = -(softplus(a + dt_bias) * exp(A_log)) in f32 (softplus(x) = max(x, 0) + log(1 + exp(-|x|)),
+// op for op as koth-model's `deltanet::gates`), and beta = sigmoid(b) in f32 rounded to T. One
+// kernel where the composite takes a dozen launches over these small tensors.
+template <typename T>
+__global__ void delta_gates(const T *__restrict__ a, const T *__restrict__ bv, const float *__restrict__ a_log,
+                            const float *__restrict__ dt_bias, float *__restrict__ g, T *__restrict__ beta, int64_t n,
+                            int hv) {
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (int64_t)gridDim.x * blockDim.x) {
+        const int h = (int)(idx % hv);
+        const float x = to_f<T>(a[idx]) + dt_bias[h];
+        const float softplus = fmaxf(x, 0.f) + logf(1.f + expf(-fabsf(x)));
+        g[idx] = -(softplus * expf(a_log[h]));
+        beta[idx] = from_f<T>(1.f / (1.f + expf(-to_f<T>(bv[idx]))));
+    }
+}
+
 int check(cudaError_t e) { return e == cudaSuccess ? 0 : (int)e; }
 
 // The largest gridDim.y: multi-tensor launches put one tensor per blockIdx.y and split beyond it.
@@ -1172,6 +1189,15 @@ int koth_sigmoid_gate(int dtype, const void *out, const void *gate, int64_t ld, 
     if (ld < cols) return -2;
     KOTH_DISPATCH(dtype, sigmoid_gate<T><<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(
                              (const T *)out, (const T *)gate, ld, (T *)y, rows, cols));
+    return check(cudaGetLastError());
+}
+
+int koth_delta_gates(int dtype, const void *a, const void *b, const float *a_log, const float *dt_bias, float *g,
+                     void *beta, int64_t n, int hv, void *stream) {
+    if (n == 0) return 0;
+    if (hv <= 0 || n % hv != 0) return -2;
+    KOTH_DISPATCH(dtype, delta_gates<T><<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)a, (const T *)b, a_log, dt_bias, g, (T *)beta, n, hv));
     return check(cudaGetLastError());
 }
 

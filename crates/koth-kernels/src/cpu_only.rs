@@ -43,6 +43,14 @@ pub fn centered_norm_rope(
 pub fn sigmoid_gate(_out: &Tensor, _gate: &Tensor) -> Result<Tensor> {
     Err(not_compiled())
 }
+pub fn delta_gates(
+    _a: &Tensor,
+    _b: &Tensor,
+    _a_log: &Tensor,
+    _dt_bias: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    Err(not_compiled())
+}
 pub fn rope_trainable(_x: &Tensor, _cos: &Tensor, _sin: &Tensor) -> Result<Tensor> {
     Err(not_compiled())
 }

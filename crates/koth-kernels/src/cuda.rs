@@ -165,6 +165,18 @@ mod ffi {
             eps: f32,
             stream: *mut c_void,
         ) -> c_int;
+        pub fn koth_delta_gates(
+            dtype: c_int,
+            a: u64,
+            b: u64,
+            a_log: u64,
+            dt_bias: u64,
+            g: u64,
+            beta: u64,
+            n: i64,
+            hv: c_int,
+            stream: *mut c_void,
+        ) -> c_int;
         pub fn koth_sigmoid_gate(
             dtype: c_int,
             out: u64,
@@ -1849,6 +1861,58 @@ fn gated_delta_rule_backward(
         into_tensor(dg, (b, t, h.value_heads)),
         into_tensor(dbeta, (b, t, h.value_heads)),
     ))
+}
+
+/// The gated DeltaNet's gates for scoring, in one pass: from `a` and `b` [.., Hv] (the in_proj_a
+/// and in_proj_b outputs), the log decay `g = -(softplus(a + dt_bias) * exp(A_log))` (f32) and
+/// `beta = sigmoid(b)` (rounded once to b's dtype), as koth-model's `deltanet::gates`.
+pub fn delta_gates(
+    a: &Tensor,
+    b: &Tensor,
+    a_log: &Tensor,
+    dt_bias: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let hv = a.dim(candle_core::D::Minus1)?;
+    if b.dims() != a.dims()
+        || b.dtype() != a.dtype()
+        || a_log.dims() != [hv]
+        || dt_bias.dims() != [hv]
+    {
+        return Err(msg(format!(
+            "delta_gates: a {:?}, b {:?}, A_log {:?}, dt_bias {:?} (expected a and b [.., Hv] of one \
+             dtype, A_log and dt_bias [Hv])",
+            a.dims(),
+            b.dims(),
+            a_log.dims(),
+            dt_bias.dims()
+        )));
+    }
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    let f32c = |t: &Tensor| -> Result<Tensor> { t.to_dtype(DType::F32)?.contiguous() };
+    let (a_log, dt_bias) = (f32c(a_log)?, f32c(dt_bias)?);
+    let n = a.elem_count();
+    let (aa, dev) = tensor_addr(&a)?;
+    let (g, ga) = alloc(&dev, DType::F32, n)?;
+    let (beta, ba) = alloc(&dev, a.dtype(), n)?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: a and b hold n contiguous elements of one dtype, A_log and dt_bias Hv floats; g and
+    // beta are fresh, n elements each, all written.
+    let code = unsafe {
+        ffi::koth_delta_gates(
+            dtype_code(a.dtype())?,
+            aa,
+            tensor_addr(&b)?.0,
+            tensor_addr(&a_log)?.0,
+            tensor_addr(&dt_bias)?.0,
+            ga,
+            ba,
+            n as i64,
+            hv as c_int,
+            stream,
+        )
+    };
+    launched("delta_gates", code)?;
+    Ok((into_tensor(g, a.dims()), into_tensor(beta, a.dims())))
 }
 
 /// The gated DeltaNet's short causal convolution and SiLU in one pass: `x` [B, T, C], `weight`

@@ -37,6 +37,23 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     Ok(x.broadcast_mul(&inv)?)
 }
 
+/// The gated DeltaNet's gates, as transformers computes them: from `a` and `b` [.., Hv] (the
+/// in_proj_a and in_proj_b outputs), the log decay `g = -(softplus(a + dt_bias) * exp(A_log))`
+/// in f32 (transformers upcasts so that a half-precision A cannot overflow) and
+/// `beta = sigmoid(b)` in f32, rounded once to b's dtype. softplus(x) is
+/// `max(x, 0) + log(1 + exp(-|x|))`, which never overflows.
+pub fn gates(a: &Tensor, b: &Tensor, a_log: &Tensor, dt_bias: &Tensor) -> Result<(Tensor, Tensor)> {
+    let x = a
+        .to_dtype(DType::F32)?
+        .broadcast_add(&dt_bias.to_dtype(DType::F32)?)?;
+    let softplus = (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let g = softplus
+        .broadcast_mul(&a_log.to_dtype(DType::F32)?.exp()?)?
+        .neg()?;
+    let beta = candle_nn::ops::sigmoid(&b.to_dtype(DType::F32)?)?.to_dtype(b.dtype())?;
+    Ok((g, beta))
+}
+
 /// Depthwise causal convolution followed by SiLU, as transformers' `causal_conv1d_fn` fallback:
 /// `x` [B, T, C], `weight` [C, 1, K]; output t of channel c is
 /// `silu(sum_j weight[c, 0, j] * x[t - (K - 1) + j, c])` with zeros before the sequence. Like

@@ -14,7 +14,7 @@ use candle_core::{DType, Tensor};
 use super::{moe_forward, Linear, Mlp, Model, SparseMoe, Take};
 use crate::config::{HybridConfig, MixerKind, ModelConfig};
 use crate::deltanet::{
-    causal_conv1d_silu, chunk_gated_delta_rule, l2_normalize, DEFAULT_CHUNK, L2_NORM_EPS,
+    causal_conv1d_silu, chunk_gated_delta_rule, gates, l2_normalize, DEFAULT_CHUNK, L2_NORM_EPS,
 };
 use crate::error::{ModelError, Result};
 use crate::ops::{causal_mask, centered_rms_norm, gated_rms_norm, softmax_last, OpPath, Rope};
@@ -192,11 +192,6 @@ fn sigmoid_rounded_once(x: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::ops::sigmoid(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?)
 }
 
-/// `log(1 + exp(x))` without overflow: `max(x, 0) + log(1 + exp(-|x|))`.
-fn softplus(x: &Tensor) -> Result<Tensor> {
-    Ok((x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
-}
-
 impl Model {
     /// Final hidden states [B, T, hidden] of a hybrid model.
     pub(super) fn hybrid_hidden_states(
@@ -305,17 +300,12 @@ impl Model {
             causal_conv1d_silu(&mixed, &net.conv)?
         };
 
-        let beta = sigmoid_rounded_once(&beta_in)?;
-        // g = -exp(A_log) * softplus(a + dt_bias), in f32 (transformers upcasts here so that a
-        // half-precision A cannot overflow).
-        let a_rate = net.a_log.to_dtype(DType::F32)?.exp()?;
-        let g = softplus(
-            &a_in
-                .to_dtype(DType::F32)?
-                .broadcast_add(&net.dt_bias.to_dtype(DType::F32)?)?,
-        )?
-        .broadcast_mul(&a_rate)?
-        .neg()?;
+        // g (log decay, f32) and beta: one kernel on the kernels path.
+        let (g, beta) = if kernels {
+            koth_kernels::delta_gates(&a_in, &beta_in, &net.a_log, &net.dt_bias)?
+        } else {
+            gates(&a_in, &beta_in, &net.a_log, &net.dt_bias)?
+        };
 
         let heads = koth_kernels::DeltaHeads {
             key_heads: l.num_key_heads,
