@@ -15,7 +15,8 @@
 # 4 and 8 (T=2048). Each phase fits in one 10-minute call. `pending`: the checks of the kernels
 # that have not run on a GPU yet, a per-kernel profile of the hybrid's scoring, and the 1.7B
 # number (run it before `hybrid`). `scale`: the Qwen3-30B-A3B shape on
-# one GPU (docs/SCALE.md). `moe-batched`: the experts as batched GEMMs (KOTH_MOE_BATCHED=1).
+# one GPU (docs/SCALE.md). `moe-batched`: the experts as padded batched GEMMs (KOTH_MOE_BATCHED=1),
+# then as cuBLAS grouped GEMMs (KOTH_MOE_GROUPED=1).
 set -uo pipefail
 phase=${1:-all}
 OUT=${OUT:-gpu-out}
@@ -117,8 +118,12 @@ if [ "$phase" = moe-batched ]; then
   # The experts as batched GEMMs (KOTH_MOE_BATCHED=1, opt-in until this passes): the MoE golden
   # fixtures on CUDA against the CPU, then the 30B-A3B shape's paired scoring (compare with
   # `scale`'s one-stage row).
-  record check env KOTH_MOE_BATCHED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth
-  KOTH_MOE_BATCHED=1 timeout 300 /tmp/koth bench score --config fixtures/bench/qwen3-30b-a3b.json --batch 8 \
+  record check timeout 90 env KOTH_MOE_BATCHED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth
+  KOTH_MOE_BATCHED=1 timeout 220 /tmp/koth bench score --config fixtures/bench/qwen3-30b-a3b.json --batch 8 \
+    --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
+  # Then cuBLAS's grouped GEMM (KOTH_MOE_GROUPED=1: no padding), the same check and shape.
+  record check timeout 90 env KOTH_MOE_GROUPED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth
+  KOTH_MOE_GROUPED=1 timeout 220 /tmp/koth bench score --config fixtures/bench/qwen3-30b-a3b.json --batch 8 \
     --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
 fi
 

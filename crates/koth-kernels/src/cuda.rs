@@ -1863,6 +1863,121 @@ fn gated_delta_rule_backward(
     ))
 }
 
+/// Every expert's rows times its weight in one cuBLAS grouped GEMM
+/// (`cublasGemmGroupedBatchedEx`): `x` [R, K] holds the rows grouped by expert (expert e's are
+/// `offsets[e]..offsets[e + 1]`), `w` [E, N, K] the experts' weights; returns [R, N], row r being
+/// `x[r] · w[e]ᵀ` for r's expert e. Unlike the padded batched GEMM, no expert computes rows it
+/// does not have. Each expert's product is one GEMM of its own shape (f32 accumulation), and no
+/// reduction crosses experts, so the result is the same from run to run for the same grouping.
+pub fn grouped_matmul(x: &Tensor, w: &Tensor, offsets: &[usize]) -> Result<Tensor> {
+    use candle_core::cuda_backend::cudarc::cublas::sys as blas;
+    let (r, k) = x.dims2()?;
+    let (experts, n, wk) = w.dims3()?;
+    let sorted = offsets.windows(2).all(|p| p[0] <= p[1]);
+    if wk != k
+        || x.dtype() != w.dtype()
+        || offsets.len() != experts + 1
+        || offsets.first() != Some(&0)
+        || offsets.last() != Some(&r)
+        || !sorted
+    {
+        return Err(msg(format!(
+            "grouped_matmul: x {:?} {:?}, w {:?} {:?}, {} offsets (expected x [R, K], w [E, N, K] of \
+             x's dtype, E + 1 ascending offsets from 0 to R)",
+            x.dims(),
+            x.dtype(),
+            w.dims(),
+            w.dtype(),
+            offsets.len()
+        )));
+    }
+    let (data, size) = match x.dtype() {
+        DType::BF16 => (blas::cudaDataType_t::CUDA_R_16BF, 2u64),
+        DType::F16 => (blas::cudaDataType_t::CUDA_R_16F, 2),
+        DType::F32 => (blas::cudaDataType_t::CUDA_R_32F, 4),
+        other => return Err(msg(format!("grouped_matmul: dtype {other:?}"))),
+    };
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let (xa, dev) = tensor_addr(&x)?;
+    let wa = tensor_addr(&w)?.0;
+    let (out, oa) = alloc(&dev, x.dtype(), r * n)?;
+    // One problem per expert that has rows: C_e (N x R_e, column-major) = W_eᵀ · X_e, the
+    // column-major reading of the row-major [R_e, N] = X_e · W_eᵀ.
+    let (mut pa, mut pb, mut pc) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rows = Vec::new();
+    for e in 0..experts {
+        let (start, end) = (offsets[e], offsets[e + 1]);
+        if start == end {
+            continue;
+        }
+        pa.push(wa + (e * n * k) as u64 * size);
+        pb.push(xa + (start * k) as u64 * size);
+        pc.push(oa + (start * n) as u64 * size);
+        rows.push((end - start) as c_int);
+    }
+    let groups = rows.len();
+    if groups == 0 {
+        return Ok(into_tensor(out, (r, n)));
+    }
+    let each = |v: c_int| vec![v; groups];
+    let (ms, ks, lds_a, lds_c) = (
+        each(n as c_int),
+        each(k as c_int),
+        each(k as c_int),
+        each(n as c_int),
+    );
+    let trans_a = vec![blas::cublasOperation_t::CUBLAS_OP_T; groups];
+    let trans_b = vec![blas::cublasOperation_t::CUBLAS_OP_N; groups];
+    let (alphas, betas) = (vec![1f32; groups], vec![0f32; groups]);
+    let sizes = each(1);
+    // The pointer arrays live on the device; their buffers are freed in stream order, after the
+    // GEMM has read them.
+    let (da, db, dc) = (
+        dev.clone_htod(&pa)?,
+        dev.clone_htod(&pb)?,
+        dev.clone_htod(&pc)?,
+    );
+    let stream = dev.cuda_stream();
+    let (a_ptr, _ga) = da.device_ptr(&stream);
+    let (b_ptr, _gb) = db.device_ptr(&stream);
+    let (c_ptr, _gc) = dc.device_ptr(&stream);
+    let handle = dev.cublas_handle();
+    // SAFETY: every pointer addresses a live buffer of the size its problem reads or writes (the
+    // checks above); the host arrays hold `groups` entries and outlive the call; cuBLAS runs on
+    // candle's stream, where the output and the pointer arrays are ordered.
+    let status = unsafe {
+        blas::cublasGemmGroupedBatchedEx(
+            *handle.handle(),
+            trans_a.as_ptr(),
+            trans_b.as_ptr(),
+            ms.as_ptr(),
+            rows.as_ptr(),
+            ks.as_ptr(),
+            alphas.as_ptr() as *const c_void,
+            a_ptr as *const *const c_void,
+            data,
+            lds_a.as_ptr(),
+            b_ptr as *const *const c_void,
+            data,
+            lds_a.as_ptr(),
+            betas.as_ptr() as *const c_void,
+            c_ptr as *const *mut c_void,
+            data,
+            lds_c.as_ptr(),
+            groups as c_int,
+            sizes.as_ptr(),
+            blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+        )
+    };
+    if status != blas::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        return Err(msg(format!(
+            "grouped_matmul: cublasGemmGroupedBatchedEx failed ({status:?}) for {groups} experts of \
+             [.., {k}] x [{n}, {k}]"
+        )));
+    }
+    Ok(into_tensor(out, (r, n)))
+}
+
 /// The gated DeltaNet's gates for scoring, in one pass: from `a` and `b` [.., Hv] (the in_proj_a
 /// and in_proj_b outputs), the log decay `g = -(softplus(a + dt_bias) * exp(A_log))` (f32) and
 /// `beta = sigmoid(b)` (rounded once to b's dtype), as koth-model's `deltanet::gates`.

@@ -195,7 +195,8 @@ struct StackedExperts {
 
 impl SparseMoe {
     fn new(router: Tensor, experts: Vec<Mlp>, top_k: usize, norm_topk_prob: bool) -> Result<Self> {
-        let stack = batched_experts_enabled() && koth_kernels::usable(&router);
+        let stack = (batched_experts_enabled() || grouped_experts_enabled())
+            && koth_kernels::usable(&router);
         Self::assemble(router, experts, top_k, norm_topk_prob, stack)
     }
 
@@ -1147,9 +1148,13 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
     let (slots, offsets) = crate::plan::group_by_expert(&chosen, num_experts);
     let rows: Vec<u32> = slots.iter().map(|&s| s / k as u32).collect();
     let batched = match &moe.stacked {
+        // The grouped GEMM (cuBLAS) takes the groups as they are, on CUDA.
+        Some(stacked) if !x.track_op() && grouped_experts_enabled() && koth_kernels::usable(x) => {
+            Some(ExpertGemms::Grouped(stacked))
+        }
         Some(stacked) if !x.track_op() => {
             crate::plan::pad_groups(&rows, &offsets, n as u32, MAX_EXPERT_PADDING)
-                .map(|padded| (stacked, padded))
+                .map(|padded| ExpertGemms::Padded(stacked, padded))
         }
         _ => None,
     };
@@ -1167,7 +1172,16 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
         // Scoring with stacked experts (on CUDA): all experts in one batched GEMM per
         // projection over their rows padded to the largest group (padding rows read a zero row
         // and are dropped).
-        Some((stacked, padded)) => experts_batched(stacked, x, &padded, routed)?,
+        Some(ExpertGemms::Padded(stacked, padded)) => experts_batched(stacked, x, &padded, routed)?,
+        // Scoring with stacked experts on CUDA and KOTH_MOE_GROUPED=1: each projection of all
+        // experts as one cuBLAS grouped GEMM over the grouped rows, no padding.
+        Some(ExpertGemms::Grouped(stacked)) => {
+            let gathered = x.index_select(&rows, 0)?;
+            let g = koth_kernels::grouped_matmul(&gathered, &stacked.gate, &offsets)?;
+            let u = koth_kernels::grouped_matmul(&gathered, &stacked.up, &offsets)?;
+            let p = koth_kernels::swiglu(&g, &u)?;
+            koth_kernels::grouped_matmul(&p, &stacked.down, &offsets)?
+        }
         None => {
             let gathered = x.index_select(&rows, 0)?; // [N*k, hidden], grouped by expert
             let mut outputs = Vec::new();
@@ -1194,6 +1208,23 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
 fn batched_experts_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("KOTH_MOE_BATCHED").is_ok_and(|v| v == "1"))
+}
+
+/// How the experts' projections run when they are stacked (see [`moe_forward`]).
+enum ExpertGemms<'a> {
+    /// One batched GEMM per projection over the groups padded to the largest.
+    Padded(&'a StackedExperts, crate::plan::PaddedGroups),
+    /// One cuBLAS grouped GEMM per projection, each expert at its own row count.
+    Grouped(&'a StackedExperts),
+}
+
+/// Whether MoE scoring on CUDA runs the experts as cuBLAS grouped GEMMs
+/// ([`koth_kernels::grouped_matmul`]): only with `KOTH_MOE_GROUPED=1` (read once) until it has
+/// been checked and measured on a GPU (`scripts/bench/gpu-run.sh moe-batched`). It takes
+/// precedence over `KOTH_MOE_BATCHED=1`; both stack the experts when a model is assembled.
+fn grouped_experts_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KOTH_MOE_GROUPED").is_ok_and(|v| v == "1"))
 }
 
 /// The most padding the batched expert GEMM accepts: experts × largest group at most this many
