@@ -45,12 +45,12 @@ fn cross_entropy_rows_match_log_softmax() {
         let code = unsafe {
             ffi::koth_ce_fwd(
                 F32,
-                logits.as_ptr().cast(),
+                logits.as_ptr() as u64,
                 rows as i64,
                 v as i64,
                 v as i32,
-                targets.as_ptr(),
-                nll.as_mut_ptr(),
+                targets.as_ptr() as u64,
+                nll.as_mut_ptr() as u64,
                 null_mut(),
             )
         };
@@ -65,13 +65,13 @@ fn cross_entropy_rows_match_log_softmax() {
         let code = unsafe {
             ffi::koth_ce_fwd_bwd(
                 F32,
-                inplace.as_mut_ptr().cast(),
+                inplace.as_mut_ptr() as u64,
                 rows as i64,
                 v as i64,
                 v as i32,
-                targets.as_ptr(),
+                targets.as_ptr() as u64,
                 g,
-                nll2.as_mut_ptr(),
+                nll2.as_mut_ptr() as u64,
                 null_mut(),
             )
         };
@@ -90,13 +90,13 @@ fn cross_entropy_rows_match_log_softmax() {
         let code = unsafe {
             ffi::koth_ce_bwd(
                 F32,
-                logits.as_ptr().cast(),
-                out.as_mut_ptr().cast(),
+                logits.as_ptr() as u64,
+                out.as_mut_ptr() as u64,
                 rows as i64,
                 v as i64,
                 v as i32,
-                targets.as_ptr(),
-                grads.as_ptr(),
+                targets.as_ptr() as u64,
+                grads.as_ptr() as u64,
                 null_mut(),
             )
         };
@@ -140,11 +140,11 @@ fn sum_of_squares_over_tensors_of_two_sizes() {
     let code = unsafe {
         ffi::koth_sumsq_multi(
             F32,
-            records.as_ptr().cast(),
+            records.as_ptr() as u64,
             records.len() as i32,
             blocks as i32,
-            part.as_mut_ptr(),
-            out.as_mut_ptr(),
+            part.as_mut_ptr() as u64,
+            out.as_mut_ptr() as u64,
             null_mut(),
         )
     };
@@ -174,7 +174,7 @@ fn rms_norm_forward_and_backward_match_the_composite() {
                     p[0],
                     p[1],
                     out,
-                    null_mut(),
+                    0,
                     rows as i64,
                     cols as i32,
                     eps,
@@ -206,10 +206,10 @@ fn rms_norm_forward_and_backward_match_the_composite() {
     unsafe {
         let code = ffi::koth_rmsnorm_fwd(
             F32,
-            x.as_ptr().cast(),
-            w.as_ptr().cast(),
-            y.as_mut_ptr().cast(),
-            rstd.as_mut_ptr(),
+            x.as_ptr() as u64,
+            w.as_ptr() as u64,
+            y.as_mut_ptr() as u64,
+            rstd.as_mut_ptr() as u64,
             rows as i64,
             cols as i32,
             eps,
@@ -218,13 +218,13 @@ fn rms_norm_forward_and_backward_match_the_composite() {
         assert_eq!(code, 0);
         let code = ffi::koth_rmsnorm_bwd(
             F32,
-            x.as_ptr().cast(),
-            w.as_ptr().cast(),
-            dy.as_ptr().cast(),
-            rstd.as_ptr(),
-            dx.as_mut_ptr().cast(),
-            dw.as_mut_ptr().cast(),
-            dw_part.as_mut_ptr(),
+            x.as_ptr() as u64,
+            w.as_ptr() as u64,
+            dy.as_ptr() as u64,
+            rstd.as_ptr() as u64,
+            dx.as_mut_ptr() as u64,
+            dw.as_mut_ptr() as u64,
+            dw_part.as_mut_ptr() as u64,
             rows as i64,
             cols as i32,
             rows_per_block,
@@ -275,16 +275,16 @@ fn qk_norm_and_rope_match_a_direct_evaluation() {
         let cos: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
         let sin: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
         let mut y = vec![f32::NAN; rows * d];
-        let run = |x: &[f32], w: *const c_void, sign: f32, y: &mut [f32]| {
+        let run = |x: &[f32], w: u64, sign: f32, y: &mut [f32]| {
             // SAFETY: x, y [rows, d]; w [d] or null; cos, sin [seq, d/2].
             let code = unsafe {
                 ffi::koth_norm_rope(
                     F32,
-                    x.as_ptr().cast(),
+                    x.as_ptr() as u64,
                     w,
-                    cos.as_ptr().cast(),
-                    sin.as_ptr().cast(),
-                    y.as_mut_ptr().cast(),
+                    cos.as_ptr() as u64,
+                    sin.as_ptr() as u64,
+                    y.as_mut_ptr() as u64,
                     rows as i64,
                     heads as i32,
                     seq as i32,
@@ -296,7 +296,7 @@ fn qk_norm_and_rope_match_a_direct_evaluation() {
             };
             assert_eq!(code, 0);
         };
-        run(&x, w.as_ptr().cast(), 1.0, &mut y);
+        run(&x, w.as_ptr() as u64, 1.0, &mut y);
         let mut want = Vec::with_capacity(rows * d);
         for r in 0..rows {
             let pos = (r / heads) % seq;
@@ -322,8 +322,8 @@ fn qk_norm_and_rope_match_a_direct_evaluation() {
         // The backward rotation (sign -1, no norm) undoes the forward one.
         let mut rotated = vec![f32::NAN; rows * d];
         let mut back = vec![f32::NAN; rows * d];
-        run(&x, std::ptr::null(), 1.0, &mut rotated);
-        run(&rotated, std::ptr::null(), -1.0, &mut back);
+        run(&x, 0, 1.0, &mut rotated);
+        run(&rotated, 0, -1.0, &mut back);
         assert_close(&format!("rope inverse, d={d}"), &back, &f64s(&x), 1e-6);
     }
 }
@@ -356,11 +356,11 @@ fn swiglu_forward_and_backward_match_autograd() {
     let code = unsafe {
         ffi::koth_swiglu_bwd(
             F32,
-            g.as_ptr().cast(),
-            u.as_ptr().cast(),
-            dy.as_ptr().cast(),
-            dg.as_mut_ptr().cast(),
-            du.as_mut_ptr().cast(),
+            g.as_ptr() as u64,
+            u.as_ptr() as u64,
+            dy.as_ptr() as u64,
+            dg.as_mut_ptr() as u64,
+            du.as_mut_ptr() as u64,
             n as i64,
             null_mut(),
         )
@@ -451,7 +451,7 @@ fn adamw_updates_every_tensor_as_the_formula() {
             ffi::koth_adamw_multi(
                 BF16,
                 grads_in_model_dtype as i32,
-                records.as_ptr().cast(),
+                records.as_ptr() as u64,
                 records.len() as i32,
                 1300,
                 lr,
@@ -517,13 +517,13 @@ fn embedding_gradient_sums_each_ids_rows_in_order() {
     let code = unsafe {
         ffi::koth_embed_bwd(
             F32,
-            dy.as_ptr().cast(),
-            order.as_ptr(),
-            offsets.as_ptr(),
-            uniq.as_ptr(),
+            dy.as_ptr() as u64,
+            order.as_ptr() as u64,
+            offsets.as_ptr() as u64,
+            uniq.as_ptr() as u64,
             uniq.len() as i32,
             cols as i32,
-            out.as_mut_ptr().cast(),
+            out.as_mut_ptr() as u64,
             null_mut(),
         )
     };

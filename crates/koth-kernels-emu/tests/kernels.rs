@@ -6,7 +6,7 @@
 //! the golden fixtures, but their 4- and 8-lane paths (Qwen3.5's 128-wide heads) and the
 //! backward had not been compared with anything before these tests.
 
-use std::ptr::{null, null_mut};
+use std::ptr::null_mut;
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
 use koth_kernels_emu::{ffi, BF16, F32};
@@ -79,11 +79,11 @@ fn delta_forward_f32(s: Delta) {
     let code = unsafe {
         ffi::koth_gdr_fwd(
             F32,
-            x.packed.as_ptr().cast(),
+            x.packed.as_ptr() as u64,
             s.channels() as i64,
-            x.g.as_ptr(),
-            x.beta.as_ptr().cast(),
-            out.as_mut_ptr().cast(),
+            x.g.as_ptr() as u64,
+            x.beta.as_ptr() as u64,
+            out.as_mut_ptr() as u64,
             s.b as i32,
             s.t as i32,
             s.hk as i32,
@@ -93,7 +93,7 @@ fn delta_forward_f32(s: Delta) {
             1e-6,
             1.0 / (s.dk as f32).sqrt(),
             1,
-            null_mut(),
+            0,
             null_mut(),
         )
     };
@@ -168,11 +168,11 @@ fn delta_rule_forward_bf16_rounds_once() {
     let code = unsafe {
         ffi::koth_gdr_fwd(
             BF16,
-            packed.as_ptr().cast(),
+            packed.as_ptr() as u64,
             s.channels() as i64,
-            x.g.as_ptr(),
-            beta.as_ptr().cast(),
-            out.as_mut_ptr().cast(),
+            x.g.as_ptr() as u64,
+            beta.as_ptr() as u64,
+            out.as_mut_ptr() as u64,
             s.b as i32,
             s.t as i32,
             s.hk as i32,
@@ -182,7 +182,7 @@ fn delta_rule_forward_bf16_rounds_once() {
             1e-6,
             1.0 / (s.dk as f32).sqrt(),
             1,
-            null_mut(),
+            0,
             null_mut(),
         )
     };
@@ -332,11 +332,11 @@ fn delta_backward(s: Delta) {
     unsafe {
         let code = ffi::koth_gdr_fwd(
             F32,
-            packed.as_ptr().cast(),
+            packed.as_ptr() as u64,
             c as i64,
-            x.g.as_ptr(),
-            x.beta.as_ptr().cast(),
-            null_mut(),
+            x.g.as_ptr() as u64,
+            x.beta.as_ptr() as u64,
+            0,
             dims.0,
             dims.1,
             dims.2,
@@ -346,25 +346,25 @@ fn delta_backward(s: Delta) {
             0.0,
             1.0,
             0,
-            ckpt.as_mut_ptr(),
+            ckpt.as_mut_ptr() as u64,
             null_mut(),
         );
         assert_eq!(code, 0, "koth_gdr_fwd (checkpoints)");
         let code = ffi::koth_gdr_bwd(
-            packed.as_ptr(),
+            packed.as_ptr() as u64,
             c as i64,
-            x.g.as_ptr(),
-            x.beta.as_ptr(),
-            dout.as_ptr(),
-            ckpt.as_ptr(),
-            scratch.as_mut_ptr(),
-            dpacked.as_mut_ptr(),
-            part_q.as_mut_ptr(),
-            part_k.as_mut_ptr(),
-            part_b.as_mut_ptr(),
-            part_g.as_mut_ptr(),
-            dbeta.as_mut_ptr(),
-            dg.as_mut_ptr(),
+            x.g.as_ptr() as u64,
+            x.beta.as_ptr() as u64,
+            dout.as_ptr() as u64,
+            ckpt.as_ptr() as u64,
+            scratch.as_mut_ptr() as u64,
+            dpacked.as_mut_ptr() as u64,
+            part_q.as_mut_ptr() as u64,
+            part_k.as_mut_ptr() as u64,
+            part_b.as_mut_ptr() as u64,
+            part_g.as_mut_ptr() as u64,
+            dbeta.as_mut_ptr() as u64,
+            dg.as_mut_ptr() as u64,
             dims.0,
             dims.1,
             dims.2,
@@ -436,11 +436,11 @@ fn delta_rule_refuses_shapes_it_cannot_hold() {
         );
         let code = ffi::koth_gdr_fwd(
             F32,
-            null(),
             0,
-            null(),
-            null(),
-            null_mut(),
+            0,
+            0,
+            0,
+            0,
             1,
             4,
             2,
@@ -450,7 +450,7 @@ fn delta_rule_refuses_shapes_it_cannot_hold() {
             1e-6,
             0.25,
             1,
-            null_mut(),
+            0,
             null_mut(),
         );
         assert_eq!(code, -3, "3 value heads over 2 key heads");
@@ -623,12 +623,12 @@ fn gated_attention_norm_rope_and_gate_match_the_composite() {
 
             let got = run_typed(dtype, &[&out, &qg], rows * d, |code, p, y| {
                 // SAFETY: out and y [rows, d]; the gate rows start d elements into qg's rows of 2d.
-                let gate = unsafe { p[1].cast::<u8>().add(d * elem_bytes(code)) };
+                let gate = p[1] + (d * elem_bytes(code)) as u64;
                 unsafe {
                     ffi::koth_sigmoid_gate(
                         code,
                         p[0],
-                        gate.cast(),
+                        gate,
                         2 * d as i64,
                         y,
                         rows as i64,
@@ -680,9 +680,9 @@ fn delta_gates_match_the_composite() {
                         code,
                         p[0],
                         p[1],
-                        a_log_m.as_ptr(),
-                        dt_bias_m.as_ptr(),
-                        g.as_mut_ptr(),
+                        a_log_m.as_ptr() as u64,
+                        dt_bias_m.as_ptr() as u64,
+                        g.as_mut_ptr() as u64,
                         beta,
                         (n_tok * hv) as i64,
                         hv as i32,

@@ -1,8 +1,6 @@
 //! Helpers shared by the emulated-kernel tests.
 #![allow(dead_code)]
 
-use std::ffi::c_void;
-
 use candle_core::{DType, Device, Tensor};
 use koth_kernels_emu::{BF16, F32};
 use rand::Rng;
@@ -74,20 +72,20 @@ pub fn run_typed(
     dtype: DType,
     inputs: &[&[f32]],
     out_len: usize,
-    launch: impl FnOnce(i32, &[*const c_void], *mut c_void) -> i32,
+    launch: impl FnOnce(i32, &[u64], u64) -> i32,
 ) -> Vec<f32> {
     match dtype {
         DType::F32 => {
             let mut out = vec![f32::NAN; out_len];
-            let ptrs: Vec<*const c_void> = inputs.iter().map(|x| x.as_ptr().cast()).collect();
-            assert_eq!(launch(F32, &ptrs, out.as_mut_ptr().cast()), 0);
+            let ptrs: Vec<u64> = inputs.iter().map(|x| x.as_ptr() as u64).collect();
+            assert_eq!(launch(F32, &ptrs, out.as_mut_ptr() as u64), 0);
             out
         }
         DType::BF16 => {
             let held: Vec<Vec<u16>> = inputs.iter().map(|x| to_bf16(x)).collect();
             let mut out = vec![0x7fc0u16; out_len];
-            let ptrs: Vec<*const c_void> = held.iter().map(|x| x.as_ptr().cast()).collect();
-            assert_eq!(launch(BF16, &ptrs, out.as_mut_ptr().cast()), 0);
+            let ptrs: Vec<u64> = held.iter().map(|x| x.as_ptr() as u64).collect();
+            assert_eq!(launch(BF16, &ptrs, out.as_mut_ptr() as u64), 0);
             from_bf16(&out)
         }
         other => panic!("no test dtype {other:?}"),
