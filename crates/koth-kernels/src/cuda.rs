@@ -70,15 +70,20 @@ fn addr(s: &CudaStorage, l: &Layout) -> Result<u64> {
     let (start, _) = l
         .contiguous_offsets()
         .ok_or_else(|| msg("input is not contiguous"))?;
+    let (base, size) = storage_base(s)?;
+    Ok(base + (start * size) as u64)
+}
+
+/// The device address of a storage's first element and its element size in bytes.
+fn storage_base(s: &CudaStorage) -> Result<(u64, usize)> {
     let stream = s.device.cuda_stream();
-    let (base, size) = match &s.slice {
+    Ok(match &s.slice {
         CudaStorageSlice::BF16(x) => (x.device_ptr(&stream).0, 2),
         CudaStorageSlice::F16(x) => (x.device_ptr(&stream).0, 2),
         CudaStorageSlice::F32(x) => (x.device_ptr(&stream).0, 4),
         CudaStorageSlice::U32(x) => (x.device_ptr(&stream).0, 4),
         _ => return Err(msg(format!("storage dtype {:?} not supported", s.dtype()))),
-    };
-    Ok(base + (start * size) as u64)
+    })
 }
 
 /// A CUDA tensor's device, its stream handle and the address of its first element. The tensor
@@ -695,13 +700,7 @@ fn strided_rows(x: &Tensor) -> Result<Option<(u64, i64)>> {
     if ld < d || !even {
         return Ok(None);
     }
-    let stream = s.device.cuda_stream();
-    let (base, size) = match &s.slice {
-        CudaStorageSlice::BF16(v) => (v.device_ptr(&stream).0, 2),
-        CudaStorageSlice::F16(v) => (v.device_ptr(&stream).0, 2),
-        CudaStorageSlice::F32(v) => (v.device_ptr(&stream).0, 4),
-        _ => return Ok(None),
-    };
+    let (base, size) = storage_base(s)?;
     Ok(Some((
         base + (layout.start_offset() * size) as u64,
         ld as i64,
