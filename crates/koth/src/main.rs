@@ -11,7 +11,7 @@ mod devnet;
 #[derive(Parser)]
 #[command(
     name = "koth",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KOTH_BUILD_COMMIT"), ")"),
     about = "A king-of-the-hill network for training language models"
 )]
 struct Cli {

@@ -639,3 +639,23 @@ fn a_device_list_splits_the_model_into_stages_with_the_same_losses() {
     ]);
     assert!(e.contains("--stages is for one --device"), "{e}");
 }
+
+/// `koth --version` names the commit the binary was built from (what `koth bench` records as
+/// `koth_commit`), or "unknown" outside a git checkout.
+#[test]
+fn version_names_the_commit_the_binary_was_built_from() {
+    let version = ok(&["--version"]);
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let want = format!(
+        "koth {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        head.as_deref().unwrap_or("unknown")
+    );
+    assert_eq!(version.trim(), want);
+}

@@ -101,6 +101,8 @@ pub struct ScoreArgs {
 #[derive(Serialize)]
 struct Report {
     bench: &'static str,
+    /// The git commit this binary was built from (crates/koth/build.rs).
+    koth_commit: &'static str,
     config: String,
     parameters: u64,
     device: String,
@@ -282,6 +284,7 @@ fn report(
     });
     let r = Report {
         bench,
+        koth_commit: env!("KOTH_BUILD_COMMIT"),
         config: a.config.display().to_string(),
         parameters: config.parameter_count(),
         device: a.device.clone(),
