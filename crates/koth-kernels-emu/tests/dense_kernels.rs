@@ -536,3 +536,45 @@ fn embedding_gradient_sums_each_ids_rows_in_order() {
     }
     assert_close("embedding gradient", &out, &want, 1e-6);
 }
+
+#[test]
+fn router_top_k_chooses_as_the_host() {
+    // Experts a multiple of the warp and not, every expert chosen, the kernel's largest E;
+    // exact ties, a NaN and infinities in the rows.
+    for (experts, k, rows) in [
+        (128usize, 8usize, 37usize),
+        (60, 4, 20),
+        (5, 5, 9),
+        (1024, 3, 4),
+    ] {
+        let mut rng = ChaCha8Rng::seed_from_u64(experts as u64);
+        let probs: Vec<f32> = uniform(&mut rng, rows * experts, 0.0, 1.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match i % 89 {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                2 => f32::NEG_INFINITY,
+                _ => (v * 8.0).floor() / 8.0,
+            })
+            .collect();
+        let mut chosen = vec![u32::MAX; rows * k];
+        // SAFETY: probs [rows, experts] f32; chosen [rows, k].
+        let code = unsafe {
+            ffi::koth_router_topk(
+                probs.as_ptr() as u64,
+                rows as i64,
+                experts as i32,
+                k as i32,
+                chosen.as_mut_ptr() as u64,
+                null_mut(),
+            )
+        };
+        assert_eq!(code, 0);
+        assert_eq!(
+            chosen,
+            koth_model::plan::top_k_experts(&probs, experts, k),
+            "{experts} experts, top {k}"
+        );
+    }
+}

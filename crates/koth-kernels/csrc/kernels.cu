@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <limits.h>
 
 namespace {
 
@@ -915,6 +916,50 @@ __global__ void delta_gates(const T *__restrict__ a, const T *__restrict__ bv, c
     }
 }
 
+// f32 bits as an int that orders like Rust's f32::total_cmp (so a NaN sorts the same way as on
+// the host).
+__device__ __forceinline__ int total_order_key(float v) {
+    int b = __float_as_int(v);
+    return b ^ (int)(((unsigned)(b >> 31)) >> 1);
+}
+
+// The MoE router's top-k: for each row of `probs` [rows, E] (f32), the indices of its k largest
+// values, largest first, the lower index first among equal ones (total_cmp order): exactly
+// koth-model's `plan::top_k_experts`, which the host ran before. One warp per row; k rounds,
+// each a warp argmax over the experts not yet chosen (lane l holds experts l, l + 32, ...; E at
+// most 1024). No atomics: the same choice on every run.
+__global__ void router_topk(const float *__restrict__ probs, int64_t rows, int E, int k,
+                            uint32_t *__restrict__ chosen) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + warp;
+    if (row >= rows) return;
+    const float *p = probs + row * E;
+    unsigned taken = 0;  // bit j: expert lane + 32 j already chosen
+    for (int r = 0; r < k; ++r) {
+        int best = INT_MIN, bi = INT_MAX;
+        for (int j = 0; lane + 32 * j < E; ++j) {
+            if ((taken >> j) & 1u) continue;
+            const int key = total_order_key(p[lane + 32 * j]);
+            // Ascending experts per lane: a tie keeps the earlier (lower) one.
+            if (key > best || bi == INT_MAX) {
+                best = key;
+                bi = lane + 32 * j;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const int ok = __shfl_xor_sync(0xffffffffu, best, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (oi != INT_MAX && (bi == INT_MAX || ok > best || (ok == best && oi < bi))) {
+                best = ok;
+                bi = oi;
+            }
+        }
+        if (lane == (bi & 31)) taken |= 1u << (bi >> 5);
+        if (lane == 0) chosen[row * k + r] = (uint32_t)bi;
+    }
+}
+
 int check(cudaError_t e) { return e == cudaSuccess ? 0 : (int)e; }
 
 // The largest gridDim.y: multi-tensor launches put one tensor per blockIdx.y and split beyond it.
@@ -1198,6 +1243,14 @@ int koth_delta_gates(int dtype, const void *a, const void *b, const float *a_log
     if (hv <= 0 || n % hv != 0) return -2;
     KOTH_DISPATCH(dtype, delta_gates<T><<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(
                              (const T *)a, (const T *)b, a_log, dt_bias, g, (T *)beta, n, hv));
+    return check(cudaGetLastError());
+}
+
+int koth_router_topk(const float *probs, int64_t rows, int E, int k, uint32_t *chosen, void *stream) {
+    if (rows == 0 || k == 0) return 0;
+    if (E <= 0 || E > 1024 || k > E) return -2;
+    unsigned blocks = (unsigned)((rows + 7) / 8);
+    router_topk<<<blocks, 256, 0, (cudaStream_t)stream>>>(probs, rows, E, k, chosen);
     return check(cudaGetLastError());
 }
 

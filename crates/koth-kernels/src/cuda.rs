@@ -114,6 +114,7 @@ fn alloc(dev: &CudaDevice, dtype: DType, n: usize) -> Result<(CudaStorage, u64)>
             DType::BF16 => CudaStorageSlice::BF16(dev.alloc::<half::bf16>(n)?),
             DType::F16 => CudaStorageSlice::F16(dev.alloc::<half::f16>(n)?),
             DType::F32 => CudaStorageSlice::F32(dev.alloc::<f32>(n)?),
+            DType::U32 => CudaStorageSlice::U32(dev.alloc::<u32>(n)?),
             other => return Err(msg(format!("cannot allocate {other:?}"))),
         }
     };
@@ -1569,6 +1570,29 @@ fn gated_delta_rule_backward(
         into_tensor(dg, (b, t, h.value_heads)),
         into_tensor(dbeta, (b, t, h.value_heads)),
     ))
+}
+
+/// The MoE router's choice on the device: for each row of `probs` [N, E] (f32), the indices of
+/// its `k` largest probabilities, largest first, the lower index first among equal ones (f32
+/// total order), exactly koth-model's `plan::top_k_experts`. Returns [N, k] u32. E at most 1024.
+pub fn router_top_k(probs: &Tensor, k: usize) -> Result<Tensor> {
+    let (n, experts) = probs.dims2()?;
+    if probs.dtype() != DType::F32 || k > experts || experts > 1024 {
+        return Err(msg(format!(
+            "router_top_k: probabilities {:?} {:?}, top {k} (expected f32 [N, E], k <= E <= 1024)",
+            probs.dims(),
+            probs.dtype()
+        )));
+    }
+    let probs = probs.contiguous()?;
+    let (pa, dev) = tensor_addr(&probs)?;
+    let (out, oa) = alloc(&dev, DType::U32, n * k)?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: probs [N, E] contiguous f32; out fresh, N*k u32, all written.
+    let code =
+        unsafe { ffi::koth_router_topk(pa, n as i64, experts as c_int, k as c_int, oa, stream) };
+    launched("router_top_k", code)?;
+    Ok(into_tensor(out, (n, k)))
 }
 
 /// Every expert's rows times its weight in one cuBLAS grouped GEMM

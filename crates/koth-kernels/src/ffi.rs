@@ -292,6 +292,14 @@ extern "C" {
         eps: f32,
         stream: *mut c_void,
     ) -> c_int;
+    pub fn koth_router_topk(
+        probs: u64,
+        rows: i64,
+        experts: c_int,
+        k: c_int,
+        chosen: u64,
+        stream: *mut c_void,
+    ) -> c_int;
     pub fn koth_mem_peak(device: c_int, used_high: *mut u64, reset: c_int) -> c_int;
     pub fn koth_mem_release(device: c_int) -> c_int;
 }

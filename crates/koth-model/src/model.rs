@@ -1126,20 +1126,24 @@ fn attention_composite(
 /// rows routed to it (index_select) and its weighted output is added back (index_add). Both ops,
 /// and the gather of the routing weights, are differentiable in candle, so this one
 /// implementation serves scoring and training; the router gets its gradient through the
-/// gathered probabilities. Top-k is chosen on the host (ties go to the lower expert index).
+/// gathered probabilities. Top-k is chosen by `plan::top_k_experts` (a GPU kernel on CUDA; ties go
+/// to the lower expert index).
 fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
     let (n, _hidden) = x.dims2()?;
     let num_experts = moe.experts.len();
     let logits = x.matmul(&moe.router.t()?)?.to_dtype(DType::F32)?;
     let probs = softmax_last(&logits, path)?; // [N, E] f32
-    let host: Vec<Vec<f32>> = probs.to_vec2()?;
     let k = moe.top_k.min(num_experts);
-    let mut chosen: Vec<u32> = Vec::with_capacity(n * k);
-    let mut order: Vec<usize> = (0..num_experts).collect();
-    for p in &host {
-        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
-        chosen.extend(order.iter().take(k).map(|&e| e as u32));
-    }
+    // The choice (largest first, ties to the lower expert) is made where the probabilities are:
+    // on a GPU by one kernel, so only the [N, k] choice crosses to the host for the grouping
+    // (not the [N, E] probabilities); on the CPU by one selection pass per row.
+    let chosen: Vec<u32> = if koth_kernels::usable(&probs) && num_experts <= 1024 {
+        koth_kernels::router_top_k(&probs, k)?
+            .flatten_all()?
+            .to_vec1()?
+    } else {
+        crate::plan::top_k_experts(&probs.flatten_all()?.to_vec1::<f32>()?, num_experts, k)
+    };
     // Grouped dispatch: every routed (token, slot) sorted by expert, stably (token order within
     // an expert), so the tokens are gathered once, each expert runs on one contiguous block,
     // and the weighted outputs are scattered back once, in the same order the per-expert loop

@@ -275,6 +275,64 @@ pub fn plan(config: &ModelConfig, req: &PlanRequest) -> Result<Plan, PlanError> 
     })
 }
 
+/// The router's choice: for each row of `probs` ([rows, experts], row-major), the indices of its
+/// `k` largest probabilities, largest first, the lower index first among equal ones (f32
+/// `total_cmp` order, so even a NaN is placed the same way every time). `k` must not exceed
+/// `experts`. The GPU's `router_top_k` kernel makes exactly this choice.
+///
+/// One pass per row keeps the best `k` so far in order (O(experts * k) at worst, but a candidate
+/// below the k-th is rejected with one comparison); rows are split across threads when there
+/// are many, each row chosen from its own values alone.
+pub fn top_k_experts(probs: &[f32], experts: usize, k: usize) -> Vec<u32> {
+    assert!(k <= experts && experts > 0, "top-{k} of {experts} experts");
+    let rows = probs.len() / experts;
+    let mut chosen = vec![0u32; rows * k];
+    if k == 0 {
+        return chosen;
+    }
+    let choose = |row: &[f32], out: &mut [u32]| {
+        let mut n = 0usize; // filled so far
+        for (e, &v) in row.iter().enumerate() {
+            // The first place whose value is strictly smaller: equal values keep index order.
+            let better = |j: usize| v.total_cmp(&row[out[j] as usize]).is_gt();
+            if n == k && !better(k - 1) {
+                continue;
+            }
+            let mut at = n.min(k - 1);
+            while at > 0 && better(at - 1) {
+                at -= 1;
+            }
+            let end = if n == k { k - 1 } else { n };
+            out.copy_within(at..end, at + 1);
+            out[at] = e as u32;
+            n = (n + 1).min(k);
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(16);
+    let rows_per = rows.div_ceil(threads).max(1);
+    if threads == 1 || rows * experts < 1 << 20 {
+        for (row, out) in probs.chunks(experts).zip(chosen.chunks_mut(k)) {
+            choose(row, out);
+        }
+        return chosen;
+    }
+    std::thread::scope(|scope| {
+        for (p, c) in probs
+            .chunks(rows_per * experts)
+            .zip(chosen.chunks_mut(rows_per * k))
+        {
+            scope.spawn(move || {
+                for (row, out) in p.chunks(experts).zip(c.chunks_mut(k)) {
+                    choose(row, out);
+                }
+            });
+        }
+    });
+    chosen
+}
+
 /// Deterministic grouping of routed tokens by expert, for a grouped expert GEMM: `chosen` holds
 /// each token's `k` experts row by row (`chosen[t * k + j]`). Returns the slots (`t * k + j`)
 /// sorted by expert, stably (within an expert, in token order), and each expert's range in
@@ -350,6 +408,41 @@ pub fn pad_groups(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The selection against a full sort (value descending by total_cmp, index ascending), on
+    /// rows with many ties, a NaN, infinities, k = 1, k = experts, and enough rows to split
+    /// across threads.
+    #[test]
+    fn top_k_experts_is_the_sorted_prefix() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for (experts, k, rows) in [
+            (8usize, 2usize, 50usize),
+            (128, 8, 9000),
+            (5, 5, 7),
+            (64, 1, 30),
+        ] {
+            let probs: Vec<f32> = (0..rows * experts)
+                .map(|i| match i % 97 {
+                    0 => f32::NAN,
+                    1 => f32::INFINITY,
+                    2 => f32::NEG_INFINITY,
+                    _ => (rng.random_range(0..16) as f32) / 16.0, // many exact ties
+                })
+                .collect();
+            let got = top_k_experts(&probs, experts, k);
+            for (r, row) in probs.chunks(experts).enumerate() {
+                let mut order: Vec<usize> = (0..experts).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                let want: Vec<u32> = order.iter().take(k).map(|&e| e as u32).collect();
+                assert_eq!(
+                    &got[r * k..(r + 1) * k],
+                    &want[..],
+                    "row {r} of {experts} experts, k={k}"
+                );
+            }
+        }
+    }
 
     /// Every grouped row lands once, in its expert's block, in order; gathering the padded rows
     /// at `valid` gives the grouped rows back; the rest is padding; too much padding is refused.
