@@ -578,3 +578,77 @@ fn router_top_k_chooses_as_the_host() {
         );
     }
 }
+
+#[test]
+fn moe_combine_adds_as_the_host_index_add() {
+    use candle_core::{Device, Tensor};
+    // 40 tokens, 8 experts, top 3, hidden 72: the grouped list as moe_forward builds it.
+    let (n, experts, k, h) = (40usize, 8usize, 3usize, 72usize);
+    let mut rng = ChaCha8Rng::seed_from_u64(61);
+    let probs = uniform(&mut rng, n * experts, 0.0, 1.0);
+    let chosen = koth_model::plan::top_k_experts(&probs, experts, k);
+    let (slots, _) = koth_model::plan::group_by_expert(&chosen, experts);
+    let rows: Vec<u32> = slots.iter().map(|&s| s / k as u32).collect();
+    let r = rows.len();
+    let y = uniform(&mut rng, r * h, -3.0, 3.0);
+    let w = uniform(&mut rng, r, 0.0, 1.0);
+    let pos = koth_model::plan::token_rows(&slots, n, k);
+    for dtype in [DType::F32, DType::BF16] {
+        let got = run_typed(dtype, &[&y, &w], n * h, |code, p, out| {
+            // SAFETY: y [r, h], w [r] of `code`'s dtype; pos [n, k] u32, each < r; out [n, h].
+            unsafe {
+                ffi::koth_moe_combine(
+                    code,
+                    p[0],
+                    p[1],
+                    pos.as_ptr() as u64,
+                    out,
+                    r as i64,
+                    n as i64,
+                    k as i32,
+                    h as i32,
+                    null_mut(),
+                )
+            }
+        });
+        // The host path of moe_forward: zeros.index_add(rows, y * w).
+        let dev = Device::Cpu;
+        let yt = cpu(&y, &[r, h], dtype);
+        let wt = cpu(&w, &[r, 1], dtype);
+        let ids = Tensor::from_vec(rows.clone(), r, &dev).unwrap();
+        let want = Tensor::zeros((n, h), dtype, &dev)
+            .unwrap()
+            .index_add(&ids, &yt.broadcast_mul(&wt).unwrap(), 0)
+            .unwrap();
+        let want = host(&want);
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{dtype:?}: the kernel's sums differ from index_add's"
+        );
+    }
+    // A position past the rows yields NaN, not a read out of bounds.
+    let mut bad = pos.clone();
+    bad[5] = r as u32 + 7;
+    let got = run_typed(DType::F32, &[&y, &w], n * h, |code, p, out| {
+        // SAFETY: as above; the bad position is never read.
+        unsafe {
+            ffi::koth_moe_combine(
+                code,
+                p[0],
+                p[1],
+                bad.as_ptr() as u64,
+                out,
+                r as i64,
+                n as i64,
+                k as i32,
+                h as i32,
+                null_mut(),
+            )
+        }
+    });
+    let token = 5 / k;
+    assert!(got[token * h..(token + 1) * h].iter().all(|x| x.is_nan()));
+    assert!(got[..token * h].iter().all(|x| x.is_finite()));
+}

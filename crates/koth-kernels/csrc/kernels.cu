@@ -960,6 +960,35 @@ __global__ void router_topk(const float *__restrict__ probs, int64_t rows, int E
     }
 }
 
+// The MoE block's output for scoring: out[t, c] = the sum of token t's k weighted expert outputs,
+// rows pos[t, 0..k) of y [R, H] (ascending: the order of the grouped list, expert by expert),
+// each product y * w and each running sum rounded to T, in that order. That is what
+// `zeros.index_add(rows, y * w)` computes on the host (one id after another), but with one thread
+// per output element: candle's CUDA index_add gives each column one thread that walks every
+// routed row (131,072 of them per layer at B=8, T=2048, top-8), sequentially.
+// Products and sums are explicitly rounded (__fmul_rn / __fadd_rn): no fused multiply-add. A
+// position outside y's R rows makes the element NaN rather than a read out of bounds.
+template <typename T>
+__global__ void moe_combine(const T *__restrict__ y, const T *__restrict__ w, const uint32_t *__restrict__ pos,
+                            T *__restrict__ out, int64_t r, int64_t n, int k, int h) {
+    const int64_t total = n * h;
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t t = idx / h;
+        const int c = (int)(idx % h);
+        float acc = 0.f;
+        for (int j = 0; j < k; ++j) {
+            const int64_t p = pos[t * k + j];
+            if (p >= r) {  // not a row of y: the caller's error, shown, never read
+                acc = NAN;
+                break;
+            }
+            const float term = rnd<T>(__fmul_rn(to_f<T>(y[p * h + c]), to_f<T>(w[p])));
+            acc = rnd<T>(__fadd_rn(acc, term));
+        }
+        out[idx] = from_f<T>(acc);
+    }
+}
+
 int check(cudaError_t e) { return e == cudaSuccess ? 0 : (int)e; }
 
 // The largest gridDim.y: multi-tensor launches put one tensor per blockIdx.y and split beyond it.
@@ -1251,6 +1280,16 @@ int koth_router_topk(const float *probs, int64_t rows, int E, int k, uint32_t *c
     if (E <= 0 || E > 1024 || k > E) return -2;
     unsigned blocks = (unsigned)((rows + 7) / 8);
     router_topk<<<blocks, 256, 0, (cudaStream_t)stream>>>(probs, rows, E, k, chosen);
+    return check(cudaGetLastError());
+}
+
+int koth_moe_combine(int dtype, const void *y, const void *w, const uint32_t *pos, void *out, int64_t r, int64_t n,
+                     int k, int h, void *stream) {
+    const int64_t total = n * h;
+    if (total == 0) return 0;
+    if (k <= 0) return -2;
+    KOTH_DISPATCH(dtype, moe_combine<T><<<grid_for(total, 256), 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)y, (const T *)w, pos, (T *)out, r, n, k, h));
     return check(cudaGetLastError());
 }
 

@@ -43,6 +43,9 @@ pub fn centered_norm_rope(
 pub fn sigmoid_gate(_out: &Tensor, _gate: &Tensor) -> Result<Tensor> {
     Err(not_compiled())
 }
+pub fn moe_combine(_y: &Tensor, _w: &Tensor, _pos: &Tensor) -> Result<Tensor> {
+    Err(not_compiled())
+}
 pub fn router_top_k(_probs: &Tensor, _k: usize) -> Result<Tensor> {
     Err(not_compiled())
 }

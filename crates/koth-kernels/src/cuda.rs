@@ -1595,6 +1595,50 @@ pub fn router_top_k(probs: &Tensor, k: usize) -> Result<Tensor> {
     Ok(into_tensor(out, (n, k)))
 }
 
+/// The MoE block's output for scoring: `out[t]` = the sum of `y[p] * w[p]` over token t's rows
+/// `p` = `pos[t, 0..k)` of the grouped expert outputs, in that order, each product and partial sum
+/// rounded to the dtype: what `zeros.index_add(rows, y * w)` computes adding one routed row after
+/// another, with one thread per output element. `y` [R, H], `w` [R] of y's dtype, `pos` [N, k]
+/// u32 (each token's rows ascending; a position past R makes that output row NaN). Returns
+/// [N, H].
+pub fn moe_combine(y: &Tensor, w: &Tensor, pos: &Tensor) -> Result<Tensor> {
+    let (r, h) = y.dims2()?;
+    let (n, k) = pos.dims2()?;
+    if w.dims() != [r] || w.dtype() != y.dtype() || pos.dtype() != DType::U32 || k == 0 {
+        return Err(msg(format!(
+            "moe_combine: y {:?}, w {:?} {:?}, pos {:?} {:?} (expected y [R, H], w [R] of y's dtype, \
+             pos [N, k] u32)",
+            y.dims(),
+            w.dims(),
+            w.dtype(),
+            pos.dims(),
+            pos.dtype()
+        )));
+    }
+    let (y, w, pos) = (y.contiguous()?, w.contiguous()?, pos.contiguous()?);
+    let (ya, dev) = tensor_addr(&y)?;
+    let (out, oa) = alloc(&dev, y.dtype(), n * h)?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: y [R, H], w [R], pos [N, k] contiguous (a position past R yields NaN in the
+    // kernel, never a read); out fresh, N*H elements, all written.
+    let code = unsafe {
+        ffi::koth_moe_combine(
+            dtype_code(y.dtype())?,
+            ya,
+            tensor_addr(&w)?.0,
+            tensor_addr(&pos)?.0,
+            oa,
+            r as i64,
+            n as i64,
+            k as c_int,
+            h as c_int,
+            stream,
+        )
+    };
+    launched("moe_combine", code)?;
+    Ok(into_tensor(out, (n, h)))
+}
+
 /// Every expert's rows times its weight in one cuBLAS grouped GEMM
 /// (`cublasGemmGroupedBatchedEx`): `x` [R, K] holds the rows grouped by expert (expert e's are
 /// `offsets[e]..offsets[e + 1]`), `w` [E, N, K] the experts' weights; returns [R, N], row r being

@@ -300,6 +300,18 @@ extern "C" {
         chosen: u64,
         stream: *mut c_void,
     ) -> c_int;
+    pub fn koth_moe_combine(
+        dtype: c_int,
+        y: u64,
+        w: u64,
+        pos: u64,
+        out: u64,
+        r: i64,
+        n: i64,
+        k: c_int,
+        h: c_int,
+        stream: *mut c_void,
+    ) -> c_int;
     pub fn koth_mem_peak(device: c_int, used_high: *mut u64, reset: c_int) -> c_int;
     pub fn koth_mem_release(device: c_int) -> c_int;
 }

@@ -1171,6 +1171,7 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
     let weights = weights.to_dtype(x.dtype())?.flatten_all()?;
     let routed = rows.len();
     let rows = Tensor::from_vec(rows, routed, device)?;
+    let slots_host = slots.clone();
     let slots = Tensor::from_vec(slots, routed, device)?;
     let y = match batched {
         // Scoring with stacked experts (on CUDA): all experts in one batched GEMM per
@@ -1199,8 +1200,18 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
             Tensor::cat(&outputs, 0)?
         }
     };
-    let w = weights.index_select(&slots, 0)?.unsqueeze(1)?;
-    let out = x.zeros_like()?.index_add(&rows, &y.broadcast_mul(&w)?, 0)?;
+    let w = weights.index_select(&slots, 0)?;
+    if koth_kernels::usable(x) && !x.track_op() {
+        // Scoring on CUDA: each token's k weighted outputs summed by one kernel, in the order
+        // and with the roundings of the index_add below (candle's CUDA index_add walks all
+        // routed rows in one thread per column).
+        let pos = crate::plan::token_rows(&slots_host, n, k);
+        let pos = Tensor::from_vec(pos, (n, k), device)?;
+        return Ok(koth_kernels::moe_combine(&y, &w, &pos)?);
+    }
+    let out = x
+        .zeros_like()?
+        .index_add(&rows, &y.broadcast_mul(&w.unsqueeze(1)?)?, 0)?;
     Ok(out)
 }
 

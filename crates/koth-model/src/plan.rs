@@ -356,6 +356,20 @@ pub fn group_by_expert(chosen: &[u32], num_experts: usize) -> (Vec<u32>, Vec<usi
     (slots, offsets)
 }
 
+/// For each token, the positions in the grouped list of its `k` routed rows, ascending (the
+/// order an index_add over the grouped list adds them): `slots[g]` is the slot `t * k + j` at
+/// grouped position g.
+pub fn token_rows(slots: &[u32], tokens: usize, k: usize) -> Vec<u32> {
+    let mut pos = vec![0u32; tokens * k];
+    for (g, &s) in slots.iter().enumerate() {
+        pos[s as usize] = g as u32;
+    }
+    for row in pos.chunks_mut(k.max(1)) {
+        row.sort_unstable();
+    }
+    pos
+}
+
 /// The grouped rows laid out for one batched GEMM over all experts: each expert's rows padded to
 /// the largest group's count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,6 +422,18 @@ pub fn pad_groups(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token's grouped rows come out ascending, one per slot, whatever order the token chose
+    /// its experts in.
+    #[test]
+    fn token_rows_lists_each_tokens_grouped_positions_ascending() {
+        // 3 tokens, top-2: token 0 chose experts (2, 0), token 1 (1, 2), token 2 (0, 1).
+        let chosen = [2u32, 0, 1, 2, 0, 1];
+        let (slots, _) = group_by_expert(&chosen, 3);
+        // Grouped by expert: e0 <- slots 1, 4; e1 <- 2, 5; e2 <- 0, 3.
+        assert_eq!(slots, vec![1, 4, 2, 5, 0, 3]);
+        assert_eq!(token_rows(&slots, 3, 2), vec![0, 4, 2, 5, 1, 3]);
+    }
 
     /// The selection against a full sort (value descending by total_cmp, index ascending), on
     /// rows with many ties, a NaN, infinities, k = 1, k = experts, and enough rows to split

@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use koth_chain::{Chain, EmbeddedChain, Keypair};
+use koth_core::Digest;
 use koth_validator::devkit::{self, key, payload, put, register, TinyNet, TinyOptions};
 use koth_validator::state::Phase;
 use koth_validator::ValidatorState;
@@ -127,10 +128,16 @@ fn wait_for(log: &Path, what: &str, secs: u64, ok: impl Fn(&ValidatorState) -> b
 
 fn commit(chain: &EmbeddedChain, net: &TinyNet, miner: &Keypair, dir: &Path) -> String {
     let digest = put(&net.store_url, dir).unwrap();
-    chain
-        .commit(miner, &payload(&net.store_url, &digest, miner))
-        .unwrap();
+    commit_stored(chain, net, miner, &digest);
     digest.to_string()
+}
+
+/// Commits a checkpoint already in the store: no upload between two commits that must land in
+/// the same block.
+fn commit_stored(chain: &EmbeddedChain, net: &TinyNet, miner: &Keypair, digest: &Digest) {
+    chain
+        .commit(miner, &payload(&net.store_url, digest, miner))
+        .unwrap();
 }
 
 /// A copy of the king whose config differs on a locked key (refused at the config gate);
@@ -209,8 +216,13 @@ fn the_dashboard_in_a_browser_shows_the_hill_and_updates_live() {
     bad_config(&net, &dave_dir, "dave");
     let carol_ss58 = carol.account().to_ss58();
     let dave_ss58 = dave.account().to_ss58();
-    commit(&chain, &net, &carol, &carol_dir);
-    commit(&chain, &net, &dave, &dave_dir);
+    // Both uploads first, then the two commitments back to back, so that a block boundary
+    // (and with it a reveal in a later block, observed only after carol's duel) cannot fall
+    // between them: the upload is the slow part (it failed so once on a loaded machine).
+    let carol_digest = put(&net.store_url, &carol_dir).unwrap();
+    let dave_digest = put(&net.store_url, &dave_dir).unwrap();
+    commit_stored(&chain, &net, &carol, &carol_digest);
+    commit_stored(&chain, &net, &dave, &dave_digest);
     wait_for(&log, "carol held mid-crown with dave queued", 60, |s| {
         let crowning = matches!(
             s.active_entry(),
