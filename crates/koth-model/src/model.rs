@@ -1137,12 +1137,12 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
     // The choice (largest first, ties to the lower expert) is made where the probabilities are:
     // on a GPU by one kernel, so only the [N, k] choice crosses to the host for the grouping
     // (not the [N, E] probabilities); on the CPU by one selection pass per row.
-    let chosen: Vec<u32> = if koth_kernels::usable(&probs) && num_experts <= 1024 {
-        koth_kernels::router_top_k(&probs, k)?
-            .flatten_all()?
-            .to_vec1()?
+    let (chosen, chosen_on_device) = if koth_kernels::usable(&probs) && num_experts <= 1024 {
+        let on_device = koth_kernels::router_top_k(&probs, k)?;
+        (on_device.flatten_all()?.to_vec1::<u32>()?, Some(on_device))
     } else {
-        crate::plan::top_k_experts(&probs.flatten_all()?.to_vec1::<f32>()?, num_experts, k)
+        let host = probs.flatten_all()?.to_vec1::<f32>()?;
+        (crate::plan::top_k_experts(&host, num_experts, k), None)
     };
     // Grouped dispatch: every routed (token, slot) sorted by expert, stably (token order within
     // an expert), so the tokens are gathered once, each expert runs on one contiguous block,
@@ -1163,7 +1163,10 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
         _ => None,
     };
     let device = x.device();
-    let chosen = Tensor::from_vec(chosen, (n, k), device)?;
+    let chosen = match chosen_on_device {
+        Some(t) => t,
+        None => Tensor::from_vec(chosen, (n, k), device)?,
+    };
     let mut weights = probs.gather(&chosen, 1)?; // [N, k]
     if moe.norm_topk_prob {
         weights = weights.broadcast_div(&weights.sum_keepdim(D::Minus1)?)?;
