@@ -104,13 +104,15 @@ if [ "$phase" = scale ]; then
   # docs/SCALE.md's list for one H200: the planner's prediction, one stage beside transformers
   # (device_map) in the same call, then two virtual stages (bit identity and peak memory).
   cfg=fixtures/bench/qwen3-30b-a3b.json
+  echo "== the MoE golden fixtures on CUDA vs CPU (the router's top-k and the combine run as kernels there)"
+  record check timeout 60 env KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth
   echo "== Qwen3-30B-A3B shape: the planner, for the batch one stage scores"
   /tmp/koth model plan --config $cfg --gpus 1 --gpu-mem 139GiB --batch 8 --seq 2048 --json | tee "$OUT/plan-$stamp-30b-a3b.json"
   echo "== one stage, beside transformers"
-  timeout 290 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --device cuda \
+  timeout 280 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --device cuda \
     --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-scale.json"
   echo "== two virtual stages on the one GPU"
-  timeout 250 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
+  timeout 220 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
     --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
 fi
 
