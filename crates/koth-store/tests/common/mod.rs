@@ -143,7 +143,10 @@ impl Weed {
             format!("-s3.config={}", config.display()),
             "-s3.port.iceberg=0".into(),
             "-s3.port.lance=0".into(),
-            "-master.volumeSizeLimitMB=1024".into(),
+            // Small volumes: with `-volume.max=0` SeaweedFS sizes its volume count from the
+            // free disk (free space / volume size), and a 1 GiB volume left it none to grow on a
+            // machine with 8 GB free (every PUT answered 500). The tests store megabytes.
+            "-master.volumeSizeLimitMB=64".into(),
             "-volume.max=0".into(),
             "-master.telemetry=false".into(),
         ];
