@@ -372,7 +372,8 @@ fn start_weed() -> Weed {
             "-s3.port.lance=0",
         ])
         .args([
-            "-master.volumeSizeLimitMB=1024",
+            // Small volumes: SeaweedFS sizes its volume count from free disk (-volume.max=0).
+            "-master.volumeSizeLimitMB=64",
             "-volume.max=0",
             "-master.telemetry=false",
         ])
