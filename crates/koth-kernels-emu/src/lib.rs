@@ -31,7 +31,7 @@ pub mod selftest {
     use std::ffi::c_int;
 
     extern "C" {
-        /// out[i] = the sum of `in` over i's block (blocks of `threads`).
+        /// `out[i]` = the sum of `input` over the block of i (blocks of `threads`).
         pub fn koth_emu_block_total(
             input: *const f32,
             out: *mut f32,

@@ -4,7 +4,7 @@
 //!
 //! | op | forward | backward |
 //! | --- | --- | --- |
-//! | [`attention`] / [`attention_trainable`] | cuDNN fused SDPA (causal, GQA), no [B,H,T,T] | cuDNN SDPA backward |
+//! | [`attention`] / [`attention_trainable`] | cuDNN fused SDPA (causal, GQA), no `[B,H,T,T]` | cuDNN SDPA backward |
 //! | [`cross_entropy`] / [`cross_entropy_trainable`] | log-sum-exp + target gather in f32 per row of logits | softmax − one-hot, written in place |
 //! | [`rms_norm`] / [`rms_norm_trainable`] | one pass, f32 statistics | dx and a fixed-order dw reduction |
 //! | [`norm_rope`] / [`rope_trainable`] | qwen3's q/k RMSNorm and RoPE in one pass | the inverse rotation |
