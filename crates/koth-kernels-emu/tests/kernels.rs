@@ -702,3 +702,86 @@ fn delta_gates_match_the_composite() {
         assert_same_rounding("beta", &beta, &host(&want_beta), dtype);
     }
 }
+
+#[test]
+fn residual_add_and_centred_norm_match_the_two_steps() {
+    // 11 rows (a partial block of 8), 72 columns (not a multiple of the warp).
+    let (rows, cols, eps) = (11usize, 72usize, 1e-6f32);
+    let mut rng = ChaCha8Rng::seed_from_u64(70);
+    let x = uniform(&mut rng, rows * cols, -3.0, 3.0);
+    let d = uniform(&mut rng, rows * cols, -3.0, 3.0);
+    let w = uniform(&mut rng, cols, -0.5, 0.5);
+    for dtype in [DType::F32, DType::BF16] {
+        let mut sum = Vec::new();
+        let normed = run_typed(dtype, &[&x, &d, &w], rows * cols, |code, p, out| {
+            // The sum comes back through its own buffer, of the dtype.
+            let bytes = if code == F32 { 4 } else { 2 };
+            let mut s = vec![0u8; rows * cols * bytes];
+            // SAFETY: x, d, out and s [rows, cols] and w [cols] of `code`'s dtype.
+            let rc = unsafe {
+                ffi::koth_add_rmsnorm_centered_fwd(
+                    code,
+                    p[0],
+                    p[1],
+                    p[2],
+                    s.as_mut_ptr() as u64,
+                    out,
+                    rows as i64,
+                    cols as i32,
+                    eps,
+                    null_mut(),
+                )
+            };
+            sum = if code == F32 {
+                s.chunks(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect()
+            } else {
+                s.chunks(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect()
+            };
+            rc
+        });
+        // The two steps of the composite: the dtype's add, then the norm.
+        let want_sum = (cpu(&x, &[rows, cols], dtype) + cpu(&d, &[rows, cols], dtype)).unwrap();
+        let want_sum_host = host(&want_sum);
+        assert!(
+            sum.iter()
+                .zip(&want_sum_host)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{dtype:?}: the residual sum differs from the dtype's add"
+        );
+        let want = centered_rms_norm(
+            &want_sum,
+            &cpu(&w, &[cols], dtype),
+            eps as f64,
+            OpPath::Composite,
+        )
+        .unwrap();
+        assert_same_rounding("add + centred rmsnorm", &normed, &host(&want), dtype);
+        // And bit for bit the one-step kernel applied to that sum.
+        let alone = run_typed(dtype, &[&want_sum_host, &w], rows * cols, |code, p, out| {
+            // SAFETY: the sum and out [rows, cols], w [cols].
+            unsafe {
+                ffi::koth_rmsnorm_centered_fwd(
+                    code,
+                    p[0],
+                    p[1],
+                    out,
+                    rows as i64,
+                    cols as i32,
+                    eps,
+                    null_mut(),
+                )
+            }
+        });
+        assert!(
+            normed
+                .iter()
+                .zip(&alone)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{dtype:?}: the fused norm differs from rmsnorm_centered_fwd on the same sum"
+        );
+    }
+}

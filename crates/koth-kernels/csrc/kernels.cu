@@ -221,6 +221,25 @@ __global__ void rmsnorm_centered_fwd(const T *__restrict__ x, const T *__restric
     for (int i = lane; i < cols; i += 32) yr[i] = from_f<T>((to_f<T>(xr[i]) * r) * (1.f + to_f<T>(w[i])));
 }
 
+// The residual add and the zero-centred RMSNorm after it, in one pass: sum = round(x + d) (the
+// new residual stream, as the activation dtype's add rounds it), then y = rmsnorm_centered(sum),
+// computed exactly as rmsnorm_centered_fwd computes it from the stored sum (each lane re-reads
+// only the elements it wrote). One warp per row.
+template <typename T>
+__global__ void add_rmsnorm_centered_fwd(const T *__restrict__ x, const T *__restrict__ d, const T *__restrict__ w,
+                                         T *__restrict__ sum, T *__restrict__ y, int64_t rows, int cols, float eps) {
+    int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const T *xr = x + row * cols, *dr = d + row * cols;
+    T *sr = sum + row * cols;
+    for (int i = lane; i < cols; i += 32) sr[i] = from_f<T>(__fadd_rn(to_f<T>(xr[i]), to_f<T>(dr[i])));
+    __syncwarp();
+    float r = 1.f / sqrtf(row_sum_squares(sr, cols, lane) / cols + eps);
+    T *yr = y + row * cols;
+    for (int i = lane; i < cols; i += 32) yr[i] = from_f<T>((to_f<T>(sr[i]) * r) * (1.f + to_f<T>(w[i])));
+}
+
 // dx for RMSNorm, and per-block partial sums of dw (f32 [gridDim.x, cols]) reduced afterwards by
 // `sum_rows` in a fixed order. Each block takes a fixed contiguous range of rows.
 template <typename T>
@@ -1290,6 +1309,15 @@ int koth_moe_combine(int dtype, const void *y, const void *w, const uint32_t *po
     if (k <= 0) return -2;
     KOTH_DISPATCH(dtype, moe_combine<T><<<grid_for(total, 256), 256, 0, (cudaStream_t)stream>>>(
                              (const T *)y, (const T *)w, pos, (T *)out, r, n, k, h));
+    return check(cudaGetLastError());
+}
+
+int koth_add_rmsnorm_centered_fwd(int dtype, const void *x, const void *d, const void *w, void *sum, void *y,
+                                  int64_t rows, int cols, float eps, void *stream) {
+    if (rows == 0) return 0;
+    unsigned blocks = (unsigned)((rows + 7) / 8);
+    KOTH_DISPATCH(dtype, add_rmsnorm_centered_fwd<T><<<blocks, 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)x, (const T *)d, (const T *)w, (T *)sum, (T *)y, rows, cols, eps));
     return check(cudaGetLastError());
 }
 

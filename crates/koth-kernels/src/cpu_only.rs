@@ -43,6 +43,14 @@ pub fn centered_norm_rope(
 pub fn sigmoid_gate(_out: &Tensor, _gate: &Tensor) -> Result<Tensor> {
     Err(not_compiled())
 }
+pub fn add_rms_norm_centered(
+    _x: &Tensor,
+    _d: &Tensor,
+    _w: &Tensor,
+    _eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    Err(not_compiled())
+}
 pub fn moe_combine(_y: &Tensor, _w: &Tensor, _pos: &Tensor) -> Result<Tensor> {
     Err(not_compiled())
 }

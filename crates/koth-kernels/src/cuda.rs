@@ -491,6 +491,52 @@ pub fn rms_norm_centered(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
     Ok(into_tensor(out, x.dims()))
 }
 
+/// The residual add and Qwen3.5's zero-centred RMSNorm after it, for scoring, in one pass:
+/// returns `(x + d, rms_norm_centered(x + d, w))`, the sum rounded to the dtype as candle's add
+/// rounds it and the norm exactly as [`rms_norm_centered`] computes it from that sum.
+pub fn add_rms_norm_centered(
+    x: &Tensor,
+    d: &Tensor,
+    w: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    if d.dims() != x.dims() || d.dtype() != x.dtype() || w.dtype() != x.dtype() {
+        return Err(msg(format!(
+            "add_rms_norm_centered: x {:?} {:?}, d {:?} {:?}, gain {:?} (expected x and d of one \
+             shape and dtype, the gain of that dtype)",
+            x.dims(),
+            x.dtype(),
+            d.dims(),
+            d.dtype(),
+            w.dtype()
+        )));
+    }
+    let (x, d, w) = (x.contiguous()?, d.contiguous()?, w.contiguous()?);
+    let (rows, cols) = rows_cols(&x, &w)?;
+    let (xa, dev) = tensor_addr(&x)?;
+    let (sum, sa) = alloc(&dev, x.dtype(), x.elem_count())?;
+    let (out, oa) = alloc(&dev, x.dtype(), x.elem_count())?;
+    let stream = stream_of(&dev)?;
+    // SAFETY: x and d [rows, cols], w [cols], contiguous, one dtype; sum and out fresh, all
+    // written.
+    let code = unsafe {
+        ffi::koth_add_rmsnorm_centered_fwd(
+            dtype_code(x.dtype())?,
+            xa,
+            tensor_addr(&d)?.0,
+            tensor_addr(&w)?.0,
+            sa,
+            oa,
+            rows as i64,
+            cols as c_int,
+            eps,
+            stream,
+        )
+    };
+    launched("add_rms_norm_centered", code)?;
+    Ok((into_tensor(sum, x.dims()), into_tensor(out, x.dims())))
+}
+
 /// The RMSNorm kernel on tensors, with the per-row reciprocal RMS (f32 [rows]) when asked.
 fn rms_norm_forward(
     x: &Tensor,

@@ -12,7 +12,7 @@
 //! | [`AdamWKernel`] | every parameter's AdamW update in one launch (f32 or model-dtype gradients) | — |
 //! | [`sum_of_squares`] | a global gradient norm: every tensor read once, two launches | — |
 //! | [`gated_delta_rule`] / [`gated_delta_rule_trainable`] | Qwen3.5's delta rule, recurrent, state split by column | the recurrence walked back from 64-token checkpoints (opt-in: [`delta_rule_backward_kernel`]) |
-//! | [`causal_conv1d_silu`] / [`gated_rms_norm`] / [`rms_norm_centered`] / [`delta_gates`] | the gated DeltaNet's short convolution + SiLU, its gated norm, Qwen3.5's `1 + w` RMSNorm, the DeltaNet's decay and beta gates | — |
+//! | [`causal_conv1d_silu`] / [`gated_rms_norm`] / [`rms_norm_centered`] / [`add_rms_norm_centered`] / [`delta_gates`] | the gated DeltaNet's short convolution + SiLU, its gated norm, Qwen3.5's `1 + w` RMSNorm (alone, or with the residual add before it), the DeltaNet's decay and beta gates | — |
 //! | [`router_top_k`] / [`grouped_matmul`] / [`moe_combine`] | the MoE router's top-k on the device (the host's exact choice); every expert's GEMM as one cuBLAS grouped call; each token's weighted expert outputs summed (index_add's order and rounding) | — |
 //! | [`centered_norm_rope`] / [`sigmoid_gate`] | Qwen3.5's gated attention: q/k `1 + w` norm + partial RoPE read in place from q_proj, and the sigmoid output gate | — |
 //!

@@ -246,8 +246,22 @@ impl Model {
                     self.gated_attention(attn, &normed, &rope, mask.as_ref(), path, kernels)?
                 }
             };
-            x = (x + mixed)?;
-            let normed = centered_rms_norm(&x, &layer.post_norm, eps, norm_path)?;
+            // The residual add and the norm after it: one kernel on the kernels path.
+            let fused = norm_path == OpPath::Kernels
+                && koth_kernels::usable(&x)
+                && !x.track_op()
+                && !mixed.track_op()
+                && !layer.post_norm.track_op();
+            let normed = if fused {
+                let w = layer.post_norm.to_dtype(x.dtype())?;
+                let (sum, normed) =
+                    koth_kernels::add_rms_norm_centered(&x, &mixed, &w, eps as f32)?;
+                x = sum;
+                normed
+            } else {
+                x = (x + mixed)?;
+                centered_rms_norm(&x, &layer.post_norm, eps, norm_path)?
+            };
             let flat = normed.reshape((b * t, c.hidden_size))?;
             let y = match &layer.ff {
                 HybridFeedForward::Dense(mlp) => mlp.forward(&flat, ff_path)?,
