@@ -246,17 +246,8 @@ fn rms_norm_forward_and_backward_match_the_composite() {
         .sum_all()
         .unwrap();
     let grads = loss.backward().unwrap();
-    let flat = |v: &Var| -> Vec<f64> {
-        grads
-            .get(v.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    };
-    assert_close("rmsnorm dx", &dx, &flat(&xv), 1e-5);
-    assert_close("rmsnorm dw", &dw, &flat(&wv), 1e-5);
+    assert_close("rmsnorm dx", &dx, &grad_f64(&grads, &xv), 1e-5);
+    assert_close("rmsnorm dw", &dw, &grad_f64(&grads, &wv), 1e-5);
 }
 
 #[test]
@@ -375,9 +366,8 @@ fn swiglu_forward_and_backward_match_autograd() {
         .unwrap()
         .backward()
         .unwrap();
-    let flat = |v: &Var| -> Vec<f64> { grads.get(v.as_tensor()).unwrap().to_vec1().unwrap() };
-    assert_close("swiglu dg", &dg, &flat(&gv), 1e-6);
-    assert_close("swiglu du", &du, &flat(&uv), 1e-6);
+    assert_close("swiglu dg", &dg, &grad_f64(&grads, &gv), 1e-6);
+    assert_close("swiglu du", &du, &grad_f64(&grads, &uv), 1e-6);
 }
 
 /// kernels.cu's AdamTensor.
@@ -593,9 +583,11 @@ fn moe_combine_adds_as_the_host_index_add() {
     let y = uniform(&mut rng, r * h, -3.0, 3.0);
     let w = uniform(&mut rng, r, 0.0, 1.0);
     let pos = koth_model::plan::token_rows(&slots, n, k);
-    for dtype in [DType::F32, DType::BF16] {
-        let got = run_typed(dtype, &[&y, &w], n * h, |code, p, out| {
-            // SAFETY: y [r, h], w [r] of `code`'s dtype; pos [n, k] u32, each < r; out [n, h].
+    let combine = |dtype: DType, pos: &[u32]| {
+        assert_eq!(pos.len(), n * k);
+        run_typed(dtype, &[&y, &w], n * h, |code, p, out| {
+            // SAFETY: y [r, h], w [r] of `code`'s dtype; pos [n, k] u32; out [n, h]. A position
+            // past the rows is never read.
             unsafe {
                 ffi::koth_moe_combine(
                     code,
@@ -610,7 +602,10 @@ fn moe_combine_adds_as_the_host_index_add() {
                     null_mut(),
                 )
             }
-        });
+        })
+    };
+    for dtype in [DType::F32, DType::BF16] {
+        let got = combine(dtype, &pos);
         // The host path of moe_forward: zeros.index_add(rows, y * w).
         let dev = Device::Cpu;
         let yt = cpu(&y, &[r, h], dtype);
@@ -622,32 +617,14 @@ fn moe_combine_adds_as_the_host_index_add() {
             .unwrap();
         let want = host(&want);
         assert!(
-            got.iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            same_bits(&got, &want),
             "{dtype:?}: the kernel's sums differ from index_add's"
         );
     }
     // A position past the rows yields NaN, not a read out of bounds.
     let mut bad = pos.clone();
     bad[5] = r as u32 + 7;
-    let got = run_typed(DType::F32, &[&y, &w], n * h, |code, p, out| {
-        // SAFETY: as above; the bad position is never read.
-        unsafe {
-            ffi::koth_moe_combine(
-                code,
-                p[0],
-                p[1],
-                bad.as_ptr() as u64,
-                out,
-                r as i64,
-                n as i64,
-                k as i32,
-                h as i32,
-                null_mut(),
-            )
-        }
-    });
+    let got = combine(DType::F32, &bad);
     let token = 5 / k;
     assert!(got[token * h..(token + 1) * h].iter().all(|x| x.is_nan()));
     assert!(got[..token * h].iter().all(|x| x.is_finite()));

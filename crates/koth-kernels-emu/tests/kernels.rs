@@ -71,42 +71,74 @@ fn per_value_head(s: Delta, packed: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     (q, k, v)
 }
 
-/// The scoring kernel (q and k normalised in the kernel) in f32 against the f64 recurrence.
-fn delta_forward_f32(s: Delta) {
-    let x = delta_inputs(s, 7 + s.dk as u64);
-    let mut out = vec![f32::NAN; s.b * s.t * s.hv * s.dv];
-    // SAFETY: every buffer has the size its shape gives; the emulator runs synchronously.
-    let code = unsafe {
+/// The f64 recurrence on the packed activations, g and beta: out [B, T, Hv, dv].
+fn delta_reference(s: Delta, packed: &[f32], g: &[f32], beta: &[f32]) -> Vec<f64> {
+    let (q, k, v) = per_value_head(s, packed);
+    recurrent_gated_delta_rule_f64(
+        &q,
+        &k,
+        &v,
+        &f64s(g),
+        &f64s(beta),
+        (s.b, s.t, s.hv, s.dk, s.dv),
+    )
+}
+
+/// `koth_gdr_fwd` on shape `s`: `inputs` are the addresses of the packed activations
+/// [B, T, C], g and beta [B, T, Hv]. With `normalize`, q and k are L2-normalised in the kernel
+/// (eps 1e-6) and q scaled by 1/sqrt(dk), the scoring kernel; without, they are taken as given.
+/// `out` [B, T, Hv, dv] and `ckpt` may be 0 (not written).
+///
+/// # Safety
+///
+/// Every non-zero address is a live host buffer of the size the shape gives (`ckpt` as
+/// `koth_gdr_bwd_sizes` gives), of `dtype` where the kernel reads or writes it in that dtype.
+unsafe fn gdr_fwd(
+    s: Delta,
+    dtype: i32,
+    [packed, g, beta]: [u64; 3],
+    out: u64,
+    ckpt: u64,
+    normalize: bool,
+) -> i32 {
+    let (eps, q_scale) = if normalize {
+        (1e-6, 1.0 / (s.dk as f32).sqrt())
+    } else {
+        (0.0, 1.0)
+    };
+    // SAFETY: the caller's.
+    unsafe {
         ffi::koth_gdr_fwd(
-            F32,
-            x.packed.as_ptr() as u64,
+            dtype,
+            packed,
             s.channels() as i64,
-            x.g.as_ptr() as u64,
-            x.beta.as_ptr() as u64,
-            out.as_mut_ptr() as u64,
+            g,
+            beta,
+            out,
             s.b as i32,
             s.t as i32,
             s.hk as i32,
             s.hv as i32,
             s.dk as i32,
             s.dv as i32,
-            1e-6,
-            1.0 / (s.dk as f32).sqrt(),
-            1,
-            0,
+            eps,
+            q_scale,
+            normalize as i32,
+            ckpt,
             null_mut(),
         )
-    };
+    }
+}
+
+/// The scoring kernel (q and k normalised in the kernel) in f32 against the f64 recurrence.
+fn delta_forward_f32(s: Delta) {
+    let x = delta_inputs(s, 7 + s.dk as u64);
+    let mut out = vec![f32::NAN; s.b * s.t * s.hv * s.dv];
+    let inputs = [&x.packed, &x.g, &x.beta].map(|v| v.as_ptr() as u64);
+    // SAFETY: every buffer has the size its shape gives; the emulator runs synchronously.
+    let code = unsafe { gdr_fwd(s, F32, inputs, out.as_mut_ptr() as u64, 0, true) };
     assert_eq!(code, 0, "koth_gdr_fwd");
-    let (q, k, v) = per_value_head(s, &x.packed);
-    let want = recurrent_gated_delta_rule_f64(
-        &q,
-        &k,
-        &v,
-        &f64s(&x.g),
-        &f64s(&x.beta),
-        (s.b, s.t, s.hv, s.dk, s.dv),
-    );
+    let want = delta_reference(s, &x.packed, &x.g, &x.beta);
     assert_close(&format!("delta rule f32 {s:?}"), &out, &want, 2e-5);
 }
 
@@ -164,39 +196,16 @@ fn delta_rule_forward_bf16_rounds_once() {
     let x = delta_inputs(s, 11);
     let (packed, beta) = (to_bf16(&x.packed), to_bf16(&x.beta));
     let mut out = vec![0u16; s.b * s.t * s.hv * s.dv];
-    // SAFETY: as in delta_forward_f32, with bf16 activations.
-    let code = unsafe {
-        ffi::koth_gdr_fwd(
-            BF16,
-            packed.as_ptr() as u64,
-            s.channels() as i64,
-            x.g.as_ptr() as u64,
-            beta.as_ptr() as u64,
-            out.as_mut_ptr() as u64,
-            s.b as i32,
-            s.t as i32,
-            s.hk as i32,
-            s.hv as i32,
-            s.dk as i32,
-            s.dv as i32,
-            1e-6,
-            1.0 / (s.dk as f32).sqrt(),
-            1,
-            0,
-            null_mut(),
-        )
-    };
+    let inputs = [
+        packed.as_ptr() as u64,
+        x.g.as_ptr() as u64,
+        beta.as_ptr() as u64,
+    ];
+    // SAFETY: as in delta_forward_f32, with bf16 activations (g stays f32).
+    let code = unsafe { gdr_fwd(s, BF16, inputs, out.as_mut_ptr() as u64, 0, true) };
     assert_eq!(code, 0);
     // The reference sees the same bf16 inputs; the kernel's only other rounding is the output's.
-    let (q, k, v) = per_value_head(s, &from_bf16(&packed));
-    let want = recurrent_gated_delta_rule_f64(
-        &q,
-        &k,
-        &v,
-        &f64s(&x.g),
-        &f64s(&from_bf16(&beta)),
-        (s.b, s.t, s.hv, s.dk, s.dv),
-    );
+    let want = delta_reference(s, &from_bf16(&packed), &x.g, &from_bf16(&beta));
     let got = from_bf16(&out);
     for (i, (&a, &r)) in got.iter().zip(&want).enumerate() {
         let e = (a as f64 - r).abs();
@@ -284,16 +293,7 @@ fn delta_grads_autograd(
     let dout = t64(f64s(dout), &[s.b, s.t, s.hv, s.dv]);
     let loss = (out * dout).unwrap().sum_all().unwrap();
     let grads = loss.backward().unwrap();
-    let flat = |x: &Var| -> Vec<f64> {
-        grads
-            .get(x.as_tensor())
-            .expect("a gradient")
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    };
-    [flat(&q), flat(&k), flat(&v), flat(&gv), flat(&bv)]
+    [&q, &k, &v, &gv, &bv].map(|x| grad_f64(&grads, x))
 }
 
 /// The training op's forward (checkpoints only) and backward kernels against autograd.
@@ -330,25 +330,8 @@ fn delta_backward(s: Delta) {
     // SAFETY: buffers sized by koth_gdr_bwd_sizes and the shape, as gated_delta_rule_backward
     // in koth-kernels sizes them; the emulator runs synchronously.
     unsafe {
-        let code = ffi::koth_gdr_fwd(
-            F32,
-            packed.as_ptr() as u64,
-            c as i64,
-            x.g.as_ptr() as u64,
-            x.beta.as_ptr() as u64,
-            0,
-            dims.0,
-            dims.1,
-            dims.2,
-            dims.3,
-            s.dk as i32,
-            s.dv as i32,
-            0.0,
-            1.0,
-            0,
-            ckpt.as_mut_ptr() as u64,
-            null_mut(),
-        );
+        let inputs = [&packed, &x.g, &x.beta].map(|v| v.as_ptr() as u64);
+        let code = gdr_fwd(s, F32, inputs, 0, ckpt.as_mut_ptr() as u64, false);
         assert_eq!(code, 0, "koth_gdr_fwd (checkpoints)");
         let code = ffi::koth_gdr_bwd(
             packed.as_ptr() as u64,
@@ -715,8 +698,7 @@ fn residual_add_and_centred_norm_match_the_two_steps() {
         let mut sum = Vec::new();
         let normed = run_typed(dtype, &[&x, &d, &w], rows * cols, |code, p, out| {
             // The sum comes back through its own buffer, of the dtype.
-            let bytes = if code == F32 { 4 } else { 2 };
-            let mut s = vec![0u8; rows * cols * bytes];
+            let mut s = vec![0u8; rows * cols * elem_bytes(code)];
             // SAFETY: x, d, out and s [rows, cols] and w [cols] of `code`'s dtype.
             let rc = unsafe {
                 ffi::koth_add_rmsnorm_centered_fwd(
@@ -747,9 +729,7 @@ fn residual_add_and_centred_norm_match_the_two_steps() {
         let want_sum = (cpu(&x, &[rows, cols], dtype) + cpu(&d, &[rows, cols], dtype)).unwrap();
         let want_sum_host = host(&want_sum);
         assert!(
-            sum.iter()
-                .zip(&want_sum_host)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            same_bits(&sum, &want_sum_host),
             "{dtype:?}: the residual sum differs from the dtype's add"
         );
         let want = centered_rms_norm(
@@ -777,10 +757,7 @@ fn residual_add_and_centred_norm_match_the_two_steps() {
             }
         });
         assert!(
-            normed
-                .iter()
-                .zip(&alone)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            same_bits(&normed, &alone),
             "{dtype:?}: the fused norm differs from rmsnorm_centered_fwd on the same sum"
         );
     }

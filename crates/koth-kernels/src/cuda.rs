@@ -771,7 +771,8 @@ pub fn centered_norm_rope(
     let rot = 2 * half;
     if ct != t || sin.dims() != cos.dims() || rot > d || d > 256 || w.dims() != [d] {
         return Err(msg(format!(
-            "centered_norm_rope: x {:?}, gain {:?}, tables {:?}/{:?} (expected a gain [D], tables              [T, rot/2] with rot <= D <= 256)",
+            "centered_norm_rope: x {:?}, gain {:?}, tables {:?}/{:?} (expected a gain [D], tables \
+             [T, rot/2] with rot <= D <= 256)",
             x.dims(),
             w.dims(),
             cos.dims(),

@@ -2,7 +2,8 @@
 //! throughput of a small qwen3-shaped model, and of a small qwen3_moe, on the CPU (or on the
 //! device named by KOTH_BENCH_DEVICE, e.g. `cuda`, with KOTH_BENCH_DTYPE=bf16).
 
-use std::time::Instant;
+mod common;
+use common::time;
 
 use koth_model::{AdamWConfig, Model, ModelConfig, OpPath, ScoreOptions, TokenIds, Trainer};
 
@@ -34,20 +35,6 @@ fn ids(rows: usize, cols: usize, vocab: u32) -> TokenIds {
         .map(|i| ((i as u64 * 2654435761) % vocab as u64) as u32)
         .collect();
     TokenIds::new(v, rows, cols).expect("ids")
-}
-
-/// Median seconds of `reps` runs after one warm-up.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[reps / 2]
 }
 
 fn main() {

@@ -4,23 +4,10 @@
 //! selection pass per row, rows split over threads). On a GPU the choice is a kernel and only the
 //! [N, k] result crosses to the host; this measures the CPU path, and what the GPU path replaced.
 
-use std::time::Instant;
-
 use rand::{Rng, SeedableRng};
 
-/// Median seconds of `reps` runs after one warm-up.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[reps / 2]
-}
+mod common;
+use common::time;
 
 /// The former choice: every row's experts fully sorted (largest first, lower index on ties).
 fn full_sort(probs: &[f32], experts: usize, k: usize) -> Vec<u32> {

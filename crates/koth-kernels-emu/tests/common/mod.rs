@@ -1,7 +1,8 @@
 //! Helpers shared by the emulated-kernel tests.
 #![allow(dead_code)]
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
 use koth_kernels_emu::{BF16, F32};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -49,6 +50,22 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
 
 pub fn f64s(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&a| a as f64).collect()
+}
+
+/// Whether `a` and `b` hold the same floats, bit for bit.
+pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// The gradient autograd found for `v`, flattened, in f64.
+pub fn grad_f64(grads: &GradStore, v: &Var) -> Vec<f64> {
+    grads
+        .get(v.as_tensor())
+        .expect("a gradient")
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 pub fn cpu(x: &[f32], shape: &[usize], dtype: DType) -> Tensor {
