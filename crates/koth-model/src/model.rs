@@ -1174,7 +1174,10 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
     let weights = weights.to_dtype(x.dtype())?.flatten_all()?;
     let routed = rows.len();
     let rows = Tensor::from_vec(rows, routed, device)?;
-    let slots_host = slots.clone();
+    // Scoring on CUDA sums each token's k weighted outputs in one kernel (below), from each
+    // token's rows of the grouped list; everything else takes index_add.
+    let combine_on_device = koth_kernels::usable(x) && !x.track_op();
+    let token_rows = combine_on_device.then(|| crate::plan::token_rows(&slots, n, k));
     let slots = Tensor::from_vec(slots, routed, device)?;
     let y = match batched {
         // Scoring with stacked experts (on CUDA): all experts in one batched GEMM per
@@ -1204,11 +1207,9 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
         }
     };
     let w = weights.index_select(&slots, 0)?;
-    if koth_kernels::usable(x) && !x.track_op() {
-        // Scoring on CUDA: each token's k weighted outputs summed by one kernel, in the order
-        // and with the roundings of the index_add below (candle's CUDA index_add walks all
-        // routed rows in one thread per column).
-        let pos = crate::plan::token_rows(&slots_host, n, k);
+    if let Some(pos) = token_rows {
+        // In the order and with the roundings of the index_add below (candle's CUDA index_add
+        // walks all routed rows in one thread per column).
         let pos = Tensor::from_vec(pos, (n, k), device)?;
         return Ok(koth_kernels::moe_combine(&y, &w, &pos)?);
     }

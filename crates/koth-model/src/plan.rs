@@ -277,19 +277,20 @@ pub fn plan(config: &ModelConfig, req: &PlanRequest) -> Result<Plan, PlanError> 
 
 /// The router's choice: for each row of `probs` ([rows, experts], row-major), the indices of its
 /// `k` largest probabilities, largest first, the lower index first among equal ones (f32
-/// `total_cmp` order, so even a NaN is placed the same way every time). `k` must not exceed
-/// `experts`. The GPU's `router_top_k` kernel makes exactly this choice.
+/// `total_cmp` order, so even a NaN is placed the same way every time). `k` beyond `experts`
+/// is taken as `experts` (and no experts as none chosen). The GPU's `router_top_k` kernel makes
+/// exactly this choice.
 ///
 /// One pass per row keeps the best `k` so far in order (O(experts * k) at worst, but a candidate
 /// below the k-th is rejected with one comparison); rows are split across threads when there
 /// are many, each row chosen from its own values alone.
 pub fn top_k_experts(probs: &[f32], experts: usize, k: usize) -> Vec<u32> {
-    assert!(k <= experts && experts > 0, "top-{k} of {experts} experts");
+    let k = k.min(experts);
+    if k == 0 {
+        return Vec::new();
+    }
     let rows = probs.len() / experts;
     let mut chosen = vec![0u32; rows * k];
-    if k == 0 {
-        return chosen;
-    }
     let choose = |row: &[f32], out: &mut [u32]| {
         let mut n = 0usize; // filled so far
         for (e, &v) in row.iter().enumerate() {
