@@ -4,7 +4,7 @@
 # GPU in the same call (`koth bench … --torch`). Results: $OUT (default ./gpu-out), one JSON line
 # per measurement in $OUT/bench-<UTC date>-<phase>.json (commit them into docs/bench/).
 #
-#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|scale|moe-batched]   (default all)
+#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|quick|scale|moe-batched]   (default all)
 #
 # `check`: the golden set on CUDA against the CPU, the kernels' gradients against the
 # composites', and a verdict twice on the GPU plus its replay (plain and pooled). `score`: paired
@@ -79,6 +79,15 @@ if [ "$phase" = hybrid ] || [ "$phase" = all ]; then
     --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
   KOTH_GDR_BACKWARD=kernel timeout 80 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch 2 \
     --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+fi
+
+if [ "$phase" = quick ]; then
+  # For a short lease (one call, ~6 min): the Qwen3.5 kernels against the CPU, then the hybrid's
+  # paired score beside transformers' torch path.
+  record check timeout 90 env KOTH_GOLDEN_ONLY=qwen35 python3 scripts/bench/gpu_golden_check.py /tmp/koth
+  record check timeout 60 python3 scripts/bench/gpu_shape_check.py /tmp/koth
+  timeout 150 /tmp/koth bench score --config fixtures/bench/qwen3.5-1b.json --batch 8 --seq 2048 --iters 3 \
+    --warmup 2 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-hybrid.json"
 fi
 
 if [ "$phase" = pending ]; then
