@@ -17,8 +17,11 @@ use crate::pipeline::Pipeline;
 use crate::placement::{transfer, Placement};
 use crate::weights::{CheckpointFiles, DEFAULT_SHARD_LIMIT_BYTES};
 
+mod checkpoint;
 mod explicit;
 mod hybrid;
+
+pub use checkpoint::{Checkpointing, HEAD_SEGMENT_BYTES};
 
 /// A batch of token ids, `rows` sequences of `cols` tokens, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -765,15 +768,12 @@ impl Model {
             .ok_or_else(|| ModelError::Invalid(format!("no stage {s} of {}", stages.len())))?;
         let device = &stage.device;
         let c = &self.config;
-        let (b, t) = (ids.rows(), ids.cols());
+        let t = ids.cols();
         let mut ids_here = None;
         let mut x = match input {
             None if s == 0 => {
                 let ids_t = ids.to_tensor(device)?;
-                let x = self
-                    .embed
-                    .index_select(&ids_t.flatten_all()?, 0)?
-                    .reshape((b, t, c.hidden_size))?;
+                let x = self.embed_ids(&ids_t)?;
                 ids_here = Some(ids_t);
                 x
             }
@@ -804,6 +804,16 @@ impl Model {
             None => ids.to_tensor(device)?,
         };
         self.head_nll(&hidden, &ids_t, path, opts)
+    }
+
+    /// The embeddings of `ids` [B, T]: the residual stream [B, T, hidden] entering layer 0.
+    fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        Ok(self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.config.hidden_size,
+        ))?)
     }
 
     /// The head's per-token NLL f32 [B, T-1] from the final hidden states, on the head's device.
@@ -1014,13 +1024,74 @@ impl Model {
     }
 
     /// The mean NLL over the batch and d(mean NLL)/d(parameter) for every parameter, in f32,
-    /// under Hugging Face names. The model itself is left unchanged.
+    /// under Hugging Face names, through the training path, checkpointed by layer where
+    /// [`Checkpointing::Auto`] would. The model itself is left unchanged.
     pub fn loss_and_grads(&self, ids: &TokenIds) -> Result<(f32, Vec<(String, Tensor)>)> {
-        self.loss_and_grads_with(ids, self.training_path())
+        let path = self.training_path();
+        if self.checkpoints_layers(path, Checkpointing::Auto) {
+            return self.loss_and_grads_checkpointed(ids, path, HEAD_SEGMENT_BYTES);
+        }
+        self.loss_and_grads_with(ids, path)
+    }
+
+    /// Whether a training step through `path` under `mode` recomputes each layer in the
+    /// backward (`model/checkpoint.rs`): never where the hand-written backward applies (it keeps
+    /// only what each layer needs already) nor on a model of several stages.
+    pub fn checkpoints_layers(&self, path: OpPath, mode: Checkpointing) -> bool {
+        if self.trains_explicitly(path) || self.placement.len() != 1 {
+            return false;
+        }
+        match mode {
+            Checkpointing::Auto => self.device.is_cuda(),
+            Checkpointing::Layers => true,
+            Checkpointing::Off => false,
+        }
+    }
+
+    /// [`Model::loss_and_grads_with`] with activation checkpointing by layer: only the residual
+    /// stream at each layer boundary is kept through the forward, each layer is recomputed in the
+    /// backward. The same gradients up to the order of the sums across layers; one more forward
+    /// per step. The head's backward runs a few sequences at a time, their logits (model dtype)
+    /// within `head_bytes` ([`HEAD_SEGMENT_BYTES`] by default; at least one sequence). An error
+    /// for a model of several stages.
+    pub fn loss_and_grads_checkpointed(
+        &self,
+        ids: &TokenIds,
+        path: OpPath,
+        head_bytes: usize,
+    ) -> Result<(f32, Vec<(String, Tensor)>)> {
+        let mut vars = Vec::new();
+        let trainable = self.map_tensors(|name, t| {
+            let v = candle_core::Var::from_tensor(t)?;
+            let tensor = v.as_tensor().clone();
+            vars.push((name.to_owned(), v));
+            Ok(tensor)
+        })?;
+        let (loss, mut grads) = checkpoint::loss_and_grads(&trainable, ids, path, head_bytes)?;
+        let mut out = Vec::with_capacity(vars.len());
+        for (name, var) in vars {
+            let g = match grads.remove(&var.as_tensor().id()) {
+                Some(g) => g,
+                None => var.as_tensor().zeros_like()?.to_dtype(DType::F32)?,
+            };
+            out.push((name, g));
+        }
+        Ok((loss, out))
+    }
+
+    /// The checkpointed backward of a model whose parameters are training variables: the loss
+    /// and each variable's f32 gradient by tensor id (what [`crate::Trainer`] holds).
+    pub(crate) fn grads_by_layer(
+        &self,
+        ids: &TokenIds,
+        path: OpPath,
+    ) -> Result<(f32, HashMap<candle_core::TensorId, Tensor>)> {
+        checkpoint::loss_and_grads(self, ids, path, HEAD_SEGMENT_BYTES)
     }
 
     /// [`Model::loss_and_grads`] through the chosen differentiable path (`Composite` or
-    /// `Kernels`): what the check that the kernels' gradients equal the composites' compares.
+    /// `Kernels`), with the whole forward graph kept for candle's autograd (no checkpointing):
+    /// what the check that the kernels' gradients equal the composites' compares.
     pub fn loss_and_grads_with(
         &self,
         ids: &TokenIds,

@@ -12,7 +12,7 @@
 use candle_core::{DType, Tensor, Var};
 
 use crate::error::{ModelError, Result};
-use crate::model::{Model, TokenIds};
+use crate::model::{Checkpointing, Model, TokenIds};
 
 /// AdamW hyper-parameters (defaults: torch.optim.AdamW's).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -365,6 +365,7 @@ pub struct Trainer {
     names: Vec<String>,
     vars: Vec<Var>,
     opt: AdamW,
+    checkpointing: Checkpointing,
 }
 
 impl Trainer {
@@ -385,7 +386,20 @@ impl Trainer {
             names,
             vars,
             opt,
+            checkpointing: Checkpointing::Auto,
         })
+    }
+
+    /// Whether the steps recompute each layer in the backward instead of keeping the whole
+    /// forward graph ([`Checkpointing`]; `Auto` by default).
+    pub fn set_checkpointing(&mut self, mode: Checkpointing) {
+        self.checkpointing = mode;
+    }
+
+    /// Whether the next step recomputes each layer in the backward.
+    pub fn checkpoints_layers(&self) -> bool {
+        self.model
+            .checkpoints_layers(self.model.training_path(), self.checkpointing)
     }
 
     /// The model with the current weights (shares storage with the variables: clone it with
@@ -414,6 +428,24 @@ impl Trainer {
                 });
             }
             return Ok((value, grads.into_iter().map(|(_, g)| g).collect()));
+        }
+        if self.checkpoints_layers() {
+            let (value, mut grads) = self.model.grads_by_layer(ids, self.model.training_path())?;
+            if !value.is_finite() {
+                return Err(ModelError::NonFinite {
+                    what: "loss".into(),
+                    value: value as f64,
+                });
+            }
+            let grads = self
+                .vars
+                .iter()
+                .map(|v| match grads.remove(&v.as_tensor().id()) {
+                    Some(g) => Ok(g),
+                    None => Ok(Tensor::zeros(v.dims(), DType::F32, v.device())?),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return Ok((value, grads));
         }
         let loss = self.model.loss(ids)?;
         let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;

@@ -84,6 +84,11 @@ impl HybridStack {
     pub(super) fn named_tensors(&self) -> Vec<(String, Tensor)> {
         self.named.clone()
     }
+
+    /// Decoder layers.
+    pub(super) fn len(&self) -> usize {
+        self.layers.len()
+    }
 }
 
 fn hybrid_of(config: &ModelConfig) -> Result<&HybridConfig> {
@@ -192,7 +197,66 @@ fn sigmoid_rounded_once(x: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::ops::sigmoid(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?)
 }
 
+/// What every layer of one hybrid forward shares: the paths each op takes, the rotary tables and
+/// the mask (built once per forward, or once per activation-checkpointed step).
+pub(super) struct HybridForward {
+    /// Scoring on koth's kernels.
+    kernels: bool,
+    /// Training on the kernels with the delta-rule backward kernel (opt-in).
+    train_kernels: bool,
+    /// The attention's path (`Kernels` resolved to `Fused` when scoring, `Composite` when
+    /// training).
+    path: OpPath,
+    /// The FFNs' and the zero-centred norms' path.
+    ff_path: OpPath,
+    rope: Rope,
+    mask: Option<Tensor>,
+}
+
 impl Model {
+    /// The per-forward context of a hybrid model for sequences of `t` tokens through `path`.
+    pub(super) fn hybrid_forward(&self, t: usize, path: OpPath) -> Result<HybridForward> {
+        // On the kernel path, scoring runs the gated delta rule and the gated attention's core on
+        // koth's kernels (a recurrent delta-rule kernel, cuDNN's fused attention) and the rest on
+        // candle's fused ops; training runs the differentiable composites (the delta-rule kernel
+        // has no backward), and the head's cross-entropy takes the kernel either way.
+        let training = self.embed.track_op();
+        let kernels = path == OpPath::Kernels && !training;
+        // Training on the kernels: the delta rule may take its backward kernel (opt-in).
+        let train_kernels =
+            path == OpPath::Kernels && training && koth_kernels::delta_rule_backward_kernel();
+        let path = match path {
+            OpPath::Kernels if training => OpPath::Composite,
+            OpPath::Kernels => OpPath::Fused,
+            other => other,
+        };
+        // The FFNs are qwen3's SwiGLU MLP: when scoring on the kernels they take koth's SwiGLU
+        // kernel (the same rounding as the fused path's silu-then-multiply, in one pass); so do
+        // the zero-centred RMSNorms (koth's one-pass kernel).
+        let ff_path = if kernels { OpPath::Kernels } else { path };
+        let c = &self.config;
+        let h = hybrid_of(c)?;
+        // Text tokens carry one position on every multimodal-RoPE axis, so the rotation is
+        // plain RoPE over the first `rotary_dim` dims of each head.
+        let rope = Rope::new(c.rope_theta, h.rotary_dim, t, self.dtype, &self.device)?;
+        // The additive [T, T] mask (built on the host, 16 MB at T=2048) only serves the
+        // unfused attention; cuDNN's causal attention needs none.
+        let fused_attention = kernels && koth_kernels::attention_usable(&self.embed, c.head_dim);
+        let mask = if fused_attention {
+            None
+        } else {
+            Some(causal_mask(t, &self.device)?)
+        };
+        Ok(HybridForward {
+            kernels,
+            train_kernels,
+            path,
+            ff_path,
+            rope,
+            mask,
+        })
+    }
+
     /// Final hidden states [B, T, hidden] of a hybrid model.
     pub(super) fn hybrid_hidden_states(
         &self,
@@ -200,85 +264,72 @@ impl Model {
         ids: &Tensor,
         path: OpPath,
     ) -> Result<Tensor> {
-        // On the kernel path, scoring runs the gated delta rule and the gated attention's core on
-        // koth's kernels (a recurrent delta-rule kernel, cuDNN's fused attention) and the rest on
-        // candle's fused ops; training runs the differentiable composites (the delta-rule kernel
-        // has no backward), and the head's cross-entropy takes the kernel either way.
-        let kernels = path == OpPath::Kernels && !self.embed.track_op();
-        // Training on the kernels: the delta rule may take its backward kernel (opt-in).
-        let train_kernels = path == OpPath::Kernels
-            && self.embed.track_op()
-            && koth_kernels::delta_rule_backward_kernel();
-        let path = match path {
-            OpPath::Kernels if self.embed.track_op() => OpPath::Composite,
-            OpPath::Kernels => OpPath::Fused,
-            other => other,
-        };
-        // The FFNs are qwen3's SwiGLU MLP: when scoring on the kernels they take koth's SwiGLU
-        // kernel (the same rounding as the fused path's silu-then-multiply, in one pass).
-        let ff_path = if kernels { OpPath::Kernels } else { path };
-        // So do the zero-centred RMSNorms (koth's one-pass kernel).
-        let norm_path = ff_path;
-        let c = &self.config;
-        let h = hybrid_of(c)?;
-        let (b, t) = ids.dims2()?;
-        let mut x =
-            self.embed
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((b, t, c.hidden_size))?;
-        // Text tokens carry one position on every multimodal-RoPE axis, so the rotation is
-        // plain RoPE over the first `rotary_dim` dims of each head.
-        let rope = Rope::new(c.rope_theta, h.rotary_dim, t, self.dtype, &self.device)?;
-        // The additive [T, T] mask (built on the host, 16 MB at T=2048) only serves the
-        // unfused attention; cuDNN's causal attention needs none.
-        let fused_attention = kernels && koth_kernels::attention_usable(&x, c.head_dim);
-        let mask = if fused_attention {
-            None
-        } else {
-            Some(causal_mask(t, &self.device)?)
-        };
-        let eps = c.rms_norm_eps;
-        for layer in &stack.layers {
-            let normed = centered_rms_norm(&x, &layer.input_norm, eps, norm_path)?;
-            let mixed = match &layer.mixer {
-                Mixer::Linear(net) => self.gated_delta_net(net, &normed, kernels, train_kernels)?,
-                Mixer::Full(attn) => {
-                    self.gated_attention(attn, &normed, &rope, mask.as_ref(), path, kernels)?
-                }
-            };
-            // The residual add and the norm after it: one kernel on the kernels path.
-            let fused = norm_path == OpPath::Kernels
-                && koth_kernels::usable(&x)
-                && !x.track_op()
-                && !mixed.track_op()
-                && !layer.post_norm.track_op();
-            let normed = if fused {
-                let w = layer.post_norm.to_dtype(x.dtype())?;
-                let (sum, normed) =
-                    koth_kernels::add_rms_norm_centered(&x, &mixed, &w, eps as f32)?;
-                x = sum;
-                normed
-            } else {
-                x = (x + mixed)?;
-                centered_rms_norm(&x, &layer.post_norm, eps, norm_path)?
-            };
-            let flat = normed.reshape((b * t, c.hidden_size))?;
-            let y = match &layer.ff {
-                HybridFeedForward::Dense(mlp) => mlp.forward(&flat, ff_path)?,
-                HybridFeedForward::Sparse {
-                    routed,
-                    shared,
-                    shared_gate,
-                } => {
-                    let routed_out = moe_forward(routed, &flat, ff_path)?;
-                    let gate = sigmoid_rounded_once(&flat.matmul(&shared_gate.t()?)?)?;
-                    let shared_out = shared.forward(&flat, ff_path)?.broadcast_mul(&gate)?;
-                    (routed_out + shared_out)?
-                }
-            };
-            x = (x + y.reshape((b, t, c.hidden_size))?)?;
+        let (_, t) = ids.dims2()?;
+        let f = self.hybrid_forward(t, path)?;
+        let mut x = self.embed_ids(ids)?;
+        for i in 0..stack.layers.len() {
+            x = self.hybrid_layer(stack, i, &x, &f)?;
         }
-        centered_rms_norm(&x, &self.norm, eps, norm_path)
+        self.hybrid_final_norm(&x, &f)
+    }
+
+    /// The final zero-centred RMSNorm.
+    pub(super) fn hybrid_final_norm(&self, x: &Tensor, f: &HybridForward) -> Result<Tensor> {
+        centered_rms_norm(x, &self.norm, self.config.rms_norm_eps, f.ff_path)
+    }
+
+    /// Decoder layer `i` of a hybrid model on the residual stream `x` [B, T, hidden].
+    pub(super) fn hybrid_layer(
+        &self,
+        stack: &HybridStack,
+        i: usize,
+        x: &Tensor,
+        f: &HybridForward,
+    ) -> Result<Tensor> {
+        let layer = stack
+            .layers
+            .get(i)
+            .ok_or_else(|| ModelError::Invalid(format!("no hybrid layer {i}")))?;
+        let c = &self.config;
+        let eps = c.rms_norm_eps;
+        let norm_path = f.ff_path;
+        let (b, t, _) = x.dims3()?;
+        let normed = centered_rms_norm(x, &layer.input_norm, eps, norm_path)?;
+        let mixed = match &layer.mixer {
+            Mixer::Linear(net) => self.gated_delta_net(net, &normed, f.kernels, f.train_kernels)?,
+            Mixer::Full(attn) => {
+                self.gated_attention(attn, &normed, &f.rope, f.mask.as_ref(), f.path, f.kernels)?
+            }
+        };
+        // The residual add and the norm after it: one kernel on the kernels path.
+        let fused = norm_path == OpPath::Kernels
+            && koth_kernels::usable(x)
+            && !x.track_op()
+            && !mixed.track_op()
+            && !layer.post_norm.track_op();
+        let (x, normed) = if fused {
+            let w = layer.post_norm.to_dtype(x.dtype())?;
+            koth_kernels::add_rms_norm_centered(x, &mixed, &w, eps as f32)?
+        } else {
+            let x = (x + mixed)?;
+            let normed = centered_rms_norm(&x, &layer.post_norm, eps, norm_path)?;
+            (x, normed)
+        };
+        let flat = normed.reshape((b * t, c.hidden_size))?;
+        let y = match &layer.ff {
+            HybridFeedForward::Dense(mlp) => mlp.forward(&flat, f.ff_path)?,
+            HybridFeedForward::Sparse {
+                routed,
+                shared,
+                shared_gate,
+            } => {
+                let routed_out = moe_forward(routed, &flat, f.ff_path)?;
+                let gate = sigmoid_rounded_once(&flat.matmul(&shared_gate.t()?)?)?;
+                let shared_out = shared.forward(&flat, f.ff_path)?.broadcast_mul(&gate)?;
+                (routed_out + shared_out)?
+            }
+        };
+        Ok((x + y.reshape((b, t, c.hidden_size))?)?)
     }
 
     /// transformers' `Qwen3_5GatedDeltaNet.forward` without a cache. With `kernels` (scoring on

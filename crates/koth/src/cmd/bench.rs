@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use koth_model::placement::{duel_placement, CHALLENGER, KING};
 use koth_model::{
-    parse_devices, parse_dtype, AdamWConfig, Device, Model, ModelConfig, OpPath, Pipeline,
-    Placement, Schedule, ScoreOptions, StepReport, TokenIds, Trainer,
+    parse_devices, parse_dtype, AdamWConfig, Checkpointing, Device, Model, ModelConfig, OpPath,
+    Pipeline, Placement, Schedule, ScoreOptions, StepReport, TokenIds, Trainer,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -22,7 +22,18 @@ pub enum BenchCommand {
     /// batch through the scoring path; reports paired tokens/s (a token counted once per pair).
     Score(ScoreArgs),
     /// Training: AdamW steps through the differentiable path; reports tokens/s.
-    Train(CommonArgs),
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Activation checkpointing of the models candle's autograd trains (mixtures of experts,
+    /// Qwen3.5 hybrids): `auto` (by layer on CUDA), `layers` or `off`. Dense models on the GPU
+    /// kernels take the hand-written backward, which needs none.
+    #[arg(long, default_value = "auto")]
+    checkpoint: String,
 }
 
 #[derive(Args)]
@@ -136,6 +147,10 @@ struct Report {
     /// (whether the micro-batch size changes the kernels' results).
     #[serde(skip_serializing_if = "Option::is_none")]
     equal_to_whole_batch: Option<bool>,
+    /// `bench train`: whether each layer was recomputed in the backward (activation
+    /// checkpointing) rather than the whole forward graph kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpointed_layers: Option<bool>,
     /// `bench train`: every step's loss and gradient norm (warm-up included), in order. The same
     /// config, seed and batches on two devices should give the same sequence, up to rounding.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -261,6 +276,7 @@ struct Staging {
     schedule: Option<String>,
     bit_identical_to_one_stage: Option<bool>,
     equal_to_whole_batch: Option<bool>,
+    checkpointed_layers: Option<bool>,
     steps: Vec<StepReport>,
 }
 
@@ -307,6 +323,7 @@ fn report(
         schedule: staging.schedule,
         bit_identical_to_one_stage: staging.bit_identical_to_one_stage,
         equal_to_whole_batch: staging.equal_to_whole_batch,
+        checkpointed_layers: staging.checkpointed_layers,
         losses: staging.steps.iter().map(|s| s.loss).collect(),
         grad_norms: staging.steps.iter().map(|s| s.grad_norm).collect(),
         speedup_vs_torch: torch_tps.map(|t| tokens_per_s / t),
@@ -533,7 +550,9 @@ fn score(a: ScoreArgs) -> Result<()> {
     report(c, bench, &config, path, &times, staging, torch)
 }
 
-fn train(a: CommonArgs) -> Result<()> {
+fn train(t: TrainArgs) -> Result<()> {
+    let a = t.common;
+    let checkpointing = Checkpointing::parse(&t.checkpoint).context("--checkpoint")?;
     let (config, devices, dtype) = setup(&a)?;
     let [device] = devices.as_slice() else {
         anyhow::bail!("--device: koth bench train runs on one device");
@@ -547,6 +566,8 @@ fn train(a: CommonArgs) -> Result<()> {
             ..AdamWConfig::default()
         },
     )?;
+    trainer.set_checkpointing(checkpointing);
+    let checkpointed_layers = Some(trainer.checkpoints_layers());
     let path = super::model::parse_path(&a.path, model.training_path())?;
     anyhow::ensure!(
         path == model.training_path(),
@@ -565,6 +586,7 @@ fn train(a: CommonArgs) -> Result<()> {
     let staging = Staging {
         peaks: read_peak(devices)?,
         stages: 1,
+        checkpointed_layers,
         steps,
         ..Staging::default()
     };
