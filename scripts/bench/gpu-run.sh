@@ -4,7 +4,7 @@
 # GPU in the same call (`koth bench … --torch`). Results: $OUT (default ./gpu-out), one JSON line
 # per measurement in $OUT/bench-<UTC date>-<phase>.json (commit them into docs/bench/).
 #
-#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|quick|scale|moe-batched]   (default all)
+#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|quick|hybrid-fla|scale|moe-batched]   (default all)
 #
 # `check`: the golden set on CUDA against the CPU, the kernels' gradients against the
 # composites', and a verdict twice on the GPU plus its replay (plain and pooled). `score`: paired
@@ -15,7 +15,8 @@
 # 4 and 8 (T=2048). Each phase fits in one 10-minute call. `pending`: the checks of the kernels
 # that have not run on a GPU yet, a per-kernel profile of the hybrid's scoring, and the 1.7B
 # number (run it before `hybrid`). `scale`: the Qwen3-30B-A3B shape on
-# one GPU (docs/SCALE.md). `moe-batched`: the experts as padded batched GEMMs (KOTH_MOE_BATCHED=1),
+# one GPU (docs/SCALE.md). `hybrid-fla`: the hybrid beside transformers+fla, and its training
+# steps with and without activation checkpointing. `moe-batched`: the experts as padded batched GEMMs (KOTH_MOE_BATCHED=1),
 # then as cuBLAS grouped GEMMs (KOTH_MOE_GROUPED=1).
 set -uo pipefail
 phase=${1:-all}
@@ -79,6 +80,21 @@ if [ "$phase" = hybrid ] || [ "$phase" = all ]; then
     --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
   KOTH_GDR_BACKWARD=kernel timeout 80 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch 2 \
     --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+fi
+
+if [ "$phase" = hybrid-fla ]; then
+  # For one call (~8 min): the hybrid's paired score beside transformers on fla's kernels (the
+  # stronger reference), then its training step with activation checkpointing by layer (the
+  # default on CUDA) at B=2 and B=4, and at B=2 with the whole graph kept (--checkpoint off).
+  if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site .whl/fla_core-*.whl .whl/flash_linear_attention-*.whl &&
+      PYTHONPATH=/tmp/fla-site timeout 240 /tmp/koth bench score --config fixtures/bench/qwen3.5-1b.json --batch 8 \
+        --seq 2048 --iters 3 --warmup 2 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-hybrid.json"
+  fi
+  for args in "--batch 2" "--batch 4" "--batch 2 --checkpoint off"; do
+    timeout 80 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json $args --seq 2048 --iters 3 \
+      --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+  done
 fi
 
 if [ "$phase" = quick ]; then
