@@ -6,12 +6,13 @@
 //! the golden fixtures, but their 4- and 8-lane paths (Qwen3.5's 128-wide heads) and the
 //! backward had not been compared with anything before these tests.
 
+use std::ffi::c_void;
 use std::ptr::null_mut;
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
 use koth_kernels_emu::{ffi, BF16, F32};
 use koth_model::deltanet::{causal_conv1d_silu, recurrent_gated_delta_rule_f64};
-use koth_model::ops::{centered_rms_norm, gated_rms_norm, OpPath, Rope};
+use koth_model::ops::{centered_rms_norm, gated_rms_norm, rms_norm, OpPath, Rope};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -686,8 +687,21 @@ fn delta_gates_match_the_composite() {
     }
 }
 
-#[test]
-fn residual_add_and_centred_norm_match_the_two_steps() {
+/// A fused residual add + norm kernel (x, d, w, sum, y, rows, cols, eps, stream).
+type AddNorm =
+    unsafe extern "C" fn(i32, u64, u64, u64, u64, u64, i64, i32, f32, *mut c_void) -> i32;
+
+/// The one-step norm kernel of that pair, as a launch on (dtype, [sum, w], out).
+type NormAlone = fn(i32, &[u64], u64, usize, usize, f32) -> i32;
+
+/// `fused` against the two steps of the composite (the dtype's add, then `reference`'s norm),
+/// and bit for bit against the one-step kernel `alone` applied to the same sum.
+fn check_add_norm(
+    what: &str,
+    fused: AddNorm,
+    alone: NormAlone,
+    reference: fn(&Tensor, &Tensor, f64, OpPath) -> koth_model::Result<Tensor>,
+) {
     // 11 rows (a partial block of 8), 72 columns (not a multiple of the warp).
     let (rows, cols, eps) = (11usize, 72usize, 1e-6f32);
     let mut rng = ChaCha8Rng::seed_from_u64(70);
@@ -701,7 +715,7 @@ fn residual_add_and_centred_norm_match_the_two_steps() {
             let mut s = vec![0u8; rows * cols * elem_bytes(code)];
             // SAFETY: x, d, out and s [rows, cols] and w [cols] of `code`'s dtype.
             let rc = unsafe {
-                ffi::koth_add_rmsnorm_centered_fwd(
+                fused(
                     code,
                     p[0],
                     p[1],
@@ -730,18 +744,33 @@ fn residual_add_and_centred_norm_match_the_two_steps() {
         let want_sum_host = host(&want_sum);
         assert!(
             same_bits(&sum, &want_sum_host),
-            "{dtype:?}: the residual sum differs from the dtype's add"
+            "{what} {dtype:?}: the residual sum differs from the dtype's add"
         );
-        let want = centered_rms_norm(
+        let want = reference(
             &want_sum,
             &cpu(&w, &[cols], dtype),
             eps as f64,
             OpPath::Composite,
         )
         .unwrap();
-        assert_same_rounding("add + centred rmsnorm", &normed, &host(&want), dtype);
+        assert_same_rounding(what, &normed, &host(&want), dtype);
         // And bit for bit the one-step kernel applied to that sum.
-        let alone = run_typed(dtype, &[&want_sum_host, &w], rows * cols, |code, p, out| {
+        let one_step = run_typed(dtype, &[&want_sum_host, &w], rows * cols, |code, p, out| {
+            alone(code, p, out, rows, cols, eps)
+        });
+        assert!(
+            same_bits(&normed, &one_step),
+            "{what} {dtype:?}: the fused norm differs from the one-step kernel on the same sum"
+        );
+    }
+}
+
+#[test]
+fn residual_add_and_centred_norm_match_the_two_steps() {
+    check_add_norm(
+        "add + centred rmsnorm",
+        ffi::koth_add_rmsnorm_centered_fwd,
+        |code, p, out, rows, cols, eps| {
             // SAFETY: the sum and out [rows, cols], w [cols].
             unsafe {
                 ffi::koth_rmsnorm_centered_fwd(
@@ -755,10 +784,32 @@ fn residual_add_and_centred_norm_match_the_two_steps() {
                     null_mut(),
                 )
             }
-        });
-        assert!(
-            same_bits(&normed, &alone),
-            "{dtype:?}: the fused norm differs from rmsnorm_centered_fwd on the same sum"
-        );
-    }
+        },
+        centered_rms_norm,
+    );
+}
+
+#[test]
+fn residual_add_and_plain_norm_match_the_two_steps() {
+    check_add_norm(
+        "add + rmsnorm",
+        ffi::koth_add_rmsnorm_fwd,
+        |code, p, out, rows, cols, eps| {
+            // SAFETY: the sum and out [rows, cols], w [cols]; no rstd kept.
+            unsafe {
+                ffi::koth_rmsnorm_fwd(
+                    code,
+                    p[0],
+                    p[1],
+                    out,
+                    0,
+                    rows as i64,
+                    cols as i32,
+                    eps,
+                    null_mut(),
+                )
+            }
+        },
+        rms_norm,
+    );
 }

@@ -221,13 +221,14 @@ __global__ void rmsnorm_centered_fwd(const T *__restrict__ x, const T *__restric
     for (int i = lane; i < cols; i += 32) yr[i] = from_f<T>((to_f<T>(xr[i]) * r) * (1.f + to_f<T>(w[i])));
 }
 
-// The residual add and the zero-centred RMSNorm after it, in one pass: sum = round(x + d) (the
-// new residual stream, as the activation dtype's add rounds it), then y = rmsnorm_centered(sum),
-// computed exactly as rmsnorm_centered_fwd computes it from the stored sum (each lane re-reads
-// only the elements it wrote). One warp per row.
-template <typename T>
-__global__ void add_rmsnorm_centered_fwd(const T *__restrict__ x, const T *__restrict__ d, const T *__restrict__ w,
-                                         T *__restrict__ sum, T *__restrict__ y, int64_t rows, int cols, float eps) {
+// The residual add and the RMSNorm after it, in one pass, for the calling warp's row: sum =
+// round(x + d) (the new residual stream, as the activation dtype's add rounds it), then y = the
+// norm of the stored sum, computed exactly as the one-step kernel computes it (each lane re-reads
+// only the elements it wrote): zero-centred as rmsnorm_centered_fwd, plain as rmsnorm_fwd.
+template <typename T, bool Centered>
+__device__ __forceinline__ void add_rmsnorm_row(const T *__restrict__ x, const T *__restrict__ d,
+                                                const T *__restrict__ w, T *__restrict__ sum, T *__restrict__ y,
+                                                int64_t rows, int cols, float eps) {
     int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
@@ -235,9 +236,29 @@ __global__ void add_rmsnorm_centered_fwd(const T *__restrict__ x, const T *__res
     T *sr = sum + row * cols;
     for (int i = lane; i < cols; i += 32) sr[i] = from_f<T>(__fadd_rn(to_f<T>(xr[i]), to_f<T>(dr[i])));
     __syncwarp();
-    float r = 1.f / sqrtf(row_sum_squares(sr, cols, lane) / cols + eps);
+    float ms = row_sum_squares(sr, cols, lane) / cols + eps;
     T *yr = y + row * cols;
-    for (int i = lane; i < cols; i += 32) yr[i] = from_f<T>((to_f<T>(sr[i]) * r) * (1.f + to_f<T>(w[i])));
+    if (Centered) {
+        float r = 1.f / sqrtf(ms);
+        for (int i = lane; i < cols; i += 32) yr[i] = from_f<T>((to_f<T>(sr[i]) * r) * (1.f + to_f<T>(w[i])));
+    } else {
+        float r = rsqrtf(ms);
+        for (int i = lane; i < cols; i += 32) yr[i] = from_f<T>(to_f<T>(w[i]) * rnd<T>(to_f<T>(sr[i]) * r));
+    }
+}
+
+// Qwen3.5's residual add + zero-centred RMSNorm. One warp per row.
+template <typename T>
+__global__ void add_rmsnorm_centered_fwd(const T *__restrict__ x, const T *__restrict__ d, const T *__restrict__ w,
+                                         T *__restrict__ sum, T *__restrict__ y, int64_t rows, int cols, float eps) {
+    add_rmsnorm_row<T, true>(x, d, w, sum, y, rows, cols, eps);
+}
+
+// The dense decoders' residual add + RMSNorm (llama, qwen2, qwen3). One warp per row.
+template <typename T>
+__global__ void add_rmsnorm_fwd(const T *__restrict__ x, const T *__restrict__ d, const T *__restrict__ w,
+                                T *__restrict__ sum, T *__restrict__ y, int64_t rows, int cols, float eps) {
+    add_rmsnorm_row<T, false>(x, d, w, sum, y, rows, cols, eps);
 }
 
 // dx for RMSNorm, and per-block partial sums of dw (f32 [gridDim.x, cols]) reduced afterwards by
@@ -1317,6 +1338,15 @@ int koth_add_rmsnorm_centered_fwd(int dtype, const void *x, const void *d, const
     if (rows == 0) return 0;
     unsigned blocks = (unsigned)((rows + 7) / 8);
     KOTH_DISPATCH(dtype, add_rmsnorm_centered_fwd<T><<<blocks, 256, 0, (cudaStream_t)stream>>>(
+                             (const T *)x, (const T *)d, (const T *)w, (T *)sum, (T *)y, rows, cols, eps));
+    return check(cudaGetLastError());
+}
+
+int koth_add_rmsnorm_fwd(int dtype, const void *x, const void *d, const void *w, void *sum, void *y, int64_t rows,
+                         int cols, float eps, void *stream) {
+    if (rows == 0) return 0;
+    unsigned blocks = (unsigned)((rows + 7) / 8);
+    KOTH_DISPATCH(dtype, add_rmsnorm_fwd<T><<<blocks, 256, 0, (cudaStream_t)stream>>>(
                              (const T *)x, (const T *)d, (const T *)w, (T *)sum, (T *)y, rows, cols, eps));
     return check(cudaGetLastError());
 }

@@ -51,6 +51,9 @@ pub fn add_rms_norm_centered(
 ) -> Result<(Tensor, Tensor)> {
     Err(not_compiled())
 }
+pub fn add_rms_norm(_x: &Tensor, _d: &Tensor, _w: &Tensor, _eps: f32) -> Result<(Tensor, Tensor)> {
+    Err(not_compiled())
+}
 pub fn moe_combine(_y: &Tensor, _w: &Tensor, _pos: &Tensor) -> Result<Tensor> {
     Err(not_compiled())
 }

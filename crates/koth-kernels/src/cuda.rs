@@ -500,10 +500,38 @@ pub fn add_rms_norm_centered(
     w: &Tensor,
     eps: f32,
 ) -> Result<(Tensor, Tensor)> {
+    add_norm(
+        "add_rms_norm_centered",
+        ffi::koth_add_rmsnorm_centered_fwd,
+        x,
+        d,
+        w,
+        eps,
+    )
+}
+
+/// The residual add and the RMSNorm after it (llama, qwen2, qwen3), for scoring, in one pass:
+/// returns `(x + d, rms_norm(x + d, w))`, the sum rounded to the dtype as candle's add rounds it
+/// and the norm exactly as [`rms_norm`] computes it from that sum. No backward.
+pub fn add_rms_norm(x: &Tensor, d: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
+    add_norm("add_rms_norm", ffi::koth_add_rmsnorm_fwd, x, d, w, eps)
+}
+
+type AddNormKernel =
+    unsafe extern "C" fn(c_int, u64, u64, u64, u64, u64, i64, c_int, f32, *mut c_void) -> c_int;
+
+fn add_norm(
+    name: &str,
+    kernel: AddNormKernel,
+    x: &Tensor,
+    d: &Tensor,
+    w: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
     if d.dims() != x.dims() || d.dtype() != x.dtype() || w.dtype() != x.dtype() {
         return Err(msg(format!(
-            "add_rms_norm_centered: x {:?} {:?}, d {:?} {:?}, gain {:?} (expected x and d of one \
-             shape and dtype, the gain of that dtype)",
+            "{name}: x {:?} {:?}, d {:?} {:?}, gain {:?} (expected x and d of one shape and \
+             dtype, the gain of that dtype)",
             x.dims(),
             x.dtype(),
             d.dims(),
@@ -520,7 +548,7 @@ pub fn add_rms_norm_centered(
     // SAFETY: x and d [rows, cols], w [cols], contiguous, one dtype; sum and out fresh, all
     // written.
     let code = unsafe {
-        ffi::koth_add_rmsnorm_centered_fwd(
+        kernel(
             dtype_code(x.dtype())?,
             xa,
             tensor_addr(&d)?.0,
@@ -533,7 +561,7 @@ pub fn add_rms_norm_centered(
             stream,
         )
     };
-    launched("add_rms_norm_centered", code)?;
+    launched(name, code)?;
     Ok((into_tensor(sum, x.dims()), into_tensor(out, x.dims())))
 }
 

@@ -324,6 +324,18 @@ extern "C" {
         eps: f32,
         stream: *mut c_void,
     ) -> c_int;
+    pub fn koth_add_rmsnorm_fwd(
+        dtype: c_int,
+        x: u64,
+        d: u64,
+        w: u64,
+        sum: u64,
+        y: u64,
+        rows: i64,
+        cols: c_int,
+        eps: f32,
+        stream: *mut c_void,
+    ) -> c_int;
     pub fn koth_mem_peak(device: c_int, used_high: *mut u64, reset: c_int) -> c_int;
     pub fn koth_mem_release(device: c_int) -> c_int;
 }

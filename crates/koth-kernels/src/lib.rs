@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | [`attention`] / [`attention_trainable`] | cuDNN fused SDPA (causal, GQA), no `[B,H,T,T]` | cuDNN SDPA backward |
 //! | [`cross_entropy`] / [`cross_entropy_trainable`] | log-sum-exp + target gather in f32 per row of logits | softmax − one-hot, written in place |
-//! | [`rms_norm`] / [`rms_norm_trainable`] | one pass, f32 statistics | dx and a fixed-order dw reduction |
+//! | [`rms_norm`] / [`rms_norm_trainable`] / [`add_rms_norm`] | one pass, f32 statistics (alone, or with the residual add before it) | dx and a fixed-order dw reduction |
 //! | [`norm_rope`] / [`rope_trainable`] | qwen3's q/k RMSNorm and RoPE in one pass | the inverse rotation |
 //! | [`swiglu`] / [`swiglu_trainable`] | silu(gate) · up | both inputs' gradients |
 //! | [`AdamWKernel`] | every parameter's AdamW update in one launch (f32 or model-dtype gradients) | — |

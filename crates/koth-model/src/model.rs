@@ -850,8 +850,21 @@ impl Model {
     ) -> Result<Tensor> {
         let eps = self.config.rms_norm_eps;
         let h = rms_norm(x, &layer.input_norm, eps, path)?;
-        let x = (x + self.attention(&layer.attn, &h, rope, mask, path)?)?;
-        let h = rms_norm(&x, &layer.post_norm, eps, path)?;
+        let attended = self.attention(&layer.attn, &h, rope, mask, path)?;
+        // Scoring on the kernels: the residual add and the norm after it in one pass (bit for bit
+        // the two kernels' result).
+        let fused = path == OpPath::Kernels
+            && koth_kernels::usable(x)
+            && !x.track_op()
+            && !attended.track_op()
+            && !layer.post_norm.track_op();
+        let (x, h) = if fused {
+            koth_kernels::add_rms_norm(x, &attended, &layer.post_norm, eps as f32)?
+        } else {
+            let x = (x + attended)?;
+            let h = rms_norm(&x, &layer.post_norm, eps, path)?;
+            (x, h)
+        };
         let (b, t, hidden) = h.dims3()?;
         let flat = h.reshape((b * t, hidden))?;
         let m = match &layer.ff {
