@@ -4,7 +4,7 @@
 # GPU in the same call (`koth bench … --torch`). Results: $OUT (default ./gpu-out), one JSON line
 # per measurement in $OUT/bench-<UTC date>-<phase>.json (commit them into docs/bench/).
 #
-#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|quick|hybrid-fla|scale|moe-batched]   (default all)
+#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|quick|hybrid-fla|h100|scale|moe-batched]   (default all)
 #
 # `check`: the golden set on CUDA against the CPU, the kernels' gradients against the
 # composites', and a verdict twice on the GPU plus its replay (plain and pooled). `score`: paired
@@ -95,6 +95,27 @@ if [ "$phase" = hybrid-fla ]; then
     timeout 80 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json $args --seq 2048 --iters 3 \
       --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
   done
+fi
+
+if [ "$phase" = h100 ]; then
+  # What an 80 GB H100 checks while no H200 is lent (one call, at most ~9 min): the golden set on
+  # CUDA with this build's kernels, the hybrid's training step with and without activation
+  # checkpointing, and the 30B-A3B shape cut to 12 of its 48 layers (two models fit in 80 GB):
+  # the planner, paired scoring beside transformers, the grouped expert GEMM, two stages.
+  record check timeout 100 python3 scripts/bench/gpu_golden_check.py /tmp/koth
+  for args in "--batch 2" "--batch 4" "--batch 2 --checkpoint off"; do
+    timeout 60 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json $args --seq 2048 --iters 3 \
+      --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+  done
+  cfg=fixtures/bench/qwen3-30b-a3b-12layers.json
+  /tmp/koth model plan --config $cfg --gpus 1 --gpu-mem 79GiB --batch 8 --seq 2048 --json | tee "$OUT/plan-$stamp-30b-a3b-12layers.json"
+  timeout 150 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --device cuda \
+    --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-scale.json"
+  record check timeout 60 env KOTH_MOE_GROUPED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth
+  KOTH_MOE_GROUPED=1 timeout 70 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 \
+    --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
+  timeout 80 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
+    --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
 fi
 
 if [ "$phase" = quick ]; then
