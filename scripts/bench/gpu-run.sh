@@ -147,19 +147,26 @@ if [ "$phase" = pending ]; then
 fi
 
 if [ "$phase" = scale ]; then
-  # docs/SCALE.md's list for one H200: the planner's prediction, one stage beside transformers
-  # (device_map) in the same call, then two virtual stages (bit identity and peak memory).
+  # docs/SCALE.md's list for one H200 (one call, ~9 min): the planner's prediction, one stage
+  # beside transformers in the same call with the experts as cuBLAS grouped GEMMs
+  # (KOTH_MOE_GROUPED=1; transformers' JSON names its own experts backend), then two virtual
+  # stages with the per-expert loop (bit identity and peak memory). Each step's stderr and start
+  # time go to $OUT/scale-$stamp.log.
   cfg=fixtures/bench/qwen3-30b-a3b.json
-  echo "== the MoE golden fixtures on CUDA vs CPU (the router's top-k and the combine run as kernels there)"
-  record check timeout 60 env KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth
-  echo "== Qwen3-30B-A3B shape: the planner, for the batch one stage scores"
-  /tmp/koth model plan --config $cfg --gpus 1 --gpu-mem 139GiB --batch 8 --seq 2048 --json | tee "$OUT/plan-$stamp-30b-a3b.json"
-  echo "== one stage, beside transformers"
-  timeout 280 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --device cuda \
-    --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-scale.json"
-  echo "== two virtual stages on the one GPU"
+  log="$OUT/scale-$stamp.log"
+  step() { echo "== $(date -u +%T) $1" | tee -a "$log"; }
+  step "the MoE golden fixtures on CUDA vs CPU, per-expert loop and grouped GEMM"
+  record check timeout 60 env KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth 2>>"$log"
+  record check timeout 60 env KOTH_MOE_GROUPED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth 2>>"$log"
+  step "Qwen3-30B-A3B shape: the planner, for the batch one stage scores"
+  /tmp/koth model plan --config $cfg --gpus 1 --gpu-mem 139GiB --batch 8 --seq 2048 --json > "$OUT/plan-$stamp-30b-a3b.json" 2>>"$log"
+  step "one stage, grouped expert GEMMs, beside transformers"
+  KOTH_MOE_GROUPED=1 timeout 300 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 \
+    --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-scale.json"
+  step "two virtual stages on the one GPU (per-expert loop)"
   timeout 220 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
-    --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
+    --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-scale.json"
+  step "done"
 fi
 
 if [ "$phase" = moe-batched ]; then

@@ -45,6 +45,18 @@ def delta_rule_path(model):
     return "fla (importable)" if importlib.util.find_spec("fla") else "torch (fla not importable)"
 
 
+def experts_path(model):
+    """transformers' experts backend for a mixture of experts (`eager`, `grouped_mm`, ...): how
+    its expert GEMMs ran. None for dense models or a transformers without the interface."""
+    get = getattr(model, "get_experts_implementation", None)
+    if get is None or getattr(model.config, "num_experts", None) in (None, 0):
+        return None
+    try:
+        return get()
+    except Exception as e:  # the interface changed: say so rather than fail the benchmark
+        return f"unknown ({type(e).__name__})"
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--config", required=True)
@@ -86,6 +98,7 @@ def main():
     print(json.dumps({
         "impl": f"pytorch-eager {torch.__version__} transformers {transformers.__version__}",
         "delta_rule": delta_rule_path(models[0]),
+        "experts": experts_path(models[0]),
         "batch": a.batch, "seq": a.seq, "chunk": a.chunk,
         "median_pair_s": med, "paired_tokens_per_s": tok / med,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
