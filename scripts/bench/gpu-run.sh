@@ -152,14 +152,17 @@ if [ "$phase" = scale ]; then
   # (KOTH_MOE_GROUPED=1; transformers' JSON names its own experts backend), then two virtual
   # stages with the per-expert loop (bit identity and peak memory). Each step's stderr and start
   # time go to $OUT/scale-$stamp.log.
-  cfg=fixtures/bench/qwen3-30b-a3b.json
+  # On an 80 GB H100: KOTH_SCALE_CONFIG=fixtures/bench/qwen3-30b-a3b-12layers.json
+  # KOTH_SCALE_GPU_MEM=79GiB (the shape cut to 12 layers, so that both models fit).
+  cfg=${KOTH_SCALE_CONFIG:-fixtures/bench/qwen3-30b-a3b.json}
+  gpu_mem=${KOTH_SCALE_GPU_MEM:-139GiB}
   log="$OUT/scale-$stamp.log"
   step() { echo "== $(date -u +%T) $1" | tee -a "$log"; }
   # (The per-expert loop's golden check is `check`'s and `h100`'s.)
   step "the MoE golden fixtures on CUDA vs CPU with the grouped GEMM"
   record check timeout 60 env KOTH_MOE_GROUPED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth 2>>"$log"
   step "Qwen3-30B-A3B shape: the planner, for the batch one stage scores"
-  /tmp/koth model plan --config $cfg --gpus 1 --gpu-mem 139GiB --batch 8 --seq 2048 --json > "$OUT/plan-$stamp-30b-a3b.json" 2>>"$log"
+  /tmp/koth model plan --config $cfg --gpus 1 --gpu-mem $gpu_mem --batch 8 --seq 2048 --json > "$OUT/plan-$stamp-$(basename $cfg .json).json" 2>>"$log"
   step "one stage, grouped expert GEMMs, beside transformers"
   KOTH_MOE_GROUPED=1 timeout 300 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 \
     --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-scale.json"
