@@ -17,7 +17,7 @@
 # number (run it before `hybrid`). `scale`: the Qwen3-30B-A3B shape on
 # one GPU (docs/SCALE.md). `hybrid-fla`: the hybrid beside transformers+fla, and its training
 # steps with and without activation checkpointing. `moe-batched`: the experts as padded batched GEMMs (KOTH_MOE_BATCHED=1),
-# then as cuBLAS grouped GEMMs (KOTH_MOE_GROUPED=1).
+# then the per-expert loop (KOTH_MOE_GROUPED=0), beside the default grouped GEMMs of `scale`.
 set -uo pipefail
 phase=${1:-all}
 OUT=${OUT:-gpu-out}
@@ -148,8 +148,8 @@ fi
 
 if [ "$phase" = scale ]; then
   # docs/SCALE.md's list for one H200 (one call, ~9 min): the planner's prediction, one stage
-  # beside transformers in the same call with the experts as cuBLAS grouped GEMMs
-  # (KOTH_MOE_GROUPED=1; transformers' JSON names its own experts backend), then two virtual
+  # beside transformers in the same call with the experts as cuBLAS grouped GEMMs (the default
+  # on CUDA since 2026-12-05; transformers' JSON names its own experts backend), then two virtual
   # stages with the per-expert loop (bit identity and peak memory). Each step's stderr and start
   # time go to $OUT/scale-$stamp.log.
   # On an 80 GB H100: KOTH_SCALE_CONFIG=fixtures/bench/qwen3-30b-a3b-12layers.json
@@ -166,22 +166,21 @@ if [ "$phase" = scale ]; then
   step "one stage, grouped expert GEMMs, beside transformers"
   KOTH_MOE_GROUPED=1 timeout 300 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 \
     --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-scale.json"
-  step "two virtual stages on the one GPU (per-expert loop)"
-  timeout 190 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
+  step "two virtual stages on the one GPU (per-expert loop: no second stacked copy of the experts)"
+  KOTH_MOE_GROUPED=0 timeout 190 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
     --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-scale.json"
   step "done"
 fi
 
 if [ "$phase" = moe-batched ]; then
-  # The experts as batched GEMMs (KOTH_MOE_BATCHED=1, opt-in until this passes): the MoE golden
-  # fixtures on CUDA against the CPU, then the 30B-A3B shape's paired scoring (compare with
-  # `scale`'s one-stage row).
-  record check timeout 90 env KOTH_MOE_BATCHED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth
-  KOTH_MOE_BATCHED=1 timeout 220 /tmp/koth bench score --config fixtures/bench/qwen3-30b-a3b.json --batch 8 \
+  # The alternatives to the default grouped GEMM, for comparison with `scale`'s one-stage row:
+  # the experts as padded batched GEMMs (KOTH_MOE_BATCHED=1 with KOTH_MOE_GROUPED=0; opt-in,
+  # not yet run on a GPU), its golden check first, then the per-expert loop (KOTH_MOE_GROUPED=0).
+  cfg=${KOTH_SCALE_CONFIG:-fixtures/bench/qwen3-30b-a3b.json}
+  record check timeout 90 env KOTH_MOE_GROUPED=0 KOTH_MOE_BATCHED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth
+  KOTH_MOE_GROUPED=0 KOTH_MOE_BATCHED=1 timeout 220 /tmp/koth bench score --config $cfg --batch 8 \
     --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
-  # Then cuBLAS's grouped GEMM (KOTH_MOE_GROUPED=1: no padding), the same check and shape.
-  record check timeout 90 env KOTH_MOE_GROUPED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth
-  KOTH_MOE_GROUPED=1 timeout 220 /tmp/koth bench score --config fixtures/bench/qwen3-30b-a3b.json --batch 8 \
+  KOTH_MOE_GROUPED=0 timeout 220 /tmp/koth bench score --config $cfg --batch 8 \
     --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
 fi
 
