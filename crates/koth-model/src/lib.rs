@@ -35,7 +35,9 @@ pub use config::{
 };
 pub use device::{parse_device, parse_devices, parse_dtype};
 pub use error::{ModelError, Result};
-pub use model::{inspect, Checkpointing, Model, ModelInfo, ScoreOptions, TokenIds};
+pub use model::{
+    inspect, CheckpointOptions, Checkpointing, Model, ModelInfo, ScoreOptions, TokenIds,
+};
 pub use ops::OpPath;
 pub use optim::{clip_grad_norm, global_grad_norm, AdamW, AdamWConfig, StepReport, Trainer};
 pub use pipeline::{Pipeline, Schedule};

@@ -35,7 +35,18 @@ pub fn chunked_nll(
     chunk_bytes: usize,
 ) -> Result<Tensor> {
     let (b, positions, inputs, targets) = predicting_rows(hidden, ids)?;
-    let rows = b * positions;
+    Ok(rows_nll(&inputs, &targets, head, chunk_bytes)?.reshape((b, positions))?)
+}
+
+/// [`chunked_nll`] on rows already flattened: `inputs` [R, H] (final, normalised), `targets`
+/// [R] u32: NLL f32 [R]. Chunks of [`chunk_rows`] rows from the first.
+pub fn rows_nll(
+    inputs: &Tensor,
+    targets: &Tensor,
+    head: &Tensor,
+    chunk_bytes: usize,
+) -> Result<Tensor> {
+    let rows = inputs.dim(0)?;
     let head_t = head.t()?;
     let step = chunk_rows(head.dim(0)?, chunk_bytes);
     let mut parts = Vec::with_capacity(rows.div_ceil(step));
@@ -55,7 +66,12 @@ pub fn chunked_nll(
         parts.push((log_sum - picked)?.squeeze(1)?);
         start += len;
     }
-    Ok(Tensor::cat(&parts, 0)?.reshape((b, positions))?)
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Rows per chunk of [`chunked_nll_kernels`]: model-dtype logits within `chunk_bytes`.
+pub fn kernel_chunk_rows(vocab_size: usize, dtype: DType, chunk_bytes: usize) -> usize {
+    (chunk_bytes / (dtype.size_in_bytes() * vocab_size.max(1))).max(1)
 }
 
 /// [`chunked_nll`] on koth's GPU kernels: each chunk's logits stay in the model dtype (no f32
@@ -69,12 +85,22 @@ pub fn chunked_nll_kernels(
     chunk_bytes: usize,
 ) -> Result<Tensor> {
     let (b, positions, inputs, targets) = predicting_rows(hidden, ids)?;
-    let rows = b * positions;
+    Ok(rows_nll_kernels(&inputs, &targets, head, chunk_bytes)?.reshape((b, positions))?)
+}
+
+/// [`chunked_nll_kernels`] on rows already flattened: `inputs` [R, H], `targets` [R] u32: NLL
+/// f32 [R]. Chunks of [`kernel_chunk_rows`] rows from the first.
+pub fn rows_nll_kernels(
+    inputs: &Tensor,
+    targets: &Tensor,
+    head: &Tensor,
+    chunk_bytes: usize,
+) -> Result<Tensor> {
+    let rows = inputs.dim(0)?;
     let targets = targets.contiguous()?;
     let head_t = head.t()?;
-    let vocab = head.dim(0)?;
-    let step = (chunk_bytes / (hidden.dtype().size_in_bytes() * vocab.max(1))).max(1);
-    let training = hidden.track_op() || head.track_op();
+    let step = kernel_chunk_rows(head.dim(0)?, inputs.dtype(), chunk_bytes);
+    let training = inputs.track_op() || head.track_op();
     let mut parts = Vec::with_capacity(rows.div_ceil(step));
     let mut start = 0;
     while start < rows {
@@ -88,5 +114,5 @@ pub fn chunked_nll_kernels(
         });
         start += len;
     }
-    Ok(Tensor::cat(&parts, 0)?.reshape((b, positions))?)
+    Ok(Tensor::cat(&parts, 0)?)
 }

@@ -21,7 +21,7 @@ mod checkpoint;
 mod explicit;
 mod hybrid;
 
-pub use checkpoint::{Checkpointing, HEAD_SEGMENT_BYTES};
+pub use checkpoint::{CheckpointOptions, Checkpointing};
 
 /// A batch of token ids, `rows` sequences of `cols` tokens, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -825,15 +825,46 @@ impl Model {
         path: OpPath,
         opts: ScoreOptions,
     ) -> Result<Tensor> {
-        let head = self
-            .lm_head
-            .as_ref()
-            .or(self.head_copy.as_ref())
-            .unwrap_or(&self.embed);
+        let head = self.head_weight();
         if path == OpPath::Kernels {
             return crate::loss::chunked_nll_kernels(hidden, ids_t, head, opts.logits_chunk_bytes);
         }
         crate::loss::chunked_nll(hidden, ids_t, head, opts.logits_chunk_bytes)
+    }
+
+    /// [`Model::head_nll`] on rows already flattened: `hidden` [R, H] (final, normalised),
+    /// `targets` [R]: NLL f32 [R], chunked from the first row as [`Model::head_chunk_rows`] says.
+    fn head_rows_nll(
+        &self,
+        hidden: &Tensor,
+        targets: &Tensor,
+        path: OpPath,
+        opts: ScoreOptions,
+    ) -> Result<Tensor> {
+        let head = self.head_weight();
+        if path == OpPath::Kernels {
+            return crate::loss::rows_nll_kernels(hidden, targets, head, opts.logits_chunk_bytes);
+        }
+        crate::loss::rows_nll(hidden, targets, head, opts.logits_chunk_bytes)
+    }
+
+    /// Rows per chunk of the head's logits on `path` (the same chunks whatever rows come first).
+    fn head_chunk_rows(&self, path: OpPath, opts: ScoreOptions) -> usize {
+        let vocab = self.config.vocab_size;
+        if path == OpPath::Kernels {
+            crate::loss::kernel_chunk_rows(vocab, self.dtype, opts.logits_chunk_bytes)
+        } else {
+            crate::loss::chunk_rows(vocab, opts.logits_chunk_bytes)
+        }
+    }
+
+    /// The head matrix [V, H]: `lm_head`, or the tied embeddings (a copy on the last stage's
+    /// device when that is not the embedding's).
+    fn head_weight(&self) -> &Tensor {
+        self.lm_head
+            .as_ref()
+            .or(self.head_copy.as_ref())
+            .unwrap_or(&self.embed)
     }
 
     /// Whether attention runs as one fused kernel on this path (koth-kernels, half precision).
@@ -1043,7 +1074,7 @@ impl Model {
     pub fn loss_and_grads(&self, ids: &TokenIds) -> Result<(f32, Vec<(String, Tensor)>)> {
         let path = self.training_path();
         if self.checkpoints_layers(path, Checkpointing::Auto) {
-            return self.loss_and_grads_checkpointed(ids, path, HEAD_SEGMENT_BYTES);
+            return self.loss_and_grads_checkpointed(ids, path, CheckpointOptions::default());
         }
         self.loss_and_grads_with(ids, path)
     }
@@ -1065,14 +1096,13 @@ impl Model {
     /// [`Model::loss_and_grads_with`] with activation checkpointing by layer: only the residual
     /// stream at each layer boundary is kept through the forward, each layer is recomputed in the
     /// backward. The same gradients up to the order of the sums across layers; one more forward
-    /// per step. The head's backward runs a few sequences at a time, their logits (model dtype)
-    /// within `head_bytes` ([`HEAD_SEGMENT_BYTES`] by default; at least one sequence). An error
-    /// for a model of several stages.
+    /// per step. The head's backward runs a few hundred positions at a time
+    /// ([`CheckpointOptions`]). An error for a model of several stages.
     pub fn loss_and_grads_checkpointed(
         &self,
         ids: &TokenIds,
         path: OpPath,
-        head_bytes: usize,
+        options: CheckpointOptions,
     ) -> Result<(f32, Vec<(String, Tensor)>)> {
         let mut vars = Vec::new();
         let trainable = self.map_tensors(|name, t| {
@@ -1081,7 +1111,7 @@ impl Model {
             vars.push((name.to_owned(), v));
             Ok(tensor)
         })?;
-        let (loss, mut grads) = checkpoint::loss_and_grads(&trainable, ids, path, head_bytes)?;
+        let (loss, mut grads) = checkpoint::loss_and_grads(&trainable, ids, path, options)?;
         let mut out = Vec::with_capacity(vars.len());
         for (name, var) in vars {
             let g = match grads.remove(&var.as_tensor().id()) {
@@ -1100,7 +1130,7 @@ impl Model {
         ids: &TokenIds,
         path: OpPath,
     ) -> Result<(f32, HashMap<candle_core::TensorId, Tensor>)> {
-        checkpoint::loss_and_grads(self, ids, path, HEAD_SEGMENT_BYTES)
+        checkpoint::loss_and_grads(self, ids, path, CheckpointOptions::default())
     }
 
     /// [`Model::loss_and_grads`] through the chosen differentiable path (`Composite` or

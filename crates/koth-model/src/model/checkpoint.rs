@@ -7,8 +7,8 @@
 //! 0.92B hybrid ran out of an 80 GB H100 at two sequences of 2048 tokens. Here the forward runs
 //! layer by layer, keeping only the residual stream at each layer boundary (detached: each
 //! layer's graph is freed as soon as its output exists). The backward then runs the segments in
-//! reverse: the head (a few sequences at a time, so the logits of the whole batch are never
-//! alive), each layer recomputed from its saved input, then the embedding. Each segment's graph
+//! reverse: the head (a few hundred positions at a time, so the logits of the whole batch are
+//! never alive), each layer recomputed from its saved input, then the embedding. Each segment's graph
 //! is differentiated with the incoming gradient as the seed (`sum(out · grad)`, whose gradient
 //! with respect to `out` is exactly `grad`), and the parameters' gradients are summed in f32
 //! across segments (a tied embedding gets the head's and the embedding's).
@@ -56,9 +56,28 @@ impl Checkpointing {
     }
 }
 
-/// The default bound on one head segment's logits (model dtype): the head's backward runs as
-/// many sequences at a time as keep their logits within it, at least one.
-pub const HEAD_SEGMENT_BYTES: usize = 1 << 30;
+/// How the checkpointed backward cuts the head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointOptions {
+    /// The head's own chunking ([`ScoreOptions::logits_chunk_bytes`]); the whole-graph path's
+    /// default keeps the two bit for bit comparable.
+    pub logits_chunk_bytes: usize,
+    /// The bound on one head segment's logits (model dtype): the head's backward runs as many of
+    /// its chunks at a time as fit, at least one. Small by default (256 MiB), because the
+    /// composite cross-entropy's graph holds several f32 copies of its logits (on the CPU a
+    /// 248k vocabulary costs about 20 MB per position), and each segment's graph is freed
+    /// before the next is made.
+    pub head_segment_bytes: usize,
+}
+
+impl Default for CheckpointOptions {
+    fn default() -> Self {
+        Self {
+            logits_chunk_bytes: ScoreOptions::default().logits_chunk_bytes,
+            head_segment_bytes: 256 << 20,
+        }
+    }
+}
 
 /// The per-forward context of the one-stage model's layers.
 enum Context<'m> {
@@ -113,8 +132,9 @@ impl<'m> Segments<'m> {
         }
     }
 
-    /// Final norm and head: per-token NLL f32 [rows, T-1].
-    fn head(&self, x: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    /// Final norm and head on flattened rows: `x` [R, H] of the residual stream, `targets` [R]:
+    /// NLL f32 [R].
+    fn head_rows(&self, x: &Tensor, targets: &Tensor, opts: ScoreOptions) -> Result<Tensor> {
         let hidden = match &self.context {
             Context::Dense { .. } => rms_norm(
                 x,
@@ -124,8 +144,7 @@ impl<'m> Segments<'m> {
             )?,
             Context::Hybrid(_, f) => self.model.hybrid_final_norm(x, f)?,
         };
-        self.model
-            .head_nll(&hidden, ids, self.path, ScoreOptions::default())
+        self.model.head_rows_nll(&hidden, targets, self.path, opts)
     }
 }
 
@@ -174,13 +193,13 @@ fn grad_of(store: &candle_core::backprop::GradStore, x: &Tensor) -> Result<Tenso
 
 /// The mean NLL of `ids` and the f32 gradient of every parameter of `model` that is a training
 /// variable (`Var`), by tensor id, computed segment by segment (module docs), the head's
-/// segments holding at most `head_bytes` of logits (at least one sequence). `model` must be one
-/// stage on one device.
+/// segments holding at most `options.head_segment_bytes` of logits (at least one chunk of the
+/// head's own chunking). `model` must be one stage on one device.
 pub(super) fn loss_and_grads(
     model: &Model,
     ids: &TokenIds,
     path: OpPath,
-    head_bytes: usize,
+    options: CheckpointOptions,
 ) -> Result<(f32, HashMap<TensorId, Tensor>)> {
     if model.placement.len() != 1 {
         return Err(ModelError::Invalid(
@@ -202,33 +221,47 @@ pub(super) fn loss_and_grads(
         inputs.push(out);
     }
 
-    // The head, a few sequences at a time; the seed is the mean's 1/N per token.
+    // The head, a few hundred rows (positions that predict a token) at a time: each segment is
+    // whole chunks of the head's own chunking, so every row's logits come from the same GEMM
+    // as in the whole graph. The seed is the mean's 1/N per token.
     let last = inputs
         .pop()
         .expect("the embedding's output is always there");
-    let per_sequence = (t - 1) * model.config.vocab_size * model.dtype.size_in_bytes();
-    let group = (head_bytes / per_sequence.max(1)).clamp(1, b);
-    let scale = 1.0 / (b * (t - 1)) as f64;
-    let mut nll_parts = Vec::with_capacity(b.div_ceil(group));
-    let mut grad_parts = Vec::with_capacity(b.div_ceil(group));
+    let hidden = last.dim(2)?;
+    let rows = b * (t - 1);
+    let x_rows = last.narrow(1, 0, t - 1)?.reshape((rows, hidden))?;
+    drop(last);
+    let targets = ids_t.narrow(1, 1, t - 1)?.flatten_all()?;
+    let opts = ScoreOptions {
+        logits_chunk_bytes: options.logits_chunk_bytes,
+    };
+    let chunk = model.head_chunk_rows(path, opts);
+    let logits_bytes = chunk * model.config.vocab_size * model.dtype.size_in_bytes();
+    let segment_rows = (options.head_segment_bytes / logits_bytes.max(1)).max(1) * chunk;
+    let scale = 1.0 / rows as f64;
+    let mut nll_parts = Vec::with_capacity(rows.div_ceil(segment_rows));
+    let mut grad_parts = Vec::with_capacity(rows.div_ceil(segment_rows));
     let mut start = 0;
-    while start < b {
-        let rows = group.min(b - start);
-        let x = Var::from_tensor(&last.narrow(0, start, rows)?)?;
-        let nll = segments.head(x.as_tensor(), &ids_t.narrow(0, start, rows)?)?;
+    while start < rows {
+        let len = segment_rows.min(rows - start);
+        let x = Var::from_tensor(&x_rows.narrow(0, start, len)?)?;
+        let nll = segments.head_rows(x.as_tensor(), &targets.narrow(0, start, len)?, opts)?;
         let store = nll.sum_all()?.affine(scale, 0.0)?.backward()?;
         sums.add(&store)?;
         grad_parts.push(grad_of(&store, x.as_tensor())?);
         nll_parts.push(nll.detach());
-        start += rows;
+        start += len;
     }
-    drop(last);
+    drop(x_rows);
     let loss = Tensor::cat(&nll_parts, 0)?
         .mean_all()?
         .to_dtype(DType::F32)?
         .to_scalar::<f32>()?;
     drop(nll_parts);
-    let mut grad = Tensor::cat(&grad_parts, 0)?;
+    // The last position of each sequence predicts nothing: its gradient is zero.
+    let mut grad = Tensor::cat(&grad_parts, 0)?
+        .reshape((b, t - 1, hidden))?
+        .pad_with_zeros(1, 0, 1)?;
     drop(grad_parts);
 
     // Each layer again from its saved input, last to first.
