@@ -11,7 +11,10 @@ use crate::error::Result;
 
 /// The positions that predict a next token, flattened to rows [B*(T-1), H], and their targets
 /// [B*(T-1)]; also B and T-1.
-fn predicting_rows(hidden: &Tensor, ids: &Tensor) -> Result<(usize, usize, Tensor, Tensor)> {
+pub(crate) fn predicting_rows(
+    hidden: &Tensor,
+    ids: &Tensor,
+) -> Result<(usize, usize, Tensor, Tensor)> {
     let (b, t, h) = hidden.dims3()?;
     let positions = t - 1;
     let inputs = hidden

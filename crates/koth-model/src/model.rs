@@ -825,11 +825,10 @@ impl Model {
         path: OpPath,
         opts: ScoreOptions,
     ) -> Result<Tensor> {
-        let head = self.head_weight();
-        if path == OpPath::Kernels {
-            return crate::loss::chunked_nll_kernels(hidden, ids_t, head, opts.logits_chunk_bytes);
-        }
-        crate::loss::chunked_nll(hidden, ids_t, head, opts.logits_chunk_bytes)
+        let (b, positions, rows, targets) = crate::loss::predicting_rows(hidden, ids_t)?;
+        Ok(self
+            .head_rows_nll(&rows, &targets, path, opts)?
+            .reshape((b, positions))?)
     }
 
     /// [`Model::head_nll`] on rows already flattened: `hidden` [R, H] (final, normalised),
