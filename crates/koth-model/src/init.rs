@@ -61,7 +61,7 @@ pub fn init_tensors(
 }
 
 /// [`init_tensors`] with each tensor made on the host and moved to the device `device_of(name)`
-/// names before the next is made (the values do not depend on where a tensor goes).
+/// names as soon as its values are complete (the values do not depend on where a tensor goes).
 pub fn init_tensors_placed<'d>(
     config: &ModelConfig,
     seed: u64,
@@ -70,28 +70,57 @@ pub fn init_tensors_placed<'d>(
 ) -> Result<HashMap<String, Tensor>> {
     let std = config.initializer_range;
     let specs = config.tensor_specs();
-    // Each tensor's values depend only on (seed, name, shape), so they are drawn on several
-    // threads at once (a 30B model's draws take minutes on one core) and moved to their devices
-    // in order on this thread. At most `threads` tensors' values are in host memory at a time.
+    // Each element's value depends only on (seed, name, shape, index): a tensor's stream is
+    // seekable, so the draws are cut into blocks of at most BLOCK elements, drawn and converted
+    // to `dtype` on several threads at once (a 30B model's draws take minutes on one core), a
+    // wave of `threads` blocks at a time. A tensor goes to its device once its last block is
+    // in; host memory holds at most one wave plus the tensors whose blocks are still coming.
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 16);
+    let jobs: Vec<(usize, usize, usize)> = specs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, spec)| {
+            let n: usize = spec.shape.iter().product();
+            (0..n.div_ceil(BLOCK).max(1)).map(move |b| (i, b * BLOCK, BLOCK.min(n - b * BLOCK)))
+        })
+        .collect();
+    let mut pending: HashMap<usize, HostValues> = HashMap::new();
     let mut out = HashMap::new();
-    for group in specs.chunks(threads) {
-        let drawn: Vec<Vec<f32>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = group
+    for wave in jobs.chunks(threads) {
+        let drawn: Vec<HostValues> = std::thread::scope(|scope| {
+            let handles: Vec<_> = wave
                 .iter()
-                .map(|spec| scope.spawn(move || draw(spec, seed, std)))
+                .map(|&(i, start, len)| {
+                    let spec = &specs[i];
+                    scope.spawn(move || {
+                        HostValues::of(draw_range(spec, seed, std, start, len), dtype)
+                    })
+                })
                 .collect();
             handles
                 .into_iter()
                 .map(|h| h.join().expect("an init thread panicked"))
                 .collect()
         });
-        for (spec, values) in group.iter().zip(drawn) {
-            let t = Tensor::from_vec(values, spec.shape.as_slice(), &Device::Cpu)?
-                .to_dtype(dtype)?
+        for (&(i, _, _), values) in wave.iter().zip(drawn) {
+            let spec = &specs[i];
+            let n: usize = spec.shape.iter().product();
+            let values = match pending.remove(&i) {
+                Some(mut sofar) => {
+                    sofar.append(values);
+                    sofar
+                }
+                None => values,
+            };
+            if values.len() < n {
+                pending.insert(i, values);
+                continue;
+            }
+            let t = values
+                .into_tensor(spec.shape.as_slice(), dtype)?
                 .to_device(device_of(&spec.name))?;
             out.insert(spec.name.clone(), t);
         }
@@ -99,24 +128,82 @@ pub fn init_tensors_placed<'d>(
     Ok(out)
 }
 
-/// One tensor's initial values, in f32.
-fn draw(spec: &crate::config::TensorSpec, seed: u64, std: f64) -> Vec<f32> {
-    let n: usize = spec.shape.iter().product();
+/// Elements per block of a tensor's draw: even, so that every block starts on a Box–Muller pair.
+const BLOCK: usize = 1 << 22;
+
+/// A block's values on the host, already in the model's dtype where that is a half type
+/// (rounded as candle's `to_dtype` rounds: to nearest, ties to even).
+enum HostValues {
+    F32(Vec<f32>),
+    BF16(Vec<half::bf16>),
+    F16(Vec<half::f16>),
+}
+
+impl HostValues {
+    fn of(values: Vec<f32>, dtype: DType) -> Self {
+        match dtype {
+            DType::BF16 => Self::BF16(values.into_iter().map(half::bf16::from_f32).collect()),
+            DType::F16 => Self::F16(values.into_iter().map(half::f16::from_f32).collect()),
+            _ => Self::F32(values),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::F32(v) => v.len(),
+            Self::BF16(v) => v.len(),
+            Self::F16(v) => v.len(),
+        }
+    }
+
+    fn append(&mut self, more: Self) {
+        match (self, more) {
+            (Self::F32(a), Self::F32(b)) => a.extend(b),
+            (Self::BF16(a), Self::BF16(b)) => a.extend(b),
+            (Self::F16(a), Self::F16(b)) => a.extend(b),
+            _ => unreachable!("one tensor's blocks share one dtype"),
+        }
+    }
+
+    /// The tensor on the host in `dtype` (f32 values converted by candle for other dtypes).
+    fn into_tensor(self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Ok(match self {
+            Self::F32(v) => Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)?,
+            Self::BF16(v) => Tensor::from_vec(v, shape, &Device::Cpu)?,
+            Self::F16(v) => Tensor::from_vec(v, shape, &Device::Cpu)?,
+        })
+    }
+}
+
+/// Elements `start..start + len` of one tensor's initial values, in f32: exactly the elements
+/// a draw of the whole tensor from its first element gives there (the stream is seeked).
+fn draw_range(
+    spec: &crate::config::TensorSpec,
+    seed: u64,
+    std: f64,
+    start: usize,
+    len: usize,
+) -> Vec<f32> {
     match spec.kind {
         TensorKind::Matrix => {
+            // Each Box–Muller pair takes two u64, four 32-bit words of the stream.
             let mut rng = tensor_rng(seed, &spec.name);
-            standard_normals(&mut rng, n)
+            let skip = start % 2;
+            rng.set_word_pos(4 * (start / 2) as u128);
+            standard_normals(&mut rng, len + skip)
                 .into_iter()
+                .skip(skip)
                 .map(|z| (z * std) as f32)
                 .collect()
         }
-        TensorKind::Norm => vec![1.0; n],
-        TensorKind::Bias | TensorKind::CenteredNorm => vec![0.0; n],
+        TensorKind::Norm => vec![1.0; len],
+        TensorKind::Bias | TensorKind::CenteredNorm => vec![0.0; len],
         TensorKind::LogDecayRate => {
             // transformers: A = uniform(0.01, 16), stored as ln(A) (lower bound away from 0
-            // so that ln(A) stays finite).
+            // so that ln(A) stays finite). One u64, two words, per element.
             let mut rng = tensor_rng(seed, &spec.name);
-            (0..n)
+            rng.set_word_pos(2 * start as u128);
+            (0..len)
                 .map(|_| libm::log(0.01 + (16.0 - 0.01) * unit(&mut rng)) as f32)
                 .collect()
         }
@@ -154,6 +241,81 @@ mod tests {
         }
         let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(digest, PINNED_INIT_DIGEST);
+    }
+
+    /// A block drawn on its own, from any element, equals that slice of the whole tensor's
+    /// draw: the seek lands on the right Box–Muller pair, odd starts included.
+    #[test]
+    fn seeked_blocks_equal_the_whole_draw() {
+        use crate::config::TensorSpec;
+        for kind in [TensorKind::Matrix, TensorKind::LogDecayRate] {
+            let spec = TensorSpec {
+                name: "model.layers.0.x".into(),
+                shape: vec![3, 1001],
+                kind,
+            };
+            let whole = draw_range(&spec, 9, 0.02, 0, 3003);
+            for (start, len) in [(0, 1), (1, 1), (2, 7), (7, 100), (1000, 2003), (3002, 1)] {
+                assert_eq!(
+                    draw_range(&spec, 9, 0.02, start, len),
+                    whole[start..start + len],
+                    "{kind:?} {start}+{len}"
+                );
+            }
+        }
+    }
+
+    /// Half-precision models get the f32 draw rounded as candle's `to_dtype` rounds it, and a
+    /// tensor of several blocks is the same as one drawn whole.
+    #[test]
+    fn half_precision_and_multi_block_tensors_equal_the_f32_draw_converted() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/hf-golden/qwen3-tiny/config.json"
+        );
+        let mut config = ModelConfig::from_file(std::path::Path::new(path)).unwrap();
+        // A vocabulary whose embedding spans three blocks.
+        config.vocab_size = (2 * BLOCK + 12_345) / config.hidden_size + 1;
+        let spec = config
+            .tensor_specs()
+            .into_iter()
+            .find(|s| s.name == "model.embed_tokens.weight")
+            .unwrap();
+        let n: usize = spec.shape.iter().product();
+        assert!(n > 2 * BLOCK);
+        let f32s = init_tensors(&config, 3, DType::F32, &Device::Cpu).unwrap();
+        let whole = draw_range(&spec, 3, config.initializer_range, 0, n);
+        let got = f32s[&spec.name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(
+            got == whole,
+            "the blocked embedding differs from one whole draw"
+        );
+        for dtype in [DType::BF16, DType::F16] {
+            let half = init_tensors(&config, 3, dtype, &Device::Cpu).unwrap();
+            for (name, t) in &half {
+                let want = f32s[name].to_dtype(dtype).unwrap();
+                let same = t
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    == want
+                        .to_dtype(DType::F32)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap();
+                assert!(same, "{dtype:?} {name}");
+                assert_eq!(t.dtype(), dtype);
+            }
+        }
     }
 
     const PINNED_INIT_DIGEST: &str =
