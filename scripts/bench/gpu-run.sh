@@ -101,8 +101,7 @@ if [ "$phase" = h100 ]; then
   # What an 80 GB H100 checks while no H200 is lent (one call, at most ~9 min): the golden set on
   # CUDA with this build's kernels, the hybrid's training step with and without activation
   # checkpointing, and the 30B-A3B shape cut to 12 of its 48 layers (two models fit in 80 GB):
-  # the planner, paired scoring beside transformers, the per-expert loop, two stages. (Its 10:19
-  # run on 2026-12-05 timed the per-expert loop, then the default, beside transformers.)
+  # the planner, paired scoring beside transformers, the per-expert loop, two stages.
   record check timeout 100 python3 scripts/bench/gpu_golden_check.py /tmp/koth
   for args in "--batch 2" "--batch 4" "--batch 2 --checkpoint off"; do
     timeout 60 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json $args --seq 2048 --iters 3 \
