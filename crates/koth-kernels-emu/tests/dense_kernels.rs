@@ -167,20 +167,7 @@ fn rms_norm_forward_and_backward_match_the_composite() {
     let dy = uniform(&mut rng, rows * cols, -1.0, 1.0);
     for dtype in [DType::F32, DType::BF16] {
         let got = run_typed(dtype, &[&x, &w], rows * cols, |code, p, out| {
-            // SAFETY: x, out [rows, cols], w [cols]; no rstd wanted.
-            unsafe {
-                ffi::koth_rmsnorm_fwd(
-                    code,
-                    p[0],
-                    p[1],
-                    out,
-                    0,
-                    rows as i64,
-                    cols as i32,
-                    eps,
-                    null_mut(),
-                )
-            }
+            rmsnorm_fwd(code, p, out, rows, cols, eps)
         });
         let want = rms_norm(
             &cpu(&x, &[rows, cols], dtype),

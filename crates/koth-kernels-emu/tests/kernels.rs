@@ -505,19 +505,7 @@ fn gated_and_centred_norms_match_the_cpu_ops() {
         assert_same_rounding("gated rmsnorm", &got, &host(&want), dtype);
 
         let got = run_typed(dtype, &[&x, &w], rows * cols, |code, p, out| {
-            // SAFETY: x, out [rows, cols] and w [cols] of the dtype `code` names.
-            unsafe {
-                ffi::koth_rmsnorm_centered_fwd(
-                    code,
-                    p[0],
-                    p[1],
-                    out,
-                    rows as i64,
-                    cols as i32,
-                    eps,
-                    null_mut(),
-                )
-            }
+            rmsnorm_centered_fwd(code, p, out, rows, cols, eps)
         });
         let want = centered_rms_norm(
             &cpu(&x, &[rows, cols], dtype),
@@ -770,21 +758,7 @@ fn residual_add_and_centred_norm_match_the_two_steps() {
     check_add_norm(
         "add + centred rmsnorm",
         ffi::koth_add_rmsnorm_centered_fwd,
-        |code, p, out, rows, cols, eps| {
-            // SAFETY: the sum and out [rows, cols], w [cols].
-            unsafe {
-                ffi::koth_rmsnorm_centered_fwd(
-                    code,
-                    p[0],
-                    p[1],
-                    out,
-                    rows as i64,
-                    cols as i32,
-                    eps,
-                    null_mut(),
-                )
-            }
-        },
+        rmsnorm_centered_fwd,
         centered_rms_norm,
     );
 }
@@ -794,22 +768,7 @@ fn residual_add_and_plain_norm_match_the_two_steps() {
     check_add_norm(
         "add + rmsnorm",
         ffi::koth_add_rmsnorm_fwd,
-        |code, p, out, rows, cols, eps| {
-            // SAFETY: the sum and out [rows, cols], w [cols]; no rstd kept.
-            unsafe {
-                ffi::koth_rmsnorm_fwd(
-                    code,
-                    p[0],
-                    p[1],
-                    out,
-                    0,
-                    rows as i64,
-                    cols as i32,
-                    eps,
-                    null_mut(),
-                )
-            }
-        },
+        rmsnorm_fwd,
         rms_norm,
     );
 }

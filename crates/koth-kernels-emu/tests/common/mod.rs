@@ -3,7 +3,9 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
-use koth_kernels_emu::{BF16, F32};
+use std::ptr::null_mut;
+
+use koth_kernels_emu::{ffi, BF16, F32};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -122,5 +124,49 @@ pub fn assert_same_rounding(what: &str, got: &[f32], want: &[f32], dtype: DType)
             (a - r).abs() <= r.abs() * ulp + 1e-7,
             "{what} {dtype:?} element {i}: kernel {a}, CPU {r}"
         );
+    }
+}
+
+/// `rmsnorm_fwd` on `[x, w]` (`p`) into `out` ([rows, cols] of `code`'s dtype), keeping no
+/// reciprocal RMS: a `run_typed` launch.
+pub fn rmsnorm_fwd(code: i32, p: &[u64], out: u64, rows: usize, cols: usize, eps: f32) -> i32 {
+    // SAFETY: x and out [rows, cols], w [cols], of `code`'s dtype (the caller's run_typed
+    // buffers); a null rstd is not written.
+    unsafe {
+        ffi::koth_rmsnorm_fwd(
+            code,
+            p[0],
+            p[1],
+            out,
+            0,
+            rows as i64,
+            cols as i32,
+            eps,
+            null_mut(),
+        )
+    }
+}
+
+/// `rmsnorm_centered_fwd` on `[x, w]` (`p`) into `out`: a `run_typed` launch.
+pub fn rmsnorm_centered_fwd(
+    code: i32,
+    p: &[u64],
+    out: u64,
+    rows: usize,
+    cols: usize,
+    eps: f32,
+) -> i32 {
+    // SAFETY: x and out [rows, cols], w [cols], of `code`'s dtype.
+    unsafe {
+        ffi::koth_rmsnorm_centered_fwd(
+            code,
+            p[0],
+            p[1],
+            out,
+            rows as i64,
+            cols as i32,
+            eps,
+            null_mut(),
+        )
     }
 }
