@@ -24,6 +24,14 @@ pub(crate) fn predicting_rows(
     Ok((b, positions, inputs, targets))
 }
 
+/// `rows` cut into consecutive `(start, len)` pieces of `step` rows (the last may be shorter).
+pub(crate) fn row_chunks(rows: usize, step: usize) -> impl Iterator<Item = (usize, usize)> {
+    let step = step.max(1);
+    (0..rows)
+        .step_by(step)
+        .map(move |s| (s, step.min(rows - s)))
+}
+
 /// Rows of logits per chunk so that one chunk of f32 logits stays under `chunk_bytes`.
 pub fn chunk_rows(vocab_size: usize, chunk_bytes: usize) -> usize {
     (chunk_bytes / (4 * vocab_size.max(1))).max(1)
@@ -53,9 +61,7 @@ pub fn rows_nll(
     let head_t = head.t()?;
     let step = chunk_rows(head.dim(0)?, chunk_bytes);
     let mut parts = Vec::with_capacity(rows.div_ceil(step));
-    let mut start = 0;
-    while start < rows {
-        let len = step.min(rows - start);
+    for (start, len) in row_chunks(rows, step) {
         // Logits in the model dtype (as transformers computes them), reduced in f32.
         let logits = inputs
             .narrow(0, start, len)?
@@ -67,7 +73,6 @@ pub fn rows_nll(
         let target = targets.narrow(0, start, len)?.unsqueeze(1)?.contiguous()?;
         let picked = shifted.gather(&target, 1)?;
         parts.push((log_sum - picked)?.squeeze(1)?);
-        start += len;
     }
     Ok(Tensor::cat(&parts, 0)?)
 }
@@ -105,9 +110,7 @@ pub fn rows_nll_kernels(
     let step = kernel_chunk_rows(head.dim(0)?, inputs.dtype(), chunk_bytes);
     let training = inputs.track_op() || head.track_op();
     let mut parts = Vec::with_capacity(rows.div_ceil(step));
-    let mut start = 0;
-    while start < rows {
-        let len = step.min(rows - start);
+    for (start, len) in row_chunks(rows, step) {
         let logits = inputs.narrow(0, start, len)?.matmul(&head_t)?;
         let target = targets.narrow(0, start, len)?;
         parts.push(if training {
@@ -115,7 +118,6 @@ pub fn rows_nll_kernels(
         } else {
             koth_kernels::cross_entropy(&logits, &target)?
         });
-        start += len;
     }
     Ok(Tensor::cat(&parts, 0)?)
 }

@@ -21,6 +21,7 @@ mod checkpoint;
 mod explicit;
 mod hybrid;
 
+pub(crate) use checkpoint::take_grad;
 pub use checkpoint::{CheckpointOptions, Checkpointing};
 
 /// A batch of token ids, `rows` sequences of `cols` tokens, row-major.
@@ -786,13 +787,7 @@ impl Model {
             }
             Some(x) => transfer(&x, device)?,
         };
-        let rope = Rope::new(c.rope_theta, c.head_dim, t, self.dtype, device)?;
-        // The additive mask only serves the unfused attention.
-        let mask = if self.fused_attention(path) {
-            None
-        } else {
-            Some(causal_mask(t, device)?)
-        };
+        let (rope, mask) = self.rope_and_mask(t, path, device)?;
         for layer in &self.layers[stage.layers.clone()] {
             x = self.layer_forward(layer, &x, &rope, mask.as_ref(), path)?;
         }
@@ -805,6 +800,24 @@ impl Model {
             None => ids.to_tensor(device)?,
         };
         self.head_nll(&hidden, &ids_t, path, opts)
+    }
+
+    /// A dense decoder's rotary tables for `t` positions and, for the unfused attention only,
+    /// the additive causal mask, on `device`.
+    fn rope_and_mask(
+        &self,
+        t: usize,
+        path: OpPath,
+        device: &Device,
+    ) -> Result<(Rope, Option<Tensor>)> {
+        let c = &self.config;
+        let rope = Rope::new(c.rope_theta, c.head_dim, t, self.dtype, device)?;
+        let mask = if self.fused_attention(path) {
+            None
+        } else {
+            Some(causal_mask(t, device)?)
+        };
+        Ok((rope, mask))
     }
 
     /// The embeddings of `ids` [B, T]: the residual stream [B, T, hidden] entering layer 0.
@@ -1103,6 +1116,18 @@ impl Model {
         path: OpPath,
         options: CheckpointOptions,
     ) -> Result<(f32, Vec<(String, Tensor)>)> {
+        let (trainable, vars) = self.trainable_copy()?;
+        let (loss, mut grads) = checkpoint::loss_and_grads(&trainable, ids, path, options)?;
+        let out = vars
+            .into_iter()
+            .map(|(name, var)| Ok((name, checkpoint::take_grad(&mut grads, &var)?)))
+            .collect::<Result<_>>()?;
+        Ok((loss, out))
+    }
+
+    /// A copy of the model whose parameters are training variables, and the variables under
+    /// their Hugging Face names.
+    fn trainable_copy(&self) -> Result<(Model, Vec<(String, candle_core::Var)>)> {
         let mut vars = Vec::new();
         let trainable = self.map_tensors(|name, t| {
             let v = candle_core::Var::from_tensor(t)?;
@@ -1110,16 +1135,7 @@ impl Model {
             vars.push((name.to_owned(), v));
             Ok(tensor)
         })?;
-        let (loss, mut grads) = checkpoint::loss_and_grads(&trainable, ids, path, options)?;
-        let mut out = Vec::with_capacity(vars.len());
-        for (name, var) in vars {
-            let g = match grads.remove(&var.as_tensor().id()) {
-                Some(g) => g,
-                None => var.as_tensor().zeros_like()?.to_dtype(DType::F32)?,
-            };
-            out.push((name, g));
-        }
-        Ok((loss, out))
+        Ok((trainable, vars))
     }
 
     /// The checkpointed backward of a model whose parameters are training variables: the loss
@@ -1143,13 +1159,7 @@ impl Model {
         if self.trains_explicitly(path) {
             return self.loss_and_grads_explicit(ids);
         }
-        let mut vars = Vec::new();
-        let trainable = self.map_tensors(|name, t| {
-            let v = candle_core::Var::from_tensor(t)?;
-            let tensor = v.as_tensor().clone();
-            vars.push((name.to_owned(), v));
-            Ok(tensor)
-        })?;
+        let (trainable, vars) = self.trainable_copy()?;
         let loss = trainable.loss_with(ids, path)?;
         let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         let grads = loss.backward()?;

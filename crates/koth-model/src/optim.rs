@@ -12,7 +12,7 @@
 use candle_core::{DType, Tensor, Var};
 
 use crate::error::{ModelError, Result};
-use crate::model::{Checkpointing, Model, TokenIds};
+use crate::model::{take_grad, Checkpointing, Model, TokenIds};
 
 /// AdamW hyper-parameters (defaults: torch.optim.AdamW's).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -350,6 +350,18 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f32> {
     Ok(norm)
 }
 
+/// `value` when it is a finite loss, else the error a training step ends with.
+fn finite_loss(value: f32) -> Result<f32> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(ModelError::NonFinite {
+            what: "loss".into(),
+            value: value as f64,
+        })
+    }
+}
+
 /// What one training step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepReport {
@@ -419,42 +431,25 @@ impl Trainer {
     }
 
     fn loss_and_grads(&self, ids: &TokenIds) -> Result<(f32, Vec<Tensor>)> {
-        if self.model.trains_explicitly(self.model.training_path()) {
+        let path = self.model.training_path();
+        if self.model.trains_explicitly(path) {
             let (value, grads) = self.model.loss_and_grads_explicit(ids)?;
-            if !value.is_finite() {
-                return Err(ModelError::NonFinite {
-                    what: "loss".into(),
-                    value: value as f64,
-                });
-            }
+            let value = finite_loss(value)?;
             return Ok((value, grads.into_iter().map(|(_, g)| g).collect()));
         }
         if self.checkpoints_layers() {
-            let (value, mut grads) = self.model.grads_by_layer(ids, self.model.training_path())?;
-            if !value.is_finite() {
-                return Err(ModelError::NonFinite {
-                    what: "loss".into(),
-                    value: value as f64,
-                });
-            }
+            let (value, mut grads) = self.model.grads_by_layer(ids, path)?;
+            let value = finite_loss(value)?;
             let grads = self
                 .vars
                 .iter()
-                .map(|v| match grads.remove(&v.as_tensor().id()) {
-                    Some(g) => Ok(g),
-                    None => Ok(Tensor::zeros(v.dims(), DType::F32, v.device())?),
-                })
+                .map(|v| take_grad(&mut grads, v))
                 .collect::<Result<Vec<_>>>()?;
             return Ok((value, grads));
         }
         let loss = self.model.loss(ids)?;
-        let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        if !value.is_finite() {
-            return Err(ModelError::NonFinite {
-                what: "loss".into(),
-                value: value as f64,
-            });
-        }
+        // Checked before the backward, which a non-finite loss would waste.
+        let value = finite_loss(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?)?;
         let store = loss.backward()?;
         let grads = self
             .vars

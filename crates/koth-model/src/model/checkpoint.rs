@@ -24,8 +24,9 @@ use candle_core::{DType, Tensor, TensorId, Var};
 use super::hybrid::{HybridForward, HybridStack};
 use super::{Layer, Model};
 use crate::error::{ModelError, Result};
+use crate::loss::row_chunks;
 use crate::model::TokenIds;
-use crate::ops::{causal_mask, rms_norm, OpPath, Rope};
+use crate::ops::{rms_norm, OpPath, Rope};
 use crate::ScoreOptions;
 
 /// Whether the training step recomputes each layer's forward in the backward (see the module
@@ -97,13 +98,7 @@ impl<'m> Segments<'m> {
         let context = match &model.hybrid {
             Some(stack) => Context::Hybrid(stack, model.hybrid_forward(t, path)?),
             None => {
-                let c = &model.config;
-                let rope = Rope::new(c.rope_theta, c.head_dim, t, model.dtype, &model.device)?;
-                let mask = if model.fused_attention(path) {
-                    None
-                } else {
-                    Some(causal_mask(t, &model.device)?)
-                };
+                let (rope, mask) = model.rope_and_mask(t, path, &model.device)?;
                 Context::Dense { rope, mask }
             }
         };
@@ -183,6 +178,14 @@ fn seeded(out: &Tensor, grad: &Tensor) -> Result<Tensor> {
     Ok((out * grad)?.sum_all()?)
 }
 
+/// `var`'s f32 gradient out of `grads` (by tensor id), or zeros when nothing depended on it.
+pub(crate) fn take_grad(grads: &mut HashMap<TensorId, Tensor>, var: &Var) -> Result<Tensor> {
+    match grads.remove(&var.as_tensor().id()) {
+        Some(g) => Ok(g),
+        None => Ok(var.as_tensor().zeros_like()?.to_dtype(DType::F32)?),
+    }
+}
+
 /// The gradient `store` holds for `x`, or zeros when nothing downstream depended on it.
 fn grad_of(store: &candle_core::backprop::GradStore, x: &Tensor) -> Result<Tensor> {
     match store.get(x) {
@@ -241,16 +244,13 @@ pub(super) fn loss_and_grads(
     let scale = 1.0 / rows as f64;
     let mut nll_parts = Vec::with_capacity(rows.div_ceil(segment_rows));
     let mut grad_parts = Vec::with_capacity(rows.div_ceil(segment_rows));
-    let mut start = 0;
-    while start < rows {
-        let len = segment_rows.min(rows - start);
+    for (start, len) in row_chunks(rows, segment_rows) {
         let x = Var::from_tensor(&x_rows.narrow(0, start, len)?)?;
         let nll = segments.head_rows(x.as_tensor(), &targets.narrow(0, start, len)?, opts)?;
         let store = nll.sum_all()?.affine(scale, 0.0)?.backward()?;
         sums.add(&store)?;
         grad_parts.push(grad_of(&store, x.as_tensor())?);
         nll_parts.push(nll.detach());
-        start += len;
     }
     drop(x_rows);
     let loss = Tensor::cat(&nll_parts, 0)?
