@@ -8,15 +8,6 @@ use koth_model::{
     AdamWConfig, CheckpointOptions, Checkpointing, DType, Device, Model, OpPath, Trainer,
 };
 
-const ALL: [&str; 6] = [
-    "llama-tiny",
-    "qwen2-tiny",
-    "qwen3-tiny",
-    "qwen3moe-tiny",
-    "qwen35-tiny",
-    "qwen35moe-tiny",
-];
-
 /// max |a − b| / max |b| over one tensor.
 fn max_rel(a: &[f32], b: &[f32]) -> f64 {
     let scale = b.iter().map(|x| x.abs() as f64).fold(0.0, f64::max);
@@ -34,7 +25,7 @@ fn max_rel(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn checkpointed_gradients_equal_the_whole_graphs() {
-    for name in ALL {
+    for name in FAMILIES.into_iter().chain(HYBRIDS) {
         let model = Model::load(&golden_dir(name), DType::F32, &Device::Cpu).unwrap();
         let exp = expected(name);
         let (loss, whole) = model

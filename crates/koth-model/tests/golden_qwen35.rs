@@ -8,8 +8,6 @@ mod common;
 use common::*;
 use koth_model::{DType, Device, Model, OpPath, ScoreOptions};
 
-const HYBRIDS: [&str; 2] = ["qwen35-tiny", "qwen35moe-tiny"];
-
 fn max_abs_diff(got: &[f32], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len());
     got.iter()

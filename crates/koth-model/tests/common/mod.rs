@@ -7,6 +7,9 @@ use koth_model::{ModelConfig, Tensor, TokenIds};
 
 pub const FAMILIES: [&str; 4] = ["llama-tiny", "qwen2-tiny", "qwen3-tiny", "qwen3moe-tiny"];
 
+/// The Qwen3.5 hybrids of the golden set (scripts/fixtures/make_qwen35_golden.py).
+pub const HYBRIDS: [&str; 2] = ["qwen35-tiny", "qwen35moe-tiny"];
+
 /// The golden checkpoints made with transformers (see fixtures/hf-golden/README.md).
 pub fn golden_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
