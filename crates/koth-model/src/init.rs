@@ -283,37 +283,26 @@ mod tests {
             .unwrap();
         let n: usize = spec.shape.iter().product();
         assert!(n > 2 * BLOCK);
+        let values = |t: &Tensor| -> Vec<f32> {
+            t.to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
         let f32s = init_tensors(&config, 3, DType::F32, &Device::Cpu).unwrap();
         let whole = draw_range(&spec, 3, config.initializer_range, 0, n);
-        let got = f32s[&spec.name]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
         assert!(
-            got == whole,
+            values(&f32s[&spec.name]) == whole,
             "the blocked embedding differs from one whole draw"
         );
         for dtype in [DType::BF16, DType::F16] {
             let half = init_tensors(&config, 3, dtype, &Device::Cpu).unwrap();
             for (name, t) in &half {
-                let want = f32s[name].to_dtype(dtype).unwrap();
-                let same = t
-                    .to_dtype(DType::F32)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    == want
-                        .to_dtype(DType::F32)
-                        .unwrap()
-                        .flatten_all()
-                        .unwrap()
-                        .to_vec1::<f32>()
-                        .unwrap();
-                assert!(same, "{dtype:?} {name}");
                 assert_eq!(t.dtype(), dtype);
+                let want = f32s[name].to_dtype(dtype).unwrap();
+                assert!(values(t) == values(&want), "{dtype:?} {name}");
             }
         }
     }
