@@ -4,7 +4,7 @@
 # GPU in the same call (`koth bench … --torch`). Results: $OUT (default ./gpu-out), one JSON line
 # per measurement in $OUT/bench-<UTC date>-<phase>.json (commit them into docs/bench/).
 #
-#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|quick|hybrid-fla|h100|scale|moe-batched]   (default all)
+#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|quick|hybrid-fla|h100|h200|h200-refresh|scale|moe-batched]   (default all)
 #
 # `check`: the golden set on CUDA against the CPU, the kernels' gradients against the
 # composites', and a verdict twice on the GPU plus its replay (plain and pooled). `score`: paired
@@ -183,6 +183,55 @@ if [ "$phase" = moe-batched ]; then
     --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
   KOTH_MOE_GROUPED=0 timeout 220 /tmp/koth bench score --config $cfg --batch 8 \
     --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
+fi
+
+if [ "$phase" = h200 ]; then
+  # What the H200 still owed after 2026-12-05's H100 calls (one call, at most ~9.5 min), most
+  # needed first: the Qwen3-1.7B shape paired beside PyTorch (issue 14), the hybrid beside
+  # transformers on fla's kernels (issue 20), then the hybrid's checkpointed training step at
+  # B=4 and, with 139 GB, the whole graph at B=2.
+  log="$OUT/h200-$stamp.log"
+  step() { echo "== $(date -u +%T) $1" | tee -a "$log"; }
+  step "Qwen3-1.7B shape, paired, beside PyTorch"
+  timeout 200 /tmp/koth bench score --config fixtures/bench/qwen3-1.7b.json --batch 8 --seq 2048 --iters 3 \
+    --warmup 1 --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-score.json"
+  step "Qwen3.5 0.92B, paired, beside transformers on fla's kernels"
+  if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site .whl/fla_core-*.whl .whl/flash_linear_attention-*.whl 2>>"$log" &&
+      PYTHONPATH=/tmp/fla-site timeout 240 /tmp/koth bench score --config fixtures/bench/qwen3.5-1b.json --batch 8 \
+        --seq 2048 --iters 3 --warmup 2 --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-hybrid.json"
+  fi
+  for args in "--batch 4" "--batch 2 --checkpoint off"; do
+    step "Qwen3.5 0.92B training step $args"
+    timeout 70 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json $args --seq 2048 --iters 3 \
+      --warmup 1 --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+  done
+  step "done"
+fi
+
+if [ "$phase" = h200-refresh ]; then
+  # The H200's correctness checks and the 0.6B rows again with this build (one call, at most
+  # ~9.5 min), most needed first: a verdict twice plus its replay, the golden set, the
+  # gradients, then the 0.6B paired / pooled / long-window scores and the B=4 and B=8 steps.
+  log="$OUT/h200-refresh-$stamp.log"
+  step() { echo "== $(date -u +%T) $1" | tee -a "$log"; }
+  step "a verdict twice on the GPU, then koth duel replay"
+  record check timeout 120 bash scripts/bench/gpu_duel_determinism.sh /tmp/koth "$OUT" 2>>"$log"
+  step "golden set: CUDA vs CPU"
+  record check timeout 120 python3 scripts/bench/gpu_golden_check.py /tmp/koth 2>>"$log"
+  step "gradients: kernels vs composite"
+  record check timeout 60 python3 scripts/bench/gpu_grads_check.py /tmp/koth 2>>"$log"
+  step "0.6B paired, pooled and long-window scores beside PyTorch"
+  for args in "--batch 8 --seq 2048" "--batch 8 --seq 2048 --reuse-king" "--batch 2 --seq 8192"; do
+    timeout 60 /tmp/koth bench score --config fixtures/bench/qwen3-0.6b.json $args --iters 5 --warmup 2 \
+      --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-score.json"
+  done
+  step "0.6B training steps beside PyTorch"
+  for b in 4 8; do
+    timeout 60 /tmp/koth bench train --config fixtures/bench/qwen3-0.6b.json --batch $b --seq 2048 --iters 5 \
+      --warmup 2 --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-train.json"
+  done
+  step "done"
 fi
 
 if [ "$phase" = train ] || [ "$phase" = all ]; then
