@@ -4,7 +4,7 @@
 # GPU in the same call (`koth bench … --torch`). Results: $OUT (default ./gpu-out), one JSON line
 # per measurement in $OUT/bench-<UTC date>-<phase>.json (commit them into docs/bench/).
 #
-#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|quick|hybrid-fla|h100|h200|h200-refresh|scale|moe-batched]   (default all)
+#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|quick|hybrid-fla|h100|h200|h200-refresh|verify|scale|moe-batched]   (default all)
 #
 # `check`: the golden set on CUDA against the CPU, the kernels' gradients against the
 # composites', and a verdict twice on the GPU plus its replay (plain and pooled). `score`: paired
@@ -231,6 +231,25 @@ if [ "$phase" = h200-refresh ]; then
     timeout 60 /tmp/koth bench train --config fixtures/bench/qwen3-0.6b.json --batch $b --seq 2048 --iters 5 \
       --warmup 2 --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-train.json"
   done
+  step "done"
+fi
+
+if [ "$phase" = verify ]; then
+  # This build's training paths on any GPU (one call, at most ~7 min): training steps on CUDA
+  # against the CPU for every golden family (the MoE and hybrids checkpointed by layer on CUDA,
+  # the whole graph on the CPU), the 0.92B hybrid's checkpointed step at B=2 and B=4 (its head
+  # in segments across sequences), then a verdict twice plus its replay.
+  log="$OUT/verify-$stamp.log"
+  step() { echo "== $(date -u +%T) $1" | tee -a "$log"; }
+  step "training steps, CUDA vs CPU, every golden family"
+  record check timeout 180 python3 scripts/bench/gpu_train_check.py /tmp/koth 2>>"$log"
+  for b in 2 4; do
+    step "Qwen3.5 0.92B training step, B=$b, checkpointed"
+    timeout 70 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch $b --seq 2048 --iters 3 \
+      --warmup 1 --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+  done
+  step "a verdict twice on the GPU, then koth duel replay"
+  record check timeout 120 bash scripts/bench/gpu_duel_determinism.sh /tmp/koth "$OUT" 2>>"$log"
   step "done"
 fi
 
