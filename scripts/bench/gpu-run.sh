@@ -111,11 +111,11 @@ if [ "$phase" = h100 ]; then
   /tmp/koth model plan --config $cfg --gpus 1 --gpu-mem 79GiB --batch 8 --seq 2048 --json | tee "$OUT/plan-$stamp-30b-a3b-12layers.json"
   timeout 150 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --device cuda \
     --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-scale.json"
-  # The per-expert loop for comparison (the default is the grouped GEMM), and two stages with
-  # it (grouped GEMMs would stack a second copy of the experts for the placed models).
+  # The per-expert loop for comparison (the default is the grouped GEMM), then two stages on
+  # the default (the placed models share the one-stage models' stacked experts).
   KOTH_MOE_GROUPED=0 timeout 150 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 \
     --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
-  KOTH_MOE_GROUPED=0 timeout 150 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
+  timeout 150 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
     --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-scale.json"
 fi
 
@@ -151,7 +151,8 @@ if [ "$phase" = scale ]; then
   # docs/SCALE.md's list for one H200 (one call, ~9 min): the planner's prediction, one stage
   # beside transformers in the same call with the experts as cuBLAS grouped GEMMs (the default
   # on CUDA since 2026-12-05; transformers' JSON names its own experts backend), then two virtual
-  # stages with the per-expert loop (bit identity and peak memory). Each step's stderr and start
+  # stages (bit identity and peak memory; since 2026-12-05 14:00 they share the one-stage
+  # models' stacked experts, so the grouped GEMMs serve there too). Each step's stderr and start
   # time go to $OUT/scale-$stamp.log.
   # On an 80 GB H100: KOTH_SCALE_CONFIG=fixtures/bench/qwen3-30b-a3b-12layers.json
   # KOTH_SCALE_GPU_MEM=79GiB (the shape cut to 12 layers, so that both models fit).
@@ -167,8 +168,8 @@ if [ "$phase" = scale ]; then
   step "one stage, grouped expert GEMMs, beside transformers"
   KOTH_MOE_GROUPED=1 timeout 300 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 \
     --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-scale.json"
-  step "two virtual stages on the one GPU (per-expert loop: no second stacked copy of the experts)"
-  KOTH_MOE_GROUPED=0 timeout 190 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
+  step "two virtual stages on the one GPU (grouped GEMMs; the stages share the stacked experts)"
+  timeout 190 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
     --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-scale.json"
   step "done"
 fi

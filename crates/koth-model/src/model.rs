@@ -445,7 +445,7 @@ impl Model {
         check_tensor_shapes(&config, &tensors)?;
         let (dtype, device) = common_dtype_device(&tensors, "model.embed_tokens.weight")?;
         let placement = Placement::single(device, config.num_hidden_layers);
-        Self::assemble(config, tensors, dtype, placement)
+        Self::assemble(config, tensors, dtype, placement, None)
     }
 
     /// Build a model from exactly the tensors `config.tensor_specs()` names (shapes checked),
@@ -454,14 +454,25 @@ impl Model {
     /// Qwen3.5 hybrids take only a one-stage placement.
     pub fn from_tensors_placed(
         config: ModelConfig,
+        tensors: HashMap<String, Tensor>,
+        placement: Placement,
+    ) -> Result<Self> {
+        Self::from_tensors_placed_reusing(config, tensors, placement, None)
+    }
+
+    /// [`Model::from_tensors_placed`], keeping the assembled blocks of `reuse`'s layers that stay
+    /// on their device (for [`Model::place`]).
+    fn from_tensors_placed_reusing(
+        config: ModelConfig,
         mut tensors: HashMap<String, Tensor>,
         placement: Placement,
+        reuse: Option<&[Layer]>,
     ) -> Result<Self> {
         check_placement_layers(&placement, &config)?;
         for (name, t) in tensors.iter_mut() {
             *t = transfer(t, placement.device_of(name))?;
         }
-        if placement.len() == 1 {
+        if placement.len() == 1 && (reuse.is_none() || config.hybrid.is_some()) {
             return Self::from_tensors(config, tensors);
         }
         if config.hybrid.is_some() {
@@ -473,15 +484,18 @@ impl Model {
         }
         check_tensor_shapes(&config, &tensors)?;
         let dtype = common_dtype(&tensors, "model.embed_tokens.weight")?;
-        Self::assemble(config, tensors, dtype, placement)
+        Self::assemble(config, tensors, dtype, placement, reuse)
     }
 
-    /// The network from checked tensors, each already on its stage's device.
+    /// The network from checked tensors, each already on its stage's device. A layer of `reuse`
+    /// already on its stage's device is kept as it is (its tensors are the same ones), so that
+    /// re-placing a model does not stack a mixture of experts' weights a second time.
     fn assemble(
         config: ModelConfig,
         mut tensors: HashMap<String, Tensor>,
         dtype: DType,
         placement: Placement,
+        reuse: Option<&[Layer]>,
     ) -> Result<Self> {
         let device = placement.first_device().clone();
         let mut take = Take { map: &mut tensors };
@@ -489,6 +503,18 @@ impl Model {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
+            let norm_name = format!("{p}.input_layernorm.weight");
+            let kept = reuse.and_then(|r| r.get(i)).filter(|l| {
+                l.input_norm
+                    .device()
+                    .same_device(placement.device_of(&norm_name))
+            });
+            if let Some(layer) = kept {
+                let prefix = format!("{p}.");
+                take.map.retain(|name, _| !name.starts_with(&prefix));
+                layers.push(layer.clone());
+                continue;
+            }
             let a = format!("{p}.self_attn");
             let attn = Attention {
                 q: take.linear(&format!("{a}.q_proj"), config.qkv_bias)?,
@@ -577,10 +603,15 @@ impl Model {
     /// or shared where it already is).
     pub fn place(&self, placement: Placement) -> Result<Self> {
         let tensors = self.named_tensors().into_iter().collect();
-        Ok(
-            Self::from_tensors_placed(self.config.clone(), tensors, placement)?
-                .with_pipeline(self.pipeline),
-        )
+        // Layers that stay on their device keep their blocks: on CUDA a mixture of experts'
+        // stacked weights are not stacked again (a second copy of every expert).
+        Ok(Self::from_tensors_placed_reusing(
+            self.config.clone(),
+            tensors,
+            placement,
+            Some(&self.layers),
+        )?
+        .with_pipeline(self.pipeline))
     }
 
     /// Where the parameters live.
@@ -1347,8 +1378,8 @@ fn moe_forward(moe: &SparseMoe, x: &Tensor, path: OpPath) -> Result<Tensor> {
 /// Whether MoE scoring on CUDA stacks the experts for batched GEMMs: only with
 /// `KOTH_MOE_BATCHED=1` (read once) until it has been measured and checked on a GPU
 /// (`scripts/bench/gpu-run.sh scale`). Off, each expert runs its own GEMMs, as before.
-/// Stacking happens when a model is assembled, so a model placed from another's tensors (`koth
-/// bench score --stages N`) would stack a second copy: leave it off there.
+/// Stacking happens when a model is assembled; [`Model::place`] keeps the stacks of the layers
+/// that stay on their device.
 fn batched_experts_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("KOTH_MOE_BATCHED").is_ok_and(|v| v == "1"))
@@ -1367,8 +1398,8 @@ enum ExpertGemms<'a> {
 /// an H100 at the Qwen3-30B-A3B shape (12 layers, B=8, T=2048): 1.13× transformers' grouped_mm,
 /// where the per-expert loop was 0.67×; it passes the golden set on CUDA (docs/SCALE.md). It
 /// takes precedence over `KOTH_MOE_BATCHED=1`; both stack the experts when a model is
-/// assembled on CUDA, so a model placed from another's tensors (`koth bench score --stages N`)
-/// stacks a second copy: turn it off there when memory is short.
+/// assembled on CUDA ([`Model::place`] keeps the stacks of the layers that stay on their
+/// device, so `koth bench score --stages N` makes no second copy).
 fn grouped_experts_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("KOTH_MOE_GROUPED").map_or(true, |v| v != "0"))
@@ -1491,6 +1522,64 @@ mod tests {
                     "{dtype:?} element {i}: stacked {a}, per expert {b}"
                 );
             }
+        }
+    }
+
+    /// Re-placing a model keeps the blocks of the layers that stay on their device: a mixture of
+    /// experts' stacked weights are the same tensors, not a second stack (on CUDA each would be
+    /// a second copy of every expert), and the placed model scores bit for bit as the original.
+    #[test]
+    fn place_keeps_stacked_experts_of_layers_that_stay() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/hf-golden/qwen3moe-tiny/config.json");
+        let config = ModelConfig::from_file(&dir).unwrap();
+        let mut model = Model::init(&config, 7, DType::F32, &Device::Cpu).unwrap();
+        // On the CPU nothing is stacked by default: stack every block as CUDA scoring does.
+        for layer in &mut model.layers {
+            if let FeedForward::Sparse(moe) = &layer.ff {
+                let stacked = SparseMoe::assemble(
+                    moe.router.clone(),
+                    moe.experts.clone(),
+                    moe.top_k,
+                    moe.norm_topk_prob,
+                    true,
+                )
+                .unwrap();
+                layer.ff = FeedForward::Sparse(stacked);
+            }
+        }
+        let stacks = |m: &Model| -> Vec<Option<candle_core::TensorId>> {
+            m.layers
+                .iter()
+                .map(|l| match &l.ff {
+                    FeedForward::Sparse(moe) => moe.stacked.as_ref().map(|s| s.gate.id()),
+                    FeedForward::Dense(_) => None,
+                })
+                .collect()
+        };
+        let before = stacks(&model);
+        assert!(
+            before.iter().any(Option::is_some),
+            "the fixture has MoE layers"
+        );
+        let layers = config.num_hidden_layers;
+        for devices in [vec![Device::Cpu], vec![Device::Cpu, Device::Cpu]] {
+            let placed = model
+                .place(Placement::even(layers, &devices).unwrap())
+                .unwrap();
+            assert_eq!(placed.placement().len(), devices.len());
+            assert_eq!(stacks(&placed), before, "{} stage(s)", devices.len());
+            let ids = TokenIds::new(vec![1, 5, 9, 2, 7, 3, 4, 4, 8, 0, 6, 1], 2, 6).unwrap();
+            let opts = ScoreOptions::default();
+            let pipeline = Pipeline::default();
+            let want = model
+                .sequence_losses_with(&ids, OpPath::Fused, opts, &pipeline)
+                .unwrap();
+            let got = placed
+                .sequence_losses_with(&ids, OpPath::Fused, opts, &pipeline)
+                .unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{} stage(s)", devices.len());
         }
     }
 
