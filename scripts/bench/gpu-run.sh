@@ -236,15 +236,20 @@ if [ "$phase" = h200-refresh ]; then
 fi
 
 if [ "$phase" = verify ]; then
-  # This build's training paths on any GPU (one call, at most ~7 min): training steps on CUDA
-  # against the CPU for every golden family (the MoE and hybrids checkpointed by layer on CUDA,
-  # the whole graph on the CPU), the 0.92B hybrid's checkpointed step at B=2 and B=4 (its head
-  # in segments across sequences), then a verdict twice plus its replay.
+  # This build's training paths and placement on any GPU (one call, at most ~7.5 min), most
+  # needed first: training steps on CUDA against the CPU for every golden family (the MoE and
+  # hybrids checkpointed by layer on CUDA, the whole graph on the CPU); two virtual stages of
+  # the 30B-A3B shape cut to 12 layers on the default grouped GEMMs (the stages share the
+  # one-stage models' stacked experts); the 0.92B hybrid's checkpointed step at B=4 and B=2
+  # (its head in segments across sequences); then a verdict twice plus its replay.
   log="$OUT/verify-$stamp.log"
   step() { echo "== $(date -u +%T) $1" | tee -a "$log"; }
   step "training steps, CUDA vs CPU, every golden family"
   record check timeout 180 python3 scripts/bench/gpu_train_check.py /tmp/koth 2>>"$log"
-  for b in 2 4; do
+  step "30B-A3B shape at 12 layers, two virtual stages, grouped GEMMs"
+  timeout 150 /tmp/koth bench score --config fixtures/bench/qwen3-30b-a3b-12layers.json --batch 8 --seq 2048 \
+    --iters 3 --warmup 1 --stages 2 --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-scale.json"
+  for b in 4 2; do
     step "Qwen3.5 0.92B training step, B=$b, checkpointed"
     timeout 70 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch $b --seq 2048 --iters 3 \
       --warmup 1 --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-hybrid-train.json"
