@@ -39,7 +39,10 @@ for r in rows:
     v = (r.get("gpu__time_duration.sum") or "").replace(",", "")
     if not v.replace(".", "", 1).isdigit():
         continue
-    name = r["Kernel Name"].replace("(anonymous namespace)::", "")
+    # koth's kernels are demangled as "void <unnamed>::rmsnorm_bwd<…>(…)": strip the return
+    # type and the namespace before cutting at the template or argument list.
+    name = r["Kernel Name"].replace("(anonymous namespace)::", "").replace("<unnamed>::", "")
+    name = re.sub(r"^void ", "", name)
     fam = re.sub(r"\(.*", "", re.sub(r"<.*", "", name))[:90] or name[:90]
     tot[fam] += float(v); cnt[fam] += 1
 total = sum(tot.values())
