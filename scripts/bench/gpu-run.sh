@@ -4,7 +4,7 @@
 # GPU in the same call (`koth bench … --torch`). Results: $OUT (default ./gpu-out), one JSON line
 # per measurement in $OUT/bench-<UTC date>-<phase>.json (commit them into docs/bench/).
 #
-#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|quick|hybrid-fla|h100|h200|h200-refresh|verify|scale|moe-batched]   (default all)
+#   scripts/bench/gpu-run.sh [check|score|hybrid|train|all|pending|quick|hybrid-fla|h100|h200|h200-refresh|verify|train-ab|scale|moe-batched]   (default all)
 #
 # `check`: the golden set on CUDA against the CPU, the kernels' gradients against the
 # composites', and a verdict twice on the GPU plus its replay (plain and pooled). `score`: paired
@@ -257,6 +257,20 @@ if [ "$phase" = verify ]; then
   step "a verdict twice on the GPU, then koth duel replay"
   record check timeout 120 bash scripts/bench/gpu_duel_determinism.sh /tmp/koth "$OUT" 2>>"$log"
   step "done"
+fi
+
+if [ "$phase" = train-ab ]; then
+  # The 0.6B training step with this build beside a former build carried as .dist/old/koth.xz
+  # (one call, ~4 min): B=4 and B=8, each with PyTorch in the same call, then the training-step
+  # check against the CPU for every golden family with this build.
+  python3 -c "import lzma,shutil;shutil.copyfileobj(lzma.open('.dist/old/koth.xz'),open('/tmp/koth-old','wb'))" && chmod +x /tmp/koth-old
+  for b in 4 8; do
+    timeout 90 /tmp/koth bench train --config fixtures/bench/qwen3-0.6b.json --batch $b --seq 2048 --iters 5 \
+      --warmup 2 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-train.json"
+    timeout 60 /tmp/koth-old bench train --config fixtures/bench/qwen3-0.6b.json --batch $b --seq 2048 --iters 5 \
+      --warmup 2 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-train-old.json"
+  done
+  record check timeout 150 python3 scripts/bench/gpu_train_check.py /tmp/koth
 fi
 
 if [ "$phase" = train ] || [ "$phase" = all ]; then
