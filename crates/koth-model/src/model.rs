@@ -1226,24 +1226,12 @@ impl Model {
     /// (differentiated locally) elsewhere. An error for a mixture of experts, a hybrid or a
     /// model split across devices ([`Model::has_explicit_backward`]).
     pub fn loss_and_grads_explicit(&self, ids: &TokenIds) -> Result<(f32, Vec<(String, Tensor)>)> {
-        let (loss, grads) = self.loss_and_grads_explicit_native(ids)?;
+        let (loss, grads) = explicit::loss_and_grads(self, ids)?;
         let grads = grads
             .into_iter()
             .map(|(name, g)| Ok((name, g.to_dtype(DType::F32)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok((loss, grads))
-    }
-
-    /// [`Model::loss_and_grads_explicit`] with each gradient in the dtype the backward made it
-    /// in (the model's; a tied embedding's two uses summed in f32), for consumers that read
-    /// half-precision gradients themselves: the trainer's multi-tensor norm and AdamW kernels.
-    /// An f32 copy of every gradient would only cost them: on the Qwen3-0.6B shape it wrote
-    /// 2.4 GB per step and took 9.6% of a B=4 step's kernel time (an H100 profile, 2026-12-05).
-    pub(crate) fn loss_and_grads_explicit_native(
-        &self,
-        ids: &TokenIds,
-    ) -> Result<(f32, Vec<(String, Tensor)>)> {
-        explicit::loss_and_grads(self, ids)
     }
 }
 

@@ -371,13 +371,6 @@ pub struct StepReport {
     pub grad_norm: f32,
 }
 
-/// The dtype [`Trainer`] asks its gradients in.
-#[derive(Clone, Copy)]
-enum GradDtype {
-    F32,
-    AsMade,
-}
-
 /// A model whose parameters are training variables, with its AdamW state.
 pub struct Trainer {
     model: Model,
@@ -433,19 +426,14 @@ impl Trainer {
 
     /// Loss and f32 gradients of the current weights, by parameter name, without updating.
     pub fn gradients(&self, ids: &TokenIds) -> Result<(f32, Vec<(String, Tensor)>)> {
-        let (loss, grads) = self.loss_and_grads(ids, GradDtype::F32)?;
+        let (loss, grads) = self.loss_and_grads(ids)?;
         Ok((loss, self.names.iter().cloned().zip(grads).collect()))
     }
 
-    /// The loss and every variable's gradient, in f32 or, from the hand-written backward, as it
-    /// made them (`GradDtype::AsMade`: the model dtype, a tied embedding's sum in f32).
-    fn loss_and_grads(&self, ids: &TokenIds, dtype: GradDtype) -> Result<(f32, Vec<Tensor>)> {
+    fn loss_and_grads(&self, ids: &TokenIds) -> Result<(f32, Vec<Tensor>)> {
         let path = self.model.training_path();
         if self.model.trains_explicitly(path) {
-            let (value, grads) = match dtype {
-                GradDtype::F32 => self.model.loss_and_grads_explicit(ids)?,
-                GradDtype::AsMade => self.model.loss_and_grads_explicit_native(ids)?,
-            };
+            let (value, grads) = self.model.loss_and_grads_explicit(ids)?;
             let value = finite_loss(value)?;
             return Ok((value, grads.into_iter().map(|(_, g)| g).collect()));
         }
@@ -536,7 +524,7 @@ impl Trainer {
         if AdamW::uses_kernel(&self.vars) {
             return self.step_kernels(ids, lr);
         }
-        let (loss, mut grads) = self.loss_and_grads(ids, GradDtype::F32)?;
+        let (loss, mut grads) = self.loss_and_grads(ids)?;
         let grad_norm = match self.opt.config.max_grad_norm {
             Some(max) => {
                 let norm = global_grad_norm(&grads)?;
@@ -560,8 +548,7 @@ impl Trainer {
     /// [`Trainer::step`] on the GPU: the gradient norm in one device reduction and one read-back,
     /// clipping folded into the multi-tensor AdamW launch as a scale.
     fn step_kernels(&mut self, ids: &TokenIds, lr: f64) -> Result<StepReport> {
-        // The norm and AdamW kernels read half-precision gradients as they are.
-        let (loss, grads) = self.loss_and_grads(ids, GradDtype::AsMade)?;
+        let (loss, grads) = self.loss_and_grads(ids)?;
         let grad_norm = device_grad_norm(&grads)?;
         if !grad_norm.is_finite() {
             return Err(ModelError::NonFinite {
