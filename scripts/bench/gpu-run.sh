@@ -39,6 +39,25 @@ record() { # phase: append stdout JSON lines of the command to the phase's file
   local rc=${PIPESTATUS[0]}
   [ "$rc" = 0 ] || { echo "FAILED (rc=$rc): $*"; status=1; }
 }
+# Each step's start time, into the phase's log (which also takes the steps' stderr).
+log="$OUT/$phase-$stamp.log"
+step() { echo "== $(date -u +%T) $1" | tee -a "$log"; }
+# The 0.92B hybrid's paired score beside transformers on flash-linear-attention's Triton kernels,
+# when they are carried as wheels (.whl/, docs/GPU.md); the reference's JSON names the delta rule
+# it bound. fla compiles its kernels on first use: 240 s (140 s was too little on 2026-12-05).
+fla_score() {
+  ls .whl/fla_core-*.whl >/dev/null 2>&1 || return 0
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site \
+    .whl/fla_core-*.whl .whl/flash_linear_attention-*.whl 2>>"$log" &&
+    PYTHONPATH=/tmp/fla-site timeout 240 /tmp/koth bench score --config fixtures/bench/qwen3.5-1b.json --batch 8 \
+      --seq 2048 --iters 3 --warmup 2 --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-hybrid.json"
+}
+# hybrid_train LIMIT ARGS…: one `bench train` of the 0.92B hybrid at T=2048 with ARGS (batch,
+# --checkpoint), cut at LIMIT seconds.
+hybrid_train() {
+  timeout "$1" /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json "${@:2}" --seq 2048 --iters 3 \
+    --warmup 1 --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+}
 
 if [ "$phase" = check ] || [ "$phase" = all ]; then
   echo "== golden set: CUDA (koth's kernels) vs CPU, f32 and bf16"
@@ -67,33 +86,20 @@ if [ "$phase" = hybrid ] || [ "$phase" = all ]; then
   echo "== Qwen3.5-shaped 0.92B: paired scoring beside transformers on its pure-torch delta rule"
   timeout 150 /tmp/koth bench score --config fixtures/bench/qwen3.5-1b.json --batch 8 --seq 2048 --iters 3 \
     --warmup 2 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-hybrid.json"
-  # With flash-linear-attention carried as wheels (.whl/, see docs/GPU.md), transformers takes
-  # fla's Triton kernels instead; the reference's JSON says which ("delta_rule"). fla compiles
-  # its kernels on first use: give it 240 s (140 s was too little on 2026-12-05).
-  if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site .whl/fla_core-*.whl .whl/flash_linear_attention-*.whl &&
-      PYTHONPATH=/tmp/fla-site timeout 240 /tmp/koth bench score --config fixtures/bench/qwen3.5-1b.json --batch 8 \
-        --seq 2048 --iters 3 --warmup 2 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-hybrid.json"
-  fi
+  echo "== the same beside transformers on fla's kernels, when carried"
+  fla_score
   echo "== Qwen3.5 0.92B training step: the chunked composite, then the delta-rule backward kernel (B=2, T=2048)"
-  timeout 80 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch 2 --seq 2048 --iters 3 \
-    --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
-  KOTH_GDR_BACKWARD=kernel timeout 80 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch 2 \
-    --seq 2048 --iters 3 --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+  hybrid_train 80 --batch 2
+  KOTH_GDR_BACKWARD=kernel hybrid_train 80 --batch 2
 fi
 
 if [ "$phase" = hybrid-fla ]; then
   # For one call (~8 min): the hybrid's paired score beside transformers on fla's kernels (the
   # stronger reference), then its training step with activation checkpointing by layer (the
   # default on CUDA) at B=2 and B=4, and at B=2 with the whole graph kept (--checkpoint off).
-  if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site .whl/fla_core-*.whl .whl/flash_linear_attention-*.whl &&
-      PYTHONPATH=/tmp/fla-site timeout 240 /tmp/koth bench score --config fixtures/bench/qwen3.5-1b.json --batch 8 \
-        --seq 2048 --iters 3 --warmup 2 --device cuda --dtype bf16 --torch --json | tee -a "$OUT/bench-$stamp-hybrid.json"
-  fi
+  fla_score
   for args in "--batch 2" "--batch 4" "--batch 2 --checkpoint off"; do
-    timeout 80 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json $args --seq 2048 --iters 3 \
-      --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+    hybrid_train 80 $args
   done
 fi
 
@@ -104,8 +110,7 @@ if [ "$phase" = h100 ]; then
   # the planner, paired scoring beside transformers, the per-expert loop, two stages.
   record check timeout 100 python3 scripts/bench/gpu_golden_check.py /tmp/koth
   for args in "--batch 2" "--batch 4" "--batch 2 --checkpoint off"; do
-    timeout 60 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json $args --seq 2048 --iters 3 \
-      --warmup 1 --device cuda --dtype bf16 --json | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+    hybrid_train 60 $args
   done
   cfg=fixtures/bench/qwen3-30b-a3b-12layers.json
   /tmp/koth model plan --config $cfg --gpus 1 --gpu-mem 79GiB --batch 8 --seq 2048 --json | tee "$OUT/plan-$stamp-30b-a3b-12layers.json"
@@ -158,8 +163,6 @@ if [ "$phase" = scale ]; then
   # KOTH_SCALE_GPU_MEM=79GiB (the shape cut to 12 layers, so that both models fit).
   cfg=${KOTH_SCALE_CONFIG:-fixtures/bench/qwen3-30b-a3b.json}
   gpu_mem=${KOTH_SCALE_GPU_MEM:-139GiB}
-  log="$OUT/scale-$stamp.log"
-  step() { echo "== $(date -u +%T) $1" | tee -a "$log"; }
   # (The per-expert loop's golden check is `check`'s and `h100`'s.)
   step "the MoE golden fixtures on CUDA vs CPU with the grouped GEMM"
   record check timeout 60 env KOTH_MOE_GROUPED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth 2>>"$log"
@@ -191,21 +194,14 @@ if [ "$phase" = h200 ]; then
   # needed first: the Qwen3-1.7B shape paired beside PyTorch (issue 14), the hybrid beside
   # transformers on fla's kernels (issue 20), then the hybrid's checkpointed training step at
   # B=4 and, with 139 GB, the whole graph at B=2.
-  log="$OUT/h200-$stamp.log"
-  step() { echo "== $(date -u +%T) $1" | tee -a "$log"; }
   step "Qwen3-1.7B shape, paired, beside PyTorch"
   timeout 200 /tmp/koth bench score --config fixtures/bench/qwen3-1.7b.json --batch 8 --seq 2048 --iters 3 \
     --warmup 1 --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-score.json"
   step "Qwen3.5 0.92B, paired, beside transformers on fla's kernels"
-  if ls .whl/fla_core-*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site .whl/fla_core-*.whl .whl/flash_linear_attention-*.whl 2>>"$log" &&
-      PYTHONPATH=/tmp/fla-site timeout 240 /tmp/koth bench score --config fixtures/bench/qwen3.5-1b.json --batch 8 \
-        --seq 2048 --iters 3 --warmup 2 --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-hybrid.json"
-  fi
+  fla_score
   for args in "--batch 4" "--batch 2 --checkpoint off"; do
     step "Qwen3.5 0.92B training step $args"
-    timeout 70 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json $args --seq 2048 --iters 3 \
-      --warmup 1 --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+    hybrid_train 70 $args
   done
   step "done"
 fi
@@ -214,8 +210,6 @@ if [ "$phase" = h200-refresh ]; then
   # The H200's correctness checks and the 0.6B rows again with this build (one call, at most
   # ~9.5 min), most needed first: a verdict twice plus its replay, the golden set, the
   # gradients, then the 0.6B paired / pooled / long-window scores and the B=4 and B=8 steps.
-  log="$OUT/h200-refresh-$stamp.log"
-  step() { echo "== $(date -u +%T) $1" | tee -a "$log"; }
   step "a verdict twice on the GPU, then koth duel replay"
   record check timeout 120 bash scripts/bench/gpu_duel_determinism.sh /tmp/koth "$OUT" 2>>"$log"
   step "golden set: CUDA vs CPU"
@@ -242,8 +236,6 @@ if [ "$phase" = verify ]; then
   # the 30B-A3B shape cut to 12 layers on the default grouped GEMMs (the stages share the
   # one-stage models' stacked experts); the 0.92B hybrid's checkpointed step at B=4 and B=2
   # (its head in segments across sequences); then a verdict twice plus its replay.
-  log="$OUT/verify-$stamp.log"
-  step() { echo "== $(date -u +%T) $1" | tee -a "$log"; }
   step "training steps, CUDA vs CPU, every golden family"
   record check timeout 180 python3 scripts/bench/gpu_train_check.py /tmp/koth 2>>"$log"
   step "30B-A3B shape at 12 layers, two virtual stages, grouped GEMMs"
@@ -251,8 +243,7 @@ if [ "$phase" = verify ]; then
     --iters 3 --warmup 1 --stages 2 --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-scale.json"
   for b in 4 2; do
     step "Qwen3.5 0.92B training step, B=$b, checkpointed"
-    timeout 70 /tmp/koth bench train --config fixtures/bench/qwen3.5-1b.json --batch $b --seq 2048 --iters 3 \
-      --warmup 1 --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-hybrid-train.json"
+    hybrid_train 70 --batch $b
   done
   step "a verdict twice on the GPU, then koth duel replay"
   record check timeout 120 bash scripts/bench/gpu_duel_determinism.sh /tmp/koth "$OUT" 2>>"$log"
