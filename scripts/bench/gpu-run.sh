@@ -153,12 +153,13 @@ if [ "$phase" = pending ]; then
 fi
 
 if [ "$phase" = scale ]; then
-  # docs/SCALE.md's list for one H200 (one call, ~9 min): the planner's prediction, one stage
-  # beside transformers in the same call with the experts as cuBLAS grouped GEMMs (the default
-  # on CUDA since 2026-12-05; transformers' JSON names its own experts backend), then two virtual
-  # stages (bit identity and peak memory; since 2026-12-05 14:00 they share the one-stage
-  # models' stacked experts, so the grouped GEMMs serve there too). Each step's stderr and start
-  # time go to $OUT/scale-$stamp.log.
+  # docs/SCALE.md's list for one H200 (one call, ~9 min): the planner's prediction, then one
+  # draw of the pair placed as two virtual stages on the one GPU, which `bench score` times both
+  # ways (the placed models and, sharing their tensors, the one-stage models: `one_stage` in the
+  # JSON), checks bit for bit against each other, and follows with transformers in the same call.
+  # The experts run as cuBLAS grouped GEMMs (the default on CUDA; transformers' JSON names its
+  # own experts backend). Drawing the 48-layer pair once instead of twice saves minutes. Each
+  # step's stderr and start time go to $OUT/scale-$stamp.log.
   # On an 80 GB H100: KOTH_SCALE_CONFIG=fixtures/bench/qwen3-30b-a3b-12layers.json
   # KOTH_SCALE_GPU_MEM=79GiB (the shape cut to 12 layers, so that both models fit).
   cfg=${KOTH_SCALE_CONFIG:-fixtures/bench/qwen3-30b-a3b.json}
@@ -168,12 +169,9 @@ if [ "$phase" = scale ]; then
   record check timeout 60 env KOTH_MOE_GROUPED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth 2>>"$log"
   step "Qwen3-30B-A3B shape: the planner, for the batch one stage scores"
   /tmp/koth model plan --config $cfg --gpus 1 --gpu-mem $gpu_mem --batch 8 --seq 2048 --json > "$OUT/plan-$stamp-$(basename $cfg .json).json" 2>>"$log"
-  step "one stage, grouped expert GEMMs, beside transformers"
-  KOTH_MOE_GROUPED=1 timeout 300 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 \
+  step "two virtual stages and one stage from one draw (grouped GEMMs, shared tensors), then transformers"
+  timeout 500 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
     --device cuda --dtype bf16 --torch --json 2>>"$log" | tee -a "$OUT/bench-$stamp-scale.json"
-  step "two virtual stages on the one GPU (grouped GEMMs; the stages share the stacked experts)"
-  timeout 190 /tmp/koth bench score --config $cfg --batch 8 --seq 2048 --iters 3 --warmup 1 --stages 2 \
-    --device cuda --dtype bf16 --json 2>>"$log" | tee -a "$OUT/bench-$stamp-scale.json"
   step "done"
 fi
 

@@ -615,6 +615,12 @@ fn a_device_list_splits_the_model_into_stages_with_the_same_losses() {
     assert_eq!(r["micro_batch"], 1, "{r}");
     assert_eq!(r["bit_identical_to_one_stage"], true, "{r}");
     assert_eq!(r["schedule"], "sequential", "{r}");
+    // The same draw timed as one stage too, so a 30B pair is drawn once for both rows.
+    assert!(
+        r["one_stage"]["tokens_per_s"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    assert!(r["init_s"].as_f64().unwrap() > 0.0, "{r}");
     let r = bench(&[
         "--stages",
         "2",
@@ -627,6 +633,7 @@ fn a_device_list_splits_the_model_into_stages_with_the_same_losses() {
     assert_eq!(r["bit_identical_to_one_stage"], true, "{r}");
     let r = bench(&["--device", "cpu,cpu,cpu,cpu"]);
     assert_eq!(r["stages"], 2, "{r}");
+    assert!(r.get("one_stage").is_none(), "{r}");
     let e = fails(&[
         "bench",
         "score",

@@ -147,6 +147,14 @@ struct Report {
     /// (whether the micro-batch size changes the kernels' results).
     #[serde(skip_serializing_if = "Option::is_none")]
     equal_to_whole_batch: Option<bool>,
+    /// `--stages` > 1 on one device: the same models (the same tensors) as one stage each,
+    /// timed and their peak read in the same run, so that one draw of the weights gives both
+    /// rows (drawing a 30B pair takes minutes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    one_stage: Option<OneStageReport>,
+    /// Seconds spent drawing and placing the random-weight models, before any timing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_s: Option<f64>,
     /// `bench train`: whether each layer was recomputed in the backward (activation
     /// checkpointing) rather than the whole forward graph kept.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,6 +275,16 @@ fn torch_args(a: &CommonArgs) -> Vec<String> {
     ]
 }
 
+/// The one-stage models' timing beside a placed run's (`--stages` > 1 on one device).
+#[derive(Serialize)]
+struct OneStageReport {
+    median_s: f64,
+    tokens_per_s: f64,
+    peak_mem_gib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speedup_vs_torch: Option<f64>,
+}
+
 /// What a scoring run adds to the report.
 #[derive(Default)]
 struct Staging {
@@ -276,6 +294,9 @@ struct Staging {
     schedule: Option<String>,
     bit_identical_to_one_stage: Option<bool>,
     equal_to_whole_batch: Option<bool>,
+    /// The one-stage pair's sorted iteration times and peaks.
+    one_stage: Option<(Vec<f64>, Vec<u64>)>,
+    init_s: Option<f64>,
     checkpointed_layers: Option<bool>,
     steps: Vec<StepReport>,
 }
@@ -297,6 +318,16 @@ fn report(
         t.get("paired_tokens_per_s")
             .or_else(|| t.get("tokens_per_s"))
             .and_then(|v| v.as_f64())
+    });
+    let one_stage = staging.one_stage.map(|(times, peaks)| {
+        let median = times[times.len() / 2];
+        let tps = (a.batch * a.seq) as f64 / median;
+        OneStageReport {
+            median_s: median,
+            tokens_per_s: tps,
+            peak_mem_gib: peaks.iter().copied().max().map(gib),
+            speedup_vs_torch: torch_tps.map(|t| tps / t),
+        }
     });
     let r = Report {
         bench,
@@ -323,6 +354,8 @@ fn report(
         schedule: staging.schedule,
         bit_identical_to_one_stage: staging.bit_identical_to_one_stage,
         equal_to_whole_batch: staging.equal_to_whole_batch,
+        one_stage,
+        init_s: staging.init_s,
         checkpointed_layers: staging.checkpointed_layers,
         losses: staging.steps.iter().map(|s| s.loss).collect(),
         grad_norms: staging.steps.iter().map(|s| s.grad_norm).collect(),
@@ -354,6 +387,16 @@ fn report(
                 yes_no(r.bit_identical_to_one_stage),
                 yes_no(r.equal_to_whole_batch)
             );
+            if let Some(o) = &r.one_stage {
+                let peak = o
+                    .peak_mem_gib
+                    .map(|g| format!(", peak {g:.2} GiB"))
+                    .unwrap_or_default();
+                println!(
+                    "{bench} the same models as one stage: median {:.4} s/iter, {:.0} tokens/s{peak}",
+                    o.median_s, o.tokens_per_s
+                );
+            }
         }
         if !r.peak_per_device_gib.is_empty() {
             let each: Vec<String> = r
@@ -421,14 +464,15 @@ fn distinct(devices: &[Device]) -> Vec<&Device> {
 }
 
 /// King and challenger (random weights, seeds 1 and 2) as `--device` and `--stages` place
-/// them, and for `--stages` > 1 the one-stage king sharing the same weights.
+/// them, and for `--stages` > 1 on one device the one-stage king and challenger sharing the
+/// same weights.
 fn score_models(
     a: &ScoreArgs,
     config: &ModelConfig,
     devices: &[Device],
     dtype: koth_model::DType,
     pipeline: &Pipeline,
-) -> Result<(Model, Model, Option<Model>)> {
+) -> Result<(Model, Model, Option<[Model; 2]>)> {
     anyhow::ensure!(a.stages >= 1, "--stages must be at least 1");
     if let [device] = devices {
         let king = Model::init(config, 1, dtype, device)?;
@@ -442,7 +486,7 @@ fn score_models(
         // On one device the stages share the one-stage model's tensors: no second copy.
         let placed_king = king.place(placement.clone())?.with_pipeline(*pipeline);
         let placed_challenger = challenger.place(placement)?.with_pipeline(*pipeline);
-        return Ok((placed_king, placed_challenger, Some(king)));
+        return Ok((placed_king, placed_challenger, Some([king, challenger])));
     }
     anyhow::ensure!(
         a.stages == 1,
@@ -491,37 +535,57 @@ fn score(a: ScoreArgs) -> Result<()> {
         micro_batch_rows: a.micro_batch,
         schedule,
     };
+    let drawn = Instant::now();
     let (king, challenger, one_stage) = score_models(&a, &config, &devices, dtype, &pipeline)?;
+    for d in &devices {
+        d.synchronize()?;
+    }
+    let init_s = drawn.elapsed().as_secs_f64();
     let batches = random_batches(c, config.vocab_size, 4)?;
     let opts = ScoreOptions {
         logits_chunk_bytes: a.logits_chunk_mib << 20,
     };
     let path = super::model::parse_path(&c.path, king.scoring_path())?;
-    reset_peak(&devices)?;
     let scored: Vec<&Model> = if a.reuse_king {
         vec![&challenger]
     } else {
         vec![&king, &challenger]
     };
-    let times = timed(c, &devices, |i| {
-        let ids = &batches[i % batches.len()];
-        for &m in &scored {
-            // Per-window means, as a duel uses them; reading them back also waits for the GPU.
-            let _means = window_losses(m, ids, path, opts, &pipeline)?;
-        }
-        Ok(())
-    })?;
-    let peaks = read_peak(&devices)?;
+    let time_scoring = |scored: &[&Model]| -> Result<(Vec<f64>, Vec<u64>)> {
+        reset_peak(&devices)?;
+        let times = timed(c, &devices, |i| {
+            let ids = &batches[i % batches.len()];
+            for &m in scored {
+                // Per-window means, as a duel uses them; reading them back also waits for the GPU.
+                let _means = window_losses(m, ids, path, opts, &pipeline)?;
+            }
+            Ok(())
+        })?;
+        Ok((times, read_peak(&devices)?))
+    };
+    let (times, peaks) = time_scoring(&scored)?;
+    // The same weights as one stage each, scored the same way: the row a one-GPU validator
+    // would run, from the same draw.
+    let one_stage_timing = match &one_stage {
+        Some([king1, challenger1]) => Some(time_scoring(&if a.reuse_king {
+            vec![challenger1]
+        } else {
+            vec![king1, challenger1]
+        })?),
+        None => None,
+    };
     let stages = king.placement().len();
     let mut staging = Staging {
         peaks,
+        one_stage: one_stage_timing,
+        init_s: Some(init_s),
         stages,
         micro_batch: (stages > 1).then(|| pipeline.rows_for(c.seq).min(c.batch)),
         schedule: (stages > 1)
             .then(|| format!("{:?}", pipeline.schedule_for(&king)).to_lowercase()),
         ..Staging::default()
     };
-    if let Some(one) = &one_stage {
+    if let Some([one, _]) = &one_stage {
         // The acceptance check: the placed model against the one-stage model on the same
         // weights, the same micro-batches (and the whole batch at once).
         let ids = &batches[0];
