@@ -41,8 +41,16 @@ def delta_rule_path(model):
                 return f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__name__', name)}"
     if not has_deltanet:
         return None
+    # transformers 5.17 resolves its kernels at call time, so no attribute names the choice;
+    # called after the timed passes, this says whether they loaded fla's delta-rule ops (this
+    # script never imports fla itself).
+    import sys
+    loaded = sorted(m for m in sys.modules if m.startswith("fla.ops.gated_delta_rule"))
+    if loaded:
+        return f"fla ({loaded[0]} loaded by the forward)"
     import importlib.util
-    return "fla (importable)" if importlib.util.find_spec("fla") else "torch (fla not importable)"
+    importable = importlib.util.find_spec("fla") is not None
+    return f"torch (fla {'importable but not loaded' if importable else 'not importable'})"
 
 
 def experts_path(model):
