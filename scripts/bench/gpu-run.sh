@@ -178,7 +178,8 @@ fi
 if [ "$phase" = moe-batched ]; then
   # The alternatives to the default grouped GEMM, for comparison with `scale`'s one-stage row:
   # the experts as padded batched GEMMs (KOTH_MOE_BATCHED=1 with KOTH_MOE_GROUPED=0; opt-in,
-  # not yet run on a GPU), its golden check first, then the per-expert loop (KOTH_MOE_GROUPED=0).
+  # half the grouped GEMM's rate on the H200), its golden check first, then the per-expert loop
+  # (KOTH_MOE_GROUPED=0).
   cfg=${KOTH_SCALE_CONFIG:-fixtures/bench/qwen3-30b-a3b.json}
   record check timeout 90 env KOTH_MOE_GROUPED=0 KOTH_MOE_BATCHED=1 KOTH_GOLDEN_ONLY=moe python3 scripts/bench/gpu_golden_check.py /tmp/koth
   KOTH_MOE_GROUPED=0 KOTH_MOE_BATCHED=1 timeout 220 /tmp/koth bench score --config $cfg --batch 8 \
