@@ -365,10 +365,9 @@ fn report(
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        let peak = r
-            .peak_mem_gib
-            .map(|g| format!(", peak {g:.2} GiB"))
-            .unwrap_or_default();
+        let peak_text =
+            |g: Option<f64>| g.map(|g| format!(", peak {g:.2} GiB")).unwrap_or_default();
+        let peak = peak_text(r.peak_mem_gib);
         println!(
             "{bench} koth ({} path): {} params, {} {}, B={} T={}: median {:.4} s/iter over {} iters, {:.0} tokens/s{peak}",
             r.path, r.parameters, r.device, r.dtype, r.batch, r.seq, r.median_s, r.iters, r.tokens_per_s
@@ -388,10 +387,7 @@ fn report(
                 yes_no(r.equal_to_whole_batch)
             );
             if let Some(o) = &r.one_stage {
-                let peak = o
-                    .peak_mem_gib
-                    .map(|g| format!(", peak {g:.2} GiB"))
-                    .unwrap_or_default();
+                let peak = peak_text(o.peak_mem_gib);
                 println!(
                     "{bench} the same models as one stage: median {:.4} s/iter, {:.0} tokens/s{peak}",
                     o.median_s, o.tokens_per_s
@@ -407,11 +403,7 @@ fn report(
             println!("{bench} peak per device (GiB): {}", each.join(", "));
         }
         if let (Some(t), Some(tps)) = (&r.torch, torch_tps) {
-            let peak = t
-                .get("peak_mem_gib")
-                .and_then(|v| v.as_f64())
-                .map(|g| format!(", peak {g:.2} GiB"))
-                .unwrap_or_default();
+            let peak = peak_text(t.get("peak_mem_gib").and_then(|v| v.as_f64()));
             println!(
                 "{bench} PyTorch (same shapes, same call): {tps:.0} tokens/s{peak}; koth/PyTorch = {:.2}x",
                 tokens_per_s / tps
