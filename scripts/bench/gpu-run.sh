@@ -153,10 +153,11 @@ if [ "$phase" = pending ]; then
 fi
 
 if [ "$phase" = scale ]; then
-  # docs/SCALE.md's list for one H200 (one call; about 4 min on 2026-12-05): the planner's prediction, then one
-  # draw of the pair placed as two virtual stages on the one GPU, which `bench score` times both
-  # ways (the placed models and, sharing their tensors, the one-stage models: `one_stage` in the
-  # JSON), checks bit for bit against each other, and follows with transformers in the same call.
+  # docs/SCALE.md's list for one H200 (one call; about 4 min on 2026-12-05): the planner's
+  # prediction, then one draw of the pair placed as two virtual stages on the one GPU, which
+  # `bench score` times both ways (the placed models and, sharing their tensors, the one-stage
+  # models: `one_stage` in the JSON), checks bit for bit against each other, and follows with
+  # transformers in the same call.
   # The experts run as cuBLAS grouped GEMMs (the default on CUDA; transformers' JSON names its
   # own experts backend). Drawing the 48-layer pair once instead of twice saves minutes. Each
   # step's stderr and start time go to $OUT/scale-$stamp.log.

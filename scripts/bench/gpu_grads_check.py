@@ -28,6 +28,12 @@ koth = sys.argv[1] if len(sys.argv) > 1 else "./koth"
 root = pathlib.Path("fixtures/hf-golden")
 tol = {"f32": 1e-4, "bf16": None}
 ok = True
+
+
+def rel(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
 with tempfile.TemporaryDirectory() as tmp:
     only = os.environ.get("KOTH_GRADS_ONLY", "")  # a substring of the fixture names to run
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and only in p.name):
@@ -45,17 +51,15 @@ with tempfile.TemporaryDirectory() as tmp:
                                 "--path", path], check=True, stdout=subprocess.DEVNULL)
                 key = path if device == "cuda" else "composite-cpu"
                 got[key] = {k: v.astype(np.float64) for k, v in load_file(str(out)).items()}
-            def rel(a, b):
-                return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
             per_tensor = {n: rel(got["kernels"][n], ref) for n, ref in got["composite"].items()}
-            worst_name = max(per_tensor, key=per_tensor.get) if per_tensor else None
-            worst = per_tensor[worst_name] if worst_name and per_tensor[worst_name] > 0 else 0.0
-            if worst == 0.0:
+            worst_name = max(per_tensor, key=per_tensor.get)
+            worst = per_tensor[worst_name]
+            if worst == 0.0:  # no parameter differs
                 worst_name = None
             worst_golden = max(rel(got["kernels"][n], golden[n].astype(np.float64)) for n in per_tensor)
             diff2 = sum(float(np.sum((got["kernels"][n] - r) ** 2)) for n, r in got["composite"].items())
-            norm2 = sum(float(np.sum(r ** 2)) for r in got["composite"].values())
-            whole = (diff2 / max(norm2, 1e-60)) ** 0.5
+            grad_norm = max(sum(float(np.sum(r ** 2)) for r in got["composite"].values()), 1e-60) ** 0.5
+            whole = diff2 ** 0.5 / grad_norm
             line = {"model": folder.name, "dtype": dt,
                     "max_rel_kernels_vs_composite": worst, "worst_tensor": worst_name,
                     "max_rel_kernels_vs_transformers": worst_golden, "rel_whole_gradient": whole,
@@ -68,7 +72,7 @@ with tempfile.TemporaryDirectory() as tmp:
                 over = {n: r for n, r in per_tensor.items() if r > tol[dt]}
                 within_rounding = [{"tensor": n, "rel_kernels_vs_composite": r,
                                     "rel_composite_cuda_vs_cpu": floor[n],
-                                    "norm_share": float(np.linalg.norm(got["composite"][n]) / max(norm2, 1e-60) ** 0.5)}
+                                    "norm_share": float(np.linalg.norm(got["composite"][n]) / grad_norm)}
                                    for n, r in over.items() if r <= floor[n]]
                 line["max_rel_composite_cuda_vs_cpu"] = max(floor.values())
                 line["within_rounding"] = within_rounding

@@ -18,9 +18,9 @@ koth = sys.argv[1] if len(sys.argv) > 1 else "./koth"
 tol = {"f32": 1e-4, "bf16": None}
 ok = True
 only = os.environ.get("KOTH_TRAIN_CHECK_ONLY", "")  # a substring of the fixture names to run
-names = ["llama-tiny", "qwen2-tiny", "qwen3-tiny", "qwen3moe-tiny", "qwen35-tiny", "qwen35moe-tiny"]
-for name in [n for n in names if only in n]:
-    config = pathlib.Path("fixtures/hf-golden") / name / "config.json"
+root = pathlib.Path("fixtures/hf-golden")
+for name in sorted(p.name for p in root.iterdir() if p.is_dir() and only in p.name):
+    config = root / name / "config.json"
     for dt in ["f32", "bf16"]:
         runs = {}
         for dev in ["cpu", "cuda"]:

@@ -28,22 +28,13 @@ def per_token_nll(model, ids, chunk):
 def delta_rule_path(model):
     """Which gated-delta-rule implementation transformers' DeltaNet layers took (Qwen3.5 and
     Qwen3-Next): flash-linear-attention's Triton kernels when `fla` is installed, else its own
-    pure-torch chunked loop. None for models without DeltaNet layers."""
-    has_deltanet = False
-    for module in model.modules():
-        if "GatedDeltaNet" not in type(module).__name__:
-            continue
-        has_deltanet = True
-        # transformers 5 binds the chosen function to an attribute whose name says delta rule.
-        for name, val in vars(module).items():
-            if "delta_rule" in name and callable(val):
-                inner = getattr(val, "func", val)  # functools.partial
-                return f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__name__', name)}"
-    if not has_deltanet:
+    pure-torch chunked loop. None for models without DeltaNet layers.
+
+    transformers 5.17 resolves its kernels at call time, so no attribute of the layer names the
+    choice. Called after the timed passes, this says whether they loaded fla's delta-rule ops
+    (this script never imports fla itself)."""
+    if not any("GatedDeltaNet" in type(m).__name__ for m in model.modules()):
         return None
-    # transformers 5.17 resolves its kernels at call time, so no attribute names the choice;
-    # called after the timed passes, this says whether they loaded fla's delta-rule ops (this
-    # script never imports fla itself).
     import sys
     loaded = sorted(m for m in sys.modules if m.startswith("fla.ops.gated_delta_rule"))
     if loaded:

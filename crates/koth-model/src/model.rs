@@ -472,6 +472,8 @@ impl Model {
         for (name, t) in tensors.iter_mut() {
             *t = transfer(t, placement.device_of(name))?;
         }
+        // One stage and nothing to keep is a plain assembly; so is a hybrid, which takes only a
+        // one-stage placement and is always assembled afresh.
         if placement.len() == 1 && (reuse.is_none() || config.hybrid.is_some()) {
             return Self::from_tensors(config, tensors);
         }

@@ -312,16 +312,14 @@ fn report(
 ) -> Result<()> {
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let peak = staging.peaks.iter().copied().max();
-    let median = times[times.len() / 2];
-    let tokens_per_s = (a.batch * a.seq) as f64 / median;
+    let (median, tokens_per_s) = median_rate(times, a.batch * a.seq);
     let torch_tps = torch.as_ref().and_then(|t| {
         t.get("paired_tokens_per_s")
             .or_else(|| t.get("tokens_per_s"))
             .and_then(|v| v.as_f64())
     });
     let one_stage = staging.one_stage.map(|(times, peaks)| {
-        let median = times[times.len() / 2];
-        let tps = (a.batch * a.seq) as f64 / median;
+        let (median, tps) = median_rate(&times, a.batch * a.seq);
         OneStageReport {
             median_s: median,
             tokens_per_s: tps,
@@ -411,6 +409,13 @@ fn report(
         }
     }
     Ok(())
+}
+
+/// The median of sorted iteration times, and the tokens per second it gives for `tokens` per
+/// iteration.
+fn median_rate(sorted_times: &[f64], tokens: usize) -> (f64, f64) {
+    let median = sorted_times[sorted_times.len() / 2];
+    (median, tokens as f64 / median)
 }
 
 /// Peak device memory of the timed run: each CUDA device's memory pool's high-water mark,
@@ -538,11 +543,15 @@ fn score(a: ScoreArgs) -> Result<()> {
         logits_chunk_bytes: a.logits_chunk_mib << 20,
     };
     let path = super::model::parse_path(&c.path, king.scoring_path())?;
-    let scored: Vec<&Model> = if a.reuse_king {
-        vec![&challenger]
-    } else {
-        vec![&king, &challenger]
+    // What an iteration scores: both models, or with king-loss reuse only the challenger.
+    let scored_pair = |king, challenger| -> Vec<&Model> {
+        if a.reuse_king {
+            vec![challenger]
+        } else {
+            vec![king, challenger]
+        }
     };
+    let scored = scored_pair(&king, &challenger);
     let time_scoring = |scored: &[&Model]| -> Result<(Vec<f64>, Vec<u64>)> {
         reset_peak(&devices)?;
         let times = timed(c, &devices, |i| {
@@ -559,11 +568,7 @@ fn score(a: ScoreArgs) -> Result<()> {
     // The same weights as one stage each, scored the same way: the row a one-GPU validator
     // would run, from the same draw.
     let one_stage_timing = match &one_stage {
-        Some([king1, challenger1]) => Some(time_scoring(&if a.reuse_king {
-            vec![challenger1]
-        } else {
-            vec![king1, challenger1]
-        })?),
+        Some([king1, challenger1]) => Some(time_scoring(&scored_pair(king1, challenger1))?),
         None => None,
     };
     let stages = king.placement().len();
